@@ -1,0 +1,49 @@
+# DeepZoo: `make run` serves the API and one worker on the embedded default;
+# `make test` runs the whole suite. Both create .venv when it is missing.
+PY ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+DEV_STAMP := $(VENV)/.installed-dev
+
+.PHONY: run test test-fast lint format typecheck bench clean
+
+$(BIN)/python:
+	$(PY) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+
+# torch first, pinned: anything else would pull a multi-GB CUDA build
+$(STAMP): pyproject.toml | $(BIN)/python
+	$(BIN)/pip install --quiet torch==2.13.0
+	$(BIN)/pip install --quiet -e .
+	touch $@
+
+$(DEV_STAMP): $(STAMP) pyproject.toml
+	$(BIN)/pip install --quiet -e '.[dev]'
+	touch $@
+
+run: $(STAMP)
+	$(BIN)/python -m app.devserver
+
+test: $(DEV_STAMP)
+	$(BIN)/python -m pytest -q -m "not slow"
+
+test-fast: $(DEV_STAMP)
+	$(BIN)/python -m pytest -q -m "not slow and not e2e"
+
+lint: $(DEV_STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy
+
+format: $(DEV_STAMP)
+	$(BIN)/ruff format .
+	$(BIN)/ruff check --fix .
+
+bench: $(DEV_STAMP)
+	$(BIN)/python -m bench.service_overhead
+	$(BIN)/python -m bench.queue_latency
+	$(BIN)/python -m bench.predict_latency
+
+clean:
+	rm -rf var .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,1 @@
+"""DeepZoo's HTTP service: configuration, database layer, API and inference."""

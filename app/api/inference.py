@@ -1,0 +1,115 @@
+"""Inference on a trained job: predict (other capabilities arrive with their families)."""
+
+from __future__ import annotations
+
+import time
+from statistics import NormalDist
+from typing import Annotated, Any
+
+import numpy as np
+import torch
+from fastapi import APIRouter, Query
+
+from app.api.deps import CurrentPrincipal, SessionDep, owned_job
+from app.auth import Principal
+from app.config import get_settings
+from app.inference import Loaded, cache, load_model, to_jsonable
+from app.problems import Problem
+from app.schemas import TERMINAL, PredictRequest
+from models.family import Capability
+
+router = APIRouter(prefix="/v1/jobs", tags=["inference"])
+REVALIDATE_SECONDS = 30.0
+
+
+def loaded_model(session: SessionDep, principal: Principal, job_id: str) -> Loaded:
+    """The job's model from the cache; the database is read only on a miss or to revalidate."""
+    models = cache(get_settings().inference_cache_size)
+    item = models.get(job_id)
+    if item is not None and item.owner != principal.owner:
+        raise Problem(404, f"no job {job_id!r}")
+    if item is not None and time.monotonic() - item.checked_at < REVALIDATE_SECONDS:
+        return item
+    job = owned_job(session, principal, job_id)
+    if item is not None and item.checkpoint_id == job.checkpoint_id:
+        if job.status in TERMINAL:
+            item.checked_at = time.monotonic()
+        return item
+    item = load_model(session, job)
+    item.checked_at = time.monotonic() if job.status in TERMINAL else 0.0
+    models.put(item)
+    return item
+
+
+def require(item: Loaded, capability: Capability) -> None:
+    if capability not in item.family.capabilities:
+        can = ", ".join(sorted(c.value for c in item.family.capabilities))
+        raise Problem(409, f"model {item.family.name!r} cannot {capability.value}; it can: {can}",
+                      capabilities=sorted(c.value for c in item.family.capabilities))
+
+
+def parse_inputs(raw: list[Any], shape: tuple[int, ...], field: str = "inputs") -> torch.Tensor:
+    """A (N, *shape) float32 tensor, or a 422 naming the offending input."""
+    settings = get_settings()
+
+    def bad(msg: str, path: str = field) -> Problem:
+        return Problem(422, f"{path}: {msg}", errors=[{"path": path, "message": msg,
+                                                      "type": "value_error"}])
+
+    if not raw:
+        raise bad("give at least one input")
+    if len(raw) > settings.max_inputs:
+        raise Problem(413, f"{field}: at most {settings.max_inputs} inputs per request",
+                      errors=[{"path": field, "message": "too many inputs", "type": "too_long"}])
+    flat = shape == (1,)
+    for i, item in enumerate(raw):
+        if flat and isinstance(item, (int, float)) and not isinstance(item, bool):
+            continue
+        try:
+            arr = np.asarray(item, dtype=np.float64)
+        except (TypeError, ValueError):
+            raise bad("not a number or an array of numbers", f"{field}[{i}]") from None
+        if arr.shape != shape:
+            raise bad(f"shape {list(arr.shape)}, expected {list(shape)}", f"{field}[{i}]")
+    x = np.asarray(raw, dtype=np.float64).reshape((len(raw), *shape))
+    with np.errstate(over="ignore"):
+        x32 = x.astype(np.float32)
+    bad_rows = np.where(~np.isfinite(x32.reshape(len(raw), -1)).all(axis=1))[0]
+    if len(bad_rows):
+        raise bad("NaN, inf or a value beyond float32", f"{field}[{int(bad_rows[0])}]")
+    return torch.from_numpy(x32)
+
+
+@router.post("/{job_id}/predict")
+def predict(
+    job_id: str,
+    body: PredictRequest,
+    principal: CurrentPrincipal,
+    session: SessionDep,
+    level: Annotated[float, Query(gt=0, lt=1, description="central interval mass")] = 0.95,
+) -> dict[str, Any]:
+    """Predictions with epistemic and aleatoric uncertainty (mean over ``mc_samples`` passes)."""
+    item = loaded_model(session, principal, job_id)
+    require(item, Capability.PREDICT)
+    settings = get_settings()
+    x = parse_inputs(body.inputs, item.info.input_shape)
+    mc = body.mc_samples or int(item.family.extra.get("default_mc_samples", 1))
+    if mc > settings.max_mc_samples:
+        raise Problem(422, f"mc_samples: at most {settings.max_mc_samples}",
+                      errors=[{"path": "mc_samples", "message": "too large", "type": "less_than_equal"}])
+    if mc * len(x) > 5_000_000:
+        raise Problem(413, "mc_samples × inputs is over 5,000,000 forward rows; split the request",
+                      errors=[{"path": "mc_samples", "message": "request too large",
+                               "type": "too_long"}])
+    assert item.family.predict is not None
+    with torch.inference_mode():
+        out = item.family.predict(item.module, x, mc)
+    result: dict[str, Any] = {"job_id": job_id, "checkpoint": item.checkpoint_id,
+                              "task": item.info.task, "mc_samples": mc}
+    result.update(to_jsonable(out))
+    if item.info.task == "regression":
+        z = NormalDist().inv_cdf(0.5 + level / 2)
+        half = z * out["total_var"].clamp_min(0).sqrt()
+        result["interval"] = {"level": level, "lower": to_jsonable(out["mean"] - half),
+                              "upper": to_jsonable(out["mean"] + half)}
+    return result

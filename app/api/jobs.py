@@ -1,0 +1,387 @@
+"""Jobs: create (idempotent), list, get, cancel, resume, clone, delete, metrics, events,
+checkpoints."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import csv
+import hashlib
+import io
+import json
+import math
+from datetime import datetime
+from typing import Annotated, Any, Literal
+
+from fastapi import APIRouter, Body, Header, Query, Request, Response
+from fastapi.responses import StreamingResponse
+from pydantic import TypeAdapter, ValidationError
+from sqlalchemy import and_, delete, or_, select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+from starlette.concurrency import run_in_threadpool
+
+from app.api.deps import CurrentPrincipal, SessionDep, owned_job
+from app.auth import Principal
+from app.db.models import Checkpoint, Job, JobEvent, Metric, new_id, utcnow
+from app.db.ops import add_event, checkpoint_ok
+from app.db.session import get_sessionmaker
+from app.problems import Problem
+from app.provenance import code_provenance
+from app.queue import queue_for, send_job
+from app.schemas import (
+    TERMINAL,
+    CheckpointOut,
+    CloneRequest,
+    JobList,
+    JobOut,
+    JobSpec,
+    JobStatus,
+    Progress,
+    ResumeRequest,
+)
+from models.registry import get_family
+
+router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
+SPEC_ADAPTER: TypeAdapter[Any] = TypeAdapter(JobSpec)
+
+
+def job_out(job: Job) -> JobOut:
+    total = job.progress_total or 0
+    return JobOut(
+        id=job.id, name=job.name, model=job.model, dataset=job.dataset, spec=job.spec,
+        tags=job.tags or {}, status=job.status,  # type: ignore[arg-type]
+        progress=Progress(step=job.progress_step, total=total,
+                          fraction=min(1.0, job.progress_step / total) if total else 0.0,
+                          eta_seconds=job.eta_seconds),
+        metrics={k: (v if v is None or math.isfinite(v) else None)
+                 for k, v in (job.metrics or {}).items()},
+        attempts=job.attempts, error=job.error, created_at=job.created_at,
+        started_at=job.started_at, finished_at=job.finished_at, checkpoint=job.checkpoint_id,
+        provenance=job.provenance or {},
+    )
+
+
+def fill_defaults(spec: Any) -> dict[str, Any]:
+    """The spec as stored: every default filled in, epochs or steps chosen."""
+    family = get_family(spec.model)
+    data = spec.model_dump(mode="json")
+    train = data["train"]
+    if train["epochs"] is None and train["steps"] is None:
+        train["epochs"] = family.default_epochs
+    if train["batch_size"] is None:
+        train["batch_size"] = family.default_batch_size
+    return data
+
+
+def spec_digest(data: dict[str, Any]) -> str:
+    return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()
+
+
+def enqueue(session: Session, job: Job) -> None:
+    """Commit, then send the task (the message carries only the id)."""
+    session.commit()
+    if send_job(job.id, job.queue, attempt_tag=f"{job.attempts}-{new_id('m')[2:]}"):
+        job.sent_at = utcnow()
+        session.commit()
+
+
+def create_job(session: Session, principal: Principal, spec: Any,
+               idempotency_key: str | None = None) -> tuple[Job, bool]:
+    data = fill_defaults(spec)
+    digest = spec_digest(data)
+    if idempotency_key is not None:
+        existing = session.scalar(select(Job).where(Job.owner == principal.owner,
+                                                    Job.idempotency_key == idempotency_key))
+        if existing is not None:
+            return _replay(existing, digest), False
+    job = Job(
+        id=new_id("job"), owner=principal.owner, name=data.pop("name"), model=data["model"],
+        dataset=data["dataset"], tags=data.pop("tags"), spec=data, status="queued",
+        queue=queue_for(data["train"]["device"]), idempotency_key=idempotency_key,
+        spec_hash=digest,
+        provenance={"seed": data["train"]["seed"], **code_provenance()},
+    )
+    session.add(job)
+    add_event(session, job, "status", {"status": "queued"})
+    try:
+        session.flush()
+    except IntegrityError:  # a concurrent request with the same Idempotency-Key won
+        session.rollback()
+        existing = session.scalar(select(Job).where(Job.owner == principal.owner,
+                                                    Job.idempotency_key == idempotency_key))
+        if existing is None:
+            raise
+        return _replay(existing, digest), False
+    enqueue(session, job)
+    return job, True
+
+
+def _replay(existing: Job, digest: str) -> Job:
+    if existing.spec_hash != digest:
+        raise Problem(422, "Idempotency-Key was already used with a different job spec",
+                      errors=[{"path": "Idempotency-Key", "message": "reused with another body",
+                               "type": "idempotency_conflict"}])
+    return existing
+
+
+@router.post("", status_code=201, response_model=JobOut,
+             responses={200: {"description": "replay of an earlier request with this "
+                                             "Idempotency-Key"}})
+def post_job(
+    spec: Annotated[JobSpec, Body()],  # type: ignore[valid-type]
+    principal: CurrentPrincipal,
+    session: SessionDep,
+    response: Response,
+    idempotency_key: Annotated[str | None, Header(max_length=200)] = None,
+) -> JobOut:
+    job, created = create_job(session, principal, spec, idempotency_key)
+    response.headers["Location"] = f"/v1/jobs/{job.id}"
+    if not created:
+        response.status_code = 200
+        response.headers["Idempotent-Replayed"] = "true"
+    return job_out(job)
+
+
+def _encode_cursor(job: Job) -> str:
+    raw = json.dumps([job.created_at.isoformat(), job.id]).encode()
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def _decode_cursor(cursor: str) -> tuple[datetime, str]:
+    try:
+        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
+        created, job_id = json.loads(raw)
+        return datetime.fromisoformat(created), str(job_id)
+    except Exception:
+        raise Problem(422, "malformed cursor", errors=[{"path": "cursor",
+                      "message": "not a cursor returned by this API", "type": "value_error"}]) from None
+
+
+@router.get("", response_model=JobList)
+def list_jobs(
+    principal: CurrentPrincipal,
+    session: SessionDep,
+    status: JobStatus | None = None,
+    model: Annotated[str | None, Query(max_length=64)] = None,
+    dataset: Annotated[str | None, Query(max_length=64)] = None,
+    limit: Annotated[int, Query(ge=1, le=200)] = 50,
+    cursor: Annotated[str | None, Query(max_length=500)] = None,
+) -> JobList:
+    q = select(Job).where(Job.owner == principal.owner)
+    if status:
+        q = q.where(Job.status == status)
+    if model:
+        q = q.where(Job.model == model)
+    if dataset:
+        q = q.where(Job.dataset == dataset)
+    if cursor:
+        created, job_id = _decode_cursor(cursor)
+        q = q.where(or_(Job.created_at < created, and_(Job.created_at == created, Job.id < job_id)))
+    rows = session.scalars(q.order_by(Job.created_at.desc(), Job.id.desc()).limit(limit + 1)).all()
+    more = len(rows) > limit
+    rows = rows[:limit]
+    return JobList(items=[job_out(j) for j in rows],
+                   next_cursor=_encode_cursor(rows[-1]) if more and rows else None)
+
+
+@router.get("/{job_id}", response_model=JobOut)
+def get_job(job_id: str, principal: CurrentPrincipal, session: SessionDep) -> JobOut:
+    return job_out(owned_job(session, principal, job_id))
+
+
+@router.post("/{job_id}/cancel", response_model=JobOut, status_code=202)
+def cancel_job(job_id: str, principal: CurrentPrincipal, session: SessionDep,
+               response: Response) -> JobOut:
+    job = owned_job(session, principal, job_id)
+    if job.status in TERMINAL:
+        raise Problem(409, f"job is already {job.status}")
+    if job.status == "queued":
+        job.status, job.finished_at = "cancelled", utcnow()
+        add_event(session, job, "status", {"status": "cancelled"})
+        response.status_code = 200
+    else:
+        job.cancel_requested = True
+    session.commit()
+    return job_out(job)
+
+
+@router.post("/{job_id}/resume", response_model=JobOut, status_code=202)
+def resume_job(job_id: str, principal: CurrentPrincipal, session: SessionDep,
+               body: Annotated[ResumeRequest | None, Body()] = None) -> JobOut:
+    job = owned_job(session, principal, job_id)
+    if job.status not in ("failed", "cancelled"):
+        raise Problem(409, f"only failed or cancelled jobs resume; this one is {job.status}")
+    spec = json.loads(json.dumps(job.spec))
+    if body is not None:
+        if body.epochs is not None and body.steps is not None:
+            raise Problem(422, "give epochs or steps, not both",
+                          errors=[{"path": "steps", "message": "give epochs or steps, not both",
+                                   "type": "value_error"}])
+        for key in ("epochs", "steps", "max_minutes"):
+            value = getattr(body, key)
+            if value is not None:
+                if key in ("epochs", "steps") and spec["train"].get(key) is None:
+                    raise Problem(422, f"this job counts in {'steps' if key == 'epochs' else 'epochs'}",
+                                  errors=[{"path": key, "message": "wrong budget unit",
+                                           "type": "value_error"}])
+                spec["train"][key] = value
+    job.spec = spec
+    job.status, job.error, job.finished_at = "queued", None, None
+    job.cancel_requested, job.attempts, job.lease = False, 0, None
+    add_event(session, job, "status", {"status": "queued", "resumed": True})
+    enqueue(session, job)
+    return job_out(job)
+
+
+@router.post("/{job_id}/clone", response_model=JobOut, status_code=201)
+def clone_job(job_id: str, principal: CurrentPrincipal, session: SessionDep, response: Response,
+              body: Annotated[CloneRequest | None, Body()] = None) -> JobOut:
+    src = owned_job(session, principal, job_id)
+    spec: dict[str, Any] = json.loads(json.dumps(src.spec))
+    spec["name"], spec["tags"] = src.name, dict(src.tags or {})
+    if body is not None:
+        for key, value in body.model_dump(exclude_none=True).items():
+            if isinstance(value, dict) and key in ("params", "optimizer", "train"):
+                spec[key] = {**spec.get(key, {}), **value}
+            else:
+                spec[key] = value
+    try:
+        parsed = SPEC_ADAPTER.validate_python(spec)
+    except ValidationError as exc:
+        from fastapi.exceptions import RequestValidationError
+
+        raise RequestValidationError(exc.errors()) from None
+    job, _ = create_job(session, principal, parsed)
+    job.provenance = {**job.provenance, "cloned_from": src.id}
+    session.commit()
+    response.headers["Location"] = f"/v1/jobs/{job.id}"
+    return job_out(job)
+
+
+@router.delete("/{job_id}", status_code=204)
+def delete_job(job_id: str, principal: CurrentPrincipal, session: SessionDep) -> Response:
+    job = owned_job(session, principal, job_id)
+    if job.status not in TERMINAL:
+        raise Problem(409, f"job is {job.status}: cancel it first, then delete")
+    for table in (Metric, Checkpoint, JobEvent):
+        session.execute(delete(table).where(table.job_id == job.id))
+    session.delete(job)
+    session.commit()
+    return Response(status_code=204)
+
+
+@router.get("/{job_id}/metrics", response_model=None)
+def get_metrics(
+    job_id: str,
+    principal: CurrentPrincipal,
+    session: SessionDep,
+    name: Annotated[str | None, Query(max_length=100)] = None,
+    since_step: Annotated[int | None, Query(ge=0)] = None,
+    format: Literal["json", "csv"] = "json",
+) -> Any:
+    owned_job(session, principal, job_id)
+    q = select(Metric.name, Metric.step, Metric.value, Metric.created_at).where(
+        Metric.job_id == job_id)
+    if name:
+        q = q.where(Metric.name == name)
+    if since_step is not None:
+        q = q.where(Metric.step > since_step)
+    rows = session.execute(q.order_by(Metric.name, Metric.step)).all()
+    if format == "csv":
+        buf = io.StringIO()
+        writer = csv.writer(buf)
+        writer.writerow(["name", "step", "value", "time"])
+        for r in rows:
+            writer.writerow([r.name, r.step, "" if r.value is None else repr(r.value),
+                             r.created_at.isoformat()])
+        return Response(buf.getvalue(), media_type="text/csv",
+                        headers={"Content-Disposition": f'attachment; filename="{job_id}-metrics.csv"'})
+    return {"job_id": job_id,
+            "metrics": [{"name": r.name, "step": r.step, "value": r.value,
+                         "time": r.created_at.isoformat()} for r in rows]}
+
+
+@router.get("/{job_id}/checkpoints", response_model=list[CheckpointOut])
+def list_checkpoints(job_id: str, principal: CurrentPrincipal, session: SessionDep) -> Any:
+    owned_job(session, principal, job_id)
+    rows = session.scalars(select(Checkpoint).where(Checkpoint.job_id == job_id)
+                           .order_by(Checkpoint.step, Checkpoint.created_at)).all()
+    return [CheckpointOut(id=c.id, step=c.step, is_best=c.is_best, sha256=c.sha256, size=c.size,
+                          created_at=c.created_at) for c in rows]
+
+
+@router.get("/{job_id}/checkpoints/{checkpoint_id}", response_class=Response,
+            responses={200: {"content": {"application/octet-stream": {}},
+                             "description": "the checkpoint as safetensors"}})
+def download_checkpoint(job_id: str, checkpoint_id: str, principal: CurrentPrincipal,
+                        session: SessionDep) -> Response:
+    owned_job(session, principal, job_id)
+    ckpt = session.get(Checkpoint, checkpoint_id)
+    if ckpt is None or ckpt.job_id != job_id:
+        raise Problem(404, f"no checkpoint {checkpoint_id!r} in job {job_id}")
+    if not checkpoint_ok(ckpt):
+        raise Problem(409, f"checkpoint {checkpoint_id} is corrupt (sha256 mismatch)")
+    return Response(ckpt.data, media_type="application/octet-stream", headers={
+        "Content-Disposition": f'attachment; filename="{job_id}-{checkpoint_id}.safetensors"',
+        "X-Checkpoint-SHA256": ckpt.sha256, "X-Checkpoint-Step": str(ckpt.step)})
+
+
+# --- Server-Sent Events ----------------------------------------------------------------------
+
+def _events_since(job_id: str, after: int) -> tuple[list[JobEvent], str | None]:
+    with get_sessionmaker()() as s:
+        rows = list(s.scalars(select(JobEvent).where(JobEvent.job_id == job_id, JobEvent.id > after)
+                              .order_by(JobEvent.id).limit(500)).all())
+        status = s.scalar(select(Job.status).where(Job.id == job_id))
+        return rows, status
+
+
+@router.get("/{job_id}/events", response_class=StreamingResponse,
+            responses={200: {"content": {"text/event-stream": {}},
+                             "description": "status, progress and metrics events"}})
+async def job_events(
+    job_id: str,
+    request: Request,
+    principal: CurrentPrincipal,
+    session: SessionDep,
+    last_event_id: Annotated[str | None, Header(max_length=32)] = None,
+    poll: Annotated[float, Query(ge=0.05, le=10)] = 0.25,
+) -> StreamingResponse:
+    """The job's events as SSE; reconnect with ``Last-Event-ID`` to miss nothing.
+
+    The stream ends after the event that makes the job terminal.
+    """
+    await run_in_threadpool(owned_job, session, principal, job_id)
+    try:
+        after = int(last_event_id) if last_event_id else 0
+    except ValueError:
+        raise Problem(422, "Last-Event-ID must be an event id", errors=[
+            {"path": "Last-Event-ID", "message": "not an integer", "type": "int_parsing"}]) from None
+
+    async def stream() -> Any:
+        nonlocal after
+        yield "retry: 1000\n\n"
+        idle = 0.0
+        while True:
+            rows, status = await run_in_threadpool(_events_since, job_id, after)
+            for ev in rows:
+                after = ev.id
+                yield f"id: {ev.id}\nevent: {ev.kind}\ndata: {json.dumps(ev.data)}\n\n"
+            if status is None:
+                return
+            if not rows and status in TERMINAL:
+                return
+            if rows:
+                idle = 0.0
+                continue
+            if await request.is_disconnected():
+                return
+            idle += poll
+            if idle >= 15:
+                idle = 0.0
+                yield ": keep-alive\n\n"
+            await asyncio.sleep(poll)
+
+    return StreamingResponse(stream(), media_type="text/event-stream",
+                             headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})

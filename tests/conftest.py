@@ -1,0 +1,63 @@
+"""Shared fixtures: real databases (a SQLite file and a fresh PostgreSQL database) and
+real Redis. Nothing of our own is mocked."""
+
+from __future__ import annotations
+
+import os
+import secrets
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import redis
+from sqlalchemy import create_engine, text
+
+PG_ADMIN_URL = os.environ.get("DEEPZOO_TEST_PG_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
+REDIS_URL = os.environ.get("DEEPZOO_TEST_REDIS_URL", "redis://127.0.0.1:6379")
+
+
+def _pg_available() -> str | None:
+    try:
+        engine = create_engine(PG_ADMIN_URL, isolation_level="AUTOCOMMIT")
+        with engine.connect() as conn:
+            conn.execute(text("SELECT 1"))
+        engine.dispose()
+        return None
+    except Exception as exc:
+        return str(exc)
+
+
+@pytest.fixture(scope="session")
+def pg_database() -> Iterator[str]:
+    """A fresh PostgreSQL database for this test session, dropped at the end."""
+    err = _pg_available()
+    if err:
+        pytest.fail(f"PostgreSQL is required at {PG_ADMIN_URL} (.ci/run starts it): {err}")
+    name = f"deepzoo_t_{secrets.token_hex(4)}"
+    admin = create_engine(PG_ADMIN_URL, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(text(f'CREATE DATABASE "{name}"'))
+    base = PG_ADMIN_URL.rsplit("/", 1)[0]
+    try:
+        yield f"{base}/{name}"
+    finally:
+        with admin.connect() as conn:
+            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        admin.dispose()
+
+
+def redis_url(db: int) -> str:
+    url = f"{REDIS_URL}/{db}"
+    try:
+        r = redis.Redis.from_url(url, socket_timeout=2)
+        r.flushdb()
+    except redis.RedisError as exc:
+        pytest.fail(f"Redis is required at {REDIS_URL} (.ci/run starts it): {exc}")
+    return url
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'deepzoo.db'}"
+    return request.getfixturevalue("pg_database")

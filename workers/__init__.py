@@ -1,0 +1,1 @@
+"""Celery workers: the app and the training runner (TrainContext, resume, heartbeats)."""

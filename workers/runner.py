@@ -1,0 +1,396 @@
+"""The training runner: claim a job, build its family, resume, run, record the outcome.
+
+The family owns its loop; the runner owns everything around it through
+``TrainContext`` (metrics, checkpoints, progress, heartbeats, cancellation, time
+limit). A job is claimed with a conditional UPDATE (a lease in the database), so
+a duplicate delivery of a job that another worker holds does nothing.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import random
+import socket
+import threading
+import time
+import uuid
+from datetime import timedelta
+from typing import Any
+
+import numpy as np
+import torch
+from sqlalchemy import select, update
+
+from app.config import Settings, get_settings
+from app.db.models import Checkpoint, Job, new_id, utcnow
+from app.db.ops import add_event, insert_metrics, latest_good_checkpoint, retry_db
+from app.db.session import session_scope
+from models.checkpoint import dump_state, load_state, rng_state, set_rng_state
+from models.data import DataInfo, load
+from models.family import Diverged, Family
+from models.optim import OptimizerSpec, build_optimizer
+from models.registry import get_family
+
+log = logging.getLogger("deepzoo.runner")
+
+
+class LeaseLost(Exception):
+    """Another worker holds this job now; stop without writing anything."""
+
+
+def run_job(job_id: str) -> str:
+    settings = get_settings()
+    lease = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+    job = claim(job_id, lease, settings)
+    if job is None:
+        return "skipped"
+    return Runner(job, lease, settings).run()
+
+
+def claim(job_id: str, lease: str, settings: Settings) -> Job | None:
+    """Take the job if it is queued, or running under a lease whose heartbeat went stale."""
+    now = utcnow()
+    stale = now - timedelta(seconds=settings.heartbeat_timeout_seconds)
+    with session_scope() as s:
+        job = s.get(Job, job_id)
+        if job is None:
+            log.warning("job %s does not exist (deleted?); dropping the message", job_id)
+            return None
+        takeable = job.status == "queued" or (
+            job.status == "running" and (job.heartbeat_at is None or job.heartbeat_at < stale)
+        )
+        if not takeable:
+            log.info("job %s is %s under %s; duplicate delivery ignored", job_id, job.status, job.lease)
+            return None
+        if job.attempts >= settings.max_attempts:
+            job.status, job.finished_at = "failed", now
+            job.error = f"gave up after {job.attempts} attempts (the worker was lost each time)"
+            add_event(s, job, "status", {"status": "failed", "error": job.error})
+            return None
+        cond = [Job.id == job_id, Job.status == job.status, Job.attempts == job.attempts]
+        cond.append(Job.lease.is_(None) if job.lease is None else Job.lease == job.lease)
+        res = s.execute(
+            update(Job).where(*cond).values(
+                status="running", lease=lease, heartbeat_at=now, attempts=job.attempts + 1,
+                started_at=job.started_at or now, error=None,
+            )
+        )
+        if res.rowcount != 1:  # type: ignore[attr-defined]
+            return None
+        s.expire(job)
+        job = s.get(Job, job_id)
+        assert job is not None
+        add_event(s, job, "status", {"status": "running", "attempt": job.attempts})
+        s.expunge(job)
+        return job
+
+
+def resolve_device(requested: str) -> torch.device:
+    if requested == "cuda" and not torch.cuda.is_available():
+        raise RuntimeError("train.device is cuda but this worker has no CUDA device")
+    if requested == "cpu" or not torch.cuda.is_available():
+        return torch.device("cpu")
+    return torch.device("cuda")
+
+
+class TrainContext:
+    """The service's ``models.family.Context``: database metrics and checkpoints."""
+
+    def __init__(self, job: Job, lease: str, settings: Settings, family: Family,
+                 device: torch.device, resume: dict[str, Any] | None) -> None:
+        train = job.spec["train"]
+        self.job_id, self.lease, self.settings, self.family = job.id, lease, settings, family
+        self.device = device
+        self.seed = int(train["seed"])
+        self.epochs: int | None = train.get("epochs")
+        self.steps: int | None = train.get("steps")
+        self.batch_size = int(train.get("batch_size") or family.default_batch_size)
+        self.checkpoint_every = int(train.get("checkpoint_every", 1))
+        self.deadline = time.monotonic() + float(train.get("max_minutes", 60.0)) * 60
+        self.optimizer_spec = OptimizerSpec(**job.spec["optimizer"])
+        self.resume = resume
+        self.generator = torch.Generator().manual_seed(self.seed)
+        self.stop_reason: str | None = None
+        self.cancel_requested = False
+        self.lease_lost = False
+        self._pending: list[dict[str, Any]] = []
+        self._latest: dict[str, float | None] = dict(job.metrics or {})
+        self._last_flush = time.monotonic()
+        self._saved_step = -1
+        self._unsaved: tuple[int, bytes] | None = None
+        self._has_best = False
+        self._progress: tuple[int, int] = (job.progress_step, job.progress_total)
+        self._progress_origin: tuple[float, int] | None = None
+        if resume is not None:
+            self._saved_step = int(resume.get("__step__", -1))
+            self.generator.set_state(resume["__rng__"]["generator"])
+            set_rng_state(resume["__rng__"]["global"])
+
+    # --- the Context protocol -------------------------------------------------------------
+    def make_optimizer(self, params: Any, *, weight_decay: float | None = None) -> torch.optim.Optimizer:
+        return build_optimizer(self.optimizer_spec, params, weight_decay=weight_decay)
+
+    def log(self, step: int, **metrics: float) -> None:
+        now = utcnow()
+        for name, value in metrics.items():
+            v = float(value)
+            finite = math.isfinite(v)
+            if not finite and "loss" in name:
+                raise Diverged(step)
+            self._pending.append({"job_id": self.job_id, "name": name, "step": int(step),
+                                  "value": v if finite else None, "created_at": now})
+            self._latest[name] = v if finite else None
+        if time.monotonic() - self._last_flush > 1.0 or len(self._pending) > 500:
+            self.flush()
+
+    def checkpoint(self, step: int, state: dict[str, Any], *, best: bool = False) -> None:
+        data = dump_state({**state, "__step__": step, "__rng__": self._rng()})
+        self._has_best = self._has_best or best
+        due = step - self._saved_step >= self.checkpoint_every or self._at_end(step)
+        if best or due or self.stop_reason is not None:
+            self._write_checkpoint(step, data, best)
+        else:
+            self._unsaved = (step, data)
+
+    def should_stop(self) -> bool:
+        if self.lease_lost:
+            raise LeaseLost(self.job_id)
+        if self.stop_reason is None:
+            if self.cancel_requested:
+                self.stop_reason = "cancelled"
+            elif time.monotonic() > self.deadline:
+                self.stop_reason = "time_limit"
+        return self.stop_reason is not None
+
+    def progress(self, step: int, total: int) -> None:
+        if self._progress_origin is None:
+            self._progress_origin = (time.monotonic(), step)
+        self._progress = (int(step), int(total))
+
+    # --- around the loop -------------------------------------------------------------------
+    def _rng(self) -> dict[str, Any]:
+        return {"generator": self.generator.get_state(), "global": rng_state()}
+
+    def _at_end(self, step: int) -> bool:
+        total = self._progress[1] or self.epochs or self.steps or 0
+        return total > 0 and step >= total
+
+    def eta_seconds(self) -> float | None:
+        step, total = self._progress
+        if self._progress_origin is None or total <= 0:
+            return None
+        t0, s0 = self._progress_origin
+        done = step - s0
+        if done <= 0:
+            return None
+        return max(0.0, (time.monotonic() - t0) / done * (total - step))
+
+    def flush(self) -> None:
+        """Write buffered metrics (unique per job, name, step: a replay never doubles)."""
+        if not self._pending:
+            return
+        rows, self._pending = self._pending, []
+
+        def write() -> None:
+            with session_scope() as s:
+                self._check_lease(s)
+                insert_metrics(s, rows)
+                s.execute(update(Job).where(Job.id == self.job_id).values(metrics=dict(self._latest)))
+                add_event(s, self.job_id, "metrics",
+                          {"metrics": [{"name": r["name"], "step": r["step"], "value": r["value"]}
+                                       for r in rows]})
+
+        retry_db(write)
+        self._last_flush = time.monotonic()
+
+    def _write_checkpoint(self, step: int, data: bytes, best: bool) -> None:
+        import hashlib
+
+        self.flush()  # metrics up to this step are in the database before the checkpoint
+
+        def write() -> None:
+            with session_scope() as s:
+                self._check_lease(s)
+                ckpt = Checkpoint(id=new_id("ckpt"), job_id=self.job_id, step=step, is_best=best,
+                                  sha256=hashlib.sha256(data).hexdigest(), size=len(data), data=data,
+                                  meta={"format": "deepzoo-state-1"})
+                s.add(ckpt)
+                s.flush()
+                values: dict[str, Any] = {}
+                if best or not self._has_best:
+                    values["checkpoint_id"] = ckpt.id
+                if values:
+                    s.execute(update(Job).where(Job.id == self.job_id).values(**values))
+
+        retry_db(write)
+        self._saved_step, self._unsaved = step, None
+
+    def save_unsaved(self) -> None:
+        if self._unsaved is not None and self._unsaved[0] > self._saved_step:
+            step, data = self._unsaved
+            self._write_checkpoint(step, data, best=False)
+
+    def _check_lease(self, s: Any) -> None:
+        holder = s.scalar(select(Job.lease).where(Job.id == self.job_id))
+        if holder != self.lease:
+            self.lease_lost = True
+            raise LeaseLost(self.job_id)
+
+
+class Heartbeat(threading.Thread):
+    """Every ``interval`` s: heartbeat and progress out, the cancel flag in."""
+
+    def __init__(self, ctx: TrainContext, interval: float = 0.5) -> None:
+        super().__init__(daemon=True, name=f"heartbeat-{ctx.job_id}")
+        self.ctx, self.interval = ctx, interval
+        self.done = threading.Event()
+        self._sent_step = -1
+
+    def run(self) -> None:
+        while not self.done.wait(self.interval):
+            try:
+                self.beat()
+            except Exception as exc:  # the database may be restarting; try again next tick
+                log.warning("heartbeat for %s failed: %s", self.ctx.job_id, exc)
+
+    def beat(self) -> None:
+        ctx = self.ctx
+        step, total = ctx._progress
+        eta = ctx.eta_seconds()
+        with session_scope() as s:
+            row = s.execute(
+                update(Job)
+                .where(Job.id == ctx.job_id, Job.lease == ctx.lease)
+                .values(heartbeat_at=utcnow(), progress_step=step, progress_total=total,
+                        eta_seconds=eta)
+                .returning(Job.cancel_requested)
+            ).first()
+            if row is None:
+                ctx.lease_lost = True
+                return
+            ctx.cancel_requested = bool(row[0])
+            if step != self._sent_step:
+                add_event(s, ctx.job_id, "progress", progress_json(step, total, eta))
+                self._sent_step = step
+
+
+def progress_json(step: int, total: int, eta: float | None) -> dict[str, Any]:
+    return {"step": step, "total": total, "fraction": (step / total) if total else 0.0,
+            "eta_seconds": eta}
+
+
+class Runner:
+    def __init__(self, job: Job, lease: str, settings: Settings) -> None:
+        self.job, self.lease, self.settings = job, lease, settings
+
+    def run(self) -> str:
+        job = self.job
+        ctx: TrainContext | None = None
+        heartbeat: Heartbeat | None = None
+        try:
+            family = get_family(job.model)
+            params = family.params(**job.spec["params"])
+            device = resolve_device(job.spec["train"]["device"])
+            seed_everything(int(job.spec["train"]["seed"]))
+            data = load(job.dataset)
+            resume = self._load_resume()
+            module = family.build(params, data.info).to(device)
+            ctx = TrainContext(job, self.lease, self.settings, family, device, resume)
+            self._record_start(data.info, data.sha256(), device)
+            heartbeat = Heartbeat(ctx)
+            heartbeat.start()
+            family.fit(module, data, params, ctx)
+            ctx.flush()
+            ctx.save_unsaved()
+            if ctx.stop_reason == "cancelled":
+                return self._finish("cancelled", None)
+            if ctx.stop_reason == "time_limit":
+                minutes = job.spec["train"]["max_minutes"]
+                return self._finish("failed", f"time limit reached (train.max_minutes={minutes}); "
+                                              "resume the job to continue from its last checkpoint")
+            return self._finish("succeeded", None)
+        except LeaseLost:
+            log.warning("job %s: lease lost; another worker holds it", job.id)
+            return "lease_lost"
+        except Diverged as exc:
+            self._salvage(ctx)
+            return self._finish("failed", f"{exc}; the last good checkpoint is kept")
+        except torch.OutOfMemoryError:
+            self._salvage(ctx)
+            return self._finish("failed", "out of memory on the device: lower train.batch_size or "
+                                          "the model size (params), or train on a larger device")
+        except Exception as exc:
+            log.exception("job %s failed", job.id)
+            self._salvage(ctx)
+            return self._finish("failed", f"{type(exc).__name__}: {exc}")
+        finally:
+            if heartbeat is not None:
+                heartbeat.done.set()
+                heartbeat.join(timeout=5)
+
+    def _salvage(self, ctx: TrainContext | None) -> None:
+        if ctx is None or ctx.lease_lost:
+            return
+        try:
+            ctx.flush()
+            ctx.save_unsaved()
+        except Exception:
+            log.exception("job %s: could not save the last state", self.job.id)
+
+    def _load_resume(self) -> dict[str, Any] | None:
+        with session_scope() as s:
+            for ckpt in latest_good_checkpoint(s, self.job.id):
+                try:
+                    state = load_state(ckpt.data)
+                    log.info("job %s resumes from checkpoint %s (step %d)", self.job.id, ckpt.id,
+                             ckpt.step)
+                    return state
+                except Exception as exc:
+                    log.error("checkpoint %s unreadable (%s); trying the previous one", ckpt.id, exc)
+        return None
+
+    def _record_start(self, info: DataInfo, data_hash: str, device: torch.device) -> None:
+        def write() -> None:
+            with session_scope() as s:
+                job = s.get(Job, self.job.id)
+                assert job is not None
+                if job.lease != self.lease:
+                    raise LeaseLost(job.id)
+                job.data_info = info.to_json()
+                job.provenance = {**(job.provenance or {}), "dataset_sha256": data_hash,
+                                  "device": str(device), "worker": self.lease.rsplit(":", 1)[0],
+                                  "torch": torch.__version__, "numpy": np.__version__}
+
+        retry_db(write)
+
+    def _finish(self, status: str, error: str | None) -> str:
+        def write() -> None:
+            with session_scope() as s:
+                job = s.get(Job, self.job.id)
+                if job is None or job.lease != self.lease:
+                    raise LeaseLost(self.job.id)
+                job.status, job.error, job.finished_at = status, error, utcnow()
+                job.lease, job.cancel_requested = None, False
+                if status == "succeeded" and job.progress_total:
+                    job.progress_step = job.progress_total
+                    job.eta_seconds = 0.0
+                payload: dict[str, Any] = {"status": status}
+                if error:
+                    payload["error"] = error
+                add_event(s, job, "status", payload)
+
+        try:
+            retry_db(write)
+        except LeaseLost:
+            return "lease_lost"
+        log.info("job %s %s%s", self.job.id, status, f": {error}" if error else "")
+        return status
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
