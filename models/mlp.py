@@ -1,0 +1,157 @@
+"""``mlp``: a fully connected network for regression and classification.
+
+What it shows: the activation functions of the notes, BatchNorm with its
+learnable affine map after normalisation (Ioffe & Szegedy 2015), ordinary
+dropout (off at inference, unlike ``mc_dropout``), and every optimizer of
+``models.optim``.
+
+Regression trains on standardised targets with the mean squared error and
+reports a homoscedastic noise variance: the residual variance on the
+validation split in raw units (the buffer ``noise_var``, refreshed each epoch),
+as ``aleatoric_var``; its epistemic variance is zero (one deterministic model).
+Classification trains with cross-entropy; its mutual information is zero.
+
+Checkpoint ``state["model"]`` keys: ``normalizer.{x_mean,x_std,y_mean,y_std}``,
+``trunk.*`` (``nn.Sequential``: Linear, [BatchNorm1d], activation, [Dropout] per
+hidden layer), ``head.{weight,bias}``, and ``noise_var`` (regression only).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Annotated
+
+import torch
+import torch.nn.functional as F
+from pydantic import Field
+from torch import Tensor, nn
+
+from models.data import DataInfo, Dataset
+from models.family import Capability, Context, Family, Params
+from models.layers import ActivationName, Normalizer, mlp_trunk, train_epochs
+from models.uncertainty import classification_summary, regression_summary
+
+PREDICTIVE_DATASETS = frozenset({"sine_gap", "diabetes", "moons", "digits", "mnist5k"})
+
+Width = Annotated[int, Field(ge=1, le=4096)]
+
+
+class MLPParams(Params):
+    hidden: list[Width] = Field(
+        default_factory=lambda: [64, 64],
+        min_length=1,
+        max_length=8,
+        description="hidden layer widths from input to output (1-8 layers of 1-4096 units)",
+    )
+    activation: ActivationName = Field("relu", description="nonlinearity after each hidden layer")
+    batchnorm: bool = Field(
+        False, description="BatchNorm1d (learnable γ, β) between each linear layer and activation"
+    )
+    dropout: float = Field(
+        0.0,
+        ge=0.0,
+        le=0.9,
+        description="dropout probability after each hidden layer, training only",
+    )
+
+
+class MLP(nn.Module):
+    """Raw inputs (B, *input_shape) -> logits (B, C) or standardised targets (B, target_dim)."""
+
+    noise_var: Tensor
+
+    def __init__(self, params: MLPParams, info: DataInfo) -> None:
+        super().__init__()
+        self.task = info.task
+        in_dim = math.prod(info.input_shape)
+        out_dim = (info.n_classes or 1) if info.task == "classification" else info.target_dim
+        self.normalizer = Normalizer(in_dim, info.target_dim)
+        self.trunk = mlp_trunk(
+            in_dim, params.hidden, params.activation, params.batchnorm, params.dropout
+        )
+        self.head = nn.Linear(params.hidden[-1], out_dim)
+        if info.task == "regression":
+            # residual variance on the validation split, raw units (D,)
+            self.register_buffer("noise_var", torch.zeros(info.target_dim))
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.head(self.trunk(self.normalizer.x(x.flatten(1))))
+
+
+def build(params: MLPParams, info: DataInfo) -> MLP:
+    return MLP(params, info)
+
+
+def loss(module: MLP, x: Tensor, y: Tensor) -> Tensor:
+    """MSE on standardised targets, or cross-entropy on labels: scalar."""
+    out = module(x)
+    if module.task == "classification":
+        return F.cross_entropy(out, y)
+    return F.mse_loss(out, module.normalizer.y(y))
+
+
+def evaluate(module: MLP, x: Tensor, y: Tensor, split: str) -> dict[str, float]:
+    """Loss and accuracy or raw-unit RMSE on one split; on ``val`` also refreshes ``noise_var``."""
+    out = module(x)
+    if module.task == "classification":
+        accuracy = (out.argmax(-1) == y).float().mean()
+        return {
+            f"{split}_loss": float(F.cross_entropy(out, y)),
+            f"{split}_accuracy": float(accuracy),
+        }
+    residual = y - module.normalizer.y_raw(out)  # (N, D), raw units
+    if split == "val":
+        module.noise_var.copy_(residual.pow(2).mean(0))
+    return {
+        f"{split}_loss": float(F.mse_loss(out, module.normalizer.y(y))),
+        f"{split}_rmse": float(residual.pow(2).mean().sqrt()),
+    }
+
+
+def fit(module: nn.Module, data: Dataset, params: MLPParams, ctx: Context) -> None:
+    assert isinstance(module, MLP)
+    dev = ctx.device
+    module.to(dev)
+    x, y = data.x_train.to(dev), data.y_train.to(dev)
+    x_val, y_val = data.x_val.to(dev), data.y_val.to(dev)
+    module.normalizer.fit(x.flatten(1), y if module.task == "regression" else None)
+    opt = ctx.make_optimizer(module.parameters())
+    finished = train_epochs(
+        module, opt, x, y, ctx,
+        loss_fn=lambda xb, yb: loss(module, xb, yb),
+        evaluate=lambda: evaluate(module, x_val, y_val, "val"),
+    )  # fmt: skip
+    if finished:  # held-out numbers once, for the final weights
+        module.eval()
+        with torch.no_grad():
+            metrics = evaluate(module, data.x_test.to(dev), data.y_test.to(dev), "test")
+        ctx.log(ctx.epochs if ctx.epochs is not None else ctx.steps or 0, **metrics)
+
+
+@torch.no_grad()
+def predict(module: nn.Module, x: Tensor, mc_samples: int = 1) -> dict[str, Tensor]:
+    """Deterministic prediction (eval mode; ``mc_samples`` is ignored): raw units, (N, ·) each.
+
+    Regression: mean, epistemic_var (zeros), aleatoric_var (``noise_var``), total_var.
+    Classification: probs, predictive_entropy, expected_entropy, mutual_information (zeros).
+    """
+    assert isinstance(module, MLP)
+    module.eval()
+    out = module(x.to(module.normalizer.x_mean.device))
+    if module.task == "classification":
+        return classification_summary(out.softmax(-1).unsqueeze(0))
+    mean = module.normalizer.y_raw(out)
+    return regression_summary(mean.unsqueeze(0), module.noise_var.expand_as(mean).unsqueeze(0))
+
+
+FAMILY = Family(
+    name="mlp",
+    description="fully connected network: activations, BatchNorm with learnable affine, dropout",
+    params=MLPParams,
+    datasets=PREDICTIVE_DATASETS,
+    capabilities=frozenset({Capability.PREDICT}),
+    build=build,
+    fit=fit,
+    default_epochs=50,
+    predict=predict,
+)

@@ -1,0 +1,55 @@
+"""The built-in predictive datasets: shapes, ranges, fixed splits."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from models.data import DataInfo, catalog, load
+
+# name -> (task, features, classes, total examples)
+EXPECTED = {
+    "sine_gap": ("regression", 1, None, 700),
+    "diabetes": ("regression", 10, None, 442),
+    "moons": ("classification", 2, 2, 2000),
+    "digits": ("classification", 64, 10, 1797),
+    "mnist5k": ("classification", 784, 10, 5000),
+}
+
+
+@pytest.mark.parametrize("name", list(EXPECTED))
+def test_builtin_shapes_and_types(name: str) -> None:
+    task, features, classes, total = EXPECTED[name]
+    d = load(name)
+    assert d.info.task == task and d.info.n_classes == classes
+    assert d.info.input_shape == (features,)
+    assert d.info.n_train == len(d.x_train) == len(d.y_train)
+    assert len(d.x_train) + len(d.x_val) + len(d.x_test) == total
+    for x in (d.x_train, d.x_val, d.x_test):
+        assert x.dtype == torch.float32 and x.shape[1:] == (features,)
+        assert torch.isfinite(x).all()
+    if task == "classification":
+        assert d.y_train.dtype == torch.int64 and d.y_train.ndim == 1
+        assert set(d.y_train.unique().tolist()) == set(range(classes or 0))
+    else:
+        assert d.y_train.dtype == torch.float32 and d.y_train.shape == (len(d.x_train), 1)
+    assert DataInfo.from_json(d.info.to_json()) == d.info
+    assert name in catalog()
+
+
+def test_split_sizes_are_70_10_20() -> None:
+    d = load("moons")
+    assert (len(d.x_train), len(d.x_val), len(d.x_test)) == (1400, 200, 400)
+
+
+def test_value_ranges() -> None:
+    digits, mnist = load("digits"), load("mnist5k")
+    assert digits.x_train.min() == 0 and digits.x_train.max() == 16
+    assert torch.equal(digits.x_train, digits.x_train.round())  # 17 grey levels
+    assert mnist.x_train.min() == 0 and mnist.x_train.max() == 1
+
+
+@pytest.mark.parametrize("name", ["diabetes", "moons", "digits"])
+def test_splits_are_fixed(name: str) -> None:
+    builder = load.__wrapped__  # bypass the per-process cache: build it again
+    assert builder(name).sha256() == builder(name).sha256() == load(name).sha256()
