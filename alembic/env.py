@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from alembic import context
-
 from app.db.models import Base
 from app.db.session import get_engine
 
@@ -11,8 +10,12 @@ target_metadata = Base.metadata
 
 
 def run_migrations_offline() -> None:
-    context.configure(url=str(get_engine().url), target_metadata=target_metadata,
-                      literal_binds=True, render_as_batch=True)
+    context.configure(
+        url=str(get_engine().url),
+        target_metadata=target_metadata,
+        literal_binds=True,
+        render_as_batch=True,
+    )
     with context.begin_transaction():
         context.run_migrations()
 

@@ -40,13 +40,25 @@ class Principal:
     is_admin: bool
 
 
-def create_key(session: Session, name: str, *, owner: str | None = None, admin: bool = False,
-               key: str | None = None) -> tuple[ApiKey, str]:
+def create_key(
+    session: Session,
+    name: str,
+    *,
+    owner: str | None = None,
+    admin: bool = False,
+    key: str | None = None,
+) -> tuple[ApiKey, str]:
     """Store a new key (hashed) and return its row and the plaintext, shown once."""
     key = key or generate_key()
     key_id = new_id("key")
-    row = ApiKey(id=key_id, name=name, owner=owner or key_id, prefix=key[:8], key_hash=hash_key(key),
-                 is_admin=admin)
+    row = ApiKey(
+        id=key_id,
+        name=name,
+        owner=owner or key_id,
+        prefix=key[:8],
+        key_hash=hash_key(key),
+        is_admin=admin,
+    )
     session.add(row)
     session.flush()
     return row, key

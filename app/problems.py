@@ -107,15 +107,22 @@ def install(app: FastAPI) -> None:
     @app.exception_handler(Problem)
     async def _problem(request: Request, exc: Problem) -> JSONResponse:
         return problem_response(
-            exc.status, exc.detail, title=exc.title, type_=exc.type, headers=exc.headers,
-            instance=request.url.path, **exc.extra,
+            exc.status,
+            exc.detail,
+            title=exc.title,
+            type_=exc.type,
+            headers=exc.headers,
+            instance=request.url.path,
+            **exc.extra,
         )
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
         detail = exc.detail if isinstance(exc.detail, str) else TITLES.get(exc.status_code, "")
         return problem_response(
-            exc.status_code, detail, headers=getattr(exc, "headers", None),
+            exc.status_code,
+            detail,
+            headers=getattr(exc, "headers", None),
             instance=request.url.path,
         )
 
@@ -124,11 +131,16 @@ def install(app: FastAPI) -> None:
         errors = validation_errors(exc)
         paths = ", ".join(sorted({e["path"] for e in errors}))
         return problem_response(
-            422, f"invalid request: {paths}", title="Validation failed",
-            instance=request.url.path, errors=errors,
+            422,
+            f"invalid request: {paths}",
+            title="Validation failed",
+            instance=request.url.path,
+            errors=errors,
         )
 
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
         log.exception("unhandled error on %s %s", request.method, request.url.path)
-        return problem_response(500, "internal error; it has been logged", instance=request.url.path)
+        return problem_response(
+            500, "internal error; it has been logged", instance=request.url.path
+        )

@@ -67,8 +67,12 @@ def send_job(job_id: str, queue: str, attempt_tag: str = "0") -> bool:
     """Send "run job X"; False when the broker is unreachable (the reconciler retries)."""
     try:
         client().send_task(
-            TASK_NAME, args=[job_id], queue=queue, task_id=f"{job_id}.{attempt_tag}",
-            retry=True, retry_policy={"max_retries": 1, "interval_start": 0.2, "interval_step": 0.5},
+            TASK_NAME,
+            args=[job_id],
+            queue=queue,
+            task_id=f"{job_id}.{attempt_tag}",
+            retry=True,
+            retry_policy={"max_retries": 1, "interval_start": 0.2, "interval_step": 0.5},
         )
         return True
     except Exception as exc:  # kombu raises many kinds; the job stays queued either way

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import logging
 from datetime import timedelta
+from typing import Any
 
 import redis
 from sqlalchemy import select, update
@@ -29,7 +30,7 @@ def messages_in_broker(url: str) -> set[str] | None:
     """Job ids with a message waiting in a queue or delivered but unacked; None if unreachable."""
     try:
         r = redis.Redis.from_url(url, socket_timeout=2, socket_connect_timeout=2)
-        raw: list[bytes] = []
+        raw: list[Any] = []
         for q in QUEUES:
             for key in (q, *(f"{q}{PRIORITY_SEP}{p}" for p in (3, 6, 9))):
                 raw.extend(r.lrange(key, 0, -1))
@@ -57,20 +58,31 @@ def reconcile_once(settings: Settings) -> dict[str, int]:
     to_send: list[tuple[str, str, int]] = []
     with session_scope() as s:
         for job in s.scalars(select(Job).where(Job.status == "running", Job.heartbeat_at < stale)):
-            res = s.execute(update(Job).where(Job.id == job.id, Job.status == "running",
-                                              Job.lease == job.lease).values(
-                status="queued", lease=None, error=f"worker lost (attempt {job.attempts}); requeued"))
+            res = s.execute(
+                update(Job)
+                .where(Job.id == job.id, Job.status == "running", Job.lease == job.lease)
+                .values(
+                    status="queued",
+                    lease=None,
+                    error=f"worker lost (attempt {job.attempts}); requeued",
+                )
+            )
             if res.rowcount == 1:  # type: ignore[attr-defined]
-                add_event(s, job.id, "status", {"status": "queued", "requeued": True,
-                                                "attempts": job.attempts})
+                add_event(
+                    s,
+                    job.id,
+                    "status",
+                    {"status": "queued", "requeued": True, "attempts": job.attempts},
+                )
                 to_send.append((job.id, job.queue, job.attempts))
                 requeued += 1
     in_broker = messages_in_broker(settings.resolved_broker_url)
     if in_broker is not None:
         window = now - timedelta(seconds=settings.queued_resend_seconds)
         with session_scope() as s:
-            rows = s.execute(select(Job.id, Job.queue, Job.attempts, Job.sent_at)
-                             .where(Job.status == "queued")).all()
+            rows = s.execute(
+                select(Job.id, Job.queue, Job.attempts, Job.sent_at).where(Job.status == "queued")
+            ).all()
             for job_id, queue, attempts, sent_at in rows:
                 if job_id in in_broker or any(j == job_id for j, _, _ in to_send):
                     continue
@@ -82,6 +94,9 @@ def reconcile_once(settings: Settings) -> dict[str, int]:
             with session_scope() as s:
                 s.execute(update(Job).where(Job.id == job_id).values(sent_at=utcnow()))
     if requeued or resent:
-        log.info("reconciler: %d stale running job(s) requeued, %d queued job(s) re-sent",
-                 requeued, resent)
+        log.info(
+            "reconciler: %d stale running job(s) requeued, %d queued job(s) re-sent",
+            requeued,
+            resent,
+        )
     return {"requeued": requeued, "resent": resent}

@@ -22,7 +22,9 @@ class TrainSpec(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    epochs: Annotated[int | None, Field(ge=1, le=100_000, description="passes over the data")] = None
+    epochs: Annotated[int | None, Field(ge=1, le=100_000, description="passes over the data")] = (
+        None
+    )
     steps: Annotated[
         int | None, Field(ge=1, le=10_000_000, description="optimizer or environment steps")
     ] = None
@@ -48,19 +50,21 @@ class TrainSpec(BaseModel):
 def _spec_model(family: Family) -> type[BaseModel]:
     datasets = tuple(sorted(family.datasets))
     title = "".join(part.capitalize() for part in family.name.split("_")) + "JobSpec"
-    return create_model(  # type: ignore[call-overload, no-any-return]
+    return create_model(
         title,
         __config__=ConfigDict(extra="forbid", title=title),
         __doc__=f"A `{family.name}` job: {family.description}",
-        model=(Literal[family.name], Field(description="model family")),  # type: ignore[valid-type]
-        dataset=(Literal[datasets], Field(description="built-in dataset")),  # type: ignore[valid-type]
+        model=(Literal[family.name], Field(description="model family")),  # type: ignore[arg-type]
+        dataset=(Literal[datasets], Field(description="built-in dataset")),  # type: ignore[arg-type]
         params=(family.params, Field(default_factory=family.params)),
         optimizer=(OptimizerSpec, Field(default_factory=OptimizerSpec)),
         train=(TrainSpec, Field(default_factory=TrainSpec)),
         name=(Annotated[str | None, Field(max_length=200)], None),
         tags=(
-            Annotated[dict[Annotated[str, Field(max_length=64)], Annotated[str, Field(max_length=256)]],
-                      Field(max_length=32)],
+            Annotated[
+                dict[Annotated[str, Field(max_length=64)], Annotated[str, Field(max_length=256)]],
+                Field(max_length=32),
+            ],
             Field(default_factory=dict),
         ),
     )
@@ -161,8 +165,10 @@ class KeyCreate(BaseModel):
 
     name: Annotated[str, Field(min_length=1, max_length=200)]
     admin: bool = False
-    owner: Annotated[str | None, Field(min_length=1, max_length=64,
-                                       description="share an owner with existing keys")] = None
+    owner: Annotated[
+        str | None,
+        Field(min_length=1, max_length=64, description="share an owner with existing keys"),
+    ] = None
 
 
 class KeyOut(BaseModel):

@@ -62,7 +62,9 @@ def claim(job_id: str, lease: str, settings: Settings) -> Job | None:
             job.status == "running" and (job.heartbeat_at is None or job.heartbeat_at < stale)
         )
         if not takeable:
-            log.info("job %s is %s under %s; duplicate delivery ignored", job_id, job.status, job.lease)
+            log.info(
+                "job %s is %s under %s; duplicate delivery ignored", job_id, job.status, job.lease
+            )
             return None
         if job.attempts >= settings.max_attempts:
             job.status, job.finished_at = "failed", now
@@ -72,9 +74,15 @@ def claim(job_id: str, lease: str, settings: Settings) -> Job | None:
         cond = [Job.id == job_id, Job.status == job.status, Job.attempts == job.attempts]
         cond.append(Job.lease.is_(None) if job.lease is None else Job.lease == job.lease)
         res = s.execute(
-            update(Job).where(*cond).values(
-                status="running", lease=lease, heartbeat_at=now, attempts=job.attempts + 1,
-                started_at=job.started_at or now, error=None,
+            update(Job)
+            .where(*cond)
+            .values(
+                status="running",
+                lease=lease,
+                heartbeat_at=now,
+                attempts=job.attempts + 1,
+                started_at=job.started_at or now,
+                error=None,
             )
         )
         if res.rowcount != 1:  # type: ignore[attr-defined]
@@ -98,8 +106,15 @@ def resolve_device(requested: str) -> torch.device:
 class TrainContext:
     """The service's ``models.family.Context``: database metrics and checkpoints."""
 
-    def __init__(self, job: Job, lease: str, settings: Settings, family: Family,
-                 device: torch.device, resume: dict[str, Any] | None) -> None:
+    def __init__(
+        self,
+        job: Job,
+        lease: str,
+        settings: Settings,
+        family: Family,
+        device: torch.device,
+        resume: dict[str, Any] | None,
+    ) -> None:
         train = job.spec["train"]
         self.job_id, self.lease, self.settings, self.family = job.id, lease, settings, family
         self.device = device
@@ -129,7 +144,9 @@ class TrainContext:
             set_rng_state(resume["__rng__"]["global"])
 
     # --- the Context protocol -------------------------------------------------------------
-    def make_optimizer(self, params: Any, *, weight_decay: float | None = None) -> torch.optim.Optimizer:
+    def make_optimizer(
+        self, params: Any, *, weight_decay: float | None = None
+    ) -> torch.optim.Optimizer:
         return build_optimizer(self.optimizer_spec, params, weight_decay=weight_decay)
 
     def log(self, step: int, **metrics: float) -> None:
@@ -139,8 +156,15 @@ class TrainContext:
             finite = math.isfinite(v)
             if not finite and "loss" in name:
                 raise Diverged(step)
-            self._pending.append({"job_id": self.job_id, "name": name, "step": int(step),
-                                  "value": v if finite else None, "created_at": now})
+            self._pending.append(
+                {
+                    "job_id": self.job_id,
+                    "name": name,
+                    "step": int(step),
+                    "value": v if finite else None,
+                    "created_at": now,
+                }
+            )
             self._latest[name] = v if finite else None
         if time.monotonic() - self._last_flush > 1.0 or len(self._pending) > 500:
             self.flush()
@@ -197,10 +221,20 @@ class TrainContext:
             with session_scope() as s:
                 self._check_lease(s)
                 insert_metrics(s, rows)
-                s.execute(update(Job).where(Job.id == self.job_id).values(metrics=dict(self._latest)))
-                add_event(s, self.job_id, "metrics",
-                          {"metrics": [{"name": r["name"], "step": r["step"], "value": r["value"]}
-                                       for r in rows]})
+                s.execute(
+                    update(Job).where(Job.id == self.job_id).values(metrics=dict(self._latest))
+                )
+                add_event(
+                    s,
+                    self.job_id,
+                    "metrics",
+                    {
+                        "metrics": [
+                            {"name": r["name"], "step": r["step"], "value": r["value"]}
+                            for r in rows
+                        ]
+                    },
+                )
 
         retry_db(write)
         self._last_flush = time.monotonic()
@@ -213,9 +247,16 @@ class TrainContext:
         def write() -> None:
             with session_scope() as s:
                 self._check_lease(s)
-                ckpt = Checkpoint(id=new_id("ckpt"), job_id=self.job_id, step=step, is_best=best,
-                                  sha256=hashlib.sha256(data).hexdigest(), size=len(data), data=data,
-                                  meta={"format": "deepzoo-state-1"})
+                ckpt = Checkpoint(
+                    id=new_id("ckpt"),
+                    job_id=self.job_id,
+                    step=step,
+                    is_best=best,
+                    sha256=hashlib.sha256(data).hexdigest(),
+                    size=len(data),
+                    data=data,
+                    meta={"format": "deepzoo-state-1"},
+                )
                 s.add(ckpt)
                 s.flush()
                 values: dict[str, Any] = {}
@@ -264,8 +305,9 @@ class Heartbeat(threading.Thread):
             row = s.execute(
                 update(Job)
                 .where(Job.id == ctx.job_id, Job.lease == ctx.lease)
-                .values(heartbeat_at=utcnow(), progress_step=step, progress_total=total,
-                        eta_seconds=eta)
+                .values(
+                    heartbeat_at=utcnow(), progress_step=step, progress_total=total, eta_seconds=eta
+                )
                 .returning(Job.cancel_requested)
             ).first()
             if row is None:
@@ -278,8 +320,12 @@ class Heartbeat(threading.Thread):
 
 
 def progress_json(step: int, total: int, eta: float | None) -> dict[str, Any]:
-    return {"step": step, "total": total, "fraction": (step / total) if total else 0.0,
-            "eta_seconds": eta}
+    return {
+        "step": step,
+        "total": total,
+        "fraction": (step / total) if total else 0.0,
+        "eta_seconds": eta,
+    }
 
 
 class Runner:
@@ -309,8 +355,11 @@ class Runner:
                 return self._finish("cancelled", None)
             if ctx.stop_reason == "time_limit":
                 minutes = job.spec["train"]["max_minutes"]
-                return self._finish("failed", f"time limit reached (train.max_minutes={minutes}); "
-                                              "resume the job to continue from its last checkpoint")
+                return self._finish(
+                    "failed",
+                    f"time limit reached (train.max_minutes={minutes}); "
+                    "resume the job to continue from its last checkpoint",
+                )
             return self._finish("succeeded", None)
         except LeaseLost:
             log.warning("job %s: lease lost; another worker holds it", job.id)
@@ -320,8 +369,11 @@ class Runner:
             return self._finish("failed", f"{exc}; the last good checkpoint is kept")
         except torch.OutOfMemoryError:
             self._salvage(ctx)
-            return self._finish("failed", "out of memory on the device: lower train.batch_size or "
-                                          "the model size (params), or train on a larger device")
+            return self._finish(
+                "failed",
+                "out of memory on the device: lower train.batch_size or "
+                "the model size (params), or train on a larger device",
+            )
         except Exception as exc:
             log.exception("job %s failed", job.id)
             self._salvage(ctx)
@@ -345,11 +397,17 @@ class Runner:
             for ckpt in latest_good_checkpoint(s, self.job.id):
                 try:
                     state = load_state(ckpt.data)
-                    log.info("job %s resumes from checkpoint %s (step %d)", self.job.id, ckpt.id,
-                             ckpt.step)
+                    log.info(
+                        "job %s resumes from checkpoint %s (step %d)",
+                        self.job.id,
+                        ckpt.id,
+                        ckpt.step,
+                    )
                     return state
                 except Exception as exc:
-                    log.error("checkpoint %s unreadable (%s); trying the previous one", ckpt.id, exc)
+                    log.error(
+                        "checkpoint %s unreadable (%s); trying the previous one", ckpt.id, exc
+                    )
         return None
 
     def _record_start(self, info: DataInfo, data_hash: str, device: torch.device) -> None:
@@ -360,9 +418,14 @@ class Runner:
                 if job.lease != self.lease:
                     raise LeaseLost(job.id)
                 job.data_info = info.to_json()
-                job.provenance = {**(job.provenance or {}), "dataset_sha256": data_hash,
-                                  "device": str(device), "worker": self.lease.rsplit(":", 1)[0],
-                                  "torch": torch.__version__, "numpy": np.__version__}
+                job.provenance = {
+                    **(job.provenance or {}),
+                    "dataset_sha256": data_hash,
+                    "device": str(device),
+                    "worker": self.lease.rsplit(":", 1)[0],
+                    "torch": torch.__version__,
+                    "numpy": np.__version__,
+                }
 
         retry_db(write)
 
@@ -394,4 +457,3 @@ def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed % 2**32)
     torch.manual_seed(seed)
-

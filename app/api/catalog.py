@@ -15,10 +15,14 @@ router = APIRouter(prefix="/v1", tags=["catalog"])
 
 
 def model_out(f: Family) -> ModelOut:
-    return ModelOut(name=f.name, description=f.description,
-                    capabilities=sorted(c.value for c in f.capabilities),
-                    datasets=sorted(f.datasets), params_schema=f.params.model_json_schema(),
-                    default_epochs=f.default_epochs)
+    return ModelOut(
+        name=f.name,
+        description=f.description,
+        capabilities=sorted(c.value for c in f.capabilities),
+        datasets=sorted(f.datasets),
+        params_schema=f.params.model_json_schema(),
+        default_epochs=f.default_epochs,
+    )
 
 
 @router.get("/models", response_model=list[ModelOut])
@@ -36,8 +40,10 @@ def get_model(name: str, _: CurrentPrincipal) -> ModelOut:
 
 @router.get("/datasets", response_model=list[DatasetOut])
 def list_datasets(_: CurrentPrincipal) -> list[DatasetOut]:
-    return [DatasetOut(id=name, name=name, kind="builtin", description=desc)
-            for name, desc in zoo_data.catalog().items()]
+    return [
+        DatasetOut(id=name, name=name, kind="builtin", description=desc)
+        for name, desc in zoo_data.catalog().items()
+    ]
 
 
 @router.get("/datasets/{dataset_id}", response_model=DatasetOut)
@@ -46,5 +52,11 @@ def get_dataset(dataset_id: str, _: CurrentPrincipal) -> DatasetOut:
     if desc is None:
         raise Problem(404, f"no dataset {dataset_id!r}")
     ds = zoo_data.load(dataset_id)
-    return DatasetOut(id=dataset_id, name=dataset_id, kind="builtin", description=desc,
-                      task=ds.info.task, shape=[ds.info.n_train, *ds.info.input_shape])
+    return DatasetOut(
+        id=dataset_id,
+        name=dataset_id,
+        kind="builtin",
+        description=desc,
+        task=ds.info.task,
+        shape=[ds.info.n_train, *ds.info.input_shape],
+    )

@@ -32,11 +32,15 @@ def _database_ok() -> bool:
 @router.get("/readyz", response_model=None)
 async def readyz() -> Response | dict[str, str]:
     db, broker = await run_in_threadpool(_database_ok), await run_in_threadpool(broker_ok)
-    checks = {"database": "ok" if db else "unreachable", "broker": "ok" if broker else "unreachable"}
+    checks = {
+        "database": "ok" if db else "unreachable",
+        "broker": "ok" if broker else "unreachable",
+    }
     if db and broker:
         return {"status": "ready", **checks}
-    return problem_response(503, "not ready: " + ", ".join(f"{k} {v}" for k, v in checks.items()),
-                            checks=checks)
+    return problem_response(
+        503, "not ready: " + ", ".join(f"{k} {v}" for k, v in checks.items()), checks=checks
+    )
 
 
 @router.get("/metrics", response_class=Response)

@@ -44,8 +44,11 @@ def loaded_model(session: SessionDep, principal: Principal, job_id: str) -> Load
 def require(item: Loaded, capability: Capability) -> None:
     if capability not in item.family.capabilities:
         can = ", ".join(sorted(c.value for c in item.family.capabilities))
-        raise Problem(409, f"model {item.family.name!r} cannot {capability.value}; it can: {can}",
-                      capabilities=sorted(c.value for c in item.family.capabilities))
+        raise Problem(
+            409,
+            f"model {item.family.name!r} cannot {capability.value}; it can: {can}",
+            capabilities=sorted(c.value for c in item.family.capabilities),
+        )
 
 
 def parse_inputs(raw: list[Any], shape: tuple[int, ...], field: str = "inputs") -> torch.Tensor:
@@ -53,14 +56,18 @@ def parse_inputs(raw: list[Any], shape: tuple[int, ...], field: str = "inputs") 
     settings = get_settings()
 
     def bad(msg: str, path: str = field) -> Problem:
-        return Problem(422, f"{path}: {msg}", errors=[{"path": path, "message": msg,
-                                                      "type": "value_error"}])
+        return Problem(
+            422, f"{path}: {msg}", errors=[{"path": path, "message": msg, "type": "value_error"}]
+        )
 
     if not raw:
         raise bad("give at least one input")
     if len(raw) > settings.max_inputs:
-        raise Problem(413, f"{field}: at most {settings.max_inputs} inputs per request",
-                      errors=[{"path": field, "message": "too many inputs", "type": "too_long"}])
+        raise Problem(
+            413,
+            f"{field}: at most {settings.max_inputs} inputs per request",
+            errors=[{"path": field, "message": "too many inputs", "type": "too_long"}],
+        )
     flat = shape == (1,)
     for i, item in enumerate(raw):
         if flat and isinstance(item, (int, float)) and not isinstance(item, bool):
@@ -95,21 +102,33 @@ def predict(
     x = parse_inputs(body.inputs, item.info.input_shape)
     mc = body.mc_samples or int(item.family.extra.get("default_mc_samples", 1))
     if mc > settings.max_mc_samples:
-        raise Problem(422, f"mc_samples: at most {settings.max_mc_samples}",
-                      errors=[{"path": "mc_samples", "message": "too large", "type": "less_than_equal"}])
+        raise Problem(
+            422,
+            f"mc_samples: at most {settings.max_mc_samples}",
+            errors=[{"path": "mc_samples", "message": "too large", "type": "less_than_equal"}],
+        )
     if mc * len(x) > 5_000_000:
-        raise Problem(413, "mc_samples × inputs is over 5,000,000 forward rows; split the request",
-                      errors=[{"path": "mc_samples", "message": "request too large",
-                               "type": "too_long"}])
+        raise Problem(
+            413,
+            "mc_samples × inputs is over 5,000,000 forward rows; split the request",
+            errors=[{"path": "mc_samples", "message": "request too large", "type": "too_long"}],
+        )
     assert item.family.predict is not None
     with torch.inference_mode():
         out = item.family.predict(item.module, x, mc)
-    result: dict[str, Any] = {"job_id": job_id, "checkpoint": item.checkpoint_id,
-                              "task": item.info.task, "mc_samples": mc}
+    result: dict[str, Any] = {
+        "job_id": job_id,
+        "checkpoint": item.checkpoint_id,
+        "task": item.info.task,
+        "mc_samples": mc,
+    }
     result.update(to_jsonable(out))
     if item.info.task == "regression":
         z = NormalDist().inv_cdf(0.5 + level / 2)
         half = z * out["total_var"].clamp_min(0).sqrt()
-        result["interval"] = {"level": level, "lower": to_jsonable(out["mean"] - half),
-                              "upper": to_jsonable(out["mean"] + half)}
+        result["interval"] = {
+            "level": level,
+            "lower": to_jsonable(out["mean"] - half),
+            "upper": to_jsonable(out["mean"] + half),
+        }
     return result

@@ -43,21 +43,35 @@ from app.schemas import (
 from models.registry import get_family
 
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
-SPEC_ADAPTER: TypeAdapter[Any] = TypeAdapter(JobSpec)
+SPEC_ADAPTER: TypeAdapter[Any] = TypeAdapter(JobSpec)  # type: ignore[arg-type]
 
 
 def job_out(job: Job) -> JobOut:
     total = job.progress_total or 0
     return JobOut(
-        id=job.id, name=job.name, model=job.model, dataset=job.dataset, spec=job.spec,
-        tags=job.tags or {}, status=job.status,  # type: ignore[arg-type]
-        progress=Progress(step=job.progress_step, total=total,
-                          fraction=min(1.0, job.progress_step / total) if total else 0.0,
-                          eta_seconds=job.eta_seconds),
-        metrics={k: (v if v is None or math.isfinite(v) else None)
-                 for k, v in (job.metrics or {}).items()},
-        attempts=job.attempts, error=job.error, created_at=job.created_at,
-        started_at=job.started_at, finished_at=job.finished_at, checkpoint=job.checkpoint_id,
+        id=job.id,
+        name=job.name,
+        model=job.model,
+        dataset=job.dataset,
+        spec=job.spec,
+        tags=job.tags or {},
+        status=job.status,
+        progress=Progress(
+            step=job.progress_step,
+            total=total,
+            fraction=min(1.0, job.progress_step / total) if total else 0.0,
+            eta_seconds=job.eta_seconds,
+        ),
+        metrics={
+            k: (v if v is None or math.isfinite(v) else None)
+            for k, v in (job.metrics or {}).items()
+        },
+        attempts=job.attempts,
+        error=job.error,
+        created_at=job.created_at,
+        started_at=job.started_at,
+        finished_at=job.finished_at,
+        checkpoint=job.checkpoint_id,
         provenance=job.provenance or {},
     )
 
@@ -86,19 +100,28 @@ def enqueue(session: Session, job: Job) -> None:
         session.commit()
 
 
-def create_job(session: Session, principal: Principal, spec: Any,
-               idempotency_key: str | None = None) -> tuple[Job, bool]:
+def create_job(
+    session: Session, principal: Principal, spec: Any, idempotency_key: str | None = None
+) -> tuple[Job, bool]:
     data = fill_defaults(spec)
     digest = spec_digest(data)
     if idempotency_key is not None:
-        existing = session.scalar(select(Job).where(Job.owner == principal.owner,
-                                                    Job.idempotency_key == idempotency_key))
+        existing = session.scalar(
+            select(Job).where(Job.owner == principal.owner, Job.idempotency_key == idempotency_key)
+        )
         if existing is not None:
             return _replay(existing, digest), False
     job = Job(
-        id=new_id("job"), owner=principal.owner, name=data.pop("name"), model=data["model"],
-        dataset=data["dataset"], tags=data.pop("tags"), spec=data, status="queued",
-        queue=queue_for(data["train"]["device"]), idempotency_key=idempotency_key,
+        id=new_id("job"),
+        owner=principal.owner,
+        name=data.pop("name"),
+        model=data["model"],
+        dataset=data["dataset"],
+        tags=data.pop("tags"),
+        spec=data,
+        status="queued",
+        queue=queue_for(data["train"]["device"]),
+        idempotency_key=idempotency_key,
         spec_hash=digest,
         provenance={"seed": data["train"]["seed"], **code_provenance()},
     )
@@ -108,8 +131,9 @@ def create_job(session: Session, principal: Principal, spec: Any,
         session.flush()
     except IntegrityError:  # a concurrent request with the same Idempotency-Key won
         session.rollback()
-        existing = session.scalar(select(Job).where(Job.owner == principal.owner,
-                                                    Job.idempotency_key == idempotency_key))
+        existing = session.scalar(
+            select(Job).where(Job.owner == principal.owner, Job.idempotency_key == idempotency_key)
+        )
         if existing is None:
             raise
         return _replay(existing, digest), False
@@ -119,15 +143,26 @@ def create_job(session: Session, principal: Principal, spec: Any,
 
 def _replay(existing: Job, digest: str) -> Job:
     if existing.spec_hash != digest:
-        raise Problem(422, "Idempotency-Key was already used with a different job spec",
-                      errors=[{"path": "Idempotency-Key", "message": "reused with another body",
-                               "type": "idempotency_conflict"}])
+        raise Problem(
+            422,
+            "Idempotency-Key was already used with a different job spec",
+            errors=[
+                {
+                    "path": "Idempotency-Key",
+                    "message": "reused with another body",
+                    "type": "idempotency_conflict",
+                }
+            ],
+        )
     return existing
 
 
-@router.post("", status_code=201, response_model=JobOut,
-             responses={200: {"description": "replay of an earlier request with this "
-                                             "Idempotency-Key"}})
+@router.post(
+    "",
+    status_code=201,
+    response_model=JobOut,
+    responses={200: {"description": "replay of an earlier request with this Idempotency-Key"}},
+)
 def post_job(
     spec: Annotated[JobSpec, Body()],  # type: ignore[valid-type]
     principal: CurrentPrincipal,
@@ -154,8 +189,17 @@ def _decode_cursor(cursor: str) -> tuple[datetime, str]:
         created, job_id = json.loads(raw)
         return datetime.fromisoformat(created), str(job_id)
     except Exception:
-        raise Problem(422, "malformed cursor", errors=[{"path": "cursor",
-                      "message": "not a cursor returned by this API", "type": "value_error"}]) from None
+        raise Problem(
+            422,
+            "malformed cursor",
+            errors=[
+                {
+                    "path": "cursor",
+                    "message": "not a cursor returned by this API",
+                    "type": "value_error",
+                }
+            ],
+        ) from None
 
 
 @router.get("", response_model=JobList)
@@ -181,8 +225,10 @@ def list_jobs(
     rows = session.scalars(q.order_by(Job.created_at.desc(), Job.id.desc()).limit(limit + 1)).all()
     more = len(rows) > limit
     rows = rows[:limit]
-    return JobList(items=[job_out(j) for j in rows],
-                   next_cursor=_encode_cursor(rows[-1]) if more and rows else None)
+    return JobList(
+        items=[job_out(j) for j in rows],
+        next_cursor=_encode_cursor(rows[-1]) if more and rows else None,
+    )
 
 
 @router.get("/{job_id}", response_model=JobOut)
@@ -191,8 +237,9 @@ def get_job(job_id: str, principal: CurrentPrincipal, session: SessionDep) -> Jo
 
 
 @router.post("/{job_id}/cancel", response_model=JobOut, status_code=202)
-def cancel_job(job_id: str, principal: CurrentPrincipal, session: SessionDep,
-               response: Response) -> JobOut:
+def cancel_job(
+    job_id: str, principal: CurrentPrincipal, session: SessionDep, response: Response
+) -> JobOut:
     job = owned_job(session, principal, job_id)
     if job.status in TERMINAL:
         raise Problem(409, f"job is already {job.status}")
@@ -207,24 +254,40 @@ def cancel_job(job_id: str, principal: CurrentPrincipal, session: SessionDep,
 
 
 @router.post("/{job_id}/resume", response_model=JobOut, status_code=202)
-def resume_job(job_id: str, principal: CurrentPrincipal, session: SessionDep,
-               body: Annotated[ResumeRequest | None, Body()] = None) -> JobOut:
+def resume_job(
+    job_id: str,
+    principal: CurrentPrincipal,
+    session: SessionDep,
+    body: Annotated[ResumeRequest | None, Body()] = None,
+) -> JobOut:
     job = owned_job(session, principal, job_id)
     if job.status not in ("failed", "cancelled"):
         raise Problem(409, f"only failed or cancelled jobs resume; this one is {job.status}")
     spec = json.loads(json.dumps(job.spec))
     if body is not None:
         if body.epochs is not None and body.steps is not None:
-            raise Problem(422, "give epochs or steps, not both",
-                          errors=[{"path": "steps", "message": "give epochs or steps, not both",
-                                   "type": "value_error"}])
+            raise Problem(
+                422,
+                "give epochs or steps, not both",
+                errors=[
+                    {
+                        "path": "steps",
+                        "message": "give epochs or steps, not both",
+                        "type": "value_error",
+                    }
+                ],
+            )
         for key in ("epochs", "steps", "max_minutes"):
             value = getattr(body, key)
             if value is not None:
                 if key in ("epochs", "steps") and spec["train"].get(key) is None:
-                    raise Problem(422, f"this job counts in {'steps' if key == 'epochs' else 'epochs'}",
-                                  errors=[{"path": key, "message": "wrong budget unit",
-                                           "type": "value_error"}])
+                    raise Problem(
+                        422,
+                        f"this job counts in {'steps' if key == 'epochs' else 'epochs'}",
+                        errors=[
+                            {"path": key, "message": "wrong budget unit", "type": "value_error"}
+                        ],
+                    )
                 spec["train"][key] = value
     job.spec = spec
     job.status, job.error, job.finished_at = "queued", None, None
@@ -235,8 +298,13 @@ def resume_job(job_id: str, principal: CurrentPrincipal, session: SessionDep,
 
 
 @router.post("/{job_id}/clone", response_model=JobOut, status_code=201)
-def clone_job(job_id: str, principal: CurrentPrincipal, session: SessionDep, response: Response,
-              body: Annotated[CloneRequest | None, Body()] = None) -> JobOut:
+def clone_job(
+    job_id: str,
+    principal: CurrentPrincipal,
+    session: SessionDep,
+    response: Response,
+    body: Annotated[CloneRequest | None, Body()] = None,
+) -> JobOut:
     src = owned_job(session, principal, job_id)
     spec: dict[str, Any] = json.loads(json.dumps(src.spec))
     spec["name"], spec["tags"] = src.name, dict(src.tags or {})
@@ -282,7 +350,8 @@ def get_metrics(
 ) -> Any:
     owned_job(session, principal, job_id)
     q = select(Metric.name, Metric.step, Metric.value, Metric.created_at).where(
-        Metric.job_id == job_id)
+        Metric.job_id == job_id
+    )
     if name:
         q = q.where(Metric.name == name)
     if since_step is not None:
@@ -293,53 +362,101 @@ def get_metrics(
         writer = csv.writer(buf)
         writer.writerow(["name", "step", "value", "time"])
         for r in rows:
-            writer.writerow([r.name, r.step, "" if r.value is None else repr(r.value),
-                             r.created_at.isoformat()])
-        return Response(buf.getvalue(), media_type="text/csv",
-                        headers={"Content-Disposition": f'attachment; filename="{job_id}-metrics.csv"'})
-    return {"job_id": job_id,
-            "metrics": [{"name": r.name, "step": r.step, "value": r.value,
-                         "time": r.created_at.isoformat()} for r in rows]}
+            writer.writerow(
+                [r.name, r.step, "" if r.value is None else repr(r.value), r.created_at.isoformat()]
+            )
+        return Response(
+            buf.getvalue(),
+            media_type="text/csv",
+            headers={"Content-Disposition": f'attachment; filename="{job_id}-metrics.csv"'},
+        )
+    return {
+        "job_id": job_id,
+        "metrics": [
+            {"name": r.name, "step": r.step, "value": r.value, "time": r.created_at.isoformat()}
+            for r in rows
+        ],
+    }
 
 
 @router.get("/{job_id}/checkpoints", response_model=list[CheckpointOut])
 def list_checkpoints(job_id: str, principal: CurrentPrincipal, session: SessionDep) -> Any:
     owned_job(session, principal, job_id)
-    rows = session.scalars(select(Checkpoint).where(Checkpoint.job_id == job_id)
-                           .order_by(Checkpoint.step, Checkpoint.created_at)).all()
-    return [CheckpointOut(id=c.id, step=c.step, is_best=c.is_best, sha256=c.sha256, size=c.size,
-                          created_at=c.created_at) for c in rows]
+    rows = session.scalars(
+        select(Checkpoint)
+        .where(Checkpoint.job_id == job_id)
+        .order_by(Checkpoint.step, Checkpoint.created_at)
+    ).all()
+    return [
+        CheckpointOut(
+            id=c.id,
+            step=c.step,
+            is_best=c.is_best,
+            sha256=c.sha256,
+            size=c.size,
+            created_at=c.created_at,
+        )
+        for c in rows
+    ]
 
 
-@router.get("/{job_id}/checkpoints/{checkpoint_id}", response_class=Response,
-            responses={200: {"content": {"application/octet-stream": {}},
-                             "description": "the checkpoint as safetensors"}})
-def download_checkpoint(job_id: str, checkpoint_id: str, principal: CurrentPrincipal,
-                        session: SessionDep) -> Response:
+@router.get(
+    "/{job_id}/checkpoints/{checkpoint_id}",
+    response_class=Response,
+    responses={
+        200: {
+            "content": {"application/octet-stream": {}},
+            "description": "the checkpoint as safetensors",
+        }
+    },
+)
+def download_checkpoint(
+    job_id: str, checkpoint_id: str, principal: CurrentPrincipal, session: SessionDep
+) -> Response:
     owned_job(session, principal, job_id)
     ckpt = session.get(Checkpoint, checkpoint_id)
     if ckpt is None or ckpt.job_id != job_id:
         raise Problem(404, f"no checkpoint {checkpoint_id!r} in job {job_id}")
     if not checkpoint_ok(ckpt):
         raise Problem(409, f"checkpoint {checkpoint_id} is corrupt (sha256 mismatch)")
-    return Response(ckpt.data, media_type="application/octet-stream", headers={
-        "Content-Disposition": f'attachment; filename="{job_id}-{checkpoint_id}.safetensors"',
-        "X-Checkpoint-SHA256": ckpt.sha256, "X-Checkpoint-Step": str(ckpt.step)})
+    return Response(
+        ckpt.data,
+        media_type="application/octet-stream",
+        headers={
+            "Content-Disposition": f'attachment; filename="{job_id}-{checkpoint_id}.safetensors"',
+            "X-Checkpoint-SHA256": ckpt.sha256,
+            "X-Checkpoint-Step": str(ckpt.step),
+        },
+    )
 
 
 # --- Server-Sent Events ----------------------------------------------------------------------
 
+
 def _events_since(job_id: str, after: int) -> tuple[list[JobEvent], str | None]:
     with get_sessionmaker()() as s:
-        rows = list(s.scalars(select(JobEvent).where(JobEvent.job_id == job_id, JobEvent.id > after)
-                              .order_by(JobEvent.id).limit(500)).all())
+        rows = list(
+            s.scalars(
+                select(JobEvent)
+                .where(JobEvent.job_id == job_id, JobEvent.id > after)
+                .order_by(JobEvent.id)
+                .limit(500)
+            ).all()
+        )
         status = s.scalar(select(Job.status).where(Job.id == job_id))
         return rows, status
 
 
-@router.get("/{job_id}/events", response_class=StreamingResponse,
-            responses={200: {"content": {"text/event-stream": {}},
-                             "description": "status, progress and metrics events"}})
+@router.get(
+    "/{job_id}/events",
+    response_class=StreamingResponse,
+    responses={
+        200: {
+            "content": {"text/event-stream": {}},
+            "description": "status, progress and metrics events",
+        }
+    },
+)
 async def job_events(
     job_id: str,
     request: Request,
@@ -356,8 +473,11 @@ async def job_events(
     try:
         after = int(last_event_id) if last_event_id else 0
     except ValueError:
-        raise Problem(422, "Last-Event-ID must be an event id", errors=[
-            {"path": "Last-Event-ID", "message": "not an integer", "type": "int_parsing"}]) from None
+        raise Problem(
+            422,
+            "Last-Event-ID must be an event id",
+            errors=[{"path": "Last-Event-ID", "message": "not an integer", "type": "int_parsing"}],
+        ) from None
 
     async def stream() -> Any:
         nonlocal after
@@ -383,5 +503,8 @@ async def job_events(
                 yield ": keep-alive\n\n"
             await asyncio.sleep(poll)
 
-    return StreamingResponse(stream(), media_type="text/event-stream",
-                             headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+    return StreamingResponse(
+        stream(),
+        media_type="text/event-stream",
+        headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+    )

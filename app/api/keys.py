@@ -15,8 +15,15 @@ router = APIRouter(prefix="/v1/keys", tags=["keys"])
 
 
 def key_out(row: ApiKey) -> KeyOut:
-    return KeyOut(id=row.id, name=row.name, owner=row.owner, prefix=row.prefix,
-                  is_admin=row.is_admin, created_at=row.created_at, revoked_at=row.revoked_at)
+    return KeyOut(
+        id=row.id,
+        name=row.name,
+        owner=row.owner,
+        prefix=row.prefix,
+        is_admin=row.is_admin,
+        created_at=row.created_at,
+        revoked_at=row.revoked_at,
+    )
 
 
 @router.post("", status_code=201, response_model=KeyCreated)

@@ -7,10 +7,10 @@ import sys
 import time
 from pathlib import Path
 
-from alembic import command
 from alembic.config import Config
 from sqlalchemy import text
 
+from alembic import command
 from app.db.session import get_engine
 
 log = logging.getLogger("deepzoo.migrate")

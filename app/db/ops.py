@@ -47,7 +47,8 @@ def checkpoint_ok(ckpt: Checkpoint) -> bool:
 def latest_good_checkpoint(session: Session, job_id: str) -> Iterator[Checkpoint]:
     """The job's checkpoints, newest first, skipping any whose bytes fail their sha256."""
     ids = session.scalars(
-        select(Checkpoint.id).where(Checkpoint.job_id == job_id)
+        select(Checkpoint.id)
+        .where(Checkpoint.job_id == job_id)
         .order_by(Checkpoint.step.desc(), Checkpoint.created_at.desc())
     ).all()
     for cid in ids:

@@ -88,8 +88,12 @@ def test_validation_names_the_field(client: TestClient) -> None:
 
 
 def test_malformed_bodies_are_4xx(client: TestClient) -> None:
-    assert client.post("/v1/jobs", content=b"{not json", headers={
-        "Content-Type": "application/json"}).status_code == 422
+    assert (
+        client.post(
+            "/v1/jobs", content=b"{not json", headers={"Content-Type": "application/json"}
+        ).status_code
+        == 422
+    )
     assert client.post("/v1/jobs", json=[1, 2]).status_code == 422
     assert client.post("/v1/jobs", json=None).status_code == 422
     big = b'{"model": "mlp", "name": "' + b"x" * (11 * 1024 * 1024) + b'"}'

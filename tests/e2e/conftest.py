@@ -21,6 +21,7 @@ from typing import Any
 
 import httpx
 import pytest
+
 from tests.conftest import fresh_pg_database, redis_url
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -69,19 +70,42 @@ class Stack:
             "DEEPZOO_QUEUED_RESEND_SECONDS": "5",
             "PYTHONUNBUFFERED": "1",
         }
-        self.client = httpx.Client(base_url=self.url, timeout=30,
-                                   headers={"Authorization": f"Bearer {ADMIN_KEY}"})
+        self.client = httpx.Client(
+            base_url=self.url, timeout=30, headers={"Authorization": f"Bearer {ADMIN_KEY}"}
+        )
 
     def _spawn(self, args: list[str], log: str) -> subprocess.Popen[bytes]:
-        out = open(self.tmp / log, "ab")  # noqa: SIM115 - closed with the process
-        return subprocess.Popen(args, cwd=ROOT, env=self.env, stdout=out, stderr=subprocess.STDOUT,
-                                start_new_session=True)
+        out = open(self.tmp / log, "ab")
+        return subprocess.Popen(
+            args,
+            cwd=ROOT,
+            env=self.env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
 
     def start(self) -> None:
-        subprocess.run([sys.executable, "-m", "app.db.migrate"], cwd=ROOT, env=self.env, check=True,
-                       capture_output=True)
-        self.api = self._spawn([sys.executable, "-m", "uvicorn", "app.main:app", "--host",
-                                "127.0.0.1", "--port", str(self.port)], "api.log")
+        subprocess.run(
+            [sys.executable, "-m", "app.db.migrate"],
+            cwd=ROOT,
+            env=self.env,
+            check=True,
+            capture_output=True,
+        )
+        self.api = self._spawn(
+            [
+                sys.executable,
+                "-m",
+                "uvicorn",
+                "app.main:app",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(self.port),
+            ],
+            "api.log",
+        )
         self.procs.append(self.api)
         wait_until(self._api_up, 60, "the API to listen")
         self.start_worker("w1")
@@ -93,10 +117,27 @@ class Stack:
             return False
 
     def start_worker(self, name: str) -> subprocess.Popen[bytes]:
-        proc = self._spawn([sys.executable, "-m", "celery", "-A", "workers.celery_app", "worker",
-                            "--loglevel=INFO", "--pool=prefork", "--concurrency=1",
-                            "--max-tasks-per-child=1", "-Q", "cpu,auto", "-n", f"{name}@%h",
-                            "--without-gossip", "--without-mingle"], f"worker-{name}.log")
+        proc = self._spawn(
+            [
+                sys.executable,
+                "-m",
+                "celery",
+                "-A",
+                "workers.celery_app",
+                "worker",
+                "--loglevel=INFO",
+                "--pool=prefork",
+                "--concurrency=1",
+                "--max-tasks-per-child=1",
+                "-Q",
+                "cpu,auto",
+                "-n",
+                f"{name}@%h",
+                "--without-gossip",
+                "--without-mingle",
+            ],
+            f"worker-{name}.log",
+        )
         self.workers[name] = proc
         log = self.tmp / f"worker-{name}.log"
         wait_until(lambda: b"ready." in log.read_bytes(), 60, f"worker {name} to be ready", 0.2)
@@ -116,8 +157,14 @@ class Stack:
         return dict(self.client.get(f"/v1/jobs/{job_id}").json())
 
     def wait_status(self, job_id: str, statuses: set[str], timeout: float = 120) -> dict[str, Any]:
-        return dict(wait_until(lambda: (j := self.job(job_id))["status"] in statuses and j,
-                               timeout, f"job {job_id} to reach {statuses}", 0.1))
+        return dict(
+            wait_until(
+                lambda: (j := self.job(job_id))["status"] in statuses and j,
+                timeout,
+                f"job {job_id} to reach {statuses}",
+                0.1,
+            )
+        )
 
     def follow_events(self, job_id: str, timeout: float = 180) -> list[tuple[int, str, Any]]:
         """Read the SSE stream to its end (the terminal status)."""
@@ -151,7 +198,9 @@ class Stack:
 
 
 @pytest.fixture(scope="session", params=["sqlite", "postgresql"])
-def stack(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+def stack(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Stack]:
     tmp = tmp_path_factory.mktemp(f"stack-{request.param}")
     with ExitStack() as cleanup:
         if request.param == "sqlite":

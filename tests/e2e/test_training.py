@@ -47,8 +47,10 @@ def test_mc_dropout_sine_gap_uncertainty(stack: Stack) -> None:
 
     gap = np.linspace(-0.6, 0.6, 13).tolist()
     data = [-2.5, -2.0, -1.5, 1.5, 2.0, 2.5]
-    r = stack.client.post(f"/v1/jobs/{job['id']}/predict",
-                          json={"inputs": [[x] for x in gap + data], "mc_samples": 200})
+    r = stack.client.post(
+        f"/v1/jobs/{job['id']}/predict",
+        json={"inputs": [[x] for x in gap + data], "mc_samples": 200},
+    )
     assert r.status_code == 200, r.text
     out = r.json()
     epi = np.array(out["epistemic_var"]).ravel()
@@ -60,8 +62,9 @@ def test_mc_dropout_sine_gap_uncertainty(stack: Stack) -> None:
 
     # aleatoric variance follows the generating noise sigma(x) = 0.05 + 0.1|x|
     near, far = [[-1.2], [1.2]], [[-2.8], [2.8]]
-    r = stack.client.post(f"/v1/jobs/{job['id']}/predict",
-                          json={"inputs": near + far, "mc_samples": 200})
+    r = stack.client.post(
+        f"/v1/jobs/{job['id']}/predict", json={"inputs": near + far, "mc_samples": 200}
+    )
     ale = np.array(r.json()["aleatoric_var"]).ravel()
     assert ale[2:].mean() > 1.5 * ale[:2].mean(), ale
     true_far = (0.05 + 0.1 * 2.8) ** 2
@@ -77,8 +80,9 @@ def test_mc_dropout_sine_gap_uncertainty(stack: Stack) -> None:
 
 
 def test_capability_conflict(stack: Stack) -> None:
-    job = stack.post_job({"model": "mlp", "dataset": "moons", "params": {"hidden": [8]},
-                          "train": {"epochs": 2}})
+    job = stack.post_job(
+        {"model": "mlp", "dataset": "moons", "params": {"hidden": [8]}, "train": {"epochs": 2}}
+    )
     stack.wait_status(job["id"], {"succeeded"})
     r = stack.client.post(f"/v1/jobs/{job['id']}/predict", json={"inputs": [[0.1, 0.2]]})
     assert r.status_code == 200
@@ -104,8 +108,11 @@ def test_kill_worker_resumes_from_checkpoint(stack: Stack) -> None:
     epochs = 120
     job = stack.post_job({**SINE, "train": {"epochs": epochs, "seed": 2}})
     jid = job["id"]
-    wait_until(lambda: len(stack.client.get(f"/v1/jobs/{jid}/checkpoints").json()) >= 5, 60,
-               "a few checkpoints")
+    wait_until(
+        lambda: len(stack.client.get(f"/v1/jobs/{jid}/checkpoints").json()) >= 5,
+        60,
+        "a few checkpoints",
+    )
     before = stack.job(jid)["progress"]["step"]
     assert before < epochs, "the job finished before the kill; make it longer"
     stack.kill_worker("w1")
