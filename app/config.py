@@ -27,6 +27,7 @@ class Settings(BaseSettings):
     max_body_mb: Annotated[int, Field(ge=1, le=4096)] = 10
     inference_cache_size: Annotated[int, Field(ge=1, le=1024)] = 8
     heartbeat_seconds: Annotated[float, Field(gt=0, le=60)] = 0.5
+    checkpoint_min_seconds: Annotated[float, Field(ge=0, le=86_400)] = 10.0
     heartbeat_timeout_seconds: Annotated[float, Field(gt=0)] = 30.0
     reconcile_seconds: Annotated[float, Field(gt=0)] = 5.0
     queued_resend_seconds: Annotated[float, Field(gt=0)] = 60.0

@@ -7,7 +7,7 @@ from functools import lru_cache
 from typing import Any
 
 from celery import Celery
-from kombu import Queue
+from kombu import Exchange, Queue
 
 from app.config import Settings, get_settings
 
@@ -35,8 +35,11 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         "result_backend_transport_options": transport,
         "worker_cancel_long_running_tasks_on_connection_loss": True,
         "worker_max_tasks_per_child": 1,
-        "task_queues": [Queue(q) for q in QUEUES],
+        # one direct exchange per queue: a message reaches exactly the queue it names
+        "task_queues": [Queue(q, Exchange(q, type="direct"), routing_key=q) for q in QUEUES],
         "task_default_queue": "auto",
+        "task_default_exchange": "auto",
+        "task_default_routing_key": "auto",
         "task_time_limit": int(settings.max_job_minutes * 60 + 900),
         "broker_connection_retry_on_startup": True,
         "worker_hijack_root_logger": False,

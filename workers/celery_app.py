@@ -16,7 +16,9 @@ app.conf.update(celery_config(get_settings()))
 def _preload(**_: object) -> None:
     # Import torch and the zoo once in the parent: every per-job child is forked with them
     # loaded, so a job starts in milliseconds. Importing torch does not initialise CUDA.
-    import workers.runner  # noqa: F401
+    from workers.runner import warm_up
+
+    warm_up()
 
 
 @worker_process_init.connect

@@ -8,6 +8,7 @@ a duplicate delivery of a job that another worker holds does nothing.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import math
 import os
@@ -95,7 +96,11 @@ def claim(job_id: str, lease: str, settings: Settings) -> Job | None:
         return job
 
 
-def resolve_device(requested: str) -> torch.device:
+def resolve_device(requested: str, worker_default: str = "auto") -> torch.device:
+    """The job's ``train.device``; ``auto`` takes the worker's ``DEEPZOO_DEVICE``, then CUDA
+    when present, else CPU."""
+    if requested == "auto":
+        requested = worker_default
     if requested == "cuda" and not torch.cuda.is_available():
         raise RuntimeError("train.device is cuda but this worker has no CUDA device")
     if requested == "cpu" or not torch.cuda.is_available():
@@ -134,7 +139,10 @@ class TrainContext:
         self._latest: dict[str, float | None] = dict(job.metrics or {})
         self._last_flush = time.monotonic()
         self._saved_step = -1
-        self._unsaved: tuple[int, bytes] | None = None
+        self._last_write = time.monotonic()
+        # (step, state, rng) offered but not yet written; states are the family's copies
+        self._latest_offer: tuple[int, dict[str, Any], dict[str, Any]] | None = None
+        self._best_offer: tuple[int, dict[str, Any], dict[str, Any]] | None = None
         self._has_best = False
         self._progress: tuple[int, int] = (job.progress_step, job.progress_total)
         self._progress_origin: tuple[float, int] | None = None
@@ -170,13 +178,19 @@ class TrainContext:
             self.flush()
 
     def checkpoint(self, step: int, state: dict[str, Any], *, best: bool = False) -> None:
-        data = dump_state({**state, "__step__": step, "__rng__": self._rng()})
-        self._has_best = self._has_best or best
-        due = step - self._saved_step >= self.checkpoint_every or self._at_end(step)
-        if best or due or self.stop_reason is not None:
-            self._write_checkpoint(step, data, best)
-        else:
-            self._unsaved = (step, data)
+        """Offer a state; it is written every ``train.checkpoint_every`` epochs (or steps)
+        but no more often than ``DEEPZOO_CHECKPOINT_MIN_SECONDS``, and always at the end,
+        on a stop, and on failure. A newer best is written along with the next write."""
+        offer = (step, state, self._rng())
+        self._latest_offer = offer
+        if best:
+            self._best_offer, self._has_best = offer, True
+        due = (
+            step - self._saved_step >= self.checkpoint_every
+            and time.monotonic() - self._last_write >= self.settings.checkpoint_min_seconds
+        )
+        if due or self._at_end(step) or self.stop_reason is not None:
+            self.save_pending()
 
     def should_stop(self) -> bool:
         if self.lease_lost:
@@ -239,9 +253,20 @@ class TrainContext:
         retry_db(write)
         self._last_flush = time.monotonic()
 
-    def _write_checkpoint(self, step: int, data: bytes, best: bool) -> None:
-        import hashlib
+    def save_pending(self) -> None:
+        """Write the offered best (when newer than what is saved) and then the latest."""
+        best, latest = self._best_offer, self._latest_offer
+        if best is not None and best is not latest and best[0] > self._saved_step:
+            self._write_checkpoint(best, is_best=True)
+        if latest is not None and latest[0] > self._saved_step:
+            self._write_checkpoint(latest, is_best=latest is best)
+        self._best_offer = self._latest_offer = None
 
+    def _write_checkpoint(
+        self, offer: tuple[int, dict[str, Any], dict[str, Any]], *, is_best: bool
+    ) -> None:
+        step, state, rng = offer
+        data = dump_state({**state, "__step__": step, "__rng__": rng})
         self.flush()  # metrics up to this step are in the database before the checkpoint
 
         def write() -> None:
@@ -251,7 +276,7 @@ class TrainContext:
                     id=new_id("ckpt"),
                     job_id=self.job_id,
                     step=step,
-                    is_best=best,
+                    is_best=is_best,
                     sha256=hashlib.sha256(data).hexdigest(),
                     size=len(data),
                     data=data,
@@ -259,19 +284,13 @@ class TrainContext:
                 )
                 s.add(ckpt)
                 s.flush()
-                values: dict[str, Any] = {}
-                if best or not self._has_best:
-                    values["checkpoint_id"] = ckpt.id
-                if values:
-                    s.execute(update(Job).where(Job.id == self.job_id).values(**values))
+                if is_best or not self._has_best:  # inference uses the best, else the latest
+                    s.execute(
+                        update(Job).where(Job.id == self.job_id).values(checkpoint_id=ckpt.id)
+                    )
 
         retry_db(write)
-        self._saved_step, self._unsaved = step, None
-
-    def save_unsaved(self) -> None:
-        if self._unsaved is not None and self._unsaved[0] > self._saved_step:
-            step, data = self._unsaved
-            self._write_checkpoint(step, data, best=False)
+        self._saved_step, self._last_write = step, time.monotonic()
 
     def _check_lease(self, s: Any) -> None:
         holder = s.scalar(select(Job.lease).where(Job.id == self.job_id))
@@ -339,7 +358,7 @@ class Runner:
         try:
             family = get_family(job.model)
             params = family.params(**job.spec["params"])
-            device = resolve_device(job.spec["train"]["device"])
+            device = resolve_device(job.spec["train"]["device"], self.settings.device)
             seed_everything(int(job.spec["train"]["seed"]))
             data = load(job.dataset)
             resume = self._load_resume()
@@ -350,7 +369,7 @@ class Runner:
             heartbeat.start()
             family.fit(module, data, params, ctx)
             ctx.flush()
-            ctx.save_unsaved()
+            ctx.save_pending()
             if ctx.stop_reason == "cancelled":
                 return self._finish("cancelled", None)
             if ctx.stop_reason == "time_limit":
@@ -388,7 +407,7 @@ class Runner:
             return
         try:
             ctx.flush()
-            ctx.save_unsaved()
+            ctx.save_pending()
         except Exception:
             log.exception("job %s: could not save the last state", self.job.id)
 
@@ -451,6 +470,15 @@ class Runner:
             return "lease_lost"
         log.info("job %s %s%s", self.job.id, status, f": {error}" if error else "")
         return status
+
+
+def warm_up() -> None:
+    """Pay torch's lazy imports (the first optimizer step pulls in ~800 modules) once, in
+    the worker's parent, so each per-job child starts with them loaded. CPU only."""
+    layer = torch.nn.Linear(2, 1)
+    opt = build_optimizer(OptimizerSpec(), layer.parameters())
+    layer(torch.zeros(4, 2)).square().mean().backward()
+    opt.step()
 
 
 def seed_everything(seed: int) -> None:

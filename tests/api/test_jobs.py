@@ -153,3 +153,24 @@ def test_auth_required(client: TestClient) -> None:
     anon.headers["Authorization"] = "Bearer wrong"
     assert anon.get("/v1/models").status_code == 401
     assert anon.get("/healthz").status_code == 200
+
+
+def test_queues_route_by_device(client: TestClient) -> None:
+    """Each job lands in exactly the queue of its device: cpu, gpu (cuda) or auto."""
+    import json
+
+    import redis
+
+    from app.config import get_settings
+
+    r = redis.Redis.from_url(get_settings().resolved_broker_url)
+    for device, queue in (("cpu", "cpu"), ("cuda", "gpu"), ("auto", "auto")):
+        r.flushdb()
+        spec = {**SPEC, "train": {"epochs": 1, "device": device}}
+        job = client.post("/v1/jobs", json=spec).json()
+        lengths = {q: r.llen(q) for q in ("cpu", "gpu", "auto")}
+        assert lengths == {q: int(q == queue) for q in lengths}, (device, lengths)
+        message = json.loads(r.lindex(queue, 0))
+        assert message["headers"]["task"] == "train_job"
+        assert message["headers"]["id"].startswith(job["id"])
+        assert message["content-type"] == "application/json"

@@ -7,7 +7,7 @@ from collections import Counter
 import numpy as np
 import pytest
 
-from tests.e2e.conftest import Stack, wait_until
+from tests.stack import Stack, wait_until
 
 pytestmark = pytest.mark.e2e
 

