@@ -50,9 +50,13 @@ def percentile(values: list[float], q: float) -> float:
 def machine() -> dict[str, Any]:
     import os
 
-    return {"python": platform.python_version(), "torch": torch.__version__,
-            "cpus": os.cpu_count(), "torch_threads": torch.get_num_threads(),
-            "processor": platform.processor() or platform.machine()}
+    return {
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "cpus": os.cpu_count(),
+        "torch_threads": torch.get_num_threads(),
+        "processor": platform.processor() or platform.machine(),
+    }
 
 
 def save(name: str, result: dict[str, Any]) -> None:

@@ -443,6 +443,7 @@ class Runner:
                     "device": str(device),
                     "worker": self.lease.rsplit(":", 1)[0],
                     "torch": torch.__version__,
+                    "torch_threads": torch.get_num_threads(),
                     "numpy": np.__version__,
                 }
 
@@ -473,12 +474,13 @@ class Runner:
 
 
 def warm_up() -> None:
-    """Pay torch's lazy imports (the first optimizer step pulls in ~800 modules) once, in
-    the worker's parent, so each per-job child starts with them loaded. CPU only."""
-    layer = torch.nn.Linear(2, 1)
-    opt = build_optimizer(OptimizerSpec(), layer.parameters())
-    layer(torch.zeros(4, 2)).square().mean().backward()
-    opt.step()
+    """Pay torch's lazy imports (the first optimizer pulls in ~800 modules) once, in the
+    worker's parent, so each per-job child starts with them loaded.
+
+    No tensor arithmetic here: once a process has entered an OpenMP parallel region,
+    a forked child can hang in its next one (GNU libgomp is not fork-safe).
+    """
+    build_optimizer(OptimizerSpec(), [torch.nn.Parameter(torch.zeros(1))])
 
 
 def seed_everything(seed: int) -> None:
