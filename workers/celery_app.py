@@ -23,7 +23,7 @@ class ReplaceChildPromptly(bootsteps.StartStopStep):
     over one child and brings POST-to-running back to milliseconds.
     """
 
-    requires = {"celery.worker.components:Pool", "celery.worker.components:Hub"}
+    requires = frozenset({"celery.worker.components:Pool", "celery.worker.components:Hub"})
 
     def start(self, worker: Any) -> None:
         hub, pool = getattr(worker, "hub", None), getattr(worker, "pool", None)
