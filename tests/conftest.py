@@ -1,5 +1,5 @@
 """Shared fixtures: real databases (a SQLite file and a fresh PostgreSQL database) and
-real Redis. Nothing of our own is mocked."""
+real Redis; ``api_env`` points the settings at a migrated one. Nothing of ours is mocked."""
 
 from __future__ import annotations
 
@@ -71,3 +71,35 @@ def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
     if request.param == "sqlite":
         return f"sqlite:///{tmp_path / 'deepzoo.db'}"
     return request.getfixturevalue("pg_database")
+
+
+def _reset_caches() -> None:
+    from app import auth, inference, provenance, queue
+    from app.config import get_settings
+    from app.db.session import reset_engine
+
+    get_settings.cache_clear()
+    reset_engine()
+    queue.client.cache_clear()
+    auth.KEY_CACHE._items.clear()
+    inference._CACHE = None
+    provenance.code_provenance.cache_clear()
+
+
+@pytest.fixture
+def api_env(database_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
+    monkeypatch.setenv("DEEPZOO_DATABASE_URL", database_url)
+    monkeypatch.setenv("DEEPZOO_BROKER_URL", redis_url(11))
+    monkeypatch.setenv("DEEPZOO_DATA_DIR", str(tmp_path / "data"))
+    monkeypatch.setenv("DEEPZOO_API_KEY", "dz_test_admin_key_0123456789")
+    monkeypatch.setenv("DEEPZOO_RECONCILE_SECONDS", "3600")
+    _reset_caches()
+    from app.db import migrate
+    from app.db.session import get_engine
+
+    if database_url.startswith("postgresql"):
+        with get_engine().begin() as conn:  # a clean schema for every test
+            conn.execute(text("DROP SCHEMA public CASCADE; CREATE SCHEMA public"))
+    migrate.upgrade()
+    yield database_url
+    _reset_caches()

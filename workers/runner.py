@@ -354,6 +354,7 @@ class Runner:
     def run(self) -> str:
         job = self.job
         ctx: TrainContext | None = None
+        self.ctx: TrainContext | None = None
         heartbeat: Heartbeat | None = None
         try:
             family = get_family(job.model)
@@ -363,7 +364,7 @@ class Runner:
             data = load(job.dataset)
             resume = self._load_resume()
             module = family.build(params, data.info).to(device)
-            ctx = TrainContext(job, self.lease, self.settings, family, device, resume)
+            ctx = self.ctx = TrainContext(job, self.lease, self.settings, family, device, resume)
             self._record_start(data.info, data.sha256(), device)
             heartbeat = Heartbeat(ctx, self.settings.heartbeat_seconds)
             heartbeat.start()
@@ -457,9 +458,9 @@ class Runner:
                     raise LeaseLost(self.job.id)
                 job.status, job.error, job.finished_at = status, error, utcnow()
                 job.lease, job.cancel_requested = None, False
-                if status == "succeeded" and job.progress_total:
-                    job.progress_step = job.progress_total
-                    job.eta_seconds = 0.0
+                if self.ctx is not None:  # the heartbeat may not have written the last step
+                    job.progress_step, job.progress_total = self.ctx._progress
+                    job.eta_seconds = 0.0 if status == "succeeded" else None
                 payload: dict[str, Any] = {"status": status}
                 if error:
                     payload["error"] = error

@@ -1,0 +1,145 @@
+"""The runner in process on a real database (SQLite and PostgreSQL): the lease, resume,
+checkpoint fallback, divergence, time limit and cancellation."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import Any
+
+import pytest
+from sqlalchemy import select, update
+
+from app.api.jobs import SPEC_ADAPTER, create_job
+from app.auth import Principal
+from app.config import get_settings
+from app.db.models import Checkpoint, Job, Metric, utcnow
+from app.db.session import session_scope
+from workers.runner import LeaseLost, TrainContext, claim, run_job
+
+ME = Principal("key_test", "owner_test", False)
+TINY: dict[str, Any] = {
+    "model": "mlp",
+    "dataset": "sine_gap",
+    "params": {"hidden": [8]},
+    "train": {"epochs": 4},
+}
+
+
+def new_job(spec: dict[str, Any] = TINY) -> str:
+    with session_scope() as s:
+        job, _ = create_job(s, ME, SPEC_ADAPTER.validate_python(spec))
+        return job.id
+
+
+def job_row(job_id: str) -> Job:
+    with session_scope() as s:
+        job = s.get(Job, job_id)
+        assert job is not None
+        s.expunge(job)
+        return job
+
+
+@pytest.fixture(autouse=True)
+def _env(api_env: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("DEEPZOO_CHECKPOINT_MIN_SECONDS", "0")
+    get_settings.cache_clear()
+
+
+def test_duplicate_delivery_does_nothing() -> None:
+    job_id = new_job()
+    settings = get_settings()
+    assert claim(job_id, "worker-a", settings) is not None
+    assert claim(job_id, "worker-b", settings) is None  # held, heartbeat fresh
+    assert job_row(job_id).lease == "worker-a"
+    assert job_row(job_id).attempts == 1
+
+
+def test_stale_lease_is_taken_over_and_the_old_holder_stops() -> None:
+    job_id = new_job()
+    settings = get_settings()
+    old = claim(job_id, "worker-a", settings)
+    assert old is not None
+    with session_scope() as s:
+        stale = utcnow() - timedelta(seconds=settings.heartbeat_timeout_seconds + 1)
+        s.execute(update(Job).where(Job.id == job_id).values(heartbeat_at=stale))
+    assert claim(job_id, "worker-b", settings) is not None
+    assert job_row(job_id).attempts == 2
+    from models.registry import get_family
+
+    ctx = TrainContext(old, "worker-a", settings, get_family("mlp"), None, None)  # type: ignore[arg-type]
+    ctx.log(1, train_loss=1.0)
+    with pytest.raises(LeaseLost):
+        ctx.flush()
+
+
+def test_gives_up_after_max_attempts() -> None:
+    job_id = new_job()
+    settings = get_settings()
+    with session_scope() as s:
+        s.execute(update(Job).where(Job.id == job_id).values(attempts=settings.max_attempts))
+    assert claim(job_id, "worker-a", settings) is None
+    job = job_row(job_id)
+    assert job.status == "failed" and "gave up after 3 attempts" in (job.error or "")
+
+
+def test_run_resume_and_corrupt_checkpoint_fallback() -> None:
+    job_id = new_job()
+    assert run_job(job_id) == "succeeded"
+    job = job_row(job_id)
+    assert job.checkpoint_id and job.data_info and job.progress_step == 4
+    with session_scope() as s:
+        steps = s.scalars(select(Metric.step).where(Metric.job_id == job_id,
+                                                    Metric.name == "train_loss")).all()
+        assert sorted(steps) == [1, 2, 3, 4]
+        ckpts = s.scalars(select(Checkpoint).where(Checkpoint.job_id == job_id)
+                          .order_by(Checkpoint.step)).all()
+        assert [c.step for c in ckpts][-1] == 4
+        # corrupt the newest checkpoint, then ask for more epochs: resume from the one before
+        newest = ckpts[-1]
+        newest.data = newest.data[:-10] + b"0123456789"
+        job_db = s.get(Job, job_id)
+        assert job_db is not None
+        job_db.status = "queued"
+        job_db.spec = {**job_db.spec, "train": {**job_db.spec["train"], "epochs": 6}}
+        previous_step = ckpts[-2].step
+    assert run_job(job_id) == "succeeded"
+    with session_scope() as s:
+        rows = s.execute(select(Metric.step, Metric.value).where(
+            Metric.job_id == job_id, Metric.name == "train_loss")).all()
+        ckpt_steps = s.scalars(select(Checkpoint.step).where(Checkpoint.job_id == job_id)).all()
+    assert sorted(r.step for r in rows) == [1, 2, 3, 4, 5, 6]  # replayed steps not doubled
+    # resumed from step 3 (the corrupt step-4 checkpoint skipped), not from scratch
+    assert previous_step == 3 and sorted(ckpt_steps) == [1, 2, 3, 4, 4, 5, 6]
+
+
+def test_divergence_fails_with_the_step() -> None:
+    job_id = new_job({**TINY, "dataset": "diabetes", "params": {"hidden": [64]},
+                      "optimizer": {"name": "sgd", "lr": 10.0}, "train": {"epochs": 20}})
+    assert run_job(job_id) == "failed"
+    assert job_row(job_id).error.startswith("diverged at step")  # type: ignore[union-attr]
+
+
+def test_time_limit_fails_with_an_actionable_reason() -> None:
+    job_id = new_job({**TINY, "train": {"epochs": 100_000, "max_minutes": 0.02}})
+    assert run_job(job_id) == "failed"
+    job = job_row(job_id)
+    assert "time limit" in (job.error or "") and "resume" in (job.error or "")
+    assert job.checkpoint_id, "the last state is kept"
+
+
+def test_cancel_flag_stops_a_running_job() -> None:
+    import threading
+    import time
+
+    job_id = new_job({**TINY, "train": {"epochs": 100_000}})
+
+    def cancel_soon() -> None:
+        time.sleep(1.5)
+        with session_scope() as s:
+            s.execute(update(Job).where(Job.id == job_id).values(cancel_requested=True))
+
+    threading.Thread(target=cancel_soon).start()
+    t0 = time.monotonic()
+    assert run_job(job_id) == "cancelled"
+    assert time.monotonic() - t0 < 1.5 + 1.5  # stops within about a second
+    assert job_row(job_id).checkpoint_id
