@@ -46,6 +46,11 @@ COPY . .
 RUN pip install --no-cache-dir --no-deps . \
     && rm -rf build ./*.egg-info
 
+# Jobs record the code revision in their provenance; .git is not in the image, so pass
+# it at build time: docker build --build-arg DEEPZOO_REVISION="$(git rev-parse HEAD)" .
+ARG DEEPZOO_REVISION=unknown
+ENV DEEPZOO_REVISION=${DEEPZOO_REVISION}
+
 USER 10001:10001
 
 EXPOSE 8000

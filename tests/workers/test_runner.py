@@ -88,11 +88,13 @@ def test_run_resume_and_corrupt_checkpoint_fallback() -> None:
     job = job_row(job_id)
     assert job.checkpoint_id and job.data_info and job.progress_step == 4
     with session_scope() as s:
-        steps = s.scalars(select(Metric.step).where(Metric.job_id == job_id,
-                                                    Metric.name == "train_loss")).all()
+        steps = s.scalars(
+            select(Metric.step).where(Metric.job_id == job_id, Metric.name == "train_loss")
+        ).all()
         assert sorted(steps) == [1, 2, 3, 4]
-        ckpts = s.scalars(select(Checkpoint).where(Checkpoint.job_id == job_id)
-                          .order_by(Checkpoint.step)).all()
+        ckpts = s.scalars(
+            select(Checkpoint).where(Checkpoint.job_id == job_id).order_by(Checkpoint.step)
+        ).all()
         assert [c.step for c in ckpts][-1] == 4
         # corrupt the newest checkpoint, then ask for more epochs: resume from the one before
         newest = ckpts[-1]
@@ -104,8 +106,11 @@ def test_run_resume_and_corrupt_checkpoint_fallback() -> None:
         previous_step = ckpts[-2].step
     assert run_job(job_id) == "succeeded"
     with session_scope() as s:
-        rows = s.execute(select(Metric.step, Metric.value).where(
-            Metric.job_id == job_id, Metric.name == "train_loss")).all()
+        rows = s.execute(
+            select(Metric.step, Metric.value).where(
+                Metric.job_id == job_id, Metric.name == "train_loss"
+            )
+        ).all()
         ckpt_steps = s.scalars(select(Checkpoint.step).where(Checkpoint.job_id == job_id)).all()
     assert sorted(r.step for r in rows) == [1, 2, 3, 4, 5, 6]  # replayed steps not doubled
     # resumed from step 3 (the corrupt step-4 checkpoint skipped), not from scratch
@@ -113,8 +118,15 @@ def test_run_resume_and_corrupt_checkpoint_fallback() -> None:
 
 
 def test_divergence_fails_with_the_step() -> None:
-    job_id = new_job({**TINY, "dataset": "diabetes", "params": {"hidden": [64]},
-                      "optimizer": {"name": "sgd", "lr": 10.0}, "train": {"epochs": 20}})
+    job_id = new_job(
+        {
+            **TINY,
+            "dataset": "diabetes",
+            "params": {"hidden": [64]},
+            "optimizer": {"name": "sgd", "lr": 10.0},
+            "train": {"epochs": 20},
+        }
+    )
     assert run_job(job_id) == "failed"
     assert job_row(job_id).error.startswith("diverged at step")  # type: ignore[union-attr]
 
