@@ -25,7 +25,11 @@ $(DEV_STAMP): $(STAMP) pyproject.toml
 run: $(STAMP)
 	$(BIN)/python -m app.devserver
 
+# the whole suite: lint and types, then unit, API (SQLite and PostgreSQL) and end-to-end
 test: $(DEV_STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy
 	$(BIN)/python -m pytest -q -m "not slow"
 
 test-fast: $(DEV_STAMP)
@@ -40,8 +44,9 @@ format: $(DEV_STAMP)
 	$(BIN)/ruff format .
 	$(BIN)/ruff check --fix .
 
+# benchmarks print side-by-side ratios; docs/benchmarks.md records the figures
 bench: $(DEV_STAMP)
-	$(BIN)/python -m bench.service_overhead
+	$(BIN)/python -m bench.service_overhead --repeats 5
 	$(BIN)/python -m bench.queue_latency
 	$(BIN)/python -m bench.predict_latency
 
