@@ -24,7 +24,8 @@ from models.data import DataInfo
 from models.registry import get_family
 
 SPEC = {
-    "model": "mc_dropout", "dataset": "sine_gap",
+    "model": "mc_dropout",
+    "dataset": "sine_gap",
     "params": {"hidden": [64, 64, 64], "dropout": 0.1},
     "optimizer": {"name": "adam", "lr": 0.003},
     "train": {"epochs": 20, "seed": 0},
@@ -34,8 +35,14 @@ T, N = 100, 100
 
 def bare_forward(job: dict[str, Any], blob: bytes, x: torch.Tensor, n: int) -> list[float]:
     family = get_family(job["model"])
-    info = DataInfo(name="sine_gap", task="regression", input_shape=(1,), target_dim=1,
-                    n_classes=None, n_train=400)
+    info = DataInfo(
+        name="sine_gap",
+        task="regression",
+        input_shape=(1,),
+        target_dim=1,
+        n_classes=None,
+        n_train=400,
+    )
     module = family.build(family.params(**job["spec"]["params"]), info)
     module.load_state_dict(load_state(blob)["model"])
     module.eval()
@@ -70,13 +77,17 @@ def main() -> None:
             assert r.status_code == 200
         bare = bare_forward(job, blob, torch.tensor(x, dtype=torch.float32), args.requests)
     row = {
-        "http_p50_ms": 1000 * percentile(http, 0.5), "http_p99_ms": 1000 * percentile(http, 0.99),
-        "bare_p50_ms": 1000 * percentile(bare, 0.5), "bare_p99_ms": 1000 * percentile(bare, 0.99),
+        "http_p50_ms": 1000 * percentile(http, 0.5),
+        "http_p99_ms": 1000 * percentile(http, 0.99),
+        "bare_p50_ms": 1000 * percentile(bare, 0.5),
+        "bare_p99_ms": 1000 * percentile(bare, 0.99),
     }
     row["ratio_p50"] = row["http_p50_ms"] / row["bare_p50_ms"]
-    print(f"predict {T} passes x {N} inputs: HTTP p50 {row['http_p50_ms']:.2f} ms, p99 "
-          f"{row['http_p99_ms']:.2f} ms; bare forward p50 {row['bare_p50_ms']:.2f} ms, p99 "
-          f"{row['bare_p99_ms']:.2f} ms; ratio p50 {row['ratio_p50']:.2f}x (goal <= 2x)")
+    print(
+        f"predict {T} passes x {N} inputs: HTTP p50 {row['http_p50_ms']:.2f} ms, p99 "
+        f"{row['http_p99_ms']:.2f} ms; bare forward p50 {row['bare_p50_ms']:.2f} ms, p99 "
+        f"{row['bare_p99_ms']:.2f} ms; ratio p50 {row['ratio_p50']:.2f}x (goal <= 2x)"
+    )
     save("predict_latency", {"mc_samples": T, "inputs": N, "requests": args.requests, **row})
 
 

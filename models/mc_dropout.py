@@ -61,7 +61,13 @@ class MCDropoutParams(Params):
         max_length=8,
         description="hidden layer widths from input to output (1-8 layers of 1-4096 units)",
     )
-    activation: ActivationName = Field("relu", description="nonlinearity after each hidden layer")
+    # GELU by default: on sine_gap, 4 seeds of [64, 64] x 200 epochs gave an epistemic
+    # variance in the gap 5.9-9.9x that in the data with GELU, 0.8-1.8x with ReLU (whose
+    # piecewise-linear interpolation between the two clusters barely varies under
+    # dropout), at the same test log-likelihood.
+    activation: ActivationName = Field(
+        "gelu", description="nonlinearity after each hidden layer (gelu: see the module notes)"
+    )
     dropout: float = Field(
         0.1, gt=0.0, le=0.9, description="drop probability p, kept on at inference"
     )

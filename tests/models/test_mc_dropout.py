@@ -98,10 +98,10 @@ def test_classification_metrics_and_summary() -> None:
 def test_sine_gap_epistemic_in_the_gap_aleatoric_grows_with_x() -> None:
     """Gal & Ghahramani 2016, Fig. 2-style check on sine_gap (σ(x) = 0.05 + 0.1|x|)."""
     data = load("sine_gap")
-    params = mc_dropout.MCDropoutParams(hidden=[64, 64, 64], mc_samples_eval=20)
+    params = mc_dropout.MCDropoutParams(hidden=[64, 64], mc_samples_eval=20)  # GELU default
     torch.manual_seed(0)
     module = mc_dropout.build(params, data.info)
-    ctx = LocalContext(epochs=200, batch_size=32, optimizer=OptimizerSpec(lr=3e-3))
+    ctx = LocalContext(epochs=200, batch_size=64, optimizer=OptimizerSpec(lr=1e-3))
     mc_dropout.fit(module, data, params, ctx)
     assert ctx.metric("test_rmse")[-1][1] < 0.35  # noise alone gives about 0.26
 
@@ -109,7 +109,7 @@ def test_sine_gap_epistemic_in_the_gap_aleatoric_grows_with_x() -> None:
     gap = mc_dropout.predict(module, torch.linspace(-0.8, 0.8, 17)[:, None], 500)
     seen = torch.cat([torch.linspace(-2.8, -1.2, 17), torch.linspace(1.2, 2.8, 17)])[:, None]
     in_data = mc_dropout.predict(module, seen, 500)
-    assert gap["epistemic_var"].mean() > 1.3 * in_data["epistemic_var"].mean()
+    assert gap["epistemic_var"].mean() > 3 * in_data["epistemic_var"].mean()
 
     edges = mc_dropout.predict(module, torch.tensor([[-2.8], [-1.2], [1.2], [2.8]]), 500)
     ale = edges["aleatoric_var"].squeeze(1)
