@@ -74,8 +74,9 @@ def main() -> int:
     env = dict(os.environ)
     procs: list[subprocess.Popen[bytes]] = []
     if settings.broker_url is None:
-        procs.append(start_redis(settings.data_dir, 6380))
-        env["DEEPZOO_BROKER_URL"] = settings.resolved_broker_url
+        port = 6380 if _port_free(6380) else _free_port()  # e.g. a leftover of a killed run
+        procs.append(start_redis(settings.data_dir, port))
+        env["DEEPZOO_BROKER_URL"] = f"redis://127.0.0.1:{port}/0"
     py = sys.executable
     try:
         subprocess.run([py, "-m", "app.db.migrate"], env=env, check=True)
@@ -142,6 +143,17 @@ def main() -> int:
         return _supervise(procs)
     finally:
         _stop(procs)
+
+
+def _port_free(port: int) -> bool:
+    with socket.socket() as s:
+        return s.connect_ex(("127.0.0.1", port)) != 0
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
 
 
 def _has_cuda() -> bool:

@@ -7,6 +7,7 @@ job that produces a new checkpoint is loaded afresh.
 
 from __future__ import annotations
 
+import math
 import threading
 from collections import OrderedDict
 from dataclasses import dataclass
@@ -93,8 +94,18 @@ def cache(size: int = 8) -> ModelCache:
 
 
 def to_jsonable(x: Any) -> Any:
+    """Tensors to nested lists; NaN and inf (extreme inputs can overflow) become null."""
     if isinstance(x, torch.Tensor):
-        return x.detach().cpu().tolist()
+        x = x.detach().cpu()
+        if x.is_floating_point() and not bool(torch.isfinite(x).all()):
+            return _finite_or_none(x.tolist())
+        return x.tolist()
     if isinstance(x, dict):
         return {k: to_jsonable(v) for k, v in x.items()}
     return x
+
+
+def _finite_or_none(x: Any) -> Any:
+    if isinstance(x, list):
+        return [_finite_or_none(v) for v in x]
+    return x if math.isfinite(x) else None

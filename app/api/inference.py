@@ -9,6 +9,7 @@ from typing import Annotated, Any
 import numpy as np
 import torch
 from fastapi import APIRouter, Query
+from fastapi.responses import JSONResponse
 
 from app.api.deps import CurrentPrincipal, SessionDep, owned_job
 from app.auth import Principal
@@ -94,7 +95,7 @@ def predict(
     principal: CurrentPrincipal,
     session: SessionDep,
     level: Annotated[float, Query(gt=0, lt=1, description="central interval mass")] = 0.95,
-) -> dict[str, Any]:
+) -> JSONResponse:
     """Predictions with epistemic and aleatoric uncertainty (mean over ``mc_samples`` passes)."""
     item = loaded_model(session, principal, job_id)
     require(item, Capability.PREDICT)
@@ -131,4 +132,4 @@ def predict(
             "lower": to_jsonable(out["mean"] - half),
             "upper": to_jsonable(out["mean"] + half),
         }
-    return result
+    return JSONResponse(result)  # plain floats already: skip FastAPI's re-encoding pass

@@ -26,6 +26,7 @@ from app.auth import Principal
 from app.db.models import Checkpoint, Job, JobEvent, Metric, new_id, utcnow
 from app.db.ops import add_event, checkpoint_ok
 from app.db.session import get_sessionmaker
+from app.inference import cache as model_cache
 from app.problems import Problem
 from app.provenance import code_provenance
 from app.queue import queue_for, send_job
@@ -294,6 +295,7 @@ def resume_job(
     job.cancel_requested, job.attempts, job.lease = False, 0, None
     add_event(session, job, "status", {"status": "queued", "resumed": True})
     enqueue(session, job)
+    model_cache().evict(job_id)
     return job_out(job)
 
 
@@ -336,6 +338,7 @@ def delete_job(job_id: str, principal: CurrentPrincipal, session: SessionDep) ->
         session.execute(delete(table).where(table.job_id == job.id))
     session.delete(job)
     session.commit()
+    model_cache().evict(job_id)
     return Response(status_code=204)
 
 

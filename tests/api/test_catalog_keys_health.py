@@ -85,3 +85,12 @@ def test_security_headers(client: TestClient) -> None:
     r = client.get("/healthz")
     assert r.headers["x-content-type-options"] == "nosniff"
     assert r.headers["x-frame-options"] == "DENY"
+
+
+def test_non_finite_outputs_serialise_as_null() -> None:
+    import torch
+
+    from app.inference import to_jsonable
+
+    out = to_jsonable({"mean": torch.tensor([[1.0], [float("inf")], [float("nan")]])})
+    assert out == {"mean": [[1.0], [None], [None]]}

@@ -92,6 +92,8 @@ def test_capability_conflict(stack: Stack) -> None:
     assert bad.status_code == 422 and bad.json()["errors"][0]["path"] == "inputs[0]"
     nan = stack.client.post(f"/v1/jobs/{job['id']}/predict", json={"inputs": [[0.1, 1e39]]})
     assert nan.status_code == 422
+    huge = stack.client.post(f"/v1/jobs/{job['id']}/predict", json={"inputs": [[3e38, -3e38]]})
+    assert huge.status_code == 200  # finite float32 input; any overflow comes back as null
 
 
 def test_cancel_running_job(stack: Stack) -> None:
