@@ -64,6 +64,7 @@ def reconcile_once(settings: Settings) -> dict[str, int]:
                 .values(
                     status="queued",
                     lease=None,
+                    sent_at=now,
                     error=f"worker lost (attempt {job.attempts}); requeued",
                 )
             )
@@ -81,12 +82,14 @@ def reconcile_once(settings: Settings) -> dict[str, int]:
         window = now - timedelta(seconds=settings.queued_resend_seconds)
         with session_scope() as s:
             rows = s.execute(
-                select(Job.id, Job.queue, Job.attempts, Job.sent_at).where(Job.status == "queued")
+                select(Job.id, Job.queue, Job.attempts, Job.sent_at, Job.created_at).where(
+                    Job.status == "queued"
+                )
             ).all()
-            for job_id, queue, attempts, sent_at in rows:
+            for job_id, queue, attempts, sent_at, created_at in rows:
                 if job_id in in_broker or any(j == job_id for j, _, _ in to_send):
                     continue
-                if sent_at is None or sent_at < window:
+                if (sent_at or created_at) < window:
                     to_send.append((job_id, queue, attempts))
                     resent += 1
     for job_id, queue, attempts in to_send:

@@ -160,6 +160,30 @@ class PredictRequest(BaseModel):
     mc_samples: Annotated[int | None, Field(ge=1, description="stochastic passes T")] = None
 
 
+class Interval(BaseModel):
+    level: float
+    lower: list[list[float | None]]
+    upper: list[list[float | None]]
+
+
+class PredictOut(BaseModel):
+    """Regression fills mean … interval; classification fills probs … mutual_information."""
+
+    job_id: str
+    checkpoint: str
+    task: Literal["regression", "classification"]
+    mc_samples: int
+    mean: list[list[float | None]] | None = None
+    epistemic_var: list[list[float | None]] | None = None
+    aleatoric_var: list[list[float | None]] | None = None
+    total_var: list[list[float | None]] | None = None
+    interval: Interval | None = None
+    probs: list[list[float | None]] | None = None
+    predictive_entropy: list[float | None] | None = None
+    expected_entropy: list[float | None] | None = None
+    mutual_information: list[float | None] | None = None
+
+
 class KeyCreate(BaseModel):
     model_config = ConfigDict(extra="forbid")
 

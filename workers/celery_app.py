@@ -45,10 +45,11 @@ def _preload(**_: object) -> None:
 
 @worker_process_init.connect
 def _fresh_connections(**_: object) -> None:
-    # a forked child must not share the parent's database connections
-    from app.db.session import reset_engine
+    # A forked child must not use the parent's connections; keep the Engine itself (its
+    # dialect is initialised and its statement cache warm) and drop the inherited pool.
+    from app.db.session import get_engine
 
-    reset_engine()
+    get_engine().dispose(close=False)
 
 
 @app.task(name=TASK_NAME, bind=True, acks_late=True, reject_on_worker_lost=True)

@@ -26,8 +26,14 @@ from sqlalchemy import select, update
 
 from app.config import Settings, get_settings
 from app.db.models import Checkpoint, Job, new_id, utcnow
-from app.db.ops import add_event, insert_metrics, latest_good_checkpoint, retry_db
-from app.db.session import session_scope
+from app.db.ops import (
+    add_event,
+    insert_metrics,
+    latest_good_checkpoint,
+    relax_durability,
+    retry_db,
+)
+from app.db.session import get_engine, session_scope
 from models.checkpoint import dump_state, load_state, rng_state, set_rng_state
 from models.data import DataInfo, load
 from models.family import Diverged, Family
@@ -148,6 +154,8 @@ class TrainContext:
         self._progress_origin: tuple[float, int] | None = None
         if resume is not None:
             self._saved_step = int(resume.get("__step__", -1))
+            # a resumed job keeps pointing inference at its best checkpoint until a better one
+            self._has_best = bool(resume.get("__has_best__", False))
             self.generator.set_state(resume["__rng__"]["generator"])
             set_rng_state(resume["__rng__"]["global"])
 
@@ -233,6 +241,7 @@ class TrainContext:
 
         def write() -> None:
             with session_scope() as s:
+                relax_durability(s)
                 self._check_lease(s)
                 insert_metrics(s, rows)
                 s.execute(
@@ -266,7 +275,9 @@ class TrainContext:
         self, offer: tuple[int, dict[str, Any], dict[str, Any]], *, is_best: bool
     ) -> None:
         step, state, rng = offer
-        data = dump_state({**state, "__step__": step, "__rng__": rng})
+        data = dump_state(
+            {**state, "__step__": step, "__rng__": rng, "__has_best__": self._has_best}
+        )
         self.flush()  # metrics up to this step are in the database before the checkpoint
 
         def write() -> None:
@@ -321,6 +332,7 @@ class Heartbeat(threading.Thread):
         step, total = ctx._progress
         eta = ctx.eta_seconds()
         with session_scope() as s:
+            relax_durability(s)
             row = s.execute(
                 update(Job)
                 .where(Job.id == ctx.job_id, Job.lease == ctx.lease)
@@ -482,6 +494,14 @@ def warm_up() -> None:
     a forked child can hang in its next one (GNU libgomp is not fork-safe).
     """
     build_optimizer(OptimizerSpec(), [torch.nn.Parameter(torch.zeros(1))])
+    # initialise the database dialect once (PostgreSQL asks the server several things on
+    # the first connection); each child then only opens its own connections
+    try:
+        with get_engine().connect() as conn:
+            conn.execute(select(1))
+        get_engine().dispose()
+    except Exception as exc:  # the database may not be up yet; a job will connect later
+        log.warning("database not reachable at worker start: %s", exc)
 
 
 def seed_everything(seed: int) -> None:

@@ -16,7 +16,7 @@ from app.auth import Principal
 from app.config import get_settings
 from app.inference import Loaded, cache, load_model, to_jsonable
 from app.problems import Problem
-from app.schemas import TERMINAL, PredictRequest
+from app.schemas import TERMINAL, PredictOut, PredictRequest
 from models.family import Capability
 
 router = APIRouter(prefix="/v1/jobs", tags=["inference"])
@@ -88,7 +88,7 @@ def parse_inputs(raw: list[Any], shape: tuple[int, ...], field: str = "inputs") 
     return torch.from_numpy(x32)
 
 
-@router.post("/{job_id}/predict")
+@router.post("/{job_id}/predict", response_model=None, responses={200: {"model": PredictOut}})
 def predict(
     job_id: str,
     body: PredictRequest,

@@ -94,11 +94,15 @@ def spec_digest(data: dict[str, Any]) -> str:
 
 
 def enqueue(session: Session, job: Job) -> None:
-    """Commit, then send the task (the message carries only the id)."""
+    """Commit, then send the task (the message carries only the id).
+
+    ``sent_at`` marks the attempt before the commit, so the reconciler leaves the job
+    alone while its message is in flight; if the broker is down, the reconciler sends
+    it again once ``DEEPZOO_QUEUED_RESEND_SECONDS`` have passed.
+    """
+    job.sent_at = utcnow()
     session.commit()
-    if send_job(job.id, job.queue, attempt_tag=f"{job.attempts}-{new_id('m')[2:]}"):
-        job.sent_at = utcnow()
-        session.commit()
+    send_job(job.id, job.queue, attempt_tag=f"{job.attempts}-{new_id('m')[2:]}")
 
 
 def create_job(

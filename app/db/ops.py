@@ -8,7 +8,7 @@ import time
 from collections.abc import Callable, Iterator
 from typing import Any, TypeVar
 
-from sqlalchemy import select
+from sqlalchemy import select, text
 from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.orm import Session
 
@@ -38,6 +38,18 @@ def insert_metrics(session: Session, rows: list[dict[str, Any]]) -> None:
     for i in range(0, len(rows), 500):
         stmt = insert(Metric).values(rows[i : i + 500])
         session.execute(stmt.on_conflict_do_nothing(index_elements=["job_id", "name", "step"]))
+
+
+def relax_durability(session: Session) -> None:
+    """PostgreSQL: don't wait for this transaction's WAL flush (``synchronous_commit=off``).
+
+    For heartbeats and metric batches only: a crash can lose the last fraction of a
+    second of them, which a resume re-logs anyway. The next synchronous commit (a
+    checkpoint, a status) flushes them first, so a checkpoint never outlives the
+    metrics before it. SQLite already runs WAL with ``synchronous=NORMAL``.
+    """
+    if session.get_bind().dialect.name == "postgresql":
+        session.execute(text("SET LOCAL synchronous_commit = off"))
 
 
 def checkpoint_ok(ckpt: Checkpoint) -> bool:

@@ -39,12 +39,6 @@ def job_row(job_id: str) -> Job:
         return job
 
 
-@pytest.fixture(autouse=True)
-def _env(api_env: str, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("DEEPZOO_CHECKPOINT_MIN_SECONDS", "0")
-    get_settings.cache_clear()
-
-
 def test_duplicate_delivery_does_nothing() -> None:
     job_id = new_job()
     settings = get_settings()
