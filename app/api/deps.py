@@ -10,20 +10,13 @@ from sqlalchemy.orm import Session
 
 from app.auth import Principal, authenticate
 from app.db.models import Job
-from app.db.session import get_sessionmaker
+from app.db.session import session_scope
 from app.problems import Problem
 
 
 def get_db() -> Iterator[Session]:
-    session = get_sessionmaker()()
-    try:
+    with session_scope() as session:
         yield session
-        session.commit()
-    except BaseException:
-        session.rollback()
-        raise
-    finally:
-        session.close()
 
 
 SessionDep = Annotated[Session, Depends(get_db)]
