@@ -36,6 +36,10 @@ class Settings(BaseSettings):
     max_mc_samples: Annotated[int, Field(ge=1)] = 1_000
     max_inputs: Annotated[int, Field(ge=1)] = 10_000
     max_job_minutes: Annotated[int, Field(ge=1)] = 24 * 60
+    max_active_jobs: Annotated[int, Field(ge=1, description="queued + running per owner")] = 50
+    max_model_parameters: Annotated[int, Field(ge=1)] = 50_000_000
+    inference_rate: Annotated[float, Field(gt=0, description="requests/s per key")] = 50.0
+    inference_burst: Annotated[int, Field(ge=1)] = 100
     cors_origins: list[str] = []
 
     @property

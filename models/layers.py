@@ -181,8 +181,10 @@ def train_epochs(
 
     Once per epoch: evaluate (eval mode, no grad), ``ctx.log``, ``ctx.progress``
     and ``ctx.checkpoint`` (``best`` when val_loss improved). ``should_stop`` is
-    polled before every minibatch; a stopped epoch that took steps is checkpointed
-    and counts as done, so resume goes on from the next one.
+    polled before every minibatch. A stopped, partial epoch is not checkpointed when
+    counting epochs: the last completed epoch is what is kept, and a resume (say after a
+    worker hands its job back) redoes the partial one, so the metric curve has no gap.
+    Counting steps, the partial epoch is checkpointed at its step count.
     Raises ``Diverged`` on a non-finite training loss, before the update.
     """
     epoch, step, best = resume_from(module, opt, ctx.resume)
@@ -191,7 +193,7 @@ def train_epochs(
         losses, step, stopped = _one_epoch(module, opt, x, y, ctx, loss_fn, step)
         count, total = _unit(ctx, epoch, step)
         if stopped:
-            if losses:
+            if losses and ctx.steps is not None:
                 ctx.checkpoint(count, loop_state(module, opt, epoch, step, best))
             return False
         module.eval()

@@ -132,6 +132,15 @@ class Stack:
         wait_until(lambda: b"ready." in log.read_bytes(), 60, f"worker {name} to be ready", 0.2)
         return proc
 
+    def stop_worker(self, name: str, timeout: float = 60) -> float:
+        """SIGTERM to the worker's main process only, as ``docker stop`` does; the time it
+        took to exit."""
+        proc = self.workers.pop(name)
+        t0 = time.monotonic()
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout=timeout)
+        return time.monotonic() - t0
+
     def kill_worker(self, name: str, sig: int = signal.SIGKILL) -> None:
         proc = self.workers.pop(name)
         os.killpg(proc.pid, sig)

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import logging
+import os
+import signal
 from typing import Any
 
 from celery import Celery, bootsteps
-from celery.signals import worker_init, worker_process_init
+from celery.signals import worker_init, worker_process_init, worker_shutting_down
 
 from app.config import get_settings
 from app.queue import TASK_NAME, celery_config
@@ -34,22 +37,47 @@ class ReplaceChildPromptly(bootsteps.StartStopStep):
 app.steps["worker"].add(ReplaceChildPromptly)
 
 
+log = logging.getLogger("deepzoo.worker")
+HANDBACK_SIGNAL = signal.SIGUSR2
+_worker: Any = None  # the WorkController, to reach the pool's children at shutdown
+
+
 @worker_init.connect
-def _preload(**_: object) -> None:
+def _preload(sender: Any = None, **_: object) -> None:
     # Import torch and the zoo once in the parent: every per-job child is forked with them
     # loaded, so a job starts in milliseconds. Importing torch does not initialise CUDA.
+    global _worker
+    _worker = sender
     from workers.runner import warm_up
 
     warm_up()
 
 
 @worker_process_init.connect
-def _fresh_connections(**_: object) -> None:
+def _child_init(**_: object) -> None:
     # A forked child must not use the parent's connections; keep the Engine itself (its
     # dialect is initialised and its statement cache warm) and drop the inherited pool.
     from app.db.session import get_engine
+    from workers.runner import request_handback
 
     get_engine().dispose(close=False)
+    signal.signal(HANDBACK_SIGNAL, lambda *_: request_handback())
+
+
+@worker_shutting_down.connect
+def _hand_back_jobs(**_: object) -> None:
+    """SIGTERM (a deploy, ``docker stop``): ask each running job to checkpoint and go back
+    to the queue for another worker, instead of running on for hours under a warm
+    shutdown or being killed mid-step."""
+    pool = getattr(getattr(_worker, "pool", None), "_pool", None)
+    for proc in getattr(pool, "_pool", None) or []:
+        pid = getattr(proc, "pid", None)
+        if pid:
+            try:
+                os.kill(pid, HANDBACK_SIGNAL)
+            except ProcessLookupError:
+                continue
+            log.info("asked child %s to hand its job back", pid)
 
 
 @app.task(name=TASK_NAME, bind=True, acks_late=True, reject_on_worker_lost=True)

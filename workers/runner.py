@@ -34,6 +34,7 @@ from app.db.ops import (
     retry_db,
 )
 from app.db.session import get_engine, session_scope
+from app.queue import send_job
 from models.checkpoint import dump_state, load_state, rng_state, set_rng_state
 from models.data import DataInfo, load
 from models.family import Diverged, Family
@@ -41,6 +42,14 @@ from models.optim import OptimizerSpec, build_optimizer
 from models.registry import get_family
 
 log = logging.getLogger("deepzoo.runner")
+
+
+_HANDBACK = threading.Event()
+
+
+def request_handback() -> None:
+    """Called from the worker's signal handler: the worker is shutting down."""
+    _HANDBACK.set()
 
 
 class LeaseLost(Exception):
@@ -206,6 +215,8 @@ class TrainContext:
         if self.stop_reason is None:
             if self.cancel_requested:
                 self.stop_reason = "cancelled"
+            elif _HANDBACK.is_set():
+                self.stop_reason = "handback"
             elif time.monotonic() > self.deadline:
                 self.stop_reason = "time_limit"
         return self.stop_reason is not None
@@ -385,6 +396,8 @@ class Runner:
             ctx.save_pending()
             if ctx.stop_reason == "cancelled":
                 return self._finish("cancelled", None)
+            if ctx.stop_reason == "handback":
+                return self._hand_back()
             if ctx.stop_reason == "time_limit":
                 minutes = job.spec["train"]["max_minutes"]
                 return self._finish(
@@ -461,6 +474,26 @@ class Runner:
                 }
 
         retry_db(write)
+
+    def _hand_back(self) -> str:
+        """Back to the queue for another worker; the hand-back does not count as an attempt."""
+
+        def write() -> None:
+            with session_scope() as s:
+                job = s.get(Job, self.job.id)
+                if job is None or job.lease != self.lease:
+                    raise LeaseLost(self.job.id)
+                job.status, job.lease, job.sent_at = "queued", None, utcnow()
+                job.attempts = max(0, job.attempts - 1)
+                add_event(s, job, "status", {"status": "queued", "handed_back": True})
+
+        try:
+            retry_db(write)
+        except LeaseLost:
+            return "lease_lost"
+        send_job(self.job.id, self.job.queue, attempt_tag=f"h-{uuid.uuid4().hex[:8]}")
+        log.info("job %s handed back (worker shutting down)", self.job.id)
+        return "handed_back"
 
     def _finish(self, status: str, error: str | None) -> str:
         def write() -> None:

@@ -15,6 +15,7 @@ from app.api.deps import CurrentPrincipal, SessionDep, owned_job
 from app.auth import Principal
 from app.config import get_settings
 from app.inference import Loaded, cache, load_model, to_jsonable
+from app.limits import INFERENCE_LIMITER
 from app.problems import Problem
 from app.schemas import TERMINAL, PredictOut, PredictRequest
 from models.family import Capability
@@ -97,6 +98,7 @@ def predict(
     level: Annotated[float, Query(gt=0, lt=1, description="central interval mass")] = 0.95,
 ) -> JSONResponse:
     """Predictions with epistemic and aleatoric uncertainty (mean over ``mc_samples`` passes)."""
+    INFERENCE_LIMITER.take(principal.key_id)
     item = loaded_model(session, principal, job_id)
     require(item, Capability.PREDICT)
     settings = get_settings()

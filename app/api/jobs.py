@@ -27,6 +27,7 @@ from app.db.models import Checkpoint, Job, JobEvent, Metric, new_id, utcnow
 from app.db.ops import add_event, checkpoint_ok
 from app.db.session import get_sessionmaker
 from app.inference import cache as model_cache
+from app.limits import check_active_jobs, check_model_size
 from app.problems import Problem
 from app.provenance import code_provenance
 from app.queue import queue_for, send_job
@@ -116,6 +117,8 @@ def create_job(
         )
         if existing is not None:
             return _replay(existing, digest), False
+    check_active_jobs(session, principal.owner)
+    check_model_size(spec.model, spec.dataset, spec.params)
     job = Job(
         id=new_id("job"),
         owner=principal.owner,
@@ -294,6 +297,7 @@ def resume_job(
                         ],
                     )
                 spec["train"][key] = value
+    check_active_jobs(session, principal.owner)
     job.spec = spec
     job.status, job.error, job.finished_at = "queued", None, None
     job.cancel_requested, job.attempts, job.lease = False, 0, None

@@ -126,3 +126,27 @@ def test_kill_worker_resumes_from_checkpoint(stack: Stack) -> None:
         assert_clean_curve(stack, jid, name, epochs)
     resumed = [c["step"] for c in stack.client.get(f"/v1/jobs/{jid}/checkpoints").json()]
     assert resumed == sorted(resumed) and len(set(resumed)) == len(resumed)
+
+
+def test_sigterm_hands_the_job_back(stack: Stack) -> None:
+    """A deploy: the worker checkpoints, hands the job back, and another finishes it."""
+    epochs = 120
+    job = stack.post_job({**SINE, "train": {"epochs": epochs, "seed": 3}})
+    jid = job["id"]
+    wait_until(
+        lambda: len(stack.client.get(f"/v1/jobs/{jid}/checkpoints").json()) >= 3,
+        60,
+        "a few checkpoints",
+    )
+    took = stack.stop_worker("w1")
+    assert took < 20, f"the worker took {took:.1f}s to stop"
+    handed = stack.job(jid)
+    assert handed["status"] == "queued" and handed["attempts"] == 0
+    assert handed["progress"]["step"] < epochs
+    stack.start_worker("w1")
+    done = stack.wait_status(jid, {"succeeded", "failed"}, timeout=180)
+    assert done["status"] == "succeeded", done["error"]
+    assert done["attempts"] == 1  # a hand-back is not a failed attempt
+    assert_clean_curve(stack, jid, "train_loss", epochs)
+    events = stack.follow_events(jid)
+    assert any(kind == "status" and data.get("handed_back") for _, kind, data in events)

@@ -158,15 +158,29 @@ def test_steps_mode_counts_optimizer_steps(name: str) -> None:
 
 
 @pytest.mark.parametrize("name", list(REGISTRY))
-def test_should_stop_returns_early_with_a_checkpoint(name: str) -> None:
+def test_should_stop_keeps_the_last_whole_epoch(name: str) -> None:
+    """Stopped mid-epoch 2: epoch 1's state is the last checkpoint, so a resume redoes
+    epoch 2 whole and its metrics have no gap."""
     fam, data = REGISTRY[name], tiny("moons")
     params = tiny_params(fam)
     module = fam.build(params, data.info)
     ctx = RecordingContext(epochs=5, batch_size=32, stop_after=7)  # 5 steps, then 2 more
     fam.fit(module, data, params, ctx)
     steps, states = [s for s, _, _ in ctx.checkpoints], [st for _, st, _ in ctx.checkpoints]
-    assert steps == [1, 2] and (states[-1]["epoch"], states[-1]["step"]) == (2, 7)
+    assert steps == [1] and (states[-1]["epoch"], states[-1]["step"]) == (1, 5)
+    assert [s for s, m in ctx.history if "train_loss" in m] == [1]
     assert not any(k.startswith("test_") for _, m in ctx.history for k in m)
+
+
+@pytest.mark.parametrize("name", list(REGISTRY))
+def test_should_stop_counting_steps_checkpoints_the_partial_epoch(name: str) -> None:
+    fam, data = REGISTRY[name], tiny("moons")
+    params = tiny_params(fam)
+    module = fam.build(params, data.info)
+    ctx = RecordingContext(steps=50, batch_size=32, stop_after=7)
+    fam.fit(module, data, params, ctx)
+    state = ctx.checkpoints[-1][1]
+    assert (ctx.checkpoints[-1][0], state["step"]) == (7, 7)
 
 
 @pytest.mark.parametrize("name", list(REGISTRY))
