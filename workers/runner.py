@@ -56,13 +56,14 @@ class LeaseLost(Exception):
     """Another worker holds this job now; stop without writing anything."""
 
 
-def run_job(job_id: str) -> str:
+def run_job(job_id: str, worker: str | None = None) -> str:
+    """Run one job; ``worker`` names the Celery node (recorded in the provenance)."""
     settings = get_settings()
     lease = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
     job = claim(job_id, lease, settings)
     if job is None:
         return "skipped"
-    return Runner(job, lease, settings).run()
+    return Runner(job, lease, settings, worker or socket.gethostname()).run()
 
 
 def claim(job_id: str, lease: str, settings: Settings) -> Job | None:
@@ -371,8 +372,8 @@ def progress_json(step: int, total: int, eta: float | None) -> dict[str, Any]:
 
 
 class Runner:
-    def __init__(self, job: Job, lease: str, settings: Settings) -> None:
-        self.job, self.lease, self.settings = job, lease, settings
+    def __init__(self, job: Job, lease: str, settings: Settings, worker: str) -> None:
+        self.job, self.lease, self.settings, self.worker = job, lease, settings, worker
 
     def run(self) -> str:
         job = self.job
@@ -467,7 +468,7 @@ class Runner:
                     **(job.provenance or {}),
                     "dataset_sha256": data_hash,
                     "device": str(device),
-                    "worker": self.lease.rsplit(":", 1)[0],
+                    "worker": self.worker,
                     "torch": torch.__version__,
                     "torch_threads": torch.get_num_threads(),
                     "numpy": np.__version__,

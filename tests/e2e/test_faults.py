@@ -1,0 +1,99 @@
+"""Faults against real processes: two workers on one queue, a worker dying under the
+other's nose, the API restarting under an SSE client, Redis losing its messages."""
+
+from __future__ import annotations
+
+import json
+import time
+from typing import Any
+
+import pytest
+
+from tests.e2e.test_training import SINE, assert_clean_curve
+from tests.stack import Stack, wait_until
+
+pytestmark = pytest.mark.e2e
+SHORT = {**SINE, "train": {"epochs": 15}}
+
+
+def read_events(
+    stack: Stack, job_id: str, last_id: int | None = None, limit: int | None = None
+) -> list[tuple[int, str, Any]]:
+    """SSE events after ``last_id`` (Last-Event-ID), up to ``limit`` or the stream's end."""
+    headers = {"Last-Event-ID": str(last_id)} if last_id is not None else {}
+    events: list[tuple[int, str, Any]] = []
+    with stack.client.stream("GET", f"/v1/jobs/{job_id}/events", headers=headers, timeout=120) as r:
+        assert r.status_code == 200
+        ev: dict[str, str] = {}
+        for line in r.iter_lines():
+            if not line:
+                if "data" in ev:
+                    events.append((int(ev["id"]), ev["event"], json.loads(ev["data"])))
+                    if limit is not None and len(events) >= limit:
+                        return events
+                ev = {}
+            elif not line.startswith(":"):
+                key, _, value = line.partition(": ")
+                ev[key] = value
+    return events
+
+
+def test_two_workers_each_job_once_and_a_dead_workers_job_moves(stack: Stack) -> None:
+    stack.start_worker("w2")
+    try:
+        jobs = [stack.post_job({**SHORT, "train": {"epochs": 15, "seed": i}}) for i in range(6)]
+        done = [stack.wait_status(j["id"], {"succeeded", "failed"}, timeout=180) for j in jobs]
+        assert all(d["status"] == "succeeded" and d["attempts"] == 1 for d in done), done
+        workers = {d["provenance"]["worker"].split("@")[0] for d in done}  # node@host
+        assert workers == {"w1", "w2"}, "both workers took jobs"
+        for d in done:
+            assert_clean_curve(stack, d["id"], "train_loss", 15)
+
+        long = stack.post_job({**SINE, "train": {"epochs": 150, "seed": 9}})
+        running = wait_until(
+            lambda: (j := stack.job(long["id"]))["progress"]["step"] >= 3 and j,
+            60,
+            "the long job to run",
+        )
+        victim = running["provenance"]["worker"].split("@")[0]
+        stack.kill_worker(victim)
+        moved = stack.wait_status(long["id"], {"succeeded", "failed"}, timeout=180)
+        assert moved["status"] == "succeeded" and moved["attempts"] == 2, moved
+        assert moved["provenance"]["worker"] != running["provenance"]["worker"]
+        assert_clean_curve(stack, long["id"], "train_loss", 150)
+        if victim == "w1":
+            stack.start_worker("w1")
+    finally:
+        if "w2" in stack.workers:
+            stack.kill_worker("w2")
+        if "w1" not in stack.workers:
+            stack.start_worker("w1")
+
+
+def test_sse_client_reconnects_across_an_api_restart(stack: Stack) -> None:
+    job = stack.post_job({**SINE, "train": {"epochs": 60, "seed": 4}})
+    first = read_events(stack, job["id"], limit=4)
+    stack.restart_api()
+    rest = read_events(stack, job["id"], last_id=first[-1][0])
+    assert rest and rest[-1][1] == "status" and rest[-1][2]["status"] == "succeeded"
+    everything = read_events(stack, job["id"], last_id=0)
+    assert [e[0] for e in first + rest] == [e[0] for e in everything]  # none missed or doubled
+
+
+@pytest.mark.parametrize("stack", ["sqlite"], indirect=True)
+def test_redis_loses_everything_and_no_job_is_lost(stack: Stack) -> None:
+    """Redis (the embedded one) is killed and comes back empty while one job runs; a
+    second job is posted while it is down."""
+    running = stack.post_job({**SINE, "train": {"epochs": 60, "seed": 5}})
+    wait_until(lambda: stack.job(running["id"])["progress"]["step"] >= 2, 60, "the job to run")
+    stack.kill_redis(lose_data=True)
+    posted = stack.client.post("/v1/jobs", json={**SHORT, "train": {"epochs": 15, "seed": 6}})
+    assert posted.status_code == 201  # the database has it; the broker will get it later
+    time.sleep(1.0)
+    stack.start_redis()
+    for jid in (running["id"], posted.json()["id"]):
+        done = stack.wait_status(jid, {"succeeded", "failed"}, timeout=240)
+        assert done["status"] == "succeeded", done
+        assert done["attempts"] <= 2
+        last = done["spec"]["train"]["epochs"]
+        assert_clean_curve(stack, jid, "train_loss", last)
