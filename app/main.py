@@ -134,8 +134,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         lifespan=lifespan,
     )
     problems.install(app)
-    for router in (catalog.router, jobs.router, inference.router, keys.router, health.router):
-        app.include_router(router)
+    v1_errors = problems.problem_responses(401, 403, 404, 409, 413, 422, 429)
+    for router in (catalog.router, jobs.router, inference.router, keys.router):
+        app.include_router(router, responses=v1_errors)
+    app.include_router(health.router, responses=problems.problem_responses(503))
     if settings.cors_origins:
         app.add_middleware(
             CORSMiddleware,

@@ -28,6 +28,41 @@ TITLES = {
 }
 
 
+PROBLEM_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "required": ["type", "title", "status", "detail"],
+    "properties": {
+        "type": {"type": "string"},
+        "title": {"type": "string"},
+        "status": {"type": "integer"},
+        "detail": {"type": "string"},
+        "instance": {"type": "string"},
+        "errors": {
+            "type": "array",
+            "items": {
+                "type": "object",
+                "properties": {
+                    "path": {"type": "string"},
+                    "message": {"type": "string"},
+                    "type": {"type": "string"},
+                },
+            },
+        },
+    },
+}
+
+
+def problem_responses(*codes: int) -> dict[int | str, dict[str, Any]]:
+    """OpenAPI ``responses`` entries for problem documents with these status codes."""
+    return {
+        code: {
+            "description": TITLES.get(code, "Error"),
+            "content": {PROBLEM: {"schema": PROBLEM_SCHEMA}},
+        }
+        for code in codes
+    }
+
+
 class Problem(Exception):
     """Raise anywhere in a request to answer with a problem document."""
 

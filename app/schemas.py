@@ -20,7 +20,16 @@ Device = Literal["auto", "cpu", "cuda"]
 class TrainSpec(BaseModel):
     """How long and where to train; ``epochs`` or ``steps`` (RL counts environment steps)."""
 
-    model_config = ConfigDict(extra="forbid")
+    # "epochs or steps, not both", stated in the JSON Schema too (clients and fuzzers read it)
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "not": {
+                "required": ["epochs", "steps"],
+                "properties": {"epochs": {"type": "integer"}, "steps": {"type": "integer"}},
+            }
+        },
+    )
 
     epochs: Annotated[int | None, Field(ge=1, le=100_000, description="passes over the data")] = (
         None

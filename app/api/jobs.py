@@ -152,7 +152,7 @@ def create_job(
 def _replay(existing: Job, digest: str) -> Job:
     if existing.spec_hash != digest:
         raise Problem(
-            422,
+            409,
             "Idempotency-Key was already used with a different job spec",
             errors=[
                 {

@@ -62,7 +62,7 @@ def test_idempotency_key(client: TestClient) -> None:
     assert first.json()["id"] == again.json()["id"]
     assert len(client.get("/v1/jobs").json()["items"]) == 1
     other = client.post("/v1/jobs", json={**SPEC, "train": {"epochs": 3}}, headers=h)
-    assert other.status_code == 422
+    assert other.status_code == 409
     assert other.json()["errors"][0]["path"] == "Idempotency-Key"
 
 
