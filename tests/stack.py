@@ -177,16 +177,27 @@ class Stack:
             )
         )
 
-    def follow_events(self, job_id: str, timeout: float = 180) -> list[tuple[int, str, Any]]:
-        """Read the SSE stream to its end (the terminal status)."""
+    def follow_events(
+        self,
+        job_id: str,
+        timeout: float = 180,
+        last_id: int | None = None,
+        limit: int | None = None,
+    ) -> list[tuple[int, str, Any]]:
+        """SSE events (id, kind, data) after ``last_id`` (sent as Last-Event-ID), up to
+        ``limit`` of them or the stream's end (the terminal status)."""
+        headers = {"Last-Event-ID": str(last_id)} if last_id is not None else {}
         events: list[tuple[int, str, Any]] = []
-        with self.client.stream("GET", f"/v1/jobs/{job_id}/events", timeout=timeout) as r:
+        url = f"/v1/jobs/{job_id}/events"
+        with self.client.stream("GET", url, headers=headers, timeout=timeout) as r:
             assert r.status_code == 200
             ev: dict[str, str] = {}
             for line in r.iter_lines():
                 if not line:
                     if "data" in ev:
                         events.append((int(ev["id"]), ev["event"], json.loads(ev["data"])))
+                        if limit is not None and len(events) >= limit:
+                            break
                     ev = {}
                 elif not line.startswith(":"):
                     key, _, value = line.partition(": ")

@@ -3,9 +3,7 @@ other's nose, the API restarting under an SSE client, Redis losing its messages.
 
 from __future__ import annotations
 
-import json
 import time
-from typing import Any
 
 import pytest
 
@@ -14,28 +12,6 @@ from tests.stack import Stack, wait_until
 
 pytestmark = pytest.mark.e2e
 SHORT = {**SINE, "train": {"epochs": 15}}
-
-
-def read_events(
-    stack: Stack, job_id: str, last_id: int | None = None, limit: int | None = None
-) -> list[tuple[int, str, Any]]:
-    """SSE events after ``last_id`` (Last-Event-ID), up to ``limit`` or the stream's end."""
-    headers = {"Last-Event-ID": str(last_id)} if last_id is not None else {}
-    events: list[tuple[int, str, Any]] = []
-    with stack.client.stream("GET", f"/v1/jobs/{job_id}/events", headers=headers, timeout=120) as r:
-        assert r.status_code == 200
-        ev: dict[str, str] = {}
-        for line in r.iter_lines():
-            if not line:
-                if "data" in ev:
-                    events.append((int(ev["id"]), ev["event"], json.loads(ev["data"])))
-                    if limit is not None and len(events) >= limit:
-                        return events
-                ev = {}
-            elif not line.startswith(":"):
-                key, _, value = line.partition(": ")
-                ev[key] = value
-    return events
 
 
 def test_two_workers_each_job_once_and_a_dead_workers_job_moves(stack: Stack) -> None:
@@ -72,11 +48,11 @@ def test_two_workers_each_job_once_and_a_dead_workers_job_moves(stack: Stack) ->
 
 def test_sse_client_reconnects_across_an_api_restart(stack: Stack) -> None:
     job = stack.post_job({**SINE, "train": {"epochs": 60, "seed": 4}})
-    first = read_events(stack, job["id"], limit=4)
+    first = stack.follow_events(job["id"], limit=4)
     stack.restart_api()
-    rest = read_events(stack, job["id"], last_id=first[-1][0])
+    rest = stack.follow_events(job["id"], last_id=first[-1][0])
     assert rest and rest[-1][1] == "status" and rest[-1][2]["status"] == "succeeded"
-    everything = read_events(stack, job["id"], last_id=0)
+    everything = stack.follow_events(job["id"], last_id=0)
     assert [e[0] for e in first + rest] == [e[0] for e in everything]  # none missed or doubled
 
 
