@@ -75,16 +75,16 @@ async def run(stack: Any, jobs: int, requests: int, conc: int) -> dict[str, Any]
         t0 = time.perf_counter()
         ids, post_lat, post_codes = await submit(client, jobs)
         posted_s = time.perf_counter() - t0
-        pending = set(filter(None, ids))
+        pending: set[str] = set(filter(None, ids))
+        final: dict[str, str] = {}
         while pending:
             await asyncio.sleep(1.0)
-            listing = await client.get("/v1/jobs", params={"limit": 200, "status": "succeeded"})
-            done = {j["id"] for j in listing.json()["items"]}
-            for status in ("failed", "cancelled"):
+            for status in ("succeeded", "failed", "cancelled"):
                 r = await client.get("/v1/jobs", params={"limit": 200, "status": status})
-                done |= {j["id"] for j in r.json()["items"]}
-            pending -= done
+                final.update({j["id"]: status for j in r.json()["items"]})
+            pending -= set(final)
         drained_s = time.perf_counter() - t0
+        outcomes = {s: sum(v == s for v in final.values()) for s in set(final.values())}
         t1 = time.perf_counter()
         lat, codes = await infer(client, ids[0], requests, conc)
         infer_s = time.perf_counter() - t1
@@ -93,6 +93,7 @@ async def run(stack: Any, jobs: int, requests: int, conc: int) -> dict[str, Any]
         "post": summary(post_lat),
         "posted_in_s": posted_s,
         "all_terminal_in_s": drained_s,
+        "outcomes": outcomes,
         "post_5xx": sum(c >= 500 for c in post_codes),
         "post_non_201": sum(c != 201 for c in post_codes),
         "requests": requests,
@@ -116,7 +117,7 @@ def main() -> None:
         f"{res['jobs']} concurrent POSTs in {res['posted_in_s']:.1f}s "
         f"(p50 {res['post']['p50_ms']:.0f} ms, p99 {res['post']['p99_ms']:.0f} ms), "
         f"5xx {res['post_5xx']}, non-201 {res['post_non_201']}; all terminal after "
-        f"{res['all_terminal_in_s']:.1f}s"
+        f"{res['all_terminal_in_s']:.1f}s: {res['outcomes']}"
     )
     print(
         f"{res['requests']} predicts at concurrency {res['concurrency']}: "
