@@ -73,3 +73,36 @@ def test_redis_loses_everything_and_no_job_is_lost(stack: Stack) -> None:
         assert done["attempts"] <= 2
         last = done["spec"]["train"]["epochs"]
         assert_clean_curve(stack, jid, "train_loss", last)
+
+
+def test_repeated_kill_9_over_many_jobs(stack: Stack) -> None:
+    """Kill the worker mid-job three times while four jobs go through: every job
+    succeeds, each kill costs exactly one attempt, and no curve has a gap or a double."""
+    epochs, kills = 100, 3
+    jobs = [stack.post_job({**SINE, "train": {"epochs": epochs, "seed": 20 + i}}) for i in range(4)]
+
+    seen: dict[str, int] = {}
+
+    def a_job_mid_training() -> bool:
+        """A running job whose progress moved since the last look (so a live worker holds
+        it, not a dead one whose lease has not gone stale yet)."""
+        for j in jobs:
+            now = stack.job(j["id"])
+            step, before = now["progress"]["step"], seen.get(j["id"])
+            seen[j["id"]] = step
+            live = now["status"] == "running" and before is not None and step > before
+            if live and 2 <= step < epochs - 20:
+                return True
+        return False
+
+    for _ in range(kills):
+        seen.clear()
+        wait_until(a_job_mid_training, 120, "a job in the middle of training", 0.2)
+        stack.kill_worker("w1")
+        stack.start_worker("w1")
+    done = [stack.wait_status(j["id"], {"succeeded", "failed"}, timeout=240) for j in jobs]
+    assert all(d["status"] == "succeeded" for d in done), [d["error"] for d in done]
+    assert sum(d["attempts"] for d in done) == len(jobs) + kills
+    for d in done:
+        assert_clean_curve(stack, d["id"], "train_loss", epochs)
+        assert_clean_curve(stack, d["id"], "val_loss", epochs)
