@@ -32,7 +32,6 @@ class Settings(BaseSettings):
     reconcile_seconds: Annotated[float, Field(gt=0)] = 5.0
     queued_resend_seconds: Annotated[float, Field(gt=0)] = 60.0
     max_attempts: Annotated[int, Field(ge=1, le=10)] = 3
-    max_samples: Annotated[int, Field(ge=1)] = 10_000
     max_mc_samples: Annotated[int, Field(ge=1)] = 1_000
     max_inputs: Annotated[int, Field(ge=1)] = 10_000
     max_job_minutes: Annotated[int, Field(ge=1)] = 24 * 60

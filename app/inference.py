@@ -33,7 +33,6 @@ class Loaded:
     family: Family
     info: DataInfo
     module: torch.nn.Module
-    lock: threading.Lock
     checked_at: float = 0.0
 
 
@@ -80,7 +79,7 @@ def load_model(session: Session, job: Job, checkpoint_id: str | None = None) -> 
     module = family.build(family.params(**job.spec["params"]), info)
     module.load_state_dict(load_state(ckpt.data)["model"])
     module.eval()
-    return Loaded(job.id, job.owner, cid, family, info, module, threading.Lock())
+    return Loaded(job.id, job.owner, cid, family, info, module)
 
 
 _CACHE: ModelCache | None = None

@@ -137,7 +137,7 @@ class TrainContext:
         resume: dict[str, Any] | None,
     ) -> None:
         train = job.spec["train"]
-        self.job_id, self.lease, self.settings, self.family = job.id, lease, settings, family
+        self.job_id, self.lease, self.settings = job.id, lease, settings
         self.device = device
         self.seed = int(train["seed"])
         self.epochs: int | None = train.get("epochs")
