@@ -12,8 +12,8 @@ This module imports nothing from ``app`` or ``workers``: ``models`` is a library
 from __future__ import annotations
 
 import enum
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from collections.abc import Callable
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
 import torch
@@ -95,7 +95,8 @@ class Family:
     default_batch_size: int = 64
     # capability -> callable; each declared capability must have one
     predict: PredictFn | None = None
-    extra: Mapping[str, Any] = field(default_factory=dict)
+    # stochastic passes when a predict request does not say (1 for deterministic models)
+    default_mc_samples: int = 1
 
     def __post_init__(self) -> None:
         if Capability.PREDICT in self.capabilities and self.predict is None:

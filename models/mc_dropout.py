@@ -276,4 +276,5 @@ FAMILY = Family(
     fit=fit,
     default_epochs=200,
     predict=predict,
+    default_mc_samples=100,
 )

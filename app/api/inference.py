@@ -103,7 +103,7 @@ def predict(
     require(item, Capability.PREDICT)
     settings = get_settings()
     x = parse_inputs(body.inputs, item.info.input_shape)
-    mc = body.mc_samples or int(item.family.extra.get("default_mc_samples", 1))
+    mc = body.mc_samples or item.family.default_mc_samples
     if mc > settings.max_mc_samples:
         raise Problem(
             422,

@@ -70,6 +70,9 @@ def test_mc_dropout_sine_gap_uncertainty(stack: Stack) -> None:
     true_far = (0.05 + 0.1 * 2.8) ** 2
     assert 0.3 * true_far < ale[2:].mean() < 3 * true_far, ale
 
+    default = stack.client.post(f"/v1/jobs/{job['id']}/predict", json={"inputs": [[0.0]]}).json()
+    assert default["mc_samples"] == 100 and default["epistemic_var"][0][0] > 0
+
     csv = stack.client.get(f"/v1/jobs/{job['id']}/metrics", params={"format": "csv"})
     assert csv.headers["content-type"].startswith("text/csv")
     assert csv.text.splitlines()[0] == "name,step,value,time"
