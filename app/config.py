@@ -23,6 +23,10 @@ class Settings(BaseSettings):
     host: str = "127.0.0.1"
     port: int = 8000
     device: Literal["auto", "cpu", "cuda"] = "auto"
+    cuda_memory_fraction: Annotated[
+        float,
+        Field(gt=0, le=1, description="share of the GPU's memory one job may allocate"),
+    ] = 1.0
     max_upload_mb: Annotated[int, Field(ge=1, le=4096)] = 50
     max_body_mb: Annotated[int, Field(ge=1, le=4096)] = 10
     inference_cache_size: Annotated[int, Field(ge=1, le=1024)] = 8

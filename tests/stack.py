@@ -95,6 +95,11 @@ class Stack:
         )
 
     def start(self) -> None:
+        self.start_api_only()
+        self.start_worker("w1")
+
+    def start_api_only(self) -> None:
+        """Migrate the database and start the API, with no worker yet."""
         subprocess.run(
             [sys.executable, "-m", "app.db.migrate"],
             cwd=ROOT,
@@ -103,7 +108,6 @@ class Stack:
             capture_output=True,
         )
         self.start_api()
-        self.start_worker("w1")
 
     def start_api(self) -> None:
         args = ["-m", "uvicorn", "app.main:app", "--host", "127.0.0.1", "--port", str(self.port)]
@@ -137,8 +141,8 @@ class Stack:
         except httpx.HTTPError:
             return False
 
-    def start_worker(self, name: str) -> subprocess.Popen[bytes]:
-        args = [*worker_command("cpu,auto", f"{name}@%h"), "--without-gossip", "--without-mingle"]
+    def start_worker(self, name: str, queues: str = "cpu,auto") -> subprocess.Popen[bytes]:
+        args = [*worker_command(queues, f"{name}@%h"), "--without-gossip", "--without-mingle"]
         proc = self._spawn(args, f"worker-{name}.log")
         self.workers[name] = proc
         log = self.tmp / f"worker-{name}.log"

@@ -112,16 +112,62 @@ def claim(job_id: str, lease: str, settings: Settings) -> Job | None:
         return job
 
 
-def resolve_device(requested: str, worker_default: str = "auto") -> torch.device:
+def resolve_device(
+    requested: str, worker_default: str = "auto", memory_fraction: float = 1.0
+) -> torch.device:
     """The job's ``train.device``; ``auto`` takes the worker's ``DEEPZOO_DEVICE``, then CUDA
-    when present, else CPU."""
+    when present, else CPU. On CUDA, ``memory_fraction`` < 1 caps what this process may
+    allocate (``DEEPZOO_CUDA_MEMORY_FRACTION``: several workers sharing one GPU)."""
     if requested == "auto":
         requested = worker_default
     if requested == "cuda" and not torch.cuda.is_available():
         raise RuntimeError("train.device is cuda but this worker has no CUDA device")
     if requested == "cpu" or not torch.cuda.is_available():
         return torch.device("cpu")
-    return torch.device("cuda")
+    device = torch.device("cuda", torch.cuda.current_device())
+    if memory_fraction < 1.0:
+        torch.cuda.set_per_process_memory_fraction(memory_fraction, device)
+    return device
+
+
+def free_device_memory() -> None:
+    """Return the caching allocator's blocks after an OOM, so the last checkpoint fits."""
+    import gc
+
+    gc.collect()
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        torch.cuda.empty_cache()
+
+
+# What the allocators say when memory runs out: torch.OutOfMemoryError on CUDA, plain
+# RuntimeErrors from the CPU allocator and from cuBLAS / cuDNN workspaces.
+_OOM_MARKERS = (
+    "out of memory",
+    "can't allocate memory",
+    "CUBLAS_STATUS_ALLOC_FAILED",
+    "CUDNN_STATUS_ALLOC_FAILED",
+)
+
+
+def out_of_memory_reason(exc: BaseException, device: torch.device | None) -> str | None:
+    """An actionable failure reason when ``exc`` is an allocation failure, else None.
+
+    Not retried: the same spec on the same worker would fail the same way, so the job
+    fails at once and says which knobs to turn.
+    """
+    if not isinstance(exc, (torch.OutOfMemoryError, RuntimeError)):
+        return None
+    text = str(exc)
+    if not isinstance(exc, torch.OutOfMemoryError) and not any(
+        m.lower() in text.lower() for m in _OOM_MARKERS
+    ):
+        return None
+    where = str(device) if device is not None else "the device"
+    detail = text.strip().splitlines()[0][:300] if text.strip() else type(exc).__name__
+    return (
+        f"out of memory on {where}: lower train.batch_size or the model size (params), "
+        f"or train on a device with more memory ({detail})"
+    )
 
 
 class TrainContext:
@@ -379,11 +425,16 @@ class Runner:
         job = self.job
         ctx: TrainContext | None = None
         self.ctx: TrainContext | None = None
+        device: torch.device | None = None
         heartbeat: Heartbeat | None = None
         try:
             family = get_family(job.model)
             params = family.params(**job.spec["params"])
-            device = resolve_device(job.spec["train"]["device"], self.settings.device)
+            device = resolve_device(
+                job.spec["train"]["device"],
+                self.settings.device,
+                self.settings.cuda_memory_fraction,
+            )
             seed_everything(int(job.spec["train"]["seed"]))
             data = load(job.dataset)
             resume = self._load_resume()
@@ -413,14 +464,14 @@ class Runner:
         except Diverged as exc:
             self._salvage(ctx)
             return self._finish("failed", f"{exc}; the last good checkpoint is kept")
-        except torch.OutOfMemoryError:
-            self._salvage(ctx)
-            return self._finish(
-                "failed",
-                "out of memory on the device: lower train.batch_size or "
-                "the model size (params), or train on a larger device",
-            )
         except Exception as exc:
+            oom = out_of_memory_reason(exc, device)
+            if oom is not None:
+                log.error("job %s: %s", job.id, oom)
+                del exc  # its traceback holds the frames' tensors
+                free_device_memory()
+                self._salvage(ctx)
+                return self._finish("failed", oom)
             log.exception("job %s failed", job.id)
             self._salvage(ctx)
             return self._finish("failed", f"{type(exc).__name__}: {exc}")

@@ -149,3 +149,22 @@ def test_cancel_flag_stops_a_running_job() -> None:
     assert run_job(job_id) == "cancelled"
     assert time.monotonic() - t0 < 1.5 + 1.5  # stops within about a second
     assert job_row(job_id).checkpoint_id
+
+
+def test_out_of_memory_is_recognised_from_a_real_allocator_failure() -> None:
+    import torch
+
+    from workers.runner import out_of_memory_reason
+
+    with pytest.raises(RuntimeError) as info:
+        torch.empty(2**45)  # 128 TiB: the CPU allocator refuses
+    reason = out_of_memory_reason(info.value, torch.device("cpu"))
+    assert reason is not None and reason.startswith("out of memory on cpu: lower train.batch_size")
+    assert "can't allocate memory" in reason  # the allocator's own words, for the user
+    cuda_oom = torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+    assert (out_of_memory_reason(cuda_oom, None) or "").startswith("out of memory on the device")
+    assert (
+        out_of_memory_reason(RuntimeError("mat1 and mat2 shapes cannot be multiplied"), None)
+        is None
+    )
+    assert out_of_memory_reason(ValueError("out of memory"), None) is None
