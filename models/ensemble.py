@@ -190,7 +190,9 @@ class MemberOrder:
 
     def __init__(self, n: int, members: int, generator: torch.Generator) -> None:
         self.n, self.members, self.generator = n, members, generator
-        self.perm: Tensor | None = None  # (M, N), drawn lazily after the loop's partition
+        # (M, N); drawn at an epoch's first batch, after the loop's own partition, so that a
+        # resumed run (RNG restored at the checkpoint) draws both in the uninterrupted order
+        self.perm: Tensor | None = None
 
     def __call__(self, positions: Tensor) -> Tensor:
         if self.perm is None:
