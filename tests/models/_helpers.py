@@ -15,6 +15,7 @@ from models.data import Dataset, from_arrays, load
 TINY_PARAMS: dict[str, dict[str, Any]] = {
     "mlp": {"hidden": [8], "batchnorm": True, "dropout": 0.1},
     "mc_dropout": {"hidden": [8, 8], "mc_samples_eval": 4},
+    "ensemble": {"members": 3, "hidden": [8, 8]},
 }
 
 

@@ -74,7 +74,7 @@ def test_family_record_is_complete(name: str) -> None:
         assert load(ds).info.name == ds
 
 
-@pytest.mark.parametrize("name", ["mlp", "mc_dropout"])
+@pytest.mark.parametrize("name", ["mlp", "mc_dropout", "ensemble"])
 def test_hidden_widths_are_bounded(name: str) -> None:
     params: Any = REGISTRY[name].params
     for bad in ([], [0], [4097], [8] * 9):
@@ -118,7 +118,14 @@ def test_fit_checkpoint_round_trip(name: str, dataset: str) -> None:
 
 
 @pytest.mark.parametrize(
-    ("name", "dataset"), [("mlp", "diabetes"), ("mc_dropout", "moons"), ("mc_dropout", "sine_gap")]
+    ("name", "dataset"),
+    [
+        ("mlp", "diabetes"),
+        ("mc_dropout", "moons"),
+        ("mc_dropout", "sine_gap"),
+        ("ensemble", "moons"),
+        ("ensemble", "sine_gap"),
+    ],
 )
 def test_resume_continues_exactly_where_it_stopped(name: str, dataset: str) -> None:
     fam, data = REGISTRY[name], tiny(dataset)
