@@ -15,6 +15,7 @@ from models.data import Dataset, from_arrays, load
 TINY_PARAMS: dict[str, dict[str, Any]] = {
     "mlp": {"hidden": [8], "batchnorm": True, "dropout": 0.1},
     "mc_dropout": {"hidden": [8, 8], "mc_samples_eval": 4},
+    "multitask": {"hidden": [8]},
 }
 
 
@@ -34,6 +35,7 @@ def tiny(name: str, n_train: int = 160, n_eval: int = 40) -> Dataset:
         cut(d.x_val, d.y_val, n_eval),
         cut(d.x_test, d.y_test, n_eval),
         n_classes=info.n_classes,
+        tasks=info.tasks,
     )
 
 
