@@ -175,13 +175,9 @@ class Interval(BaseModel):
     upper: list[list[float | None]]
 
 
-class PredictOut(BaseModel):
+class Prediction(BaseModel):
     """Regression fills mean … interval; classification fills probs … mutual_information."""
 
-    job_id: str
-    checkpoint: str
-    task: Literal["regression", "classification"]
-    mc_samples: int
     mean: list[list[float | None]] | None = None
     epistemic_var: list[list[float | None]] | None = None
     aleatoric_var: list[list[float | None]] | None = None
@@ -191,6 +187,24 @@ class PredictOut(BaseModel):
     predictive_entropy: list[float | None] | None = None
     expected_entropy: list[float | None] | None = None
     mutual_information: list[float | None] | None = None
+
+
+class TaskPrediction(Prediction):
+    """One task of a multitask model."""
+
+    kind: Literal["regression", "classification"]
+
+
+class PredictOut(Prediction):
+    """Single-task models fill the fields of ``Prediction``; multitask ones ``tasks``."""
+
+    job_id: str
+    checkpoint: str
+    task: Literal["regression", "classification", "multitask"]
+    mc_samples: int
+    tasks: dict[str, TaskPrediction] | None = Field(
+        None, description="multitask: task name -> that task's prediction"
+    )
 
 
 class KeyCreate(BaseModel):

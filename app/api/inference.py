@@ -18,6 +18,7 @@ from app.inference import Loaded, cache, load_model, to_jsonable
 from app.limits import INFERENCE_LIMITER
 from app.problems import Problem
 from app.schemas import TERMINAL, PredictOut, PredictRequest
+from models.data import DataInfo
 from models.family import Capability
 
 router = APIRouter(prefix="/v1/jobs", tags=["inference"])
@@ -125,13 +126,30 @@ def predict(
         "task": item.info.task,
         "mc_samples": mc,
     }
-    result.update(to_jsonable(out))
-    if item.info.task == "regression":
+    result.update(prediction_body(item.info, out, level))
+    return JSONResponse(result)  # plain floats already: skip FastAPI's re-encoding pass
+
+
+def prediction_body(info: DataInfo, out: dict[str, torch.Tensor], level: float) -> dict[str, Any]:
+    """The family's outputs as JSON; a regression gets its interval. A multitask model's
+    ``<task>.<output>`` keys are grouped under ``tasks``, each task as a single-task body."""
+    if info.task == "multitask":
+        tasks = {}
+        for t in info.tasks:
+            own = {k.split(".", 1)[1]: v for k, v in out.items() if k.startswith(f"{t.name}.")}
+            tasks[t.name] = {"kind": t.kind, **prediction_body_single(t.kind, own, level)}
+        return {"tasks": tasks}
+    return prediction_body_single(info.task, out, level)
+
+
+def prediction_body_single(kind: str, out: dict[str, torch.Tensor], level: float) -> dict[str, Any]:
+    body: dict[str, Any] = to_jsonable(out)
+    if kind == "regression":
         z = NormalDist().inv_cdf(0.5 + level / 2)
         half = z * out["total_var"].clamp_min(0).sqrt()
-        result["interval"] = {
+        body["interval"] = {
             "level": level,
             "lower": to_jsonable(out["mean"] - half),
             "upper": to_jsonable(out["mean"] + half),
         }
-    return JSONResponse(result)  # plain floats already: skip FastAPI's re-encoding pass
+    return body

@@ -19,22 +19,55 @@ from typing import Literal
 import numpy as np
 import torch
 
-Task = Literal["regression", "classification"]
+TaskKind = Literal["regression", "classification"]
+Task = Literal["regression", "classification", "multitask"]
+
+
+@dataclass(frozen=True)
+class TaskInfo:
+    """One task of a multi-task set: ``dim`` target columns (1 for a label column)."""
+
+    name: str
+    kind: TaskKind
+    dim: int = 1
+    n_classes: int | None = None  # classification only
+
+    def to_json(self) -> dict[str, object]:
+        return {"name": self.name, "kind": self.kind, "dim": self.dim, "n_classes": self.n_classes}
+
+    @classmethod
+    def from_json(cls, d: dict[str, object]) -> TaskInfo:
+        n = d.get("n_classes")
+        return cls(str(d["name"]), d["kind"], int(d["dim"]), None if n is None else int(n))  # type: ignore[arg-type, call-overload]
 
 
 @dataclass(frozen=True)
 class DataInfo:
-    """What a model needs to know about its data to be built (JSON-serialisable)."""
+    """What a model needs to know about its data to be built (JSON-serialisable).
+
+    A ``multitask`` set lists its ``tasks``; its targets are one float32 (N, target_dim)
+    array, each task's columns in order (a classification task's label as one float
+    column). Single-task sets leave ``tasks`` empty, and their JSON has no such key.
+    """
 
     name: str
     task: Task
     input_shape: tuple[int, ...]  # per example, e.g. (1,) or (64,)
-    target_dim: int  # regression outputs; 1 for classification labels
+    target_dim: int  # regression outputs; 1 for classification labels; total columns
     n_classes: int | None  # classification only
     n_train: int
+    tasks: tuple[TaskInfo, ...] = ()  # multitask only
+
+    def task_list(self) -> tuple[TaskInfo, ...]:
+        """The tasks; a single-task set reads as one task named after its kind."""
+        if self.tasks:
+            return self.tasks
+        if self.task == "classification":
+            return (TaskInfo("classification", "classification", 1, self.n_classes),)
+        return (TaskInfo("regression", "regression", self.target_dim),)
 
     def to_json(self) -> dict[str, object]:
-        return {
+        d: dict[str, object] = {
             "name": self.name,
             "task": self.task,
             "input_shape": list(self.input_shape),
@@ -42,6 +75,9 @@ class DataInfo:
             "n_classes": self.n_classes,
             "n_train": self.n_train,
         }
+        if self.tasks:
+            d["tasks"] = [t.to_json() for t in self.tasks]
+        return d
 
     @classmethod
     def from_json(cls, d: dict[str, object]) -> DataInfo:
@@ -52,12 +88,14 @@ class DataInfo:
             target_dim=int(d["target_dim"]),  # type: ignore[call-overload]
             n_classes=None if d["n_classes"] is None else int(d["n_classes"]),  # type: ignore[call-overload]
             n_train=int(d["n_train"]),  # type: ignore[call-overload]
+            tasks=tuple(TaskInfo.from_json(t) for t in d.get("tasks") or ()),  # type: ignore[attr-defined]
         )
 
 
 @dataclass(frozen=True)
 class Dataset:
-    """Float32 inputs; float32 targets (N, target_dim) for regression, int64 (N,) labels."""
+    """Float32 inputs; float32 targets (N, target_dim) for regression and multitask,
+    int64 (N,) labels for classification."""
 
     info: DataInfo
     x_train: torch.Tensor
@@ -85,6 +123,7 @@ def split(
     val: float = 0.1,
     test: float = 0.2,
     n_classes: int | None = None,
+    tasks: tuple[TaskInfo, ...] = (),
     description: str = "",
 ) -> Dataset:
     """Shuffle once with a fixed seed and cut into train / val / test."""
@@ -99,6 +138,7 @@ def split(
         (x[va], y[va]),
         (x[te], y[te]),
         n_classes=n_classes,
+        tasks=tasks,
         description=description,
     )
 
@@ -111,8 +151,13 @@ def from_arrays(
     test: tuple[np.ndarray, np.ndarray],
     *,
     n_classes: int | None = None,
+    tasks: tuple[TaskInfo, ...] = (),
     description: str = "",
 ) -> Dataset:
+    """A Dataset from (x, y) arrays per split; ``tasks`` for a multitask set (see DataInfo)."""
+    if (task == "multitask") != bool(tasks):
+        raise ValueError("a multitask set lists its tasks, and only a multitask set does")
+
     def xs(a: np.ndarray) -> torch.Tensor:
         return torch.as_tensor(np.asarray(a, dtype=np.float32))
 
@@ -123,6 +168,10 @@ def from_arrays(
         return torch.as_tensor(a.reshape(len(a), -1))
 
     y_train = ys(train[1])
+    if tasks and sum(t.dim for t in tasks) != y_train.shape[1]:
+        raise ValueError(
+            f"tasks take {sum(t.dim for t in tasks)} columns, y has {y_train.shape[1]}"
+        )
     info = DataInfo(
         name=name,
         task=task,
@@ -130,6 +179,7 @@ def from_arrays(
         target_dim=1 if task == "classification" else int(y_train.shape[1]),
         n_classes=n_classes,
         n_train=len(train[0]),
+        tasks=tasks,
     )
     return Dataset(
         info,

@@ -92,3 +92,55 @@ def mnist5k() -> Dataset:
         n_classes=10,
         description="the first 5,000 MNIST training images (500 per class), flattened",
     )
+
+
+# multitask_synth: the generating noise of each task, so a test can hold the learned
+# task uncertainties against the truth. Regression: the noise standard deviation;
+# classification: the probability that the label is flipped.
+MULTITASK_SYNTH_NOISE = {"reg_quiet": 0.1, "reg_noisy": 0.5, "cls_quiet": 0.02, "cls_noisy": 0.25}
+
+
+def binary_entropy(p: float) -> float:
+    """H(p) in nats: the cross-entropy of the Bayes classifier when labels flip with p."""
+    return float(-p * np.log(p) - (1 - p) * np.log1p(-p))
+
+
+@register(
+    "multitask_synth",
+    "4 tasks on x in [-2,2]²: 2 regressions (noise std 0.1, 0.5), 2 binary labels (flip 2%, 25%)",
+)
+def multitask_synth() -> Dataset:
+    from models.data import TaskInfo
+
+    rng = np.random.default_rng(20240606)
+    n, noise = 2000, MULTITASK_SYNTH_NOISE
+    x = rng.uniform(-2.0, 2.0, size=(n, 2))
+    x1, x2 = x[:, 0], x[:, 1]
+
+    def flip(label: np.ndarray, p: float) -> np.ndarray:
+        return np.where(rng.uniform(size=n) < p, 1 - label, label)
+
+    y = np.stack(
+        [
+            np.sin(2 * x1) + 0.5 * x2 + noise["reg_quiet"] * rng.normal(size=n),
+            0.5 * x1 * x2 + noise["reg_noisy"] * rng.normal(size=n),
+            flip((x2 > np.sin(1.5 * x1)).astype(np.int64), noise["cls_quiet"]),
+            flip((x1**2 + x2**2 < 1.5).astype(np.int64), noise["cls_noisy"]),
+        ],
+        axis=1,
+    )
+    tasks = (
+        TaskInfo("reg_quiet", "regression"),
+        TaskInfo("reg_noisy", "regression"),
+        TaskInfo("cls_quiet", "classification", n_classes=2),
+        TaskInfo("cls_noisy", "classification", n_classes=2),
+    )
+    return split(
+        "multitask_synth",
+        x,
+        y,
+        "multitask",
+        seed=20240606,
+        tasks=tasks,
+        description="homoscedastic task noise of known size: learned σ's can be checked",
+    )

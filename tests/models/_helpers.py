@@ -16,6 +16,7 @@ TINY_PARAMS: dict[str, dict[str, Any]] = {
     "mlp": {"hidden": [8], "batchnorm": True, "dropout": 0.1},
     "mc_dropout": {"hidden": [8, 8], "mc_samples_eval": 4},
     "ensemble": {"members": 3, "hidden": [8, 8]},
+    "multitask": {"hidden": [8]},
 }
 
 
@@ -35,6 +36,7 @@ def tiny(name: str, n_train: int = 160, n_eval: int = 40) -> Dataset:
         cut(d.x_val, d.y_val, n_eval),
         cut(d.x_test, d.y_test, n_eval),
         n_classes=info.n_classes,
+        tasks=info.tasks,
     )
 
 

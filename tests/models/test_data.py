@@ -53,3 +53,39 @@ def test_value_ranges() -> None:
 def test_splits_are_fixed(name: str) -> None:
     builder = load.__wrapped__  # bypass the per-process cache: build it again
     assert builder(name).sha256() == builder(name).sha256() == load(name).sha256()
+
+
+def test_multitask_synth_layout() -> None:
+    d = load("multitask_synth")
+    info = d.info
+    assert info.task == "multitask" and info.input_shape == (2,) and info.target_dim == 4
+    assert [(t.name, t.kind, t.n_classes) for t in info.tasks] == [
+        ("reg_quiet", "regression", None),
+        ("reg_noisy", "regression", None),
+        ("cls_quiet", "classification", 2),
+        ("cls_noisy", "classification", 2),
+    ]
+    assert (len(d.x_train), len(d.x_val), len(d.x_test)) == (1400, 200, 400)
+    assert d.y_train.dtype == torch.float32 and d.y_train.shape == (1400, 4)
+    labels = d.y_train[:, 2:]
+    assert set(labels.unique().tolist()) == {0.0, 1.0}  # label columns hold class indices
+    assert DataInfo.from_json(info.to_json()) == info
+    assert info.task_list() == info.tasks
+    assert "multitask_synth" in catalog()
+
+
+def test_data_info_json_stays_backward_compatible() -> None:
+    """Jobs stored before multitask sets have no ``tasks`` key; single-task JSON still has none."""
+    old = {
+        "name": "moons",
+        "task": "classification",
+        "input_shape": [2],
+        "target_dim": 1,
+        "n_classes": 2,
+        "n_train": 1400,
+    }
+    info = DataInfo.from_json(old)
+    assert info == load("moons").info and info.tasks == ()
+    assert info.to_json() == old
+    (only,) = info.task_list()
+    assert (only.name, only.kind, only.n_classes) == ("classification", "classification", 2)

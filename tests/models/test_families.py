@@ -33,19 +33,32 @@ def predict(family: Family, module: nn.Module, x: torch.Tensor, t: int = 5) -> d
 
 
 def check_predict_output(out: dict[str, Any], data: Dataset, n: int) -> None:
-    info = data.info
-    shapes: dict[str, tuple[int, ...]]
-    if info.task == "regression":
-        keys = {"mean", "epistemic_var", "aleatoric_var", "total_var"}
-        shapes = dict.fromkeys(keys, (n, info.target_dim))
+    """Single-task keys, or ``<task>.<key>`` for each task of a multitask set."""
+    if data.info.task == "multitask":
+        for t in data.info.tasks:
+            sub = {k.split(".", 1)[1]: v for k, v in out.items() if k.startswith(f"{t.name}.")}
+            check_task_output(sub, t.kind, t.dim, t.n_classes, n)
+        assert sum(k.count(".") for k in out) == len(out)  # every key belongs to one task
     else:
-        c = info.n_classes or 0
+        info = data.info
+        check_task_output(out, info.task, info.target_dim, info.n_classes, n)
+
+
+def check_task_output(
+    out: dict[str, Any], kind: str, target_dim: int, n_classes: int | None, n: int
+) -> None:
+    shapes: dict[str, tuple[int, ...]]
+    if kind == "regression":
+        keys = {"mean", "epistemic_var", "aleatoric_var", "total_var"}
+        shapes = dict.fromkeys(keys, (n, target_dim))
+    else:
+        c = n_classes or 0
         shapes = {"probs": (n, c)} | dict.fromkeys(
             ["predictive_entropy", "expected_entropy", "mutual_information"], (n,)
         )
     assert {k: tuple(v.shape) for k, v in out.items()} == shapes
     assert all(torch.isfinite(v).all() for v in out.values())
-    if info.task == "classification":
+    if kind == "classification":
         torch.testing.assert_close(out["probs"].sum(-1), torch.ones(n))
     else:
         assert (out["epistemic_var"] >= 0).all() and (out["aleatoric_var"] >= 0).all()
@@ -74,7 +87,7 @@ def test_family_record_is_complete(name: str) -> None:
         assert load(ds).info.name == ds
 
 
-@pytest.mark.parametrize("name", ["mlp", "mc_dropout", "ensemble"])
+@pytest.mark.parametrize("name", ["mlp", "mc_dropout", "ensemble", "multitask"])
 def test_hidden_widths_are_bounded(name: str) -> None:
     params: Any = REGISTRY[name].params
     for bad in ([], [0], [4097], [8] * 9):
@@ -125,6 +138,7 @@ def test_fit_checkpoint_round_trip(name: str, dataset: str) -> None:
         ("mc_dropout", "sine_gap"),
         ("ensemble", "moons"),
         ("ensemble", "sine_gap"),
+        ("multitask", "multitask_synth"),
     ],
 )
 def test_resume_continues_exactly_where_it_stopped(name: str, dataset: str) -> None:
