@@ -44,7 +44,14 @@ def count_parameters(model: str, dataset: str, params: Any) -> int:
 
 def check_model_size(model: str, dataset: str, params: Any) -> None:
     limit = get_settings().max_model_parameters
-    n = count_parameters(model, dataset, params)
+    try:
+        n = count_parameters(model, dataset, params)
+    except ValueError as exc:  # params that this dataset cannot take (a family's build says)
+        raise Problem(
+            422,
+            f"params: {exc}",
+            errors=[{"path": "params", "message": str(exc), "type": "value_error"}],
+        ) from None
     if n > limit:
         raise Problem(
             422,

@@ -48,3 +48,14 @@ def test_inference_rate_limit(client: TestClient, monkeypatch: pytest.MonkeyPatc
     assert codes == [404, 404, 429]
     r = client.post("/v1/jobs/job_missing/predict", json={"inputs": [[0.0]]})
     assert r.status_code == 429 and int(r.headers["retry-after"]) >= 1
+
+
+def test_params_the_dataset_cannot_take_are_a_422_not_a_500(client: TestClient) -> None:
+    spec = {
+        "model": "multitask",
+        "dataset": "multitask_synth",
+        "params": {"weighting": "fixed", "weights": {"nope": 1.0}},
+    }
+    r = client.post("/v1/jobs", json=spec)
+    assert r.status_code == 422, r.text
+    assert r.json()["errors"][0]["path"] == "params" and "one weight per task" in r.text
