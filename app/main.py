@@ -14,7 +14,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from app import problems
-from app.api import catalog, health, inference, jobs, keys
+from app.api import catalog, evaluation, health, inference, jobs, keys
 from app.auth import bootstrap_admin
 from app.config import Settings, get_settings
 from app.db.session import session_scope
@@ -135,7 +135,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     problems.install(app)
     v1_errors = problems.problem_responses(401, 403, 404, 409, 413, 422, 429)
-    for router in (catalog.router, jobs.router, inference.router, keys.router):
+    for router in (catalog.router, jobs.router, inference.router, evaluation.router, keys.router):
         app.include_router(router, responses=v1_errors)
     app.include_router(health.router, responses=problems.problem_responses(503))
     if settings.cors_origins:

@@ -230,3 +230,61 @@ class KeyOut(BaseModel):
 
 class KeyCreated(KeyOut):
     key: str
+
+
+AcquireStrategy = Literal["bald", "max_entropy", "variance"]
+
+
+class AcquireRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    pool: list[Any] = Field(description="unlabelled candidates, each shaped like one example")
+    k: Annotated[int, Field(ge=1, description="how many to pick (at most the pool's size)")] = 5
+    strategy: AcquireStrategy | None = Field(
+        None,
+        description="bald (mutual information) or max_entropy (predictive entropy) for "
+        "classification; variance (epistemic, summed over outputs) for regression; "
+        "default: bald for classification, variance for regression",
+    )
+    mc_samples: Annotated[int | None, Field(ge=1, description="stochastic passes T")] = None
+
+
+class AcquireItem(BaseModel):
+    index: int
+    input: Any
+    score: float | None
+
+
+class AcquireOut(BaseModel):
+    job_id: str
+    checkpoint: str
+    strategy: AcquireStrategy
+    mc_samples: int
+    items: list[AcquireItem]
+
+
+class CalibrationBin(BaseModel):
+    lower: float
+    upper: float
+    count: int
+    confidence: float | None
+    accuracy: float | None
+
+
+class CoveragePoint(BaseModel):
+    level: float
+    coverage: float
+    width: float
+
+
+class CalibrationOut(BaseModel):
+    """Test-split calibration; classification fills ``bins``, regression ``curve``."""
+
+    job_id: str
+    checkpoint: str
+    task: Literal["regression", "classification"]
+    mc_samples: int
+    n_test: int
+    metrics: dict[str, float | None]
+    bins: list[CalibrationBin] | None = None
+    curve: list[CoveragePoint] | None = None

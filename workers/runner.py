@@ -40,6 +40,7 @@ from models.data import DataInfo, load
 from models.family import Diverged, Family
 from models.optim import OptimizerSpec, build_optimizer
 from models.registry import get_family
+from workers.evaluation import log_calibration
 
 log = logging.getLogger("deepzoo.runner")
 
@@ -457,6 +458,10 @@ class Runner:
                     f"time limit reached (train.max_minutes={minutes}); "
                     "resume the job to continue from its last checkpoint",
                 )
+            # calibration of the checkpoint inference serves (workers/evaluation.py)
+            final_step = ctx._progress[0] or ctx.epochs or ctx.steps or 0
+            log_calibration(job.id, family, params, data, ctx, final_step)
+            ctx.flush()
             return self._finish("succeeded", None)
         except LeaseLost:
             log.warning("job %s: lease lost; another worker holds it", job.id)

@@ -1,0 +1,275 @@
+"""Evaluation of a trained predictive model: uncertainty plot, calibration, active learning.
+
+- ``GET  /v1/jobs/{id}/plot.png``: 1-D regression, predictive mean with epistemic and
+  total bands over the training data.
+- ``GET  /v1/jobs/{id}/reliability.png`` and ``GET /v1/jobs/{id}/calibration``: the
+  test split's reliability diagram (classification) or coverage curve (regression).
+- ``POST /v1/jobs/{id}/acquire``: the k pool inputs an acquisition function ranks
+  highest (BALD, max entropy, epistemic variance), best first.
+
+Every route goes through the predict endpoint's machinery: the rate limiter, the
+cached model (``loaded_model``, owner checked), the capability check, input parsing.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict
+from typing import Annotated, Any
+
+import numpy as np
+import torch
+from fastapi import APIRouter, Query
+from fastapi.responses import JSONResponse, Response
+
+from app.api.deps import CurrentPrincipal, SessionDep, owned_job
+from app.api.inference import loaded_model, parse_inputs, require
+from app.config import get_settings
+from app.db.models import Job
+from app.inference import Loaded, to_jsonable
+from app.limits import INFERENCE_LIMITER
+from app.plots import coverage_png, reliability_png, uncertainty_png
+from app.problems import Problem
+from app.schemas import AcquireOut, AcquireRequest, CalibrationOut
+from models import calibration as cal
+from models.data import Dataset, load
+from models.family import Capability
+
+router = APIRouter(prefix="/v1/jobs", tags=["evaluation"])
+MAX_ROWS = 5_000_000  # mc_samples × inputs, as for predict
+PNG: dict[int | str, dict[str, Any]] = {
+    200: {"content": {"image/png": {}}, "description": "a PNG image"}
+}
+MCSamples = Annotated[
+    int | None, Query(ge=1, description="stochastic passes T (default: the model's own)")
+]
+
+
+class PNGResponse(Response):
+    media_type = "image/png"
+
+
+def job_dataset(job: Job) -> Dataset:
+    """The data a job trained on. Built-ins only so far; uploaded datasets plug in here."""
+    try:
+        return load(job.dataset)
+    except KeyError:
+        raise Problem(409, f"dataset {job.dataset!r} of job {job.id} is not available") from None
+
+
+def mc_samples_for(item: Loaded, requested: int | None, rows: int, field: str) -> int:
+    """The pass count T: requested or the family's default; 422 over the limit, 413 too big."""
+    settings = get_settings()
+    mc = requested or item.family.default_mc_samples
+    if mc > settings.max_mc_samples:
+        raise Problem(
+            422,
+            f"{field}: at most {settings.max_mc_samples}",
+            errors=[{"path": field, "message": "too large", "type": "less_than_equal"}],
+        )
+    if mc * rows > MAX_ROWS:
+        raise Problem(
+            413,
+            f"{field} × inputs is over {MAX_ROWS:,} forward rows; ask for fewer",
+            errors=[{"path": field, "message": "request too large", "type": "too_long"}],
+        )
+    return mc
+
+
+def predictive(item: Loaded, x: torch.Tensor, mc: int) -> dict[str, torch.Tensor]:
+    assert item.family.predict is not None  # require(item, PREDICT) came first
+    return cal.predict_batched(item.family.predict, item.module, x, mc)
+
+
+def missing(out: dict[str, torch.Tensor], keys: tuple[str, ...], item: Loaded) -> None:
+    absent = [k for k in keys if k not in out]
+    if absent:
+        raise Problem(
+            409,
+            f"model {item.family.name!r} does not predict {', '.join(absent)}; "
+            "this view needs them",
+        )
+
+
+def _title(job: Job, mc: int) -> str:
+    label = job.name or job.id
+    return f"{label} · {job.model} on {job.dataset} · T={mc}"
+
+
+def _prepare(job_id: str, principal: CurrentPrincipal, session: SessionDep) -> tuple[Loaded, Job]:
+    INFERENCE_LIMITER.take(principal.key_id)
+    item = loaded_model(session, principal, job_id)
+    job = owned_job(session, principal, job_id)
+    require(item, Capability.PREDICT)
+    return item, job
+
+
+@router.get("/{job_id}/plot.png", response_class=PNGResponse, responses=PNG)
+def plot_png(
+    job_id: str,
+    principal: CurrentPrincipal,
+    session: SessionDep,
+    mc_samples: MCSamples = None,
+    points: Annotated[int, Query(ge=10, le=2000, description="grid size")] = 400,
+    level: Annotated[float, Query(gt=0, lt=1, description="central band mass")] = 0.95,
+) -> Response:
+    """1-D regression: predictive mean, epistemic and total (epistemic + aleatoric) bands,
+    the training data, over the data's range with 15% margins; below, both σ against x."""
+    item, job = _prepare(job_id, principal, session)
+    info = item.info
+    if info.task != "regression" or info.input_shape != (1,) or info.target_dim != 1:
+        raise Problem(
+            409,
+            f"plot.png draws 1-D regression (one input, one target); {job.dataset!r} is "
+            f"{info.task} with input shape {list(info.input_shape)}"
+            + (f" and {info.target_dim} targets" if info.task == "regression" else ""),
+        )
+    mc = mc_samples_for(item, mc_samples, points, "mc_samples")
+    data = job_dataset(job)
+    x_train = data.x_train.reshape(-1).double().numpy()
+    y_train = data.y_train.reshape(-1).double().numpy()
+    lo, hi = (float(x_train.min()), float(x_train.max())) if len(x_train) else (-1.0, 1.0)
+    margin = 0.15 * (hi - lo or 1.0)
+    grid = np.linspace(lo - margin, hi + margin, points)
+    out = predictive(item, torch.from_numpy(grid).float()[:, None], mc)
+    missing(out, ("mean", "epistemic_var", "aleatoric_var"), item)
+    png = uncertainty_png(
+        grid=grid,
+        mean=out["mean"].reshape(-1).double().numpy(),
+        epistemic_var=out["epistemic_var"].reshape(-1).double().numpy(),
+        aleatoric_var=out["aleatoric_var"].reshape(-1).double().numpy(),
+        x_train=x_train,
+        y_train=y_train,
+        z=cal.z_score(level),
+        level=level,
+        title=_title(job, mc),
+    )
+    return PNGResponse(png, headers={"Cache-Control": "private, max-age=60"})
+
+
+def split_calibration(item: Loaded, job: Job, mc_samples: int | None, bins: int) -> dict[str, Any]:
+    """Calibration of the served model on the job's test split (CalibrationOut's fields)."""
+    data = job_dataset(job)
+    if len(data.x_test) == 0:
+        raise Problem(409, f"dataset {job.dataset!r} has no test split")
+    mc = mc_samples_for(item, mc_samples, len(data.x_test), "mc_samples")
+    out = predictive(item, data.x_test, mc)
+    y = data.y_test
+    result: dict[str, Any] = {
+        "job_id": job.id,
+        "checkpoint": item.checkpoint_id,
+        "task": item.info.task,
+        "mc_samples": mc,
+        "n_test": len(y),
+        "bins": None,
+        "curve": None,
+    }
+    if item.info.task == "classification":
+        missing(out, ("probs",), item)
+        probs = out["probs"].double()
+        result["metrics"] = cal.classification_metrics(probs, y, bins)
+        result["bins"] = [asdict(b) for b in cal.reliability_bins(probs, y, bins)]
+    else:
+        missing(out, ("mean", "total_var"), item)
+        mean, var = out["mean"].double(), out["total_var"].double()
+        result["metrics"] = cal.regression_metrics(y.double(), mean, var)
+        result["curve"] = cal.calibration_curve(y.double(), mean, var)
+    result["metrics"] = {k: (v if math.isfinite(v) else None) for k, v in result["metrics"].items()}
+    return result
+
+
+Bins = Annotated[int, Query(ge=2, le=50, description="equal-width confidence bins")]
+
+
+@router.get(
+    "/{job_id}/calibration", response_model=None, responses={200: {"model": CalibrationOut}}
+)
+def calibration(
+    job_id: str,
+    principal: CurrentPrincipal,
+    session: SessionDep,
+    mc_samples: MCSamples = None,
+    bins: Bins = cal.DEFAULT_BINS,
+) -> JSONResponse:
+    """Test-split calibration: metrics, and reliability bins or the coverage curve."""
+    item, job = _prepare(job_id, principal, session)
+    return JSONResponse(split_calibration(item, job, mc_samples, bins))
+
+
+@router.get("/{job_id}/reliability.png", response_class=PNGResponse, responses=PNG)
+def reliability(
+    job_id: str,
+    principal: CurrentPrincipal,
+    session: SessionDep,
+    mc_samples: MCSamples = None,
+    bins: Bins = cal.DEFAULT_BINS,
+) -> Response:
+    """Reliability diagram (classification) or coverage calibration curve (regression)."""
+    item, job = _prepare(job_id, principal, session)
+    result = split_calibration(item, job, mc_samples, bins)
+    title = _title(job, result["mc_samples"]) + f" · test n={result['n_test']}"
+    m = result["metrics"]
+    if result["task"] == "classification":
+        png = reliability_png(
+            [cal.Bin(**b) for b in result["bins"]],
+            ece=m["ece"] if m["ece"] is not None else math.nan,
+            accuracy=m["accuracy"] if m["accuracy"] is not None else math.nan,
+            title=title,
+        )
+    else:
+        cover = m["coverage_95"]
+        title += f"\n95% interval covers {cover:.3f}" if cover is not None else ""
+        png = coverage_png(result["curve"], title=title)
+    return PNGResponse(png, headers={"Cache-Control": "private, max-age=60"})
+
+
+SCORES = {"bald": "mutual_information", "max_entropy": "predictive_entropy"}
+
+
+@router.post("/{job_id}/acquire", response_model=None, responses={200: {"model": AcquireOut}})
+def acquire(
+    job_id: str, body: AcquireRequest, principal: CurrentPrincipal, session: SessionDep
+) -> JSONResponse:
+    """Active learning: the ``k`` pool inputs with the highest acquisition score, best first
+    (ties by pool index)."""
+    INFERENCE_LIMITER.take(principal.key_id)
+    item = loaded_model(session, principal, job_id)
+    require(item, Capability.PREDICT)
+    x = parse_inputs(body.pool, item.info.input_shape, field="pool")
+    if body.k > len(x):
+        raise Problem(
+            422,
+            f"k: at most the pool's size ({len(x)})",
+            errors=[{"path": "k", "message": "larger than the pool", "type": "less_than_equal"}],
+        )
+    task = item.info.task
+    strategy = body.strategy or ("bald" if task == "classification" else "variance")
+    needs = "regression" if strategy == "variance" else "classification"
+    if task != needs:
+        msg = f"strategy {strategy!r} needs a {needs} model; this one does {task}"
+        raise Problem(
+            422,
+            f"strategy: {msg}",
+            errors=[{"path": "strategy", "message": msg, "type": "value_error"}],
+        )
+    mc = mc_samples_for(item, body.mc_samples, len(x), "mc_samples")
+    out = predictive(item, x, mc)
+    if strategy == "variance":
+        missing(out, ("epistemic_var",), item)
+        score = out["epistemic_var"].double().flatten(1).sum(1)
+    else:
+        missing(out, (SCORES[strategy],), item)
+        score = out[SCORES[strategy]].double().reshape(len(x))
+    key = torch.nan_to_num(score, nan=-math.inf).tolist()
+    order = sorted(range(len(x)), key=lambda i: (-key[i], i))[: body.k]
+    scores = to_jsonable(score)
+    items = [{"index": i, "input": body.pool[i], "score": scores[i]} for i in order]
+    return JSONResponse(
+        {
+            "job_id": job_id,
+            "checkpoint": item.checkpoint_id,
+            "strategy": strategy,
+            "mc_samples": mc,
+            "items": items,
+        }
+    )

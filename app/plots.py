@@ -1,0 +1,141 @@
+"""PNG figures of a trained predictive model: uncertainty bands and reliability diagrams.
+
+matplotlib's object API on ``Figure`` with the Agg canvas, never ``pyplot``: no global
+figure state, so concurrent requests in the server's threads render independently.
+matplotlib is imported on first use, not when the API starts.
+"""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
+
+    from models.calibration import Bin
+
+MEAN, EPISTEMIC, TOTAL, DATA = "#0b2545", "#3f7cc4", "#f6c48a", "#222222"
+
+
+def _figure(width: float, height: float, **kwargs: Any) -> Figure:
+    from matplotlib.figure import Figure
+
+    return Figure(figsize=(width, height), dpi=110, layout="constrained", **kwargs)
+
+
+def _png(fig: Figure) -> bytes:
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png")
+    return buf.getvalue()
+
+
+def uncertainty_png(
+    *,
+    grid: np.ndarray,
+    mean: np.ndarray,
+    epistemic_var: np.ndarray,
+    aleatoric_var: np.ndarray,
+    x_train: np.ndarray,
+    y_train: np.ndarray,
+    z: float,
+    level: float,
+    title: str,
+) -> bytes:
+    """Top: data, predictive mean, epistemic and total central bands. Bottom: both σ vs x."""
+    fig = _figure(8.0, 6.2)
+    top, bottom = fig.subplots(2, 1, sharex=True, height_ratios=[3, 1.3])
+    total_sd = np.sqrt(np.clip(epistemic_var + aleatoric_var, 0, None))
+    epi_sd = np.sqrt(np.clip(epistemic_var, 0, None))
+    ale_sd = np.sqrt(np.clip(aleatoric_var, 0, None))
+    pct = f"{100 * level:g}%"
+    top.fill_between(
+        grid, mean - z * total_sd, mean + z * total_sd, color=TOTAL, alpha=0.8, lw=0,
+        label=f"total (epistemic + aleatoric), {pct}",
+    )  # fmt: skip
+    top.fill_between(
+        grid, mean - z * epi_sd, mean + z * epi_sd, color=EPISTEMIC, alpha=0.7, lw=0,
+        label=f"epistemic, {pct}",
+    )  # fmt: skip
+    top.scatter(x_train, y_train, s=7, color=DATA, alpha=0.55, lw=0, label="training data")
+    top.plot(grid, mean, color=MEAN, lw=1.8, label="predictive mean")
+    lo, hi = np.percentile(y_train, [0.5, 99.5]) if len(y_train) else (-1.0, 1.0)
+    span = hi - lo or 1.0
+    top.set_ylim(lo - 0.35 * span, hi + 0.35 * span)  # a ballooning band is clipped, not the data
+    top.set_ylabel("y")
+    top.legend(loc="upper left", fontsize=8, framealpha=0.9)
+    top.grid(alpha=0.25)
+    top.set_title(title, fontsize=10)
+
+    bottom.plot(grid, epi_sd, color=EPISTEMIC, lw=1.6, label="epistemic σ")
+    bottom.plot(grid, ale_sd, color="#d08a2a", lw=1.6, label="aleatoric σ")
+    bottom.set_yscale("log")
+    bottom.set_xlabel("x")
+    bottom.set_ylabel("σ (log)")
+    bottom.legend(loc="upper left", fontsize=8, framealpha=0.9)
+    bottom.grid(alpha=0.25, which="both")
+    x0, x1 = float(grid[0]), float(grid[-1])
+    top.set_xlim(x0, x1)
+    return _png(fig)
+
+
+def reliability_png(bins: Sequence[Bin], *, ece: float, accuracy: float, title: str) -> bytes:
+    """Accuracy per confidence bin against the diagonal, with the count of each bin."""
+    fig = _figure(6.4, 6.4)
+    ax, hist = fig.subplots(2, 1, sharex=True, height_ratios=[3, 1])
+    width = bins[0].upper - bins[0].lower if bins else 1.0
+    lefts = np.array([b.lower for b in bins])
+    acc = np.array([b.accuracy if b.accuracy is not None else 0.0 for b in bins])
+    conf = np.array([b.confidence if b.confidence is not None else np.nan for b in bins])
+    filled = np.array([b.count > 0 for b in bins])
+    ax.plot([0, 1], [0, 1], ls="--", color="#777777", lw=1, label="perfect calibration")
+    ax.bar(
+        lefts[filled], acc[filled], width=width, align="edge", color=EPISTEMIC,
+        edgecolor="white", label="accuracy",
+    )  # fmt: skip
+    gap_lo = np.minimum(acc, conf)[filled]
+    gap = np.abs(conf - acc)[filled]
+    ax.bar(
+        lefts[filled], gap, bottom=gap_lo, width=width, align="edge", fill=False,
+        hatch="///", edgecolor="#c9302c", lw=0.8, label="gap to mean confidence",
+    )  # fmt: skip
+    ax.set_xlim(0, 1)
+    ax.set_ylim(0, 1.05)
+    ax.set_ylabel("accuracy")
+    ax.legend(loc="upper left", fontsize=8)
+    ax.grid(alpha=0.25)
+    ax.set_title(f"{title}\nECE {ece:.4f} · accuracy {accuracy:.3f}", fontsize=10)
+    counts = [b.count for b in bins]
+    hist.bar(lefts, counts, width=width, align="edge", color="#999999", edgecolor="white")
+    for b in bins:
+        if b.count:
+            hist.text(
+                (b.lower + b.upper) / 2, b.count, str(b.count), ha="center", va="bottom",
+                fontsize=7, color="#333333",
+            )  # fmt: skip
+    hist.set_ylim(0, 1.25 * max([*counts, 1]))
+    hist.set_xlabel("confidence (top label)")
+    hist.set_ylabel("count")
+    return _png(fig)
+
+
+def coverage_png(curve: Sequence[dict[str, float]], *, title: str) -> bytes:
+    """Regression calibration curve: observed against nominal central-interval coverage."""
+    fig = _figure(6.0, 6.0)
+    ax = fig.subplots()
+    levels = [p["level"] for p in curve]
+    observed = [p["coverage"] for p in curve]
+    ax.plot([0, 1], [0, 1], ls="--", color="#777777", lw=1, label="perfect calibration")
+    ax.plot(levels, observed, marker="o", color=EPISTEMIC, lw=1.8, label="observed")
+    ax.set_xlim(0, 1)
+    ax.set_ylim(0, 1.02)
+    ax.set_xlabel("nominal coverage of the central interval")
+    ax.set_ylabel("observed coverage (test split)")
+    ax.text(0.55, 0.08, "below the diagonal: overconfident", fontsize=8, color="#555555")
+    ax.legend(loc="upper left", fontsize=8)
+    ax.grid(alpha=0.25)
+    ax.set_title(title, fontsize=10)
+    return _png(fig)
