@@ -20,6 +20,7 @@ import io
 import math
 import threading
 import zipfile
+import zlib
 from array import array
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -204,6 +205,9 @@ def _some(names: list[str]) -> str:
 
 # --- NPZ -------------------------------------------------------------------------------------
 
+# what a damaged archive can raise from zipfile, zlib and numpy's .npy reader
+_BROKEN = (ValueError, OSError, EOFError, KeyError, SyntaxError, RuntimeError,
+           NotImplementedError, zipfile.BadZipFile, zlib.error)  # fmt: skip
 _NUMERIC = "biuf"  # bool, signed, unsigned, float: no object, string, void, complex, time
 
 
@@ -233,14 +237,16 @@ def _read_npz(blob: bytes, limits: Limits) -> tuple[np.ndarray, np.ndarray]:
                     raise UploadError("file", f"{m.filename}: encrypted")
                 with zf.open(m) as f:
                     _check_npy_header(f, m.filename[:-4], m.file_size)
-    except zipfile.BadZipFile as exc:
+    except UploadError:
+        raise
+    except _BROKEN as exc:
         raise UploadError("file", f"not a valid .npz (zip): {exc}") from None
     try:
         with np.load(io.BytesIO(blob), allow_pickle=False) as z:
             return np.asarray(z["x"]), np.asarray(z["y"])
     except UploadError:
         raise
-    except (ValueError, OSError, EOFError, KeyError, zipfile.BadZipFile) as exc:
+    except _BROKEN as exc:
         raise UploadError("file", f"unreadable arrays: {exc}") from None
 
 
@@ -257,7 +263,7 @@ def _check_npy_header(f: IO[bytes], key: str, file_size: int) -> None:
             raise UploadError("file", f"{key}: unsupported .npy version {version}")
     except UploadError:
         raise
-    except (ValueError, OSError, EOFError, SyntaxError, zipfile.BadZipFile) as exc:
+    except _BROKEN as exc:
         raise UploadError("file", f"{key}: not a valid .npy array: {exc}") from None
     if dtype.hasobject or dtype.fields is not None or dtype.kind not in _NUMERIC:
         raise UploadError(

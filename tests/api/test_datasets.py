@@ -15,6 +15,10 @@ from typing import Any
 import numpy as np
 import pytest
 from fastapi.testclient import TestClient
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from tests.models.test_upload import csv_text, npz_variant
 
 ADMIN = {"Authorization": "Bearer dz_test_admin_key_0123456789"}
 
@@ -322,3 +326,27 @@ def test_upload_size_limits(small_limits: TestClient) -> None:
     # other routes keep the general body limit
     r = client.post("/v1/jobs", json={"model": "mlp", "dataset": "moons", "name": "x" * 2**20})
     assert r.status_code == 413
+
+
+BLOBS = st.one_of(
+    st.binary(max_size=200).map(lambda b: (b, None)),
+    csv_text(),
+    npz_variant().map(lambda b: (b, None)),
+)
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=list(HealthCheck))
+@given(case=BLOBS, task=st.sampled_from([None, "regression", "classification", "other"]))
+def test_any_upload_is_stored_or_refused_with_a_field(
+    client: TestClient, case: tuple[bytes, str | None], task: str | None
+) -> None:
+    blob, target = case
+    form = {k: v for k, v in {"target": target, "task": task}.items() if v is not None}
+    r = upload(client, blob, **form)
+    if r.status_code == 201:
+        assert r.json()["n_rows"] >= 10
+        assert client.delete(f"/v1/datasets/{r.json()['id']}").status_code == 204
+        return
+    assert r.status_code in (413, 422), r.text
+    assert r.headers["content-type"].startswith("application/problem+json")
+    assert r.json()["errors"][0]["path"] in {"file", "target", "task", "name"}
