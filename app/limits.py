@@ -14,7 +14,7 @@ from sqlalchemy.orm import Session
 from app.config import get_settings
 from app.db.models import Job
 from app.problems import Problem
-from models.data import load
+from models.data import DataInfo, load
 from models.registry import get_family
 
 
@@ -33,16 +33,17 @@ def check_active_jobs(session: Session, owner: str) -> None:
         )
 
 
-def count_parameters(model: str, dataset: str, params: Any) -> int:
-    """Parameters of the module this spec builds, counted on the meta device (no memory)."""
+def count_parameters(model: str, dataset: str | DataInfo, params: Any) -> int:
+    """Parameters of the module this spec builds, counted on the meta device (no memory);
+    ``dataset`` is a built-in's name or an upload's ``DataInfo``."""
     family = get_family(model)
-    info = load(dataset).info
+    info = load(dataset).info if isinstance(dataset, str) else dataset
     with torch.device("meta"):
         module = family.build(params, info)
     return sum(p.numel() for p in module.parameters())
 
 
-def check_model_size(model: str, dataset: str, params: Any) -> None:
+def check_model_size(model: str, dataset: str | DataInfo, params: Any) -> None:
     limit = get_settings().max_model_parameters
     try:
         n = count_parameters(model, dataset, params)

@@ -11,10 +11,11 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 from starlette.concurrency import run_in_threadpool
+from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from app import problems
-from app.api import catalog, evaluation, health, inference, jobs, keys
+from app.api import catalog, datasets, evaluation, health, inference, jobs, keys
 from app.auth import bootstrap_admin
 from app.config import Settings, get_settings
 from app.db.session import session_scope
@@ -66,9 +67,10 @@ class BodyLimitMiddleware:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        limit = (
-            self.upload_max_bytes if scope["path"].startswith("/v1/datasets") else self.max_bytes
-        )
+        upload = scope["method"] == "POST" and scope["path"].rstrip("/") == "/v1/datasets"
+        # an upload's file may be DEEPZOO_MAX_UPLOAD_MB; the multipart envelope and the
+        # other form fields get a little room beyond it
+        limit = self.upload_max_bytes + _ENVELOPE if upload else self.max_bytes
         headers = dict(scope.get("headers") or [])
         length = headers.get(b"content-length")
         if length is not None and (not length.isdigit() or int(length) > limit):
@@ -82,7 +84,7 @@ class BodyLimitMiddleware:
             if message["type"] == "http.request":
                 seen += len(message.get("body", b""))
                 if seen > limit:
-                    raise _TooLarge()
+                    raise _TooLarge(limit)
             return message
 
         try:
@@ -97,8 +99,15 @@ class BodyLimitMiddleware:
         await response(scope, receive, send)
 
 
-class _TooLarge(Exception):
-    pass
+_ENVELOPE = 64 * 1024
+
+
+class _TooLarge(StarletteHTTPException):
+    """Raised from ``receive`` mid-stream. An HTTPException, so that FastAPI's body
+    parsing passes it on (it turns other errors into 400) and it is answered 413."""
+
+    def __init__(self, limit: int) -> None:
+        super().__init__(413, f"request body over the limit of {limit // (1024 * 1024)} MiB")
 
 
 class SecurityHeadersMiddleware:
@@ -135,7 +144,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     problems.install(app)
     v1_errors = problems.problem_responses(401, 403, 404, 409, 413, 422, 429)
-    for router in (catalog.router, jobs.router, inference.router, evaluation.router, keys.router):
+    routers = (catalog, datasets, jobs, inference, evaluation, keys)
+    for router in (r.router for r in routers):
         app.include_router(router, responses=v1_errors)
     app.include_router(health.router, responses=problems.problem_responses(503))
     if settings.cors_origins:

@@ -3,14 +3,25 @@ built from the registry so the OpenAPI document shows every model's own spec."""
 
 from __future__ import annotations
 
+import re
 from datetime import datetime
 from typing import Annotated, Any, Literal, Union
 
-from pydantic import BaseModel, ConfigDict, Field, create_model, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    WithJsonSchema,
+    create_model,
+    model_validator,
+)
+from pydantic_core import PydanticCustomError
 
+from models.data.upload import UPLOAD_ID
 from models.family import Family
 from models.optim import OptimizerSpec
-from models.registry import REGISTRY
+from models.registry import REGISTRY, trains_on_uploads
 
 JobStatus = Literal["queued", "running", "succeeded", "failed", "cancelled"]
 TERMINAL = ("succeeded", "failed", "cancelled")
@@ -56,15 +67,38 @@ class TrainSpec(BaseModel):
         return self
 
 
-def _spec_model(family: Family) -> type[BaseModel]:
+def _dataset_field(family: Family) -> Any:
+    """A built-in name, or for families that train on uploads also an upload id
+    (``ds_…``; whose it is is checked when the job is created)."""
     datasets = tuple(sorted(family.datasets))
+    if not trains_on_uploads(family):
+        return (Literal[datasets], Field(description="built-in dataset"))
+    upload = re.compile(UPLOAD_ID)
+
+    def check(value: str) -> str:
+        if value in family.datasets or upload.match(value):
+            return value
+        raise PydanticCustomError(
+            "literal_error",
+            "Input should be one of {expected}, or an upload id (ds_ and 16 hex digits)",
+            {"expected": ", ".join(repr(d) for d in datasets)},
+        )
+
+    schema = {"anyOf": [{"enum": list(datasets)}, {"type": "string", "pattern": UPLOAD_ID}]}
+    return (
+        Annotated[str, AfterValidator(check), WithJsonSchema(schema)],
+        Field(description="built-in dataset, or the id of one of your uploads"),
+    )
+
+
+def _spec_model(family: Family) -> type[BaseModel]:
     title = "".join(part.capitalize() for part in family.name.split("_")) + "JobSpec"
     return create_model(
         title,
         __config__=ConfigDict(extra="forbid", title=title),
         __doc__=f"A `{family.name}` job: {family.description}",
         model=(Literal[family.name], Field(description="model family")),  # type: ignore[arg-type]
-        dataset=(Literal[datasets], Field(description="built-in dataset")),  # type: ignore[arg-type]
+        dataset=_dataset_field(family),
         params=(family.params, Field(default_factory=family.params)),
         optimizer=(OptimizerSpec, Field(default_factory=OptimizerSpec)),
         train=(TrainSpec, Field(default_factory=TrainSpec)),
@@ -154,12 +188,28 @@ class ModelOut(BaseModel):
 
 
 class DatasetOut(BaseModel):
+    """A built-in (``kind`` builtin) or an upload (``table`` from CSV, ``arrays`` from NPZ).
+
+    ``shape``: built-ins ``[n_train, *input_shape]``, uploads ``[n_rows, *input_shape]``.
+    The upload-only fields are null for built-ins."""
+
     id: str
     name: str
-    kind: Literal["builtin", "upload"]
+    kind: Literal["builtin", "table", "arrays"]
     description: str
-    task: str | None = None
+    task: Literal["regression", "classification"] | None = None
     shape: list[int] | None = None
+    n_rows: int | None = None
+    n_features: int | None = None
+    target: str | None = Field(None, description="the CSV column predicted")
+    features: list[str] | None = None
+    classes: list[str] | None = Field(
+        None, description="classification: the label of each class index (probs columns)"
+    )
+    splits: dict[str, int] | None = Field(None, description="rows in train, val, test")
+    sha256: str | None = Field(None, description="of the uploaded file")
+    size_bytes: int | None = None
+    created_at: datetime | None = None
 
 
 class PredictRequest(BaseModel):

@@ -20,3 +20,16 @@ def get_family(name: str) -> Family:
         return REGISTRY[name]
     except KeyError:
         raise KeyError(f"unknown model {name!r}; known: {sorted(REGISTRY)}") from None
+
+
+def trains_on_uploads(family: Family) -> bool:
+    """Whether a job of this family may name a user's upload as its dataset.
+
+    An upload is vectors in, one target out: it suits every family that predicts and
+    trains on the built-in vector sets of ``mlp`` (``mc_dropout``, an ensemble, ...);
+    sequence, graph, control and generative families train on other shapes.
+    """
+    from models.family import Capability
+    from models.mlp import PREDICTIVE_DATASETS
+
+    return Capability.PREDICT in family.capabilities and bool(family.datasets & PREDICTIVE_DATASETS)

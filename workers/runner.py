@@ -25,6 +25,7 @@ import torch
 from sqlalchemy import select, update
 
 from app.config import Settings, get_settings
+from app.datasets import load_dataset
 from app.db.models import Checkpoint, Job, new_id, utcnow
 from app.db.ops import (
     add_event,
@@ -36,7 +37,7 @@ from app.db.ops import (
 from app.db.session import get_engine, session_scope
 from app.queue import send_job
 from models.checkpoint import dump_state, load_state, rng_state, set_rng_state
-from models.data import DataInfo, load
+from models.data import DataInfo
 from models.family import Diverged, Family
 from models.optim import OptimizerSpec, build_optimizer
 from models.registry import get_family
@@ -437,7 +438,7 @@ class Runner:
                 self.settings.cuda_memory_fraction,
             )
             seed_everything(int(job.spec["train"]["seed"]))
-            data = load(job.dataset)
+            data = load_dataset(job.dataset)  # a built-in, or an upload from the database
             resume = self._load_resume()
             module = family.build(params, data.info).to(device)
             ctx = self.ctx = TrainContext(job, self.lease, self.settings, family, device, resume)

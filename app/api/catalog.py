@@ -1,4 +1,4 @@
-"""The catalog: models (with their JSON Schemas) and datasets."""
+"""The catalog: models with their JSON Schemas (datasets: ``app/api/datasets.py``)."""
 
 from __future__ import annotations
 
@@ -6,8 +6,7 @@ from fastapi import APIRouter
 
 from app.api.deps import CurrentPrincipal
 from app.problems import Problem
-from app.schemas import DatasetOut, ModelOut
-from models import data as zoo_data
+from app.schemas import ModelOut
 from models.family import Family
 from models.registry import REGISTRY
 
@@ -36,27 +35,3 @@ def get_model(name: str, _: CurrentPrincipal) -> ModelOut:
     if family is None:
         raise Problem(404, f"no model {name!r}; see GET /v1/models")
     return model_out(family)
-
-
-@router.get("/datasets", response_model=list[DatasetOut])
-def list_datasets(_: CurrentPrincipal) -> list[DatasetOut]:
-    return [
-        DatasetOut(id=name, name=name, kind="builtin", description=desc)
-        for name, desc in zoo_data.catalog().items()
-    ]
-
-
-@router.get("/datasets/{dataset_id}", response_model=DatasetOut)
-def get_dataset(dataset_id: str, _: CurrentPrincipal) -> DatasetOut:
-    desc = zoo_data.catalog().get(dataset_id)
-    if desc is None:
-        raise Problem(404, f"no dataset {dataset_id!r}")
-    ds = zoo_data.load(dataset_id)
-    return DatasetOut(
-        id=dataset_id,
-        name=dataset_id,
-        kind="builtin",
-        description=desc,
-        task=ds.info.task,
-        shape=[ds.info.n_train, *ds.info.input_shape],
-    )

@@ -25,6 +25,7 @@ from fastapi.responses import JSONResponse, Response
 from app.api.deps import CurrentPrincipal, SessionDep, owned_job
 from app.api.inference import loaded_model, parse_inputs, require
 from app.config import get_settings
+from app.datasets import load_dataset
 from app.db.models import Job
 from app.inference import Loaded, to_jsonable
 from app.limits import INFERENCE_LIMITER
@@ -32,7 +33,7 @@ from app.plots import coverage_png, reliability_png, uncertainty_png
 from app.problems import Problem
 from app.schemas import AcquireOut, AcquireRequest, CalibrationOut
 from models import calibration as cal
-from models.data import Dataset, load
+from models.data import Dataset
 from models.family import Capability
 
 router = APIRouter(prefix="/v1/jobs", tags=["evaluation"])
@@ -50,10 +51,10 @@ class PNGResponse(Response):
 
 
 def job_dataset(job: Job) -> Dataset:
-    """The data a job trained on. Built-ins only so far; uploaded datasets plug in here."""
+    """The data a job trained on: a built-in, or the owner's upload from the database."""
     try:
-        return load(job.dataset)
-    except KeyError:
+        return load_dataset(job.dataset)
+    except (KeyError, LookupError):
         raise Problem(409, f"dataset {job.dataset!r} of job {job.id} is not available") from None
 
 

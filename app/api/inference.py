@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import time
 from statistics import NormalDist
 from typing import Annotated, Any
@@ -72,16 +73,18 @@ def parse_inputs(raw: list[Any], shape: tuple[int, ...], field: str = "inputs") 
             errors=[{"path": field, "message": "too many inputs", "type": "too_long"}],
         )
     flat = shape == (1,)
+    x = np.empty((len(raw), *shape), dtype=np.float64)
     for i, item in enumerate(raw):
         if flat and isinstance(item, (int, float)) and not isinstance(item, bool):
+            x[i] = float(item) if abs(item) < 1e300 else math.inf  # refused below
             continue
         try:
-            arr = np.asarray(item, dtype=np.float64)
-        except (TypeError, ValueError):
+            arr = np.asarray(item, dtype=np.float64)  # None becomes NaN: refused below
+        except (TypeError, ValueError, OverflowError):
             raise bad("not a number or an array of numbers", f"{field}[{i}]") from None
         if arr.shape != shape:
             raise bad(f"shape {list(arr.shape)}, expected {list(shape)}", f"{field}[{i}]")
-    x = np.asarray(raw, dtype=np.float64).reshape((len(raw), *shape))
+        x[i] = arr
     with np.errstate(over="ignore"):
         x32 = x.astype(np.float32)
     bad_rows = np.where(~np.isfinite(x32.reshape(len(raw), -1)).all(axis=1))[0]

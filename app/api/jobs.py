@@ -23,6 +23,7 @@ from starlette.concurrency import run_in_threadpool
 
 from app.api.deps import CurrentPrincipal, SessionDep, owned_job
 from app.auth import Principal
+from app.datasets import job_data_info
 from app.db.models import Checkpoint, Job, JobEvent, Metric, new_id, utcnow
 from app.db.ops import add_event, checkpoint_ok
 from app.db.session import get_sessionmaker
@@ -118,7 +119,8 @@ def create_job(
         if existing is not None:
             return _replay(existing, digest), False
     check_active_jobs(session, principal.owner)
-    check_model_size(spec.model, spec.dataset, spec.params)
+    info = job_data_info(session, principal.owner, spec.dataset)  # an upload must be theirs
+    check_model_size(spec.model, info, spec.params)
     job = Job(
         id=new_id("job"),
         owner=principal.owner,

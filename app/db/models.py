@@ -148,3 +148,32 @@ class JobEvent(Base):
     kind: Mapped[str] = mapped_column(String(16))
     data: Mapped[dict[str, Any]] = mapped_column(JSON)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class Dataset(Base):
+    """A user's upload, validated; ``data`` is the canonical float32 ``.npz`` (no pickle).
+
+    Stored in the database, like checkpoints, so a worker on another host needs only the
+    database URL to train on it.
+    """
+
+    __tablename__ = "datasets"
+    __table_args__ = (Index("ix_datasets_owner_created", "owner", "created_at", "id"),)
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    owner: Mapped[str] = mapped_column(String(64))
+    name: Mapped[str] = mapped_column(String(200))
+    kind: Mapped[str] = mapped_column(String(16))  # table (CSV) | arrays (NPZ)
+    task: Mapped[str] = mapped_column(String(16))  # regression | classification
+    n_rows: Mapped[int] = mapped_column(Integer)
+    input_shape: Mapped[list[int]] = mapped_column(JSON)
+    target_dim: Mapped[int] = mapped_column(Integer)
+    n_classes: Mapped[int | None] = mapped_column(Integer, default=None)
+    classes: Mapped[list[str] | None] = mapped_column(JSON, default=None)
+    target: Mapped[str | None] = mapped_column(String(200), default=None)
+    features: Mapped[list[str]] = mapped_column(JSON)
+    split_seed: Mapped[int] = mapped_column(BigInteger)
+    sha256: Mapped[str] = mapped_column(String(64))  # of the uploaded file
+    size_bytes: Mapped[int] = mapped_column(BigInteger)  # of the uploaded file
+    data: Mapped[bytes] = mapped_column(LargeBinary, deferred=True)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)

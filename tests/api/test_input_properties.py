@@ -7,7 +7,7 @@ import math
 from typing import Any
 
 from fastapi.exceptions import RequestValidationError
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 from pydantic import ValidationError
 
@@ -25,6 +25,8 @@ FAST = settings(max_examples=300, deadline=None, suppress_health_check=list(Heal
 
 @FAST
 @given(raw=st.lists(JSON, max_size=6), width=st.sampled_from([1, 2, 3]))
+@example(raw=[0, [None]], width=1)  # a number beside a ragged row: was a ValueError (500)
+@example(raw=[10**400], width=1)  # beyond any float
 def test_inputs_parse_or_name_the_bad_one(raw: list[Any], width: int) -> None:
     try:
         x = parse_inputs(raw, (width,))

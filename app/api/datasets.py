@@ -1,0 +1,158 @@
+"""Datasets: the built-ins and the caller's uploads (CSV tables, NPZ arrays).
+
+An upload is validated in full (``models.data.upload.parse``) before it is stored,
+and stored in the database as a canonical float32 ``.npz``; jobs name it by id.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from fastapi import APIRouter, File, Form, Path, Response, UploadFile
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+from app.api.deps import CurrentPrincipal, SessionDep
+from app.config import get_settings
+from app.datasets import owned_dataset, store
+from app.db.models import Dataset, Job
+from app.problems import Problem
+from app.schemas import DatasetOut
+from models import data as zoo_data
+from models.data.upload import UploadError, parse, split_sizes
+
+router = APIRouter(prefix="/v1/datasets", tags=["datasets"])
+DatasetId = Annotated[str, Path(max_length=64)]
+
+
+def upload_out(row: Dataset) -> DatasetOut:
+    n_train, n_val, n_test = split_sizes(row.n_rows)
+    return DatasetOut(
+        id=row.id,
+        name=row.name,
+        kind=row.kind,
+        description=f"upload ({'CSV' if row.kind == 'table' else 'NPZ'}), {row.task}",
+        task=row.task,
+        shape=[row.n_rows, *row.input_shape],
+        n_rows=row.n_rows,
+        n_features=len(row.features),
+        target=row.target,
+        features=row.features,
+        classes=row.classes,
+        splits={"train": n_train, "val": n_val, "test": n_test},
+        sha256=row.sha256,
+        size_bytes=row.size_bytes,
+        created_at=row.created_at,
+    )
+
+
+def _uploads(session: Session, owner: str) -> list[Dataset]:
+    q = select(Dataset).where(Dataset.owner == owner)
+    return list(session.scalars(q.order_by(Dataset.created_at.desc(), Dataset.id.desc())).all())
+
+
+@router.get("", response_model=list[DatasetOut])
+def list_datasets(principal: CurrentPrincipal, session: SessionDep) -> list[DatasetOut]:
+    """The built-ins, then the caller's uploads (newest first)."""
+    builtins = [
+        DatasetOut(id=name, name=name, kind="builtin", description=desc)
+        for name, desc in zoo_data.catalog().items()
+    ]
+    return builtins + [upload_out(row) for row in _uploads(session, principal.owner)]
+
+
+@router.post("", status_code=201, response_model=DatasetOut)
+def upload_dataset(
+    principal: CurrentPrincipal,
+    session: SessionDep,
+    response: Response,
+    file: Annotated[UploadFile, File(description="a .csv table with a header row, or an .npz")],
+    name: Annotated[str, Form(min_length=1, max_length=200, description="a label for you")],
+    target: Annotated[
+        str | None, Form(min_length=1, max_length=200, description="CSV: the column to predict")
+    ] = None,
+    task: Annotated[
+        Literal["regression", "classification"] | None,
+        Form(
+            description="default: classification for integer or text targets with few "
+            "distinct values, else regression"
+        ),
+    ] = None,
+) -> DatasetOut:
+    """Upload a dataset; it is validated in full before it is stored (413 past
+    ``DEEPZOO_MAX_UPLOAD_MB``, 422 naming the field at fault)."""
+    settings = get_settings()
+    label = name.strip()
+    if not label or not label.isprintable():
+        raise _field_problem(422, "name", "name must be printable text, not blank")
+    limit = settings.max_upload_mb * 1024 * 1024
+    blob = file.file.read(limit + 1)  # spooled to disk by the multipart parser, not memory
+    if len(blob) > limit:
+        raise _field_problem(413, "file", f"the file is over {settings.max_upload_mb} MiB")
+    count = session.scalar(select(func.count()).where(Dataset.owner == principal.owner)) or 0
+    if count >= settings.max_datasets:
+        raise Problem(409, f"at most {settings.max_datasets} uploads per owner; delete one")
+    try:
+        parsed = parse(blob, target=target.strip() if target else None, task=task)
+    except UploadError as exc:
+        raise _field_problem(exc.status, exc.field, exc.message) from None
+    row = store(session, principal.owner, label, blob, parsed)
+    session.commit()
+    response.headers["Location"] = f"/v1/datasets/{row.id}"
+    return upload_out(row)
+
+
+@router.get("/{dataset_id}", response_model=DatasetOut)
+def get_dataset(
+    dataset_id: DatasetId, principal: CurrentPrincipal, session: SessionDep
+) -> DatasetOut:
+    """A built-in with its task and shape, or one of the caller's uploads."""
+    desc = zoo_data.catalog().get(dataset_id)
+    if desc is not None:
+        info = zoo_data.load(dataset_id).info
+        return DatasetOut(
+            id=dataset_id,
+            name=dataset_id,
+            kind="builtin",
+            description=desc,
+            task=info.task,
+            shape=[info.n_train, *info.input_shape],
+        )
+    row = owned_dataset(session, principal.owner, dataset_id)
+    if row is None:
+        raise Problem(404, f"no dataset {dataset_id!r}")
+    return upload_out(row)
+
+
+@router.delete("/{dataset_id}", status_code=204)
+def delete_dataset(
+    dataset_id: DatasetId, principal: CurrentPrincipal, session: SessionDep
+) -> Response:
+    """Delete an upload. 409 while a queued or running job trains on it; finished jobs
+    keep their checkpoints and still predict (they hold the data's shape, not the data)."""
+    if dataset_id in zoo_data.catalog():
+        raise Problem(409, f"{dataset_id!r} is built in; only uploads can be deleted")
+    row = owned_dataset(session, principal.owner, dataset_id)
+    if row is None:
+        raise Problem(404, f"no dataset {dataset_id!r}")
+    active = session.scalars(
+        select(Job.id).where(
+            Job.owner == principal.owner,
+            Job.dataset == row.id,
+            Job.status.in_(("queued", "running")),
+        )
+    ).all()
+    if active:
+        raise Problem(
+            409, f"jobs {', '.join(active[:5])} are queued or running on it: cancel them first"
+        )
+    session.delete(row)
+    session.commit()
+    return Response(status_code=204)
+
+
+def _field_problem(status: int, path: str, message: str) -> Problem:
+    kind = "too_large" if status == 413 else "value_error"
+    return Problem(
+        status, f"{path}: {message}", errors=[{"path": path, "message": message, "type": kind}]
+    )

@@ -1,0 +1,96 @@
+"""Datasets for jobs: built-ins by name, users' uploads by id (``ds_…``) from the database.
+
+The API stores uploads here after ``models.data.upload.parse`` validated them; the
+runner loads a job's data through ``load_dataset``, so a worker on another host needs
+only the database URL.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+
+from sqlalchemy.orm import Session
+
+from app.db.models import Dataset, new_id
+from app.db.session import session_scope
+from app.problems import Problem
+from models import data as zoo_data
+from models.data import Task
+from models.data.upload import UPLOAD_ID, Parsed, load_upload, upload_info
+
+_UPLOAD_RE = re.compile(UPLOAD_ID)
+
+
+def is_upload_id(name: str) -> bool:
+    return bool(_UPLOAD_RE.match(name))
+
+
+def store(session: Session, owner: str, name: str, blob: bytes, parsed: Parsed) -> Dataset:
+    digest = hashlib.sha256(blob).hexdigest()
+    row = Dataset(
+        id=new_id("ds"),
+        owner=owner,
+        name=name,
+        kind=parsed.kind,
+        task=parsed.task,
+        n_rows=len(parsed.x),
+        input_shape=list(parsed.x.shape[1:]),
+        target_dim=1 if parsed.y.ndim == 1 else int(parsed.y.shape[1]),
+        n_classes=parsed.n_classes,
+        classes=parsed.classes,
+        target=parsed.target,
+        features=parsed.features,
+        # the same file gets the same split, whoever uploads it and however often
+        split_seed=int(digest[:15], 16),
+        sha256=digest,
+        size_bytes=len(blob),
+        data=parsed.canonical(),
+    )
+    session.add(row)
+    session.flush()
+    return row
+
+
+def owned_dataset(session: Session, owner: str, dataset_id: str) -> Dataset | None:
+    row = session.get(Dataset, dataset_id) if is_upload_id(dataset_id) else None
+    return row if row is not None and row.owner == owner else None
+
+
+def info_of(row: Dataset) -> zoo_data.DataInfo:
+    task: Task = "classification" if row.task == "classification" else "regression"
+    return upload_info(
+        row.id, task, row.n_rows, tuple(row.input_shape), row.target_dim, row.n_classes
+    )
+
+
+def job_data_info(session: Session, owner: str, dataset: str) -> zoo_data.DataInfo:
+    """The DataInfo a job on ``dataset`` builds its model from; an upload must be the
+    caller's (422 naming ``dataset`` otherwise: another owner's upload is not revealed)."""
+    if not is_upload_id(dataset):
+        return zoo_data.load(dataset).info
+    row = owned_dataset(session, owner, dataset)
+    if row is None:
+        raise Problem(
+            422,
+            f"dataset: no upload {dataset!r}; see GET /v1/datasets",
+            errors=[{"path": "dataset", "message": "no such upload", "type": "not_found"}],
+        )
+    return info_of(row)
+
+
+def load_dataset(name: str) -> zoo_data.Dataset:
+    """A job's data: a built-in (cached per process) or an upload read from the database."""
+    if not is_upload_id(name):
+        return zoo_data.load(name)
+    with session_scope() as s:
+        row = s.get(Dataset, name)
+        if row is None:
+            raise LookupError(f"dataset {name} was deleted")
+        return load_upload(
+            row.data,
+            name=row.id,
+            task=row.task,  # type: ignore[arg-type]
+            n_classes=row.n_classes,
+            seed=row.split_seed,
+        )
