@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import math
 import threading
 import time
@@ -16,6 +17,8 @@ from app.db.models import Job
 from app.problems import Problem
 from models.data import DataInfo, load
 from models.registry import get_family
+
+log = logging.getLogger("deepzoo.limits")
 
 
 def check_active_jobs(session: Session, owner: str) -> None:
@@ -63,31 +66,92 @@ def check_model_size(model: str, dataset: str | DataInfo, params: Any) -> None:
         )
 
 
+# One token bucket per key in Redis, so every API replica draws on the same bucket.
+# KEYS[1] = bucket; ARGV = rate, burst, now (s); returns {allowed, tokens left}.
+_BUCKET_LUA = """
+local rate, burst, now = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
+local state = redis.call('HMGET', KEYS[1], 'tokens', 'ts')
+local tokens, ts = tonumber(state[1]) or burst, tonumber(state[2]) or now
+tokens = math.min(burst, tokens + math.max(0, now - ts) * rate)
+local allowed = 0
+if tokens >= 1 then
+  tokens = tokens - 1
+  allowed = 1
+end
+redis.call('HSET', KEYS[1], 'tokens', tostring(tokens), 'ts', tostring(now))
+redis.call('PEXPIRE', KEYS[1], math.ceil(burst / rate * 1000) + 1000)
+return {allowed, tostring(tokens)}
+"""
+
+
 class RateLimiter:
-    """A token bucket per API key: ``rate`` requests a second, bursts of ``burst``."""
+    """A token bucket per API key: ``rate`` requests a second, bursts of ``burst``.
+
+    The buckets live in Redis (the broker), shared by every API process behind a load
+    balancer; one short Lua script per request takes a token atomically. Should Redis be
+    unreachable, each process falls back to a bucket of its own for a few seconds rather
+    than refusing inference or letting it run unlimited.
+    """
+
+    RETRY_REDIS_SECONDS = 5.0
 
     def __init__(self) -> None:
         self._buckets: dict[str, tuple[float, float]] = {}  # key -> (tokens, last time)
         self._lock = threading.Lock()
+        self._redis: Any = None
+        self._script: Any = None
+        self._redis_url: str | None = None
+        self._redis_down_until = 0.0
 
     def take(self, key: str) -> None:
         settings = get_settings()
         rate, burst = settings.inference_rate, settings.inference_burst
+        tokens = self._take_shared(key, rate, burst, settings.resolved_broker_url)
+        if tokens is None:
+            tokens = self._take_local(key, rate, burst)
+        if tokens < 0:
+            wait = math.ceil(-tokens / rate)  # until the missing part of a token refills
+            raise Problem(
+                429,
+                f"inference rate limit: {rate:g} requests a second per key",
+                headers={"Retry-After": str(max(1, wait))},
+            )
+
+    # The two take the token when there is one and return the tokens left; without one
+    # they return -(the fraction of a token missing) - that is, a negative number.
+    def _take_shared(self, key: str, rate: float, burst: int, url: str) -> float | None:
+        if time.monotonic() < self._redis_down_until or not url.startswith(("redis", "rediss")):
+            return None
+        try:
+            if self._redis is None or self._redis_url != url:
+                import redis
+
+                self._redis = redis.Redis.from_url(
+                    url, socket_timeout=0.5, socket_connect_timeout=0.5
+                )
+                self._script = self._redis.register_script(_BUCKET_LUA)
+                self._redis_url = url
+            allowed, left = self._script(
+                keys=[f"deepzoo:rate:{key}"], args=[rate, burst, time.time()]
+            )
+        except Exception as exc:  # redis.RedisError, or a broker that is not Redis
+            self._redis_down_until = time.monotonic() + self.RETRY_REDIS_SECONDS
+            log.warning("rate limiter: Redis unavailable (%s); per-process buckets for now", exc)
+            return None
+        return float(left) if int(allowed) else float(left) - 1.0
+
+    def _take_local(self, key: str, rate: float, burst: int) -> float:
         now = time.monotonic()
         with self._lock:
             tokens, last = self._buckets.get(key, (float(burst), now))
             tokens = min(float(burst), tokens + (now - last) * rate)
             if tokens < 1.0:
                 self._buckets[key] = (tokens, now)
-                wait = math.ceil((1.0 - tokens) / rate)
-                raise Problem(
-                    429,
-                    f"inference rate limit: {rate:g} requests a second per key",
-                    headers={"Retry-After": str(max(1, wait))},
-                )
+                return tokens - 1.0
             self._buckets[key] = (tokens - 1.0, now)
             if len(self._buckets) > 100_000:
                 self._buckets.clear()
+            return tokens - 1.0
 
 
 INFERENCE_LIMITER = RateLimiter()

@@ -6,7 +6,8 @@ import pytest
 from fastapi.testclient import TestClient
 
 from app.config import get_settings
-from app.limits import count_parameters
+from app.limits import RateLimiter, count_parameters
+from app.problems import Problem
 from models.registry import get_family
 
 SPEC = {"model": "mlp", "dataset": "moons", "params": {"hidden": [8]}, "train": {"epochs": 1}}
@@ -59,3 +60,38 @@ def test_params_the_dataset_cannot_take_are_a_422_not_a_500(client: TestClient) 
     r = client.post("/v1/jobs", json=spec)
     assert r.status_code == 422, r.text
     assert r.json()["errors"][0]["path"] == "params" and "one weight per task" in r.text
+
+
+def test_api_replicas_share_one_bucket_per_key(
+    api_env: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Two limiters, as two API processes behind a load balancer, on the same Redis."""
+    monkeypatch.setenv("DEEPZOO_INFERENCE_RATE", "0.01")
+    monkeypatch.setenv("DEEPZOO_INFERENCE_BURST", "3")
+    get_settings.cache_clear()
+    a, b = RateLimiter(), RateLimiter()
+    a.take("key_1")
+    b.take("key_1")
+    a.take("key_1")
+    with pytest.raises(Problem) as refused:
+        b.take("key_1")  # the fourth request in the burst, whichever replica serves it
+    assert refused.value.status == 429
+    assert int(refused.value.headers["Retry-After"]) >= 99  # one token at 0.01/s
+    b.take("key_2")  # another key has its own bucket
+
+
+def test_limiter_falls_back_to_a_local_bucket_without_redis(
+    api_env: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from tests.stack import free_port
+
+    monkeypatch.setenv("DEEPZOO_BROKER_URL", f"redis://127.0.0.1:{free_port()}/0")  # nothing
+    monkeypatch.setenv("DEEPZOO_INFERENCE_RATE", "0.01")
+    monkeypatch.setenv("DEEPZOO_INFERENCE_BURST", "2")
+    get_settings.cache_clear()
+    limiter = RateLimiter()
+    limiter.take("key_1")
+    limiter.take("key_1")
+    with pytest.raises(Problem) as refused:
+        limiter.take("key_1")
+    assert refused.value.status == 429
