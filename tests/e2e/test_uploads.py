@@ -51,6 +51,17 @@ def test_upload_train_predict(stack: Stack) -> None:
     assert all(v > 0 for v in np.array(out["epistemic_var"]).ravel())
     bad = stack.client.post(f"/v1/jobs/{job['id']}/predict", json={"inputs": [[1.0, 2.0]]})
     assert bad.status_code == 422 and bad.json()["errors"][0]["path"] == "inputs[0]"
+    # calibration on the upload's test split, stored as metrics of the served checkpoint
+    assert {"cal_nll", "cal_rmse", "cal_coverage_95", "cal_width_95"} <= set(done["metrics"])
+    # active learning on the user's own feature space: far-out houses first
+    pool = [[3, 120.0, 1], [2, 80.0, 0], [9, 2000.0, 1], [3, 110.0, 1]]
+    r = stack.client.post(
+        f"/v1/jobs/{job['id']}/acquire", json={"pool": pool, "k": 2, "strategy": "variance"}
+    )
+    assert r.status_code == 200, r.text
+    items = r.json()["items"]
+    assert len(items) == 2 and items[0]["score"] >= items[1]["score"]
+    assert items[0]["index"] == 2 and items[0]["input"] == pool[2]
 
     # the same file's integer column as a classification target: probs over its classes
     up = stack.client.post(
@@ -67,6 +78,26 @@ def test_upload_train_predict(stack: Stack) -> None:
     assert done["status"] == "succeeded", done["error"]
     r = stack.client.post(f"/v1/jobs/{job['id']}/predict", json={"inputs": [[3, 120.0, 0.5]]})
     assert r.status_code == 200 and len(r.json()["probs"][0]) == 2
+
+    # a deep ensemble on the same upload: BALD ranks a pool by the members' disagreement
+    ens = stack.post_job(
+        {
+            "model": "ensemble",
+            "dataset": kinds["id"],
+            "params": {"members": 3, "hidden": [8]},
+            "train": {"epochs": 3},
+        }
+    )
+    done = stack.wait_status(ens["id"], {"succeeded", "failed"}, timeout=120)
+    assert done["status"] == "succeeded", done["error"]
+    assert {"cal_nll", "cal_accuracy", "cal_brier", "cal_ece"} <= set(done["metrics"])
+    pool = [[3, 120.0, 0.5], [1, 40.0, 0.0], [5, 99.0, 1.0]]
+    r = stack.client.post(
+        f"/v1/jobs/{ens['id']}/acquire", json={"pool": pool, "k": 3, "strategy": "bald"}
+    )
+    assert r.status_code == 200, r.text
+    scores = [item["score"] for item in r.json()["items"]]
+    assert scores == sorted(scores, reverse=True) and all(v >= 0 for v in scores)
 
     # a finished job keeps predicting after its dataset is deleted
     assert stack.client.delete(f"/v1/datasets/{kinds['id']}").status_code == 204
