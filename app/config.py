@@ -38,6 +38,8 @@ class Settings(BaseSettings):
     queued_resend_seconds: Annotated[float, Field(gt=0)] = 60.0
     max_attempts: Annotated[int, Field(ge=1, le=10)] = 3
     max_mc_samples: Annotated[int, Field(ge=1)] = 1_000
+    max_samples: Annotated[int, Field(ge=1, description="samples per request")] = 10_000
+    max_importance_samples: Annotated[int, Field(ge=1, description="log-prob k")] = 5_000
     max_inputs: Annotated[int, Field(ge=1)] = 10_000
     max_job_minutes: Annotated[int, Field(ge=1)] = 24 * 60
     max_active_jobs: Annotated[int, Field(ge=1, description="queued + running per owner")] = 50

@@ -15,7 +15,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from app import problems
-from app.api import catalog, datasets, evaluation, health, inference, jobs, keys
+from app.api import catalog, datasets, evaluation, generative, health, inference, jobs, keys
 from app.auth import bootstrap_admin
 from app.config import Settings, get_settings
 from app.db.session import session_scope
@@ -144,7 +144,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     problems.install(app)
     v1_errors = problems.problem_responses(401, 403, 404, 409, 413, 422, 429)
-    routers = (catalog, datasets, jobs, inference, evaluation, keys)
+    routers = (catalog, datasets, jobs, inference, evaluation, generative, keys)
     for router in (r.router for r in routers):
         app.include_router(router, responses=v1_errors)
     app.include_router(health.router, responses=problems.problem_responses(503))

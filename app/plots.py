@@ -139,3 +139,64 @@ def coverage_png(curve: Sequence[dict[str, float]], *, title: str) -> bytes:
     ax.grid(alpha=0.25)
     ax.set_title(title, fontsize=10)
     return _png(fig)
+
+
+def image_grid_png(
+    images: np.ndarray, *, value_max: float, title: str, cols: int | None = None
+) -> bytes:
+    """Images (n, C, H, W) in 0..value_max as one grid, grey (C = 1) or colour (C = 3)."""
+    n = len(images)
+    cols = cols or max(1, int(np.ceil(np.sqrt(n))))
+    rows = int(np.ceil(n / cols))
+    fig = _figure(max(2.0, 0.9 * cols), max(2.0, 0.9 * rows + 0.4))
+    fig.suptitle(title, fontsize=9)
+    axes = np.atleast_1d(fig.subplots(rows, cols, squeeze=False)).ravel()
+    for ax in axes:
+        ax.set_axis_off()
+    for ax, img in zip(axes, images, strict=False):
+        img = np.clip(img / (value_max or 1.0), 0.0, 1.0)
+        if img.shape[0] == 1:
+            ax.imshow(img[0], cmap="gray", vmin=0.0, vmax=1.0, interpolation="nearest")
+        else:
+            ax.imshow(np.moveaxis(img, 0, -1), interpolation="nearest")
+    return _png(fig)
+
+
+def scatter_png(
+    samples: np.ndarray, *, data: np.ndarray, modes: np.ndarray | None, title: str
+) -> bytes:
+    """2-D samples (orange) over the training data (grey), with the true modes (×) if known."""
+    fig = _figure(6.0, 6.0)
+    ax = fig.subplots()
+    ax.scatter(data[:, 0], data[:, 1], s=3, c="#999999", alpha=0.35, lw=0, label="training data")
+    ax.scatter(samples[:, 0], samples[:, 1], s=5, c="#e8590c", alpha=0.7, lw=0, label="samples")
+    if modes is not None:
+        ax.scatter(modes[:, 0], modes[:, 1], s=60, marker="x", c=MEAN, label="true modes")
+    _square_limits(ax, np.concatenate([data, samples[np.isfinite(samples).all(1)]]))
+    ax.set_title(title, fontsize=9)
+    ax.legend(loc="upper right", fontsize=8, markerscale=2)
+    return _png(fig)
+
+
+def density_png(
+    xs: np.ndarray, ys: np.ndarray, log_p: np.ndarray, *, data: np.ndarray, title: str
+) -> bytes:
+    """The learned density exp(log p) on a grid (heat map) with the data on top."""
+    fig = _figure(6.4, 5.6)
+    ax = fig.subplots()
+    density = np.exp(np.clip(log_p, -50, 50))
+    mesh = ax.pcolormesh(xs, ys, density, shading="auto", cmap="magma")
+    fig.colorbar(mesh, ax=ax, label="p(x)")
+    ax.scatter(data[:, 0], data[:, 1], s=2, c="#7fdbff", alpha=0.4, lw=0, label="data")
+    ax.set_aspect("equal")
+    ax.set_title(title, fontsize=9)
+    ax.legend(loc="upper right", fontsize=8, markerscale=3)
+    return _png(fig)
+
+
+def _square_limits(ax: Any, points: np.ndarray) -> None:
+    lo, hi = points.min(0), points.max(0)
+    centre, half = (lo + hi) / 2, (hi - lo).max() / 2 * 1.1 + 1e-6
+    ax.set_xlim(centre[0] - half, centre[0] + half)
+    ax.set_ylim(centre[1] - half, centre[1] + half)
+    ax.set_aspect("equal")

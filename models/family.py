@@ -22,6 +22,7 @@ from torch import nn
 
 if TYPE_CHECKING:
     from models.data import DataInfo, Dataset
+    from models.generative import DecodeFn, EncodeFn, LogProbFn, SampleFn
 
 
 class Capability(enum.StrEnum):
@@ -97,7 +98,26 @@ class Family:
     predict: PredictFn | None = None
     # stochastic passes when a predict request does not say (1 for deterministic models)
     default_mc_samples: int = 1
+    # generative families (models/generative.py): sample, log_prob; latent-variable
+    # models also encode and decode (VAEs) or decode only (GANs: z -> x)
+    sample: SampleFn | None = None
+    log_prob: LogProbFn | None = None
+    encode: EncodeFn | None = None
+    decode: DecodeFn | None = None
+    latent_dim: Callable[[Any], int] | None = None  # params -> size of z, for decode
+    # importance samples for a bound when a log-prob request does not say
+    default_log_prob_k: int = 1
 
     def __post_init__(self) -> None:
-        if Capability.PREDICT in self.capabilities and self.predict is None:
-            raise TypeError(f"family {self.name!r} declares predict without a predict function")
+        needs = {
+            Capability.PREDICT: self.predict,
+            Capability.SAMPLE: self.sample,
+            Capability.LOG_PROB: self.log_prob,
+        }
+        for capability, fn in needs.items():
+            if capability in self.capabilities and fn is None:
+                raise TypeError(
+                    f"family {self.name!r} declares {capability.value} without its function"
+                )
+        if (self.decode is None) != (self.latent_dim is None):
+            raise TypeError(f"family {self.name!r}: decode and latent_dim go together")

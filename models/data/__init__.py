@@ -57,6 +57,13 @@ class DataInfo:
     n_classes: int | None  # classification only
     n_train: int
     tasks: tuple[TaskInfo, ...] = ()  # multitask only
+    # images: (channels, height, width) of each flattened example; None for other data
+    image_shape: tuple[int, ...] | None = None
+    # discrete data: each value is one of ``levels`` equally spaced levels from 0 to
+    # ``value_max`` (digits: 17 levels 0..16; mnist5k: 256 levels 0..1; binarised: 2).
+    # Generative models dequantise with it and report bits per dimension.
+    levels: int | None = None
+    value_max: float | None = None
 
     def task_list(self) -> tuple[TaskInfo, ...]:
         """The tasks; a single-task set reads as one task named after its kind."""
@@ -77,6 +84,10 @@ class DataInfo:
         }
         if self.tasks:
             d["tasks"] = [t.to_json() for t in self.tasks]
+        if self.image_shape is not None:
+            d["image_shape"] = list(self.image_shape)
+        if self.levels is not None:
+            d["levels"], d["value_max"] = self.levels, self.value_max
         return d
 
     @classmethod
@@ -89,6 +100,9 @@ class DataInfo:
             n_classes=None if d["n_classes"] is None else int(d["n_classes"]),  # type: ignore[call-overload]
             n_train=int(d["n_train"]),  # type: ignore[call-overload]
             tasks=tuple(TaskInfo.from_json(t) for t in d.get("tasks") or ()),  # type: ignore[attr-defined]
+            image_shape=tuple(d["image_shape"]) if d.get("image_shape") else None,  # type: ignore[arg-type]
+            levels=int(d["levels"]) if d.get("levels") else None,  # type: ignore[call-overload]
+            value_max=float(d["value_max"]) if d.get("value_max") is not None else None,  # type: ignore[arg-type]
         )
 
 
@@ -124,6 +138,8 @@ def split(
     test: float = 0.2,
     n_classes: int | None = None,
     tasks: tuple[TaskInfo, ...] = (),
+    image_shape: tuple[int, ...] | None = None,
+    levels: tuple[int, float] | None = None,
     description: str = "",
 ) -> Dataset:
     """Shuffle once with a fixed seed and cut into train / val / test."""
@@ -139,6 +155,8 @@ def split(
         (x[te], y[te]),
         n_classes=n_classes,
         tasks=tasks,
+        image_shape=image_shape,
+        levels=levels,
         description=description,
     )
 
@@ -152,9 +170,12 @@ def from_arrays(
     *,
     n_classes: int | None = None,
     tasks: tuple[TaskInfo, ...] = (),
+    image_shape: tuple[int, ...] | None = None,
+    levels: tuple[int, float] | None = None,
     description: str = "",
 ) -> Dataset:
-    """A Dataset from (x, y) arrays per split; ``tasks`` for a multitask set (see DataInfo)."""
+    """A Dataset from (x, y) arrays per split; ``tasks`` for a multitask set, ``image_shape``
+    and ``levels`` = (count, top value) for images and discrete data (see DataInfo)."""
     if (task == "multitask") != bool(tasks):
         raise ValueError("a multitask set lists its tasks, and only a multitask set does")
 
@@ -180,6 +201,9 @@ def from_arrays(
         n_classes=n_classes,
         n_train=len(train[0]),
         tasks=tasks,
+        image_shape=image_shape,
+        levels=None if levels is None else int(levels[0]),
+        value_max=None if levels is None else float(levels[1]),
     )
     return Dataset(
         info,

