@@ -14,6 +14,7 @@ from torch import nn
 from models.context import LocalContext
 from models.data import Dataset, load
 from models.family import Capability, Diverged, Family, Params
+from models.generative import SampleOptions
 from models.registry import REGISTRY
 from tests.models._helpers import TINY_PARAMS, RecordingContext, tiny
 
@@ -30,6 +31,26 @@ def predict(family: Family, module: nn.Module, x: torch.Tensor, t: int = 5) -> d
     assert family.predict is not None
     torch.manual_seed(123)  # MC dropout samples masks: same seed, same masks
     return family.predict(module, x, t)
+
+
+def infer(family: Family, module: nn.Module, x: torch.Tensor) -> dict[str, Any]:
+    """What the family answers at inference: predictions, or log p and seeded samples."""
+    if Capability.PREDICT in family.capabilities:
+        return predict(family, module, x)
+    out: dict[str, Any] = {}
+    if family.log_prob is not None:
+        out["log_prob"] = family.log_prob(module, x, None, 2).log_prob
+    if family.sample is not None:
+        out["samples"] = family.sample(module, SampleOptions(n=len(x), seed=5))
+    return out
+
+
+def check_generative_output(out: dict[str, Any], data: Dataset, n: int) -> None:
+    if "log_prob" in out:
+        assert out["log_prob"].shape == (n,) and torch.isfinite(out["log_prob"]).all()
+    if "samples" in out:
+        assert out["samples"].shape == (n, *data.info.input_shape)
+        assert torch.isfinite(out["samples"]).all()
 
 
 def check_predict_output(out: dict[str, Any], data: Dataset, n: int) -> None:
@@ -104,6 +125,8 @@ def test_build_and_predict_shapes_on_every_dataset(name: str, dataset: str) -> N
     module = fam.build(tiny_params(fam), data.info)
     if Capability.PREDICT in fam.capabilities:
         check_predict_output(predict(fam, module, data.x_test[:3]), data, 3)
+    else:
+        check_generative_output(infer(fam, module, data.x_test[:3]), data, 3)
 
 
 @pytest.mark.parametrize(("name", "dataset"), FIT_MATRIX)
@@ -125,9 +148,12 @@ def test_fit_checkpoint_round_trip(name: str, dataset: str) -> None:
     fresh = fam.build(params, data.info)
     fresh.load_state_dict(state["model"])
     x = data.x_test[:7]
-    a, b = predict(fam, module, x), predict(fam, fresh, x)
+    a, b = infer(fam, module, x), infer(fam, fresh, x)
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
-    check_predict_output(a, data, 7)
+    if Capability.PREDICT in fam.capabilities:
+        check_predict_output(a, data, 7)
+    else:
+        check_generative_output(a, data, 7)
 
 
 @pytest.mark.parametrize(
@@ -206,10 +232,15 @@ def test_should_stop_counting_steps_checkpoints_the_partial_epoch(name: str) -> 
 
 @pytest.mark.parametrize("name", list(REGISTRY))
 def test_non_finite_loss_raises_diverged(name: str) -> None:
-    fam, base = REGISTRY[name], tiny("sine_gap")
-    y = base.y_train.clone()
-    y[:] = float("nan")
-    data = Dataset(base.info, base.x_train, y, base.x_val, base.y_val, base.x_test, base.y_test)
+    fam = REGISTRY[name]
+    if Capability.PREDICT in fam.capabilities:
+        base = tiny("sine_gap")
+        x, y = base.x_train, base.y_train.clone()
+        y[:] = float("nan")
+    else:  # a generative family learns from the inputs alone
+        base = tiny("moons")
+        x, y = torch.full_like(base.x_train, float("nan")), base.y_train
+    data = Dataset(base.info, x, y, base.x_val, base.y_val, base.x_test, base.y_test)
     params = tiny_params(fam)
     with pytest.raises(Diverged, match=r"^diverged at step 1$") as err:
         fam.fit(fam.build(params, data.info), data, params, LocalContext(epochs=1))
