@@ -76,14 +76,14 @@ def target_log_density(target: TargetName, dataset: str) -> LogDensity:
 
 @cache
 def target_stats(target: TargetName, dataset: str) -> TargetStats:
-    """Exact moments of a mixture; quadrature on a 1,201² grid over [-6, 6]² otherwise."""
+    """Exact moments of a mixture; quadrature on a 1,601² grid over [-8, 8]² otherwise."""
     if target == "dataset":
         modes_fn, std = KNOWN_DATASETS[dataset]
         modes = torch.as_tensor(modes_fn(), dtype=torch.float64)
         var = float(modes.var(0, unbiased=False).sum()) + 2 * std**2
         m = modes.mean(0)
         return TargetStats(0.0, (float(m[0]), float(m[1])), var)
-    g = torch.linspace(-6, 6, 1201, dtype=torch.float64)
+    g = torch.linspace(-8, 8, 1601, dtype=torch.float64)
     h = float(g[1] - g[0])
     x = torch.stack(torch.meshgrid(g, g, indexing="ij"), -1).reshape(-1, 2)
     log_p = target_log_density(target, dataset)(x)

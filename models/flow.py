@@ -164,13 +164,15 @@ class Planar(Transform):
         super().__init__()
         w = torch.randn(dim) / math.sqrt(dim)
         # wᵀu = log(e − 1) gives û = 0: each layer starts near the identity
-        u = math.log(math.e - 1) * w / (w @ w) + 0.01 * torch.randn(dim)
+        u = math.log(math.e - 1 - 1e-4) * w / (w @ w) + 0.01 * torch.randn(dim)
         self.u, self.w, self.b = nn.Parameter(u), nn.Parameter(w), nn.Parameter(torch.zeros(()))
 
     def u_hat(self) -> Tensor:
-        """û with wᵀû = −1 + softplus(wᵀu) > −1: f is invertible."""
+        """û with wᵀû = −1 + softplus(wᵀu) > −1: f is invertible. (The 1e-4 keeps the
+        bound strict in float32, where softplus of a very negative wᵀu is 0.)"""
         wu = self.w @ self.u
-        return self.u + (F.softplus(wu) - 1 - wu) * self.w / (self.w @ self.w + 1e-12)
+        m = F.softplus(wu) - 1 + 1e-4
+        return self.u + (m - wu) * self.w / (self.w @ self.w + 1e-12)
 
     def to_data(self, z: Tensor) -> tuple[Tensor, Tensor]:
         u = self.u_hat()
