@@ -191,7 +191,7 @@ class Planar(Transform):
         return x - h[:, None] * u, -torch.log1p(kappa * (1 - h**2))
 
     @staticmethod
-    def _root(kappa: Tensor, b: Tensor, c: Tensor, iters: int = 60) -> Tensor:
+    def _root(kappa: Tensor, b: Tensor, c: Tensor, iters: int = 40) -> Tensor:
         """Bisection for α + κ tanh(α + b) = c: increasing in α, root in c ± |κ|."""
         c64, k64, b64 = c.double(), kappa.double(), b.double()
         lo, hi = c64 - k64.abs() - 1e-6, c64 + k64.abs() + 1e-6

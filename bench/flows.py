@@ -1,0 +1,136 @@
+"""Flows on moons and rings8: test NLL and wall time, ours against ``normflows``.
+
+Both sides get the same data, the same minibatches (one seeded index stream), Adam at the
+same learning rate, the same step budget, the same layer count and conditioner widths,
+one thread, run one after the other in this process. The loop is the plain training
+loop on both sides (no per-epoch validation), so the time is the model's. normflows'
+planar and radial flows have no inverse, so they cannot be trained by maximum likelihood
+there; ours (bisection along w, a quadratic in r) are reported alone.
+
+    python -m bench.flows                       # ~8 minutes on one thread
+    python -m bench.flows --steps 200 --dry-run # a quick check
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import time
+from collections.abc import Callable
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from bench.common import OUT, machine
+from models.data import load
+from models.flow import Flow, FlowParams, Standardize, nll_loss
+
+Loss = Callable[[Tensor], Tensor]
+
+
+def ours(
+    transform: str, layers: int, hidden: list[int], x_train: Tensor
+) -> tuple[nn.Module, Loss, Loss]:
+    flow = Flow(FlowParams(transform=transform, layers=layers, hidden=hidden), load("moons").info)
+    assert isinstance(flow.pre, Standardize)
+    flow.pre.shift.copy_(x_train.mean(0))
+    flow.pre.scale.copy_(x_train.std(0))
+    return flow, lambda x: nll_loss(flow, x), flow.log_density
+
+
+def theirs(transform: str, layers: int, hidden: list[int]) -> tuple[nn.Module, Loss, Loss]:
+    import normflows as nf
+
+    flows: list[nn.Module] = []
+    for _ in range(layers):
+        if transform == "realnvp":
+            net = nf.nets.MLP([1, *hidden, 2], init_zeros=True)
+            flows += [nf.flows.AffineCouplingBlock(net), nf.flows.Permute(2, mode="swap")]
+        else:  # maf: MADE with len(hidden) masked hidden layers of width hidden[0]
+            flows += [
+                nf.flows.MaskedAffineAutoregressive(
+                    2, hidden[0], num_blocks=len(hidden) - 1, use_residual_blocks=False
+                ),
+                nf.flows.Permute(2, mode="swap"),
+            ]
+    model = nf.NormalizingFlow(q0=nf.distributions.DiagGaussian(2), flows=flows)
+    return model, model.forward_kld, model.log_prob
+
+
+def train(
+    model: nn.Module, loss_fn: Loss, x: Tensor, steps: int, batch: int, lr: float, seed: int
+) -> tuple[float, float]:
+    """(seconds, final train loss) of ``steps`` Adam steps on seeded minibatches."""
+    gen = torch.Generator().manual_seed(seed)
+    opt = torch.optim.Adam(model.parameters(), lr=lr)
+    model.train()
+    start, loss = time.perf_counter(), torch.tensor(math.nan)
+    for _ in range(steps):
+        idx = torch.randint(len(x), (batch,), generator=gen)
+        loss = loss_fn(x[idx])
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+    return time.perf_counter() - start, float(loss.detach())
+
+
+def test_nll(log_prob: Loss, model: nn.Module, x: Tensor) -> float:
+    model.eval()
+    with torch.no_grad():
+        return float(-torch.cat([log_prob(xb) for xb in x.split(1000)]).mean())
+
+
+def run(args: argparse.Namespace) -> list[dict[str, Any]]:
+    rows: list[dict[str, Any]] = []
+    for dataset in args.datasets:
+        data = load(dataset)
+        x, x_test = data.x_train, data.x_test
+        for transform in args.transforms:
+            sides = ["deepzoo", "normflows"] if transform in ("realnvp", "maf") else ["deepzoo"]
+            for side in sides:
+                torch.manual_seed(args.seed)
+                if side == "deepzoo":
+                    model, loss_fn, log_prob = ours(transform, args.layers, args.hidden, x)
+                else:
+                    model, loss_fn, log_prob = theirs(transform, args.layers, args.hidden)
+                seconds, last = train(model, loss_fn, x, args.steps, args.batch, args.lr, args.seed)
+                row = {
+                    "dataset": dataset,
+                    "transform": transform,
+                    "library": side,
+                    "params": sum(p.numel() for p in model.parameters()),
+                    "test_nll": test_nll(log_prob, model, x_test),
+                    "train_loss_last": last,
+                    "seconds": seconds,
+                    "ms_per_step": 1000 * seconds / args.steps,
+                }
+                rows.append(row)
+                print(json.dumps(row), flush=True)
+    return rows
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--datasets", nargs="+", default=["moons", "rings8"])
+    p.add_argument("--transforms", nargs="+", default=["realnvp", "maf", "planar", "radial"])
+    p.add_argument("--layers", type=int, default=8)
+    p.add_argument("--hidden", type=int, nargs="+", default=[64, 64])
+    p.add_argument("--steps", type=int, default=1500)
+    p.add_argument("--batch", type=int, default=256)
+    p.add_argument("--lr", type=float, default=1e-3)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--dry-run", action="store_true", help="do not write bench/out/")
+    args = p.parse_args()
+    torch.set_num_threads(1)
+    rows = run(args)
+    if not args.dry_run:
+        OUT.mkdir(exist_ok=True)
+        out = {"config": vars(args), "machine": machine(), "rows": rows}
+        (OUT / "flows.json").write_text(json.dumps(out, indent=2))
+        print(f"wrote {OUT / 'flows.json'}")
+
+
+if __name__ == "__main__":
+    main()
