@@ -419,6 +419,11 @@ def standard_normal_log_prob(z: Tensor) -> Tensor:
 
 
 def build(params: FlowParams, info: DataInfo) -> Flow:
+    """The flow; params this dataset cannot take raise ``ValueError`` (the API's 422)."""
+    if params.objective == "reverse_kl":
+        if info.input_shape != (2,):
+            raise ValueError("reverse_kl fits a known 2-D target density: train it on a 2-D set")
+        target_log_density(params.target, info.name)  # a dataset without a known density
     return Flow(params, info)
 
 

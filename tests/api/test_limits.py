@@ -95,3 +95,14 @@ def test_limiter_falls_back_to_a_local_bucket_without_redis(
     with pytest.raises(Problem) as refused:
         limiter.take("key_1")
     assert refused.value.status == 429
+
+
+def test_reverse_kl_on_a_dataset_without_a_known_density_is_a_422(client: TestClient) -> None:
+    spec = {
+        "model": "flow",
+        "dataset": "moons",
+        "params": {"transform": "realnvp", "objective": "reverse_kl", "target": "dataset"},
+    }
+    r = client.post("/v1/jobs", json=spec)
+    assert r.status_code == 422, r.text
+    assert r.json()["errors"][0]["path"] == "params" and "known" in r.json()["detail"]
