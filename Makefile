@@ -46,9 +46,11 @@ format: $(DEV_STAMP)
 
 # benchmarks print side-by-side ratios; docs/benchmarks.md records the figures
 bench: $(DEV_STAMP)
+	$(BIN)/pip install --quiet -e '.[bench]'
 	$(BIN)/python -m bench.service_overhead --repeats 5
 	$(BIN)/python -m bench.queue_latency
 	$(BIN)/python -m bench.predict_latency
+	$(BIN)/python -m bench.vae
 
 clean:
 	rm -rf var .pytest_cache .mypy_cache .ruff_cache
