@@ -51,6 +51,7 @@ bench: $(DEV_STAMP)
 	$(BIN)/python -m bench.queue_latency
 	$(BIN)/python -m bench.predict_latency
 	$(BIN)/python -m bench.flows
+	$(BIN)/python -m bench.vae
 
 clean:
 	rm -rf var .pytest_cache .mypy_cache .ruff_cache

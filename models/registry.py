@@ -6,9 +6,16 @@ from models.family import Family
 
 
 def _families() -> dict[str, Family]:
-    from models import ensemble, flow, mc_dropout, mlp, multitask
+    from models import ensemble, flow, mc_dropout, mlp, multitask, vae
 
-    families = [mlp.FAMILY, mc_dropout.FAMILY, ensemble.FAMILY, multitask.FAMILY, flow.FAMILY]
+    families = [
+        mlp.FAMILY,
+        mc_dropout.FAMILY,
+        ensemble.FAMILY,
+        multitask.FAMILY,
+        flow.FAMILY,
+        vae.FAMILY,
+    ]
     return {f.name: f for f in families}
 
 

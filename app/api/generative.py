@@ -62,13 +62,14 @@ def _labels(
     return torch.tensor(raw, dtype=torch.int64)
 
 
-def _call(fn: Any, *args: Any) -> Any:
-    """Run a family function; its ``OptionError`` becomes a 422 naming the option."""
+def _call(fn: Any, *args: Any, field: str | None = None) -> Any:
+    """Run a family function; its ``OptionError`` becomes a 422 naming the option (or
+    ``field``: the query parameter a route turned into the family's argument)."""
     try:
         with torch.inference_mode():
             return fn(*args)
     except OptionError as exc:
-        raise _bad(exc.field, str(exc)) from None
+        raise _bad(field or exc.field, str(exc)) from None
 
 
 def _samples(item: Loaded, opts: SampleOptions) -> torch.Tensor:
@@ -251,15 +252,21 @@ def interpolate_png(
     principal: CurrentPrincipal,
     session: SessionDep,
     a: Annotated[
-        int, Query(ge=0, description="first end: a test-split index (encoder models) or a seed")
+        int,
+        Query(
+            ge=0,
+            le=2**63 - 1,
+            description="first end: a test-split index (encoder models) or a seed",
+        ),
     ] = 0,
-    b: Annotated[int, Query(ge=0, description="second end, likewise")] = 1,
+    b: Annotated[int, Query(ge=0, le=2**63 - 1, description="second end, likewise")] = 1,
     steps: Annotated[int, Query(ge=2, le=32, description="images along the path")] = 10,
     label: Annotated[int | None, Query(ge=0, description="class, for conditional models")] = None,
 ) -> PNGResponse:
     """A straight line in latent space, decoded. With an encoder (VAE) the ends are the
-    posterior means of test examples ``a`` and ``b``; without (GAN) they are the
-    latents drawn from seeds ``a`` and ``b``."""
+    posterior means of test examples ``a`` and ``b`` (a conditional model encodes them
+    with their own labels and decodes the path as class ``label``); without (GAN) they
+    are the latents drawn from seeds ``a`` and ``b``."""
     from app.plots import image_grid_png
 
     item = _model(session, principal, job_id)
@@ -270,22 +277,30 @@ def interpolate_png(
         raise Problem(409, f"interpolation is drawn for images; {info.name} holds none")
     job = owned_job(session, principal, job_id)
     dim = fam.latent_dim(fam.params(**job.spec["params"]))
-    labels = None if label is None else _labels(item, [label] * steps, steps, "label")
+    labels = None
+    if label is not None:
+        if info.n_classes is None or label >= info.n_classes:
+            raise _bad("label", f"label {label} is not a class of {info.name}")
+        labels = torch.full((steps,), label, dtype=torch.int64)
     if fam.encode is not None:
-        test = job_dataset(job).x_test
+        data = job_dataset(job)
+        test = data.x_test
         for field, i in (("a", a), ("b", b)):
             if i >= len(test):
                 raise _bad(field, f"the test split has {len(test)} examples")
-        ends = _call(fam.encode, item.module, test[[a, b]], None if labels is None else labels[:2])
+        own = None  # the ends' true classes, for an encoder q(z|x, y)
+        if label is not None and info.n_classes is not None:
+            own = data.y_test[[a, b]].long()
+        ends = _call(fam.encode, item.module, test[[a, b]], own, field="label")
         za, zb = ends["mean"][0].float(), ends["mean"][1].float()
-        how = f"test examples {a} → {b}"
+        how = f"test examples {a} → {b}" + ("" if label is None else f" as label {label}")
     else:
         za = torch.randn(dim, generator=torch.Generator().manual_seed(a))
         zb = torch.randn(dim, generator=torch.Generator().manual_seed(b))
         how = f"seeds {a} → {b}"
     t = torch.linspace(0, 1, steps)[:, None]
     z = (1 - t) * za.cpu() + t * zb.cpu()
-    x = _call(fam.decode, item.module, z, labels).detach().cpu().float()
+    x = _call(fam.decode, item.module, z, labels, field="label").detach().cpu().float()
     images = x.reshape(steps, *info.image_shape).numpy()
     title = f"{fam.name} on {info.name} · {how}"
     return PNGResponse(

@@ -18,6 +18,7 @@ TINY_PARAMS: dict[str, dict[str, Any]] = {
     "ensemble": {"members": 3, "hidden": [8, 8]},
     "multitask": {"hidden": [8]},
     "flow": {"transform": "realnvp", "layers": 2, "hidden": [8]},
+    "vae": {"hidden": [8], "z_dim": 2, "k_eval": 4, "grad_var_samples": 2},
 }
 
 

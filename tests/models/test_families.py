@@ -165,6 +165,8 @@ def test_fit_checkpoint_round_trip(name: str, dataset: str) -> None:
         ("ensemble", "moons"),
         ("ensemble", "sine_gap"),
         ("multitask", "multitask_synth"),
+        ("vae", "digits_bin"),
+        ("vae", "moons"),
     ],
 )
 def test_resume_continues_exactly_where_it_stopped(name: str, dataset: str) -> None:
