@@ -37,6 +37,7 @@ Rules:
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Iterable
 from typing import Annotated, Any, Literal
 
@@ -198,12 +199,14 @@ class Adam(_Rule):
         m, v = state["exp_avg"], state["exp_avg_sq"]
         m.mul_(b1).add_(g, alpha=1 - b1)  # m <- β1 m + (1-β1) g
         v.mul_(b2).addcmul_(g, g, value=1 - b2)  # v <- β2 v + (1-β2) g²
+        bc1, bc2 = 1.0, 1.0
         if group["bias_correction"]:
             t = int(state["step"])
-            m_hat, v_hat = m / (1 - b1**t), v / (1 - b2**t)
-        else:
-            m_hat, v_hat = m, v
-        p.addcdiv_(m_hat, v_hat.sqrt().add_(group["eps"]), value=-group["lr"])
+            bc1, bc2 = 1 - b1**t, 1 - b2**t
+        # w <- w - η m̂ / (√v̂ + ε) with m̂ = m/bc1, v̂ = v/bc2, as one temporary:
+        # (√v / √bc2 + ε) is the denominator and η/bc1 the step size (torch's arrangement)
+        denom = v.sqrt().div_(math.sqrt(bc2)).add_(group["eps"])
+        p.addcdiv_(m, denom, value=-group["lr"] / bc1)
 
 
 def build_optimizer(
