@@ -49,6 +49,7 @@ bench: $(DEV_STAMP)
 	$(BIN)/python -m bench.service_overhead --repeats 5
 	$(BIN)/python -m bench.queue_latency
 	$(BIN)/python -m bench.predict_latency
+	$(BIN)/python -m bench.uci_boston
 
 clean:
 	rm -rf var .pytest_cache .mypy_cache .ruff_cache
