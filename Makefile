@@ -52,6 +52,7 @@ bench: $(DEV_STAMP)
 	$(BIN)/python -m bench.predict_latency
 	$(BIN)/python -m bench.flows
 	$(BIN)/python -m bench.vae
+	$(BIN)/python -m bench.uci_boston
 
 clean:
 	rm -rf var .pytest_cache .mypy_cache .ruff_cache

@@ -31,7 +31,7 @@ from models.family import Capability, Context, Family, Params
 from models.layers import ActivationName, Normalizer, mlp_trunk, train_epochs
 from models.uncertainty import classification_summary, regression_summary
 
-PREDICTIVE_DATASETS = frozenset({"sine_gap", "diabetes", "moons", "digits", "mnist5k"})
+PREDICTIVE_DATASETS = frozenset({"sine_gap", "diabetes", "boston", "moons", "digits", "mnist5k"})
 
 Width = Annotated[int, Field(ge=1, le=4096)]
 

@@ -192,6 +192,24 @@ def checkerboard() -> Dataset:
     )
 
 
+@register(
+    "boston", "mlxtend's Boston housing: 506 tracts, 13 features, median home value in $1000s"
+)
+def boston() -> Dataset:
+    from mlxtend.data import boston_housing_data  # ships the arrays: no download
+
+    x, y = boston_housing_data()
+    return split(
+        "boston",
+        x,
+        y,
+        "regression",
+        seed=20240607,
+        description="Harrison & Rubinfeld 1978, the UCI set of the Bayesian deep learning "
+        "benchmarks (Hernández-Lobato & Adams 2015; Gal & Ghahramani 2016)",
+    )
+
+
 # multitask_synth: the generating noise of each task, so a test can hold the learned
 # task uncertainties against the truth. Regression: the noise standard deviation;
 # classification: the probability that the label is flipped.

@@ -11,6 +11,7 @@ from models.data import DataInfo, catalog, load
 EXPECTED = {
     "sine_gap": ("regression", 1, None, 700),
     "diabetes": ("regression", 10, None, 442),
+    "boston": ("regression", 13, None, 506),
     "moons": ("classification", 2, 2, 2000),
     "digits": ("classification", 64, 10, 1797),
     "mnist5k": ("classification", 784, 10, 5000),
@@ -49,7 +50,7 @@ def test_value_ranges() -> None:
     assert mnist.x_train.min() == 0 and mnist.x_train.max() == 1
 
 
-@pytest.mark.parametrize("name", ["diabetes", "moons", "digits"])
+@pytest.mark.parametrize("name", ["diabetes", "boston", "moons", "digits"])
 def test_splits_are_fixed(name: str) -> None:
     builder = load.__wrapped__  # bypass the per-process cache: build it again
     assert builder(name).sha256() == builder(name).sha256() == load(name).sha256()
