@@ -6,9 +6,9 @@ from models.family import Family
 
 
 def _families() -> dict[str, Family]:
-    from models import ensemble, mc_dropout, mlp, multitask
+    from models import ensemble, gan, mc_dropout, mlp, multitask
 
-    families = [mlp.FAMILY, mc_dropout.FAMILY, ensemble.FAMILY, multitask.FAMILY]
+    families = [mlp.FAMILY, mc_dropout.FAMILY, ensemble.FAMILY, multitask.FAMILY, gan.FAMILY]
     return {f.name: f for f in families}
 
 

@@ -17,6 +17,7 @@ TINY_PARAMS: dict[str, dict[str, Any]] = {
     "mc_dropout": {"hidden": [8, 8], "mc_samples_eval": 4},
     "ensemble": {"members": 3, "hidden": [8, 8]},
     "multitask": {"hidden": [8]},
+    "gan": {"hidden_g": [8], "hidden_d": [8], "latent_dim": 2, "conv_width": 4},
 }
 
 
@@ -37,6 +38,8 @@ def tiny(name: str, n_train: int = 160, n_eval: int = 40) -> Dataset:
         cut(d.x_test, d.y_test, n_eval),
         n_classes=info.n_classes,
         tasks=info.tasks,
+        image_shape=info.image_shape,
+        levels=None if info.levels is None else (info.levels, info.value_max or 1.0),
     )
 
 

@@ -14,6 +14,7 @@ from torch import nn
 from models.context import LocalContext
 from models.data import Dataset, load
 from models.family import Capability, Diverged, Family, Params
+from models.generative import SampleOptions
 from models.registry import REGISTRY
 from tests.models._helpers import TINY_PARAMS, RecordingContext, tiny
 
@@ -30,6 +31,15 @@ def predict(family: Family, module: nn.Module, x: torch.Tensor, t: int = 5) -> d
     assert family.predict is not None
     torch.manual_seed(123)  # MC dropout samples masks: same seed, same masks
     return family.predict(module, x, t)
+
+
+def outputs(family: Family, module: nn.Module, x: torch.Tensor) -> dict[str, Any]:
+    """What the family infers: predictions for ``x``, or (generative families) as many
+    samples from a fixed seed."""
+    if Capability.PREDICT in family.capabilities:
+        return predict(family, module, x)
+    assert family.sample is not None
+    return {"samples": family.sample(module, SampleOptions(n=len(x), seed=7))}
 
 
 def check_predict_output(out: dict[str, Any], data: Dataset, n: int) -> None:
@@ -125,9 +135,13 @@ def test_fit_checkpoint_round_trip(name: str, dataset: str) -> None:
     fresh = fam.build(params, data.info)
     fresh.load_state_dict(state["model"])
     x = data.x_test[:7]
-    a, b = predict(fam, module, x), predict(fam, fresh, x)
+    a, b = outputs(fam, module, x), outputs(fam, fresh, x)
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
-    check_predict_output(a, data, 7)
+    if Capability.PREDICT in fam.capabilities:
+        check_predict_output(a, data, 7)
+    else:
+        assert a["samples"].shape == (7, *data.info.input_shape)
+        assert torch.isfinite(a["samples"]).all()
 
 
 @pytest.mark.parametrize(
@@ -139,6 +153,8 @@ def test_fit_checkpoint_round_trip(name: str, dataset: str) -> None:
         ("ensemble", "moons"),
         ("ensemble", "sine_gap"),
         ("multitask", "multitask_synth"),
+        ("gan", "moons"),
+        ("gan", "digits"),
     ],
 )
 def test_resume_continues_exactly_where_it_stopped(name: str, dataset: str) -> None:
@@ -206,10 +222,16 @@ def test_should_stop_counting_steps_checkpoints_the_partial_epoch(name: str) -> 
 
 @pytest.mark.parametrize("name", list(REGISTRY))
 def test_non_finite_loss_raises_diverged(name: str) -> None:
-    fam, base = REGISTRY[name], tiny("sine_gap")
-    y = base.y_train.clone()
-    y[:] = float("nan")
-    data = Dataset(base.info, base.x_train, y, base.x_val, base.y_val, base.x_test, base.y_test)
+    fam = REGISTRY[name]
+    if Capability.PREDICT in fam.capabilities:
+        base = tiny("sine_gap")
+        x, y = base.x_train, base.y_train.clone()
+        y[:] = float("nan")
+    else:  # generative: the data itself is what the loss sees
+        base = tiny("moons")
+        x, y = base.x_train.clone(), base.y_train
+        x[:] = float("nan")
+    data = Dataset(base.info, x, y, base.x_val, base.y_val, base.x_test, base.y_test)
     params = tiny_params(fam)
     with pytest.raises(Diverged, match=r"^diverged at step 1$") as err:
         fam.fit(fam.build(params, data.info), data, params, LocalContext(epochs=1))
