@@ -458,7 +458,10 @@ def fit(module: nn.Module, data: Dataset, params: GANParams, ctx: Context) -> No
     while (epoch < ctx.epochs) if ctx.epochs is not None else (step < (ctx.steps or 0)):
         epoch += 1
         module.train()
-        batches = minibatches(len(x), ctx.batch_size, ctx.generator)
+        # a batch smaller than one pack would give D nothing to judge
+        batches = [
+            b for b in minibatches(len(x), ctx.batch_size, ctx.generator) if len(b) >= params.pack
+        ]
         d_losses: list[float] = []
         g_losses: list[tuple[float, float]] = []  # (loss, gradient norm)
         for start in range(0, len(batches), k):
