@@ -151,6 +151,7 @@ def run_all(jobs: list[Any], workers: int, log: Path) -> list[dict[str, Any]]:
             for j in jobs:
                 rows.append(run_one(j))
                 f.write(json.dumps(rows[-1]) + "\n")
+                f.flush()
     return rows
 
 
@@ -174,6 +175,7 @@ def pick_best(rows: list[dict[str, Any]]) -> str:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--seeds", type=int, default=10)
+    ap.add_argument("--first-seed", type=int, default=0, help="seeds first-seed … +seeds−1")
     ap.add_argument("--steps", type=int, default=3000, help="generator steps per run")
     ap.add_argument("--batch-size", type=int, default=256)
     ap.add_argument("--workers", type=int, default=1, help="parallel processes")
@@ -206,7 +208,7 @@ def main() -> None:
     print(f"configurations: {configs}", flush=True)
     jobs = [
         (d, c, s, a.steps, a.batch_size, {})
-        for s in range(a.seeds)
+        for s in range(a.first_seed, a.first_seed + a.seeds)
         for d in a.datasets
         for c in configs
     ]
