@@ -20,6 +20,9 @@ $(STAMP): pyproject.toml | $(BIN)/python
 
 $(DEV_STAMP): $(STAMP) pyproject.toml
 	$(BIN)/pip install --quiet -e '.[dev]'
+	# torchgan's functional losses, for tests comparing the GAN losses; --no-deps: it
+	# requires torchvision, which the tests avoid (they load losses/functional.py alone)
+	$(BIN)/pip install --quiet --no-deps torchgan==0.1.0
 	touch $@
 
 run: $(STAMP)

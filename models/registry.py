@@ -6,7 +6,7 @@ from models.family import Family
 
 
 def _families() -> dict[str, Family]:
-    from models import ensemble, flow, mc_dropout, mlp, multitask, vae
+    from models import ensemble, flow, gan, mc_dropout, mlp, multitask, vae
 
     families = [
         mlp.FAMILY,
@@ -15,6 +15,7 @@ def _families() -> dict[str, Family]:
         multitask.FAMILY,
         flow.FAMILY,
         vae.FAMILY,
+        gan.FAMILY,
     ]
     return {f.name: f for f in families}
 

@@ -19,6 +19,7 @@ TINY_PARAMS: dict[str, dict[str, Any]] = {
     "multitask": {"hidden": [8]},
     "flow": {"transform": "realnvp", "layers": 2, "hidden": [8]},
     "vae": {"hidden": [8], "z_dim": 2, "k_eval": 4, "grad_var_samples": 2},
+    "gan": {"hidden_g": [8], "hidden_d": [8], "latent_dim": 2, "conv_width": 4},
 }
 
 

@@ -167,6 +167,8 @@ def test_fit_checkpoint_round_trip(name: str, dataset: str) -> None:
         ("multitask", "multitask_synth"),
         ("vae", "digits_bin"),
         ("vae", "moons"),
+        ("gan", "moons"),
+        ("gan", "digits"),
     ],
 )
 def test_resume_continues_exactly_where_it_stopped(name: str, dataset: str) -> None:
