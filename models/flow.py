@@ -389,7 +389,10 @@ class Flow(nn.Module):
     ) -> tuple[Tensor, Tensor]:
         """Samples (n, D) and their log q (n,) under the flow at temperature 1."""
         device = device_of(self)
-        z = temperature * torch.randn(n, self.dim, generator=generator, device=device)
+        # drawn where the generator lives (a seeded CPU generator gives the same samples
+        # whatever device the flow is on), then moved
+        at = generator.device if generator is not None else device
+        z = temperature * torch.randn(n, self.dim, generator=generator, device=at).to(device)
         x, log_det = self.to_data(z)
         return x, standard_normal_log_prob(z) - log_det
 
