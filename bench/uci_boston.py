@@ -2,7 +2,7 @@
 ``mc_dropout`` and ``ensemble`` beside scikit-learn's BayesianRidge and a GP, and the
 published anchors. Goal (issue 4): RMSE < 2.97 and NLL < 2.41 for both families.
 
-    python -m bench.uci_boston [--splits 20] [--quick]
+    python -m bench.uci_boston [--splits 20] [--quick] [--models mc_dropout ensemble ...]
 
 Protocol (Hernández-Lobato & Adams 2015; Gal & Ghahramani 2016): split s (0..19) is a
 permutation of the 506 rows drawn with seed s, its first 51 rows the test part, the
@@ -15,9 +15,10 @@ into an inner 80 % train and 20 % validation. Each network configuration of the 
 trains on the inner train for ``MAX_EPOCHS`` and logs the validation log-likelihood
 every epoch; the (configuration, epoch count in ``EPOCH_CHOICES``) with the best
 validation log-likelihood is retrained on the whole training part and scored on the
-test part. The test log-likelihood is the family's own ``evaluate`` (the MC mixture
-``log (1/T) Σ_t N(y; μ_t, σ_t²)``, T = ``TEST_PASSES`` for MC dropout, the M members
-for the ensemble). The scikit-learn models fit their own hyperparameters by evidence
+test part; a homoscedastic configuration keeps the noise variance fitted on the inner
+validation set at that epoch. The test log-likelihood is the family's own ``evaluate``
+(the MC mixture ``log (1/T) Σ_t N(y; μ_t, σ_t²)``, T = ``TEST_PASSES`` for MC dropout,
+the M members for the ensemble). The scikit-learn models fit their own hyperparameters by evidence
 maximisation on the training part.
 """
 
