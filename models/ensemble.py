@@ -47,6 +47,7 @@ and biases (M, 1, out) (head: means then log variances when heteroscedastic), an
 from __future__ import annotations
 
 import math
+from functools import partial
 
 import torch
 import torch.nn.functional as F
@@ -82,6 +83,13 @@ class EnsembleParams(Params):
     )
     heteroscedastic: bool = Field(
         True, description="regression: each member predicts log σ² too (ignored for classification)"
+    )
+    nll_beta: float = Field(
+        0.0,
+        ge=0.0,
+        le=1.0,
+        description="heteroscedastic regression: β of β-NLL (Seitzer et al. 2022), each "
+        "point's NLL weighted by stop-gradient(σ²)^β; 0: the plain NLL",
     )
     adversarial_eps: float = Field(
         0.0,
@@ -122,6 +130,7 @@ class EnsembleNet(nn.Module):
         self.members = params.members
         self.target_dim = info.target_dim
         self.heteroscedastic = params.heteroscedastic and info.task == "regression"
+        self.nll_beta = params.nll_beta
         in_dim = math.prod(info.input_shape)
         if info.task == "classification":
             out_dim = info.n_classes or 1
@@ -164,7 +173,8 @@ def member_losses(module: EnsembleNet, h: Tensor, y: Tensor) -> Tensor:
     y = module.normalizer.y(y)
     if module.heteroscedastic:
         d = module.target_dim
-        return torch.vmap(heteroscedastic_loss)(y, out[..., :d], out[..., d:])
+        hetero = partial(heteroscedastic_loss, beta=module.nll_beta)
+        return torch.vmap(hetero)(y, out[..., :d], out[..., d:])
     return 0.5 * (y - out).pow(2).sum(-1).mean(-1)
 
 
@@ -253,7 +263,10 @@ def fit(module: nn.Module, data: Dataset, params: EnsembleParams, ctx: Context) 
 
     def validate() -> dict[str, float]:
         order.new_epoch()  # called once at the end of every epoch
-        return evaluate(module, x_val, y_val, "val", fit_noise=fit_noise)
+        metrics = evaluate(module, x_val, y_val, "val", fit_noise=fit_noise)
+        if fit_noise:  # the fitted noise variance, raw units (the mean over target dims)
+            metrics["noise_var"] = float(module.noise_var.mean())
+        return metrics
 
     # the loop partitions positions 0..N-1; MemberOrder maps them to each member's examples
     positions = torch.arange(len(x), device=dev)

@@ -77,6 +77,13 @@ class MCDropoutParams(Params):
     heteroscedastic: bool = Field(
         True, description="regression: predict log σ² per input (ignored for classification)"
     )
+    nll_beta: float = Field(
+        0.0,
+        ge=0.0,
+        le=1.0,
+        description="heteroscedastic regression: β of β-NLL (Seitzer et al. 2022), each "
+        "point's NLL weighted by stop-gradient(σ²)^β; 0: the plain NLL",
+    )
     length_scale: float = Field(
         1e-2, gt=0.0, le=1e3, description="prior length scale l of the weights (Gal & Ghahramani)"
     )
@@ -114,6 +121,7 @@ class MCDropoutNet(nn.Module):
         self.task = info.task
         self.target_dim = info.target_dim
         self.heteroscedastic = params.heteroscedastic and info.task == "regression"
+        self.nll_beta = params.nll_beta
         in_dim = math.prod(info.input_shape)
         if info.task == "classification":
             out_dim = info.n_classes or 1
@@ -159,7 +167,7 @@ def loss(module: MCDropoutNet, x: Tensor, y: Tensor) -> Tensor:
     y = module.normalizer.y(y)
     if module.heteroscedastic:
         d = module.target_dim
-        return heteroscedastic_loss(y, out[:, :d], out[:, d:])
+        return heteroscedastic_loss(y, out[:, :d], out[:, d:], module.nll_beta)
     return 0.5 * (y - out).pow(2).sum(-1).mean()
 
 

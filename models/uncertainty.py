@@ -71,7 +71,7 @@ def gaussian_nll(y: Tensor, mean: Tensor, var: Tensor) -> Tensor:
     return -gaussian_log_prob(y, mean, var).sum(-1)
 
 
-def heteroscedastic_loss(y: Tensor, mean: Tensor, log_var: Tensor) -> Tensor:
+def heteroscedastic_loss(y: Tensor, mean: Tensor, log_var: Tensor, beta: float = 0.0) -> Tensor:
     """Kendall & Gal 2017, eqs. 5 and 8: batch mean of Σ_d ½ exp(-s)(y-ŷ)² + ½ s, s = log σ².
 
     This is the Gaussian NLL without its constant ½ log 2π. The seed notes write
@@ -80,8 +80,16 @@ def heteroscedastic_loss(y: Tensor, mean: Tensor, log_var: Tensor) -> Tensor:
     and the variance term that makes σ² converge to the squared residual.
     Predicting s rather than σ² keeps the loss finite and the variance positive.
     y, mean, log_var: (N, D) -> scalar.
+
+    β-NLL (Seitzer et al. 2022, "On the pitfalls of heteroscedastic uncertainty
+    estimation"): with ``beta`` β > 0 each term is weighted by stop-gradient(σ²)^β,
+    so the gradient w.r.t. the mean is ``σ^{2β} (ŷ-y)/σ²``: hard points, which the
+    plain NLL lets escape into a large σ², keep pulling on the mean (β = 1: the MSE's
+    mean gradient). β = 0 is the plain loss above.
     """
     per_dim = 0.5 * torch.exp(-log_var) * (y - mean) ** 2 + 0.5 * log_var
+    if beta != 0:
+        per_dim = per_dim * torch.exp(beta * log_var.detach())
     return per_dim.sum(-1).mean()
 
 

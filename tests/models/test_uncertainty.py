@@ -136,6 +136,38 @@ def test_heteroscedastic_optimum_is_the_squared_residual() -> None:
     assert float(s.detach().exp()) == pytest.approx(4.0, rel=1e-4)
 
 
+def test_beta_nll_hand_values() -> None:
+    y, s0 = t([[2.0]]), math.log(4.0)  # σ² = 4
+    plain = 0.125 + 0.5 * math.log(4.0)
+    # β = 0 is the plain loss
+    assert float(heteroscedastic_loss(y, t([[1.0]]), t([[s0]]), 0.0)) == pytest.approx(plain)
+    for beta in (0.0, 0.5, 1.0):
+        mean = t([[1.0]]).requires_grad_(True)
+        log_var = t([[s0]]).requires_grad_(True)
+        loss = heteroscedastic_loss(y, mean, log_var, beta)
+        loss.backward()
+        assert float(loss) == pytest.approx(4.0**beta * plain)  # value weighted by σ^{2β}
+        # ∂/∂ŷ = σ^{2β} (ŷ-y)/σ² = 4^β · (-1/4)
+        assert mean.grad is not None and log_var.grad is not None
+        assert float(mean.grad) == pytest.approx(-0.25 * 4.0**beta)
+        # ∂/∂s: σ^{2β} (½ - ½ (y-ŷ)²/σ²), the weight a constant: ½ - ⅛ = 0.375
+        assert float(log_var.grad) == pytest.approx(0.375 * 4.0**beta)
+
+
+def test_beta_nll_keeps_the_optimal_variance() -> None:
+    s = torch.zeros(1, 1, dtype=torch.float64, requires_grad=True)
+    opt = torch.optim.LBFGS([s], max_iter=50)
+
+    def closure() -> torch.Tensor:
+        opt.zero_grad()
+        loss = heteroscedastic_loss(t([[3.0]]), t([[1.0]]), s, 0.5)
+        loss.backward()
+        return loss
+
+    opt.step(closure)
+    assert float(s.detach().exp()) == pytest.approx(4.0, rel=1e-4)
+
+
 def test_gaussian_log_prob_matches_torch_distributions() -> None:
     y, mean, var = t([0.3, -1.0]), t([0.0, 1.0]), t([2.0, 0.5])
     expected = torch.distributions.Normal(mean, var.sqrt()).log_prob(y)
