@@ -43,10 +43,11 @@ def insert_metrics(session: Session, rows: list[dict[str, Any]]) -> None:
 def relax_durability(session: Session) -> None:
     """PostgreSQL: don't wait for this transaction's WAL flush (``synchronous_commit=off``).
 
-    For heartbeats and metric batches only: a crash can lose the last fraction of a
-    second of them, which a resume re-logs anyway. The next synchronous commit (a
-    checkpoint, a status) flushes them first, so a checkpoint never outlives the
-    metrics before it. SQLite already runs WAL with ``synchronous=NORMAL``.
+    For heartbeats only: a database crash can lose the last fraction of a second of
+    them, and the next beat writes them again. Metric batches commit durably: when the
+    database crashes and recovers under a worker that trains on, a lost batch would
+    never be written again (``tests/e2e/test_postgres_restart.py`` found exactly that
+    gap). SQLite already runs WAL with ``synchronous=NORMAL``.
     """
     if session.get_bind().dialect.name == "postgresql":
         session.execute(text("SET LOCAL synchronous_commit = off"))
