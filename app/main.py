@@ -143,7 +143,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         lifespan=lifespan,
     )
     problems.install(app)
-    v1_errors = problems.problem_responses(401, 403, 404, 409, 413, 422, 429)
+    v1_errors = problems.problem_responses(401, 403, 404, 409, 413, 422, 429, 503)
     routers = (catalog, datasets, jobs, inference, evaluation, generative, keys)
     for router in (r.router for r in routers):
         app.include_router(router, responses=v1_errors)

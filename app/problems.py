@@ -8,6 +8,8 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from sqlalchemy.exc import OperationalError
+from sqlalchemy.exc import TimeoutError as SQLAlchemyTimeoutError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 log = logging.getLogger("deepzoo.api")
@@ -171,6 +173,19 @@ def install(app: FastAPI) -> None:
             title="Validation failed",
             instance=request.url.path,
             errors=errors,
+        )
+
+    @app.exception_handler(OperationalError)
+    @app.exception_handler(SQLAlchemyTimeoutError)
+    async def _database_down(request: Request, exc: Exception) -> JSONResponse:
+        # the database is unreachable, restarting or out of connections: nothing is wrong
+        # with the request, so 503 and a time to come back rather than a 500
+        log.warning("database unavailable on %s %s: %s", request.method, request.url.path, exc)
+        return problem_response(
+            503,
+            "the database is unavailable right now; retry shortly",
+            headers={"Retry-After": "5"},
+            instance=request.url.path,
         )
 
     @app.exception_handler(Exception)

@@ -109,7 +109,11 @@ def test_postgres_crash_mid_job(private_pg: PrivatePostgres, tmp_path: Path) -> 
         job = stack.post_job({**SINE, "train": {"epochs": epochs, "seed": 3}})
         wait_until(lambda: stack.job(job["id"])["progress"]["step"] >= 20, 120, "training")
         private_pg.crash()
-        time.sleep(4)  # the worker keeps training; its writes fail and wait
+        # the API answers 503 with a time to come back, not a 500, while the server is down
+        down = stack.client.get(f"/v1/jobs/{job['id']}")
+        assert down.status_code == 503, down.text
+        assert down.headers["retry-after"] and "unavailable" in down.json()["detail"]
+        time.sleep(3)  # the worker keeps training; its writes fail and wait
         private_pg.start()
         done = stack.wait_status(job["id"], {"succeeded", "failed"}, timeout=240)
         assert done["status"] == "succeeded", done["error"]
