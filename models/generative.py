@@ -76,7 +76,9 @@ def dequantize(x: Tensor, info: DataInfo, generator: torch.Generator | None = No
     delta = level_width(info)
     if delta is None:
         return x
-    u = torch.rand(x.shape, generator=generator, device=x.device, dtype=x.dtype)
+    # drawn where the generator lives (seeded CPU generators serve any device), then moved
+    at = generator.device if generator is not None else x.device
+    u = torch.rand(x.shape, generator=generator, device=at, dtype=x.dtype).to(x.device)
     return x + u * delta
 
 
