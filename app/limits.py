@@ -21,6 +21,10 @@ from models.registry import get_family
 log = logging.getLogger("deepzoo.limits")
 
 
+# inputs × stochastic passes (or importance samples) one inference request may compute
+MAX_FORWARD_ROWS = 5_000_000
+
+
 def check_active_jobs(session: Session, owner: str) -> None:
     """429 when the owner already has ``DEEPZOO_MAX_ACTIVE_JOBS`` queued or running."""
     limit = get_settings().max_active_jobs

@@ -23,8 +23,7 @@ from fastapi import APIRouter, Query
 from fastapi.responses import JSONResponse, Response
 
 from app.api.deps import CurrentPrincipal, SessionDep, owned_job
-from app.api.inference import loaded_model, parse_inputs, require
-from app.config import get_settings
+from app.api.inference import loaded_model, mc_samples_for, parse_inputs, require
 from app.datasets import load_dataset
 from app.db.models import Job
 from app.inference import Loaded, to_jsonable
@@ -37,7 +36,6 @@ from models.data import Dataset
 from models.family import Capability
 
 router = APIRouter(prefix="/v1/jobs", tags=["evaluation"])
-MAX_ROWS = 5_000_000  # mc_samples × inputs, as for predict
 PNG: dict[int | str, dict[str, Any]] = {
     200: {"content": {"image/png": {}}, "description": "a PNG image"}
 }
@@ -56,25 +54,6 @@ def job_dataset(job: Job) -> Dataset:
         return load_dataset(job.dataset)
     except (KeyError, LookupError):
         raise Problem(409, f"dataset {job.dataset!r} of job {job.id} is not available") from None
-
-
-def mc_samples_for(item: Loaded, requested: int | None, rows: int, field: str) -> int:
-    """The pass count T: requested or the family's default; 422 over the limit, 413 too big."""
-    settings = get_settings()
-    mc = requested or item.family.default_mc_samples
-    if mc > settings.max_mc_samples:
-        raise Problem(
-            422,
-            f"{field}: at most {settings.max_mc_samples}",
-            errors=[{"path": field, "message": "too large", "type": "less_than_equal"}],
-        )
-    if mc * rows > MAX_ROWS:
-        raise Problem(
-            413,
-            f"{field} × inputs is over {MAX_ROWS:,} forward rows; ask for fewer",
-            errors=[{"path": field, "message": "request too large", "type": "too_long"}],
-        )
-    return mc
 
 
 def predictive(item: Loaded, x: torch.Tensor, mc: int) -> dict[str, torch.Tensor]:

@@ -22,14 +22,13 @@ from app.api.inference import loaded_model, parse_inputs, require
 from app.auth import Principal
 from app.config import get_settings
 from app.inference import Loaded, load_model, to_jsonable
-from app.limits import INFERENCE_LIMITER
+from app.limits import INFERENCE_LIMITER, MAX_FORWARD_ROWS
 from app.problems import Problem
 from models.data.builtin import mode_centres
 from models.family import Capability
 from models.generative import LogProb, OptionError, SampleOptions, bits_per_dim
 
 router = APIRouter(prefix="/v1/jobs", tags=["generative"])
-MAX_ROWS = 5_000_000  # importance samples × inputs per request
 
 
 def _bad(field: str, message: str, status: int = 422, kind: str = "value_error") -> Problem:
@@ -174,8 +173,10 @@ def log_prob(
     settings = get_settings()
     if k > settings.max_importance_samples:
         raise _bad("k", f"at most {settings.max_importance_samples}", kind="less_than_equal")
-    if k * len(x) > MAX_ROWS:
-        raise _bad("k", f"k × inputs is over {MAX_ROWS:,}; split the request", 413, "too_long")
+    if k * len(x) > MAX_FORWARD_ROWS:
+        raise _bad(
+            "k", f"k × inputs is over {MAX_FORWARD_ROWS:,}; split the request", 413, "too_long"
+        )
     labels = _labels(item, body.labels, len(x))
     assert item.family.log_prob is not None
     out: LogProb = _call(item.family.log_prob, item.module, x, labels, k)

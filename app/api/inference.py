@@ -16,7 +16,7 @@ from app.api.deps import CurrentPrincipal, SessionDep, owned_job
 from app.auth import Principal
 from app.config import get_settings
 from app.inference import Loaded, cache, load_model, to_jsonable
-from app.limits import INFERENCE_LIMITER
+from app.limits import INFERENCE_LIMITER, MAX_FORWARD_ROWS
 from app.problems import Problem
 from app.schemas import TERMINAL, PredictOut, PredictRequest
 from models.data import DataInfo
@@ -93,6 +93,25 @@ def parse_inputs(raw: list[Any], shape: tuple[int, ...], field: str = "inputs") 
     return torch.from_numpy(x32)
 
 
+def mc_samples_for(item: Loaded, requested: int | None, rows: int, field: str) -> int:
+    """The pass count T: requested or the family's default; 422 over the limit, 413 too big."""
+    settings = get_settings()
+    mc = requested or item.family.default_mc_samples
+    if mc > settings.max_mc_samples:
+        raise Problem(
+            422,
+            f"{field}: at most {settings.max_mc_samples}",
+            errors=[{"path": field, "message": "too large", "type": "less_than_equal"}],
+        )
+    if mc * rows > MAX_FORWARD_ROWS:
+        raise Problem(
+            413,
+            f"{field} × inputs is over {MAX_FORWARD_ROWS:,} forward rows; ask for fewer",
+            errors=[{"path": field, "message": "request too large", "type": "too_long"}],
+        )
+    return mc
+
+
 @router.post("/{job_id}/predict", response_model=None, responses={200: {"model": PredictOut}})
 def predict(
     job_id: str,
@@ -105,21 +124,8 @@ def predict(
     INFERENCE_LIMITER.take(principal.key_id)
     item = loaded_model(session, principal, job_id)
     require(item, Capability.PREDICT)
-    settings = get_settings()
     x = parse_inputs(body.inputs, item.info.input_shape)
-    mc = body.mc_samples or item.family.default_mc_samples
-    if mc > settings.max_mc_samples:
-        raise Problem(
-            422,
-            f"mc_samples: at most {settings.max_mc_samples}",
-            errors=[{"path": "mc_samples", "message": "too large", "type": "less_than_equal"}],
-        )
-    if mc * len(x) > 5_000_000:
-        raise Problem(
-            413,
-            "mc_samples × inputs is over 5,000,000 forward rows; split the request",
-            errors=[{"path": "mc_samples", "message": "request too large", "type": "too_long"}],
-        )
+    mc = mc_samples_for(item, body.mc_samples, len(x), "mc_samples")
     assert item.family.predict is not None
     with torch.inference_mode():
         out = item.family.predict(item.module, x, mc)
