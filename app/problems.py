@@ -65,6 +65,14 @@ def problem_responses(*codes: int) -> dict[int | str, dict[str, Any]]:
     }
 
 
+def field_problem(path: str, message: str, status: int = 422, kind: str | None = None) -> Problem:
+    """A problem naming one field: ``detail`` "path: message" and one ``errors`` entry."""
+    kind = kind or ("too_large" if status == 413 else "value_error")
+    return Problem(
+        status, f"{path}: {message}", errors=[{"path": path, "message": message, "type": kind}]
+    )
+
+
 class Problem(Exception):
     """Raise anywhere in a request to answer with a problem document."""
 

@@ -16,7 +16,7 @@ from app.api.deps import CurrentPrincipal, SessionDep
 from app.config import get_settings
 from app.datasets import owned_dataset, store
 from app.db.models import Dataset, Job
-from app.problems import Problem
+from app.problems import Problem, field_problem
 from app.schemas import DatasetOut
 from models import data as zoo_data
 from models.data.upload import UploadError, parse, split_sizes
@@ -84,18 +84,18 @@ def upload_dataset(
     settings = get_settings()
     label = name.strip()
     if not label or not label.isprintable():
-        raise _field_problem(422, "name", "name must be printable text, not blank")
+        raise field_problem("name", "name must be printable text, not blank", 422)
     limit = settings.max_upload_mb * 1024 * 1024
     blob = file.file.read(limit + 1)  # spooled to disk by the multipart parser, not memory
     if len(blob) > limit:
-        raise _field_problem(413, "file", f"the file is over {settings.max_upload_mb} MiB")
+        raise field_problem("file", f"the file is over {settings.max_upload_mb} MiB", 413)
     count = session.scalar(select(func.count()).where(Dataset.owner == principal.owner)) or 0
     if count >= settings.max_datasets:
         raise Problem(409, f"at most {settings.max_datasets} uploads per owner; delete one")
     try:
         parsed = parse(blob, target=target.strip() if target else None, task=task)
     except UploadError as exc:
-        raise _field_problem(exc.status, exc.field, exc.message) from None
+        raise field_problem(exc.field, exc.message, exc.status) from None
     row = store(session, principal.owner, label, blob, parsed)
     session.commit()
     response.headers["Location"] = f"/v1/datasets/{row.id}"
@@ -149,10 +149,3 @@ def delete_dataset(
     session.delete(row)
     session.commit()
     return Response(status_code=204)
-
-
-def _field_problem(status: int, path: str, message: str) -> Problem:
-    kind = "too_large" if status == 413 else "value_error"
-    return Problem(
-        status, f"{path}: {message}", errors=[{"path": path, "message": message, "type": kind}]
-    )

@@ -23,18 +23,12 @@ from app.auth import Principal
 from app.config import get_settings
 from app.inference import Loaded, load_model, to_jsonable
 from app.limits import INFERENCE_LIMITER, MAX_FORWARD_ROWS
-from app.problems import Problem
+from app.problems import Problem, field_problem
 from models.data.builtin import mode_centres
 from models.family import Capability
 from models.generative import LogProb, OptionError, SampleOptions, bits_per_dim
 
 router = APIRouter(prefix="/v1/jobs", tags=["generative"])
-
-
-def _bad(field: str, message: str, status: int = 422, kind: str = "value_error") -> Problem:
-    return Problem(
-        status, f"{field}: {message}", errors=[{"path": field, "message": message, "type": kind}]
-    )
 
 
 def _model(
@@ -53,11 +47,13 @@ def _labels(
     if raw is None:
         return None
     if len(raw) != n:
-        raise _bad(field, f"give one label per input ({n}), not {len(raw)}")
+        raise field_problem(field, f"give one label per input ({n}), not {len(raw)}")
     classes = item.info.n_classes
     for i, label in enumerate(raw):
         if classes is None or not 0 <= label < classes:
-            raise _bad(f"{field}[{i}]", f"label {label} is not a class of {item.info.name}")
+            raise field_problem(
+                f"{field}[{i}]", f"label {label} is not a class of {item.info.name}"
+            )
     return torch.tensor(raw, dtype=torch.int64)
 
 
@@ -68,7 +64,7 @@ def _call(fn: Any, *args: Any, field: str | None = None) -> Any:
         with torch.inference_mode():
             return fn(*args)
     except OptionError as exc:
-        raise _bad(field or exc.field, str(exc)) from None
+        raise field_problem(field or exc.field, str(exc)) from None
 
 
 def _samples(item: Loaded, opts: SampleOptions) -> torch.Tensor:
@@ -76,7 +72,7 @@ def _samples(item: Loaded, opts: SampleOptions) -> torch.Tensor:
     if opts.label is not None:
         classes = item.info.n_classes
         if classes is None or not 0 <= opts.label < classes:
-            raise _bad("label", f"label {opts.label} is not a class of {item.info.name}")
+            raise field_problem("label", f"label {opts.label} is not a class of {item.info.name}")
     assert item.family.sample is not None
     return _call(item.family.sample, item.module, opts).detach().cpu().float()
 
@@ -106,7 +102,7 @@ def samples(
     the training data and the true modes)."""
     limit = get_settings().max_samples
     if n > limit:
-        raise _bad("n", f"at most {limit} samples per request", kind="less_than_equal")
+        raise field_problem("n", f"at most {limit} samples per request", kind="less_than_equal")
     item = _model(session, principal, job_id, checkpoint)
     opts = SampleOptions(n=n, seed=seed, label=label, temperature=temperature)
     x = _samples(item, opts)
@@ -172,9 +168,11 @@ def log_prob(
     k = body.k or item.family.default_log_prob_k
     settings = get_settings()
     if k > settings.max_importance_samples:
-        raise _bad("k", f"at most {settings.max_importance_samples}", kind="less_than_equal")
+        raise field_problem(
+            "k", f"at most {settings.max_importance_samples}", kind="less_than_equal"
+        )
     if k * len(x) > MAX_FORWARD_ROWS:
-        raise _bad(
+        raise field_problem(
             "k", f"k × inputs is over {MAX_FORWARD_ROWS:,}; split the request", 413, "too_long"
         )
     labels = _labels(item, body.labels, len(x))
@@ -281,14 +279,14 @@ def interpolate_png(
     labels = None
     if label is not None:
         if info.n_classes is None or label >= info.n_classes:
-            raise _bad("label", f"label {label} is not a class of {info.name}")
+            raise field_problem("label", f"label {label} is not a class of {info.name}")
         labels = torch.full((steps,), label, dtype=torch.int64)
     if fam.encode is not None:
         data = job_dataset(job)
         test = data.x_test
         for field, i in (("a", a), ("b", b)):
             if i >= len(test):
-                raise _bad(field, f"the test split has {len(test)} examples")
+                raise field_problem(field, f"the test split has {len(test)} examples")
         own = None  # the ends' true classes, for an encoder q(z|x, y)
         if label is not None and info.n_classes is not None:
             own = data.y_test[[a, b]].long()

@@ -17,7 +17,7 @@ from app.auth import Principal
 from app.config import get_settings
 from app.inference import Loaded, cache, load_model, to_jsonable
 from app.limits import INFERENCE_LIMITER, MAX_FORWARD_ROWS
-from app.problems import Problem
+from app.problems import Problem, field_problem
 from app.schemas import TERMINAL, PredictOut, PredictRequest
 from models.data import DataInfo
 from models.family import Capability
@@ -59,13 +59,8 @@ def parse_inputs(raw: list[Any], shape: tuple[int, ...], field: str = "inputs") 
     """A (N, *shape) float32 tensor, or a 422 naming the offending input."""
     settings = get_settings()
 
-    def bad(msg: str, path: str = field) -> Problem:
-        return Problem(
-            422, f"{path}: {msg}", errors=[{"path": path, "message": msg, "type": "value_error"}]
-        )
-
     if not raw:
-        raise bad("give at least one input")
+        raise field_problem(field, "give at least one input")
     if len(raw) > settings.max_inputs:
         raise Problem(
             413,
@@ -81,15 +76,15 @@ def parse_inputs(raw: list[Any], shape: tuple[int, ...], field: str = "inputs") 
         try:
             arr = np.asarray(item, dtype=np.float64)  # None becomes NaN: refused below
         except (TypeError, ValueError, OverflowError):
-            raise bad("not a number or an array of numbers", f"{field}[{i}]") from None
+            raise field_problem(f"{field}[{i}]", "not a number or an array of numbers") from None
         if arr.shape != shape:
-            raise bad(f"shape {list(arr.shape)}, expected {list(shape)}", f"{field}[{i}]")
+            raise field_problem(f"{field}[{i}]", f"shape {list(arr.shape)}, expected {list(shape)}")
         x[i] = arr
     with np.errstate(over="ignore"):
         x32 = x.astype(np.float32)
     bad_rows = np.where(~np.isfinite(x32.reshape(len(raw), -1)).all(axis=1))[0]
     if len(bad_rows):
-        raise bad("NaN, inf or a value beyond float32", f"{field}[{int(bad_rows[0])}]")
+        raise field_problem(f"{field}[{int(bad_rows[0])}]", "NaN, inf or a value beyond float32")
     return torch.from_numpy(x32)
 
 
