@@ -56,14 +56,15 @@ from torch import Tensor, nn
 
 from models.data import DataInfo, Dataset
 from models.family import Capability, Context, Family, Params
-from models.layers import ACTIVATIONS, ActivationName, Normalizer, train_epochs
+from models.layers import ACTIVATIONS, ActivationName, Normalizer, head_width, train_epochs
 from models.mc_dropout import best_tau
 from models.mlp import PREDICTIVE_DATASETS, Width
 from models.uncertainty import (
     classification_summary,
     heteroscedastic_loss,
-    mc_log_likelihood,
     regression_summary,
+    sampled_classification_metrics,
+    sampled_regression_metrics,
 )
 
 
@@ -132,10 +133,7 @@ class EnsembleNet(nn.Module):
         self.heteroscedastic = params.heteroscedastic and info.task == "regression"
         self.nll_beta = params.nll_beta
         in_dim = math.prod(info.input_shape)
-        if info.task == "classification":
-            out_dim = info.n_classes or 1
-        else:
-            out_dim = info.target_dim * (2 if self.heteroscedastic else 1)
+        out_dim = head_width(info, self.heteroscedastic)
         self.normalizer = Normalizer(in_dim, info.target_dim)
         layers: list[nn.Module] = []
         width = in_dim
@@ -229,21 +227,11 @@ def evaluate(
     """Mixture metrics: predictive NLL as ``{split}_loss``, accuracy or RMSE, ll (raw units)."""
     out = module(x)  # (M, N, K)
     if module.task == "classification":
-        p = out.softmax(-1).mean(0)  # (N, C)
-        nll = -p.gather(1, y[:, None]).clamp_min(1e-12).log().mean()
-        accuracy = (p.argmax(-1) == y).float().mean()
-        return {
-            f"{split}_loss": float(nll),
-            f"{split}_nll": float(nll),
-            f"{split}_accuracy": float(accuracy),
-        }
+        return sampled_classification_metrics(out, y, split)
     if fit_noise:
         tau = best_tau(out[..., : module.target_dim], module.normalizer.y(y))
         module.noise_var.copy_(module.normalizer.y_std**2 / tau)
-    means, variances = raw_moments(module, out)
-    ll = float(mc_log_likelihood(y, means, variances).mean())
-    rmse = float((y - means.mean(0)).pow(2).mean().sqrt())
-    return {f"{split}_loss": -ll, f"{split}_rmse": rmse, f"{split}_ll": ll}
+    return sampled_regression_metrics(y, *raw_moments(module, out), split)
 
 
 def fit(module: nn.Module, data: Dataset, params: EnsembleParams, ctx: Context) -> None:

@@ -18,6 +18,7 @@ from typing import Any, Literal
 import torch
 from torch import Tensor, nn
 
+from models.data import DataInfo
 from models.family import Context, Diverged
 
 ActivationName = Literal["relu", "leaky_relu", "elu", "gelu", "tanh", "sigmoid"]
@@ -234,3 +235,10 @@ def _one_epoch(
         step += 1
         losses.append(loss.detach())
     return losses, step, False
+
+
+def head_width(info: DataInfo, heteroscedastic: bool) -> int:
+    """Outputs of a predictive head: class logits, or means (and log variances)."""
+    if info.task == "classification":
+        return info.n_classes or 1
+    return info.target_dim * (2 if heteroscedastic else 1)

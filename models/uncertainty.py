@@ -124,3 +124,24 @@ def weight_decay_for_precision(
 ) -> float:
     """λ = l² (1-p) / (2 N τ): the inverse of ``model_precision`` (same conventions)."""
     return length_scale**2 * (1 - dropout_p) / (2 * n_train * tau)
+
+
+def sampled_classification_metrics(logits: Tensor, y: Tensor, split: str) -> dict[str, float]:
+    """NLL and accuracy of the mean of T (or M) softmaxes: logits (T, N, C), labels (N,).
+
+    ``{split}_loss`` is the NLL (the number a best checkpoint is chosen by).
+    """
+    p = logits.softmax(-1).mean(0)  # (N, C)
+    nll = float(-p.gather(1, y[:, None]).clamp_min(1e-12).log().mean())
+    accuracy = float((p.argmax(-1) == y).float().mean())
+    return {f"{split}_loss": nll, f"{split}_nll": nll, f"{split}_accuracy": accuracy}
+
+
+def sampled_regression_metrics(
+    y: Tensor, means: Tensor, variances: Tensor, split: str
+) -> dict[str, float]:
+    """Mixture log-likelihood (``mc_log_likelihood``) and RMSE of the mixture mean:
+    y (N, D), means and variances (T, N, D); ``{split}_loss`` is −ll."""
+    ll = float(mc_log_likelihood(y, means, variances).mean())
+    rmse = float((y - means.mean(0)).pow(2).mean().sqrt())
+    return {f"{split}_loss": -ll, f"{split}_rmse": rmse, f"{split}_ll": ll}
