@@ -58,7 +58,7 @@ from models.data import DataInfo, Dataset
 from models.family import Capability, Context, Family, Params
 from models.layers import ACTIVATIONS, ActivationName, Normalizer, head_width, train_epochs
 from models.mc_dropout import best_tau
-from models.mlp import PREDICTIVE_DATASETS, Width
+from models.mlp import PREDICTIVE_DATASETS, Hidden
 from models.uncertainty import (
     classification_summary,
     heteroscedastic_loss,
@@ -70,10 +70,8 @@ from models.uncertainty import (
 
 class EnsembleParams(Params):
     members: int = Field(5, ge=1, le=32, description="ensemble size M (1: a single network)")
-    hidden: list[Width] = Field(
+    hidden: Hidden = Field(
         default_factory=lambda: [64, 64],
-        min_length=1,
-        max_length=8,
         description="hidden layer widths of every member (1-8 layers of 1-4096 units)",
     )
     # GELU by default: on sine_gap, [64, 64] x 300 epochs, 3 seeds, the epistemic variance in

@@ -41,7 +41,7 @@ from torch import Tensor, nn
 from models.data import DataInfo, Dataset
 from models.family import Capability, Context, Family, Params
 from models.layers import ActivationName, Normalizer, head_width, mlp_trunk, train_epochs
-from models.mlp import PREDICTIVE_DATASETS, Width
+from models.mlp import PREDICTIVE_DATASETS, Hidden
 from models.uncertainty import (
     classification_summary,
     heteroscedastic_loss,
@@ -56,10 +56,8 @@ TAU_GRID = torch.logspace(-2, 4, 121, dtype=torch.float64)  # noise var 1e-4..1e
 
 
 class MCDropoutParams(Params):
-    hidden: list[Width] = Field(
+    hidden: Hidden = Field(
         default_factory=lambda: [64, 64],
-        min_length=1,
-        max_length=8,
         description="hidden layer widths from input to output (1-8 layers of 1-4096 units)",
     )
     # GELU by default: on sine_gap, 4 seeds of [64, 64] x 200 epochs gave an epistemic

@@ -34,13 +34,13 @@ from models.uncertainty import classification_summary, regression_summary
 PREDICTIVE_DATASETS = frozenset({"sine_gap", "diabetes", "boston", "moons", "digits", "mnist5k"})
 
 Width = Annotated[int, Field(ge=1, le=4096)]
+# hidden layer widths, the same bounds in every family: 1-8 layers of 1-4096 units
+Hidden = Annotated[list[Width], Field(min_length=1, max_length=8)]
 
 
 class MLPParams(Params):
-    hidden: list[Width] = Field(
+    hidden: Hidden = Field(
         default_factory=lambda: [64, 64],
-        min_length=1,
-        max_length=8,
         description="hidden layer widths from input to output (1-8 layers of 1-4096 units)",
     )
     activation: ActivationName = Field("relu", description="nonlinearity after each hidden layer")

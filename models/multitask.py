@@ -52,17 +52,15 @@ from torch import Tensor, nn
 from models.data import DataInfo, Dataset, TaskInfo
 from models.family import Capability, Context, Family, Params
 from models.layers import ActivationName, Normalizer, mlp_trunk, train_epochs
-from models.mlp import Width
+from models.mlp import Hidden
 from models.uncertainty import LOG_2PI, classification_summary, regression_summary
 
 Weight = Annotated[float, Field(ge=0.0, le=1e3)]
 
 
 class MultiTaskParams(Params):
-    hidden: list[Width] = Field(
+    hidden: Hidden = Field(
         default_factory=lambda: [64, 64],
-        min_length=1,
-        max_length=8,
         description="shared trunk widths from input to heads (1-8 layers of 1-4096 units)",
     )
     activation: ActivationName = Field("relu", description="nonlinearity after each hidden layer")

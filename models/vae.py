@@ -49,7 +49,7 @@ from models.data import DataInfo, Dataset
 from models.family import Capability, Context, Family, Params
 from models.generative import LogProb, OptionError, SampleOptions, bits_per_dim
 from models.layers import ACTIVATIONS, ActivationName, mlp_trunk, train_epochs
-from models.mlp import Width
+from models.mlp import Hidden
 
 Likelihood = Literal["bernoulli", "gaussian", "discretized_logistic"]
 DATASETS = frozenset(
@@ -64,10 +64,8 @@ class VAEParams(Params):
     architecture: Literal["mlp", "conv"] = Field(
         "mlp", description="mlp, or conv (images: two stride-2 convolutions each way)"
     )
-    hidden: list[Width] = Field(
+    hidden: Hidden = Field(
         default_factory=lambda: [256],
-        min_length=1,
-        max_length=8,
         description="mlp: encoder widths (the decoder mirrors them)",
     )
     channels: int = Field(32, ge=1, le=256, description="conv: channels of the first layer")
