@@ -31,6 +31,12 @@ CONFIGS: dict[str, dict[str, Any]] = {
     "max_likelihood": {"loss": "max_likelihood"},
     "wasserstein clip": {"loss": "wasserstein", "wasserstein_constraint": "clip", "lr": 5e-4},
     "wasserstein gp": {"loss": "wasserstein", "wasserstein_constraint": "gp"},
+    # a deeper D sharpens the modes but drops some; the R1 penalty keeps them (benchmarks.md)
+    "non_saturating deep D + R1": {
+        "loss": "non_saturating",
+        "hidden_d": [256, 256, 256],
+        "r1": 1.0,
+    },
 }
 WIDE = {"hidden_g": [256, 256, 256], "hidden_d": [256, 256, 256]}
 # candidates for the best configuration (``--sweep``): scored on seeds the table never uses

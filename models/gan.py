@@ -27,8 +27,9 @@ is ever taken:
 
 Tricks: ``conditional`` (Mirza & Osindero 2014: the label enters G through conditional
 BatchNorm, per-class γ and β (de Vries et al. 2017; Miyato & Koyama 2018), and D through
-one-hot concatenation), ``label_smoothing``, and ``pack`` (PacGAN, Lin et al. 2018: D
-judges m samples at once, concatenated, which penalises mode collapse).
+one-hot concatenation), ``label_smoothing``, ``pack`` (PacGAN, Lin et al. 2018: D
+judges m samples at once, concatenated, which penalises mode collapse), and ``r1``
+(Mescheder et al. 2018: γ/2 E‖∇_x D(x)‖² on real data, any loss).
 
 Nets: MLPs (ReLU + BatchNorm in G, LeakyReLU in D) for vector data; DCGAN-style
 (Radford et al. 2016) transposed convolutions for images whose side is a multiple of 4.
@@ -107,6 +108,12 @@ class GANParams(Params):
     lr: float = Field(1e-3, gt=0, le=1.0, description="learning rate of both nets (recipe)")
     clip: float = Field(0.01, gt=0, le=1.0, description="wasserstein clip: weight bound c")
     gp_weight: float = Field(10.0, ge=0, le=100, description="wasserstein gp: penalty weight λ")
+    r1: float = Field(
+        0.0,
+        ge=0,
+        le=100,
+        description="R1 penalty γ/2 E‖∇_x D(x)‖² on real data (Mescheder et al. 2018); 0: off",
+    )
 
     def n_critic(self) -> int:
         if self.critic_steps is not None:
@@ -336,6 +343,14 @@ def gradient_penalty(
     return (grad.norm(2, dim=1) - 1).pow(2).mean()
 
 
+def r1_penalty(real_logits: Tensor, x: Tensor) -> Tensor:
+    """Mescheder et al. 2018, eq. 9 without γ/2: E ‖∇ D‖² over D's real inputs, from the
+    logits (one per input: per pack of m samples) and the batch x they were computed from,
+    x requiring grad. A pack's squared gradient norm is the sum over its members'."""
+    (grad,) = torch.autograd.grad(real_logits.sum(), x, create_graph=True)
+    return grad.pow(2).sum() / max(len(real_logits), 1)
+
+
 G_LOSSES = {
     "minimax": minimax_g_loss,
     "non_saturating": non_saturating_g_loss,
@@ -384,6 +399,8 @@ class Trainer:
         m, p = self.m, self.p
         with torch.no_grad():
             fake = m.g(self.noise(len(x), x.device), self.fake_labels(y))
+        if p.r1 > 0:
+            x = x.detach().requires_grad_(True)
         real_l, fake_l = m.d(x, y), m.d(fake, y)
         if p.loss == "wasserstein":
             loss = wasserstein_d_loss(real_l, fake_l)
@@ -392,6 +409,8 @@ class Trainer:
                 loss = loss + p.gp_weight * gradient_penalty(m.d, x, fake, eps, y)
         else:
             loss = d_loss_bce(real_l, fake_l, p.label_smoothing)
+        if p.r1 > 0:
+            loss = loss + p.r1 / 2 * r1_penalty(real_l, x)
         if not bool(torch.isfinite(loss)):
             raise Diverged(step + 1)
         self.opt_d.zero_grad(set_to_none=True)

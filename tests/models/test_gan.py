@@ -31,6 +31,7 @@ from models.gan import (
     max_likelihood_g_loss,
     minimax_g_loss,
     non_saturating_g_loss,
+    r1_penalty,
     sample,
     wasserstein_d_loss,
     wasserstein_g_loss,
@@ -194,6 +195,56 @@ def test_gradient_penalty_matches_manual_autograd(pack: int) -> None:
     ours.backward()
     first = critic.net[0].weight.grad
     assert first is not None and bool(first.abs().sum() > 0)
+
+
+# --- R1 penalty -------------------------------------------------------------------------------
+
+
+def test_r1_penalty_of_hand_derived_discriminators() -> None:
+    """D(x) = w·x + b has ∇D = w: the penalty is ‖w‖² = 25; D(x) = ‖x‖² has ∇D = 2x: the
+    penalty is E 4‖x‖²."""
+    lin = nn.Linear(2, 1)
+    with torch.no_grad():
+        lin.weight.copy_(torch.tensor([[3.0, 4.0]]))
+    x = torch.randn(5, 2).requires_grad_(True)
+    assert float(r1_penalty(lin(x).squeeze(-1), x).detach()) == pytest.approx(25.0)
+    x = torch.randn(7, 2).requires_grad_(True)
+    expected = float((4 * x.detach().pow(2).sum(1)).mean())
+    assert float(r1_penalty(x.pow(2).sum(1), x).detach()) == pytest.approx(expected, rel=1e-6)
+
+
+@pytest.mark.parametrize("pack", [1, 2])
+def test_r1_penalty_matches_manual_autograd_per_critic_input(pack: int) -> None:
+    torch.manual_seed(2)
+    critic = _Critic(pack)
+    real = torch.randn(8, 2)
+    manual = []
+    for j in range(8 // pack):
+        xj = real[j * pack : (j + 1) * pack].clone().requires_grad_(True)
+        (g,) = torch.autograd.grad(critic(xj).sum(), xj)
+        manual.append(g.pow(2).sum())
+    x = real.clone().requires_grad_(True)
+    ours = r1_penalty(critic(x), x)
+    torch.testing.assert_close(ours, torch.stack(manual).mean())
+    ours.backward()  # differentiable in D's weights (create_graph)
+    first = critic.net[0].weight.grad
+    assert first is not None and bool(first.abs().sum() > 0)
+
+
+def test_r1_adds_its_penalty_to_the_discriminator_step() -> None:
+    """The same D step (same weights, same fakes) with γ = 4 reports the BCE loss plus
+    γ/2 · E‖∇_x D(x)‖² at the weights before the step."""
+    x = load("rings8").x_train[:32]
+    losses = {}
+    for gamma in (0.0, 4.0):
+        torch.manual_seed(0)
+        params = GANParams(r1=gamma, hidden_d=[8], hidden_g=[8])
+        module = build(params, load("rings8").info)
+        if gamma:
+            xr = x.clone().requires_grad_(True)
+            expected_penalty = float(r1_penalty(module.d(xr), xr).detach())
+        losses[gamma] = Trainer(module, params, LocalContext(steps=1, seed=3)).d_step(x, None, 0)
+    assert losses[4.0] == pytest.approx(losses[0.0] + 2.0 * expected_penalty, rel=1e-5)
 
 
 # --- label smoothing --------------------------------------------------------------------------
