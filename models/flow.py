@@ -64,7 +64,7 @@ from models.generative import (
     discrete_log_prob_offset,
     level_width,
 )
-from models.layers import train_epochs
+from models.layers import ACTIVATIONS, ActivationName, train_epochs
 
 Width = Annotated[int, Field(ge=1, le=1024)]
 EVAL_SAMPLES = 2000  # samples behind the reverse-KL and variance metrics
@@ -98,6 +98,9 @@ class FlowParams(Params):
     )
     scale_clamp: float = Field(
         3.0, gt=0.0, le=10.0, description="soft bound c on log scales (realnvp, maf)"
+    )
+    activation: ActivationName = Field(
+        "relu", description="nonlinearity of the conditioner networks (realnvp, maf)"
     )
 
     @model_validator(mode="after")
@@ -235,12 +238,14 @@ class Radial(Transform):
         return z, -self._log_det(r, x.shape[1])
 
 
-def conditioner(d_in: int, hidden: list[int], d_out: int) -> nn.Sequential:
+def conditioner(
+    d_in: int, hidden: list[int], d_out: int, activation: ActivationName = "relu"
+) -> nn.Sequential:
     """An MLP whose last layer starts at zero: every coupling starts as the identity."""
     layers: list[nn.Module] = []
     width = d_in
     for h in hidden:
-        layers += [nn.Linear(width, h), nn.ReLU()]
+        layers += [nn.Linear(width, h), ACTIVATIONS[activation]()]
         width = h
     last = nn.Linear(width, d_out)
     nn.init.zeros_(last.weight)
@@ -257,10 +262,12 @@ class AffineCoupling(Transform):
 
     mask: Tensor
 
-    def __init__(self, mask: Tensor, hidden: list[int], clamp: float) -> None:
+    def __init__(
+        self, mask: Tensor, hidden: list[int], clamp: float, activation: ActivationName = "relu"
+    ) -> None:
         super().__init__()
         self.register_buffer("mask", mask.float())
-        self.net = conditioner(len(mask), hidden, 2 * len(mask))
+        self.net = conditioner(len(mask), hidden, 2 * len(mask), activation)
         self.clamp = clamp
 
     def _st(self, kept: Tensor) -> tuple[Tensor, Tensor]:
@@ -292,7 +299,9 @@ class MADE(nn.Module):
     """x (B, D) -> (μ, α) (B, D) each, output i depending on x_j only for order[j] < order[i]
     (Germain et al. 2015: degrees, masks M = [m_out ≥ m_in], strict at the output)."""
 
-    def __init__(self, order: Tensor, hidden: list[int]) -> None:
+    def __init__(
+        self, order: Tensor, hidden: list[int], activation: ActivationName = "relu"
+    ) -> None:
         super().__init__()
         d = len(order)
         degrees = [order + 1]  # input degree 1..D
@@ -300,7 +309,8 @@ class MADE(nn.Module):
             degrees.append(torch.arange(h) % max(1, d - 1) + 1)
         layers: list[nn.Module] = []
         for prev, cur in itertools.pairwise(degrees):
-            layers += [MaskedLinear(len(prev), len(cur), cur[:, None] >= prev[None, :]), nn.ReLU()]
+            mask = cur[:, None] >= prev[None, :]
+            layers += [MaskedLinear(len(prev), len(cur), mask), ACTIVATIONS[activation]()]
         out_mask = (order + 1)[:, None] > degrees[-1][None, :]
         last = MaskedLinear(len(degrees[-1]), 2 * d, out_mask.repeat(2, 1))
         nn.init.zeros_(last.weight)
@@ -317,10 +327,12 @@ class MAF(Transform):
 
     order: Tensor
 
-    def __init__(self, order: Tensor, hidden: list[int], clamp: float) -> None:
+    def __init__(
+        self, order: Tensor, hidden: list[int], clamp: float, activation: ActivationName = "relu"
+    ) -> None:
         super().__init__()
         self.register_buffer("order", order)
-        self.made = MADE(order, hidden)
+        self.made = MADE(order, hidden, activation)
         self.clamp = clamp
 
     def _params(self, x: Tensor) -> tuple[Tensor, Tensor]:
@@ -406,11 +418,11 @@ def make_layer(
         return Radial(dim)
     if params.transform == "maf":
         order = torch.arange(dim) if k % 2 == 0 else torch.arange(dim - 1, -1, -1)
-        return MAF(order, params.hidden, params.scale_clamp)
+        return MAF(order, params.hidden, params.scale_clamp, params.activation)
     idx = torch.arange(dim)
     if image_shape is not None:  # a checkerboard over the image
         idx = idx // image_shape[-1] + idx % image_shape[-1]
-    return AffineCoupling((idx + k) % 2, params.hidden, params.scale_clamp)
+    return AffineCoupling((idx + k) % 2, params.hidden, params.scale_clamp, params.activation)
 
 
 def device_of(module: nn.Module) -> torch.device:

@@ -33,12 +33,17 @@ from models.optim import OptimizerSpec
 from tests.models._helpers import tiny
 
 TRANSFORMS = ["planar", "radial", "realnvp", "maf"]
+# (transform, conditioner activation): the conditioned transforms with a smooth one too
+CASES = [(t, "relu") for t in TRANSFORMS] + [("realnvp", "tanh"), ("maf", "tanh")]
 
 
-def perturbed_layer(transform: str, dim: int = 3, k: int = 1) -> Transform:
+def perturbed_layer(
+    transform: str, dim: int = 3, k: int = 1, activation: str = "relu"
+) -> Transform:
     """A layer away from its identity initialisation (couplings start at zero)."""
     torch.manual_seed(0)
-    layer = make_layer(FlowParams(transform=transform, hidden=[16, 16]), k, dim, None)
+    params = FlowParams(transform=transform, hidden=[16, 16], activation=activation)  # type: ignore[arg-type]
+    layer = make_layer(params, k, dim, None)
     with torch.no_grad():
         for p in layer.parameters():
             p.add_(0.4 * torch.randn_like(p))
@@ -51,10 +56,10 @@ def autograd_log_det(fn: object, x: torch.Tensor) -> torch.Tensor:
     return torch.linalg.slogdet(jac.double())[1].float()
 
 
-@pytest.mark.parametrize("transform", TRANSFORMS)
+@pytest.mark.parametrize(("transform", "activation"), CASES)
 @pytest.mark.parametrize("direction", ["to_base", "to_data"])
-def test_log_det_matches_autograd_jacobian(transform: str, direction: str) -> None:
-    layer = perturbed_layer(transform)
+def test_log_det_matches_autograd_jacobian(transform: str, activation: str, direction: str) -> None:
+    layer = perturbed_layer(transform, activation=activation)
     x = 1.5 * torch.randn(6, 3)
     fn = getattr(layer, direction)
     _, log_det = fn(x)
@@ -74,10 +79,10 @@ def test_preprocessing_log_det_matches_autograd(pre: Transform) -> None:
     torch.testing.assert_close(pre.to_data(pre.to_base(x)[0])[0], x, atol=1e-4, rtol=1e-4)
 
 
-@pytest.mark.parametrize("transform", TRANSFORMS)
-def test_inverse_of_forward_is_identity(transform: str) -> None:
+@pytest.mark.parametrize(("transform", "activation"), CASES)
+def test_inverse_of_forward_is_identity(transform: str, activation: str) -> None:
     """realnvp and maf in closed form; radial by its quadratic; planar by bisection."""
-    layer = perturbed_layer(transform)
+    layer = perturbed_layer(transform, activation=activation)
     z = 2 * torch.randn(50, 3)
     x, ld_data = layer.to_data(z)
     z_back, ld_base = layer.to_base(x)
@@ -132,12 +137,13 @@ def test_radial_parameters_stay_in_the_invertible_set() -> None:
     assert float(alpha) > 0 and float(beta) >= -float(alpha)
 
 
-def test_made_is_autoregressive_jacobian_triangular() -> None:
+@pytest.mark.parametrize("activation", ["relu", "tanh"])
+def test_made_is_autoregressive_jacobian_triangular(activation: str) -> None:
     """∂(μ, α)_i/∂x_j = 0 unless j comes before i in the order: in that order the
     Jacobian of x -> z is lower triangular with diagonal exp(−α)."""
     torch.manual_seed(3)
     d, order = 5, torch.tensor([2, 0, 4, 1, 3])  # order[j]: position of dimension j
-    made = MADE(order, [32, 32])
+    made = MADE(order, [32, 32], activation)  # type: ignore[arg-type]
     with torch.no_grad():
         for p in made.parameters():
             p.add_(0.3 * torch.randn_like(p))
