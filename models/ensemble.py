@@ -27,6 +27,8 @@ examples too; predict with the uniformly weighted mixture of the members.
   > 0, each member also trains on ``x' = x + ε sign(∇_x ℓ_m(x, y))``, its own
   adversarial batch, with loss ``ℓ_m(x) + ℓ_m(x')``. ε is in standardised input
   units (the paper's 1% of each input's range is about 0.04 of a standard deviation).
+- ``dropout`` p > 0: ``nn.Dropout`` after each hidden activation, one mask per member
+  and example, while training only; inference is deterministic (not MC dropout).
 - Mixture (§2.4): ``μ* = (1/M) Σ μ_m``, ``σ*² = (1/M) Σ (σ_m² + μ_m²) − μ*²``,
   which is ``regression_summary``'s epistemic (variance of the μ_m) plus aleatoric
   (mean σ_m²). A homoscedastic ensemble (``heteroscedastic=false``) shares one noise
@@ -39,7 +41,8 @@ examples too; predict with the uniformly weighted mixture of the members.
   accuracy of the averaged probabilities.
 
 Checkpoint ``state["model"]`` keys: ``normalizer.{x_mean,x_std,y_mean,y_std}``,
-``trunk.{0,2,...}.{weight,bias}`` and ``head.{weight,bias}`` with weights (M, in, out)
+``trunk.{i}.{weight,bias}`` for the ``BatchedLinear`` layers (i = 0, 2, ... without dropout;
+0, 3, ... with it) and ``head.{weight,bias}`` with weights (M, in, out)
 and biases (M, 1, out) (head: means then log variances when heteroscedastic), and
 ``noise_var`` (target_dim,), raw units, for homoscedastic regression only.
 """
@@ -97,6 +100,13 @@ class EnsembleParams(Params):
         description="fast-gradient-sign step ε in standardised input units; 0: no adversarial "
         "training",
     )
+    dropout: float = Field(
+        0.0,
+        ge=0.0,
+        lt=1.0,
+        description="dropout after each hidden layer while training, as a regulariser (off "
+        "at inference: the members stay deterministic)",
+    )
 
 
 class BatchedLinear(nn.Module):
@@ -137,6 +147,8 @@ class EnsembleNet(nn.Module):
         width = in_dim
         for h in params.hidden:
             layers += [BatchedLinear(self.members, width, h), ACTIVATIONS[params.activation]()]
+            if params.dropout > 0:  # one mask per member and example (the (M, B, h) tensor)
+                layers.append(nn.Dropout(params.dropout))
             width = h
         self.trunk = nn.Sequential(*layers)
         self.head = BatchedLinear(self.members, width, out_dim)

@@ -192,6 +192,27 @@ def test_predict_uses_every_member_whatever_mc_samples() -> None:
     assert (a["epistemic_var"] > 0).all()
 
 
+def test_dropout_regularises_training_only() -> None:
+    """With ``dropout`` each member drops its own units per example while training; at
+    inference the members are deterministic and equal to the same nets without dropout."""
+    torch.manual_seed(0)
+    module, data, _ = fitted(dropout=0.5)
+    x = data.x_test[:8]
+    h = module.normalizer.x(x.flatten(1)).expand(module.members, -1, -1)
+    module.train()
+    a, b = module.members_forward(h), module.members_forward(h)
+    assert not torch.equal(a, b)
+    hidden = module.trunk[1](module.trunk[0](h))  # (M, N, 16) after the activation
+    dropped = module.trunk[2](hidden) == 0
+    assert dropped.any() and not torch.equal(dropped[0], dropped[1])  # a mask per member
+    p1 = ensemble.predict(module, x)
+    plain = ensemble.build(ensemble.EnsembleParams(members=3, hidden=[16]), data.info)
+    plain.load_state_dict(module.state_dict())  # dropout has no weights: same state
+    p2 = ensemble.predict(plain, x)
+    assert all(torch.equal(p1[k], p2[k]) for k in p1)
+    assert all(torch.equal(p1[k], ensemble.predict(module, x)[k]) for k in p1)
+
+
 def test_classification_entropy_decomposition_on_digits() -> None:
     module, data, ctx = fitted("digits", heteroscedastic=True)
     assert module.head.weight.shape[-1] == 10  # the heteroscedastic flag is ignored
