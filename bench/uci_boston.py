@@ -298,22 +298,16 @@ def main() -> None:
     models = [name for name in MODEL_KEYS if MODEL_KEYS[name] in args.models]
     units = [(name, s) for s in range(n_splits) for name in models]
     results: dict[tuple[str, int], dict[str, Any]] = {}
-    if args.workers > 1:  # every unit seeds itself, so the figures do not depend on W
-        with ProcessPoolExecutor(args.workers) as pool:
-            for unit, r in zip(units, pool.map(run_unit, units), strict=True):
-                results[unit] = r
-                print(f"split {unit[1]:2d}: {unit[0]} {r['rmse']:.2f}/{r['nll']:.2f}", flush=True)
-    else:
-        for s in range(n_splits):
-            for name in models:
-                results[name, s] = run_unit((name, s))
-            print(
-                f"split {s:2d}: "
-                + "  ".join(
-                    f"{n} {results[n, s]['rmse']:.2f}/{results[n, s]['nll']:.2f}" for n in models
-                ),
-                flush=True,
-            )
+    # every unit seeds itself, so the figures do not depend on the number of workers
+    pool = ProcessPoolExecutor(args.workers) if args.workers > 1 else None
+    try:
+        done = pool.map(run_unit, units) if pool else map(run_unit, units)
+        for unit, r in zip(units, done, strict=True):
+            results[unit] = r
+            print(f"split {unit[1]:2d}: {unit[0]} {r['rmse']:.2f}/{r['nll']:.2f}", flush=True)
+    finally:
+        if pool:
+            pool.shutdown()
     rows = {name: [results[name, s] for s in range(n_splits)] for name in models}
     summary = {}
     print(f"\n{n_splits} splits, raw units ($1000s); NLL = -(test log-likelihood per point)")
