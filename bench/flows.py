@@ -205,7 +205,7 @@ def main() -> None:
     rows = run(args)
     if not args.dry_run:
         OUT.mkdir(exist_ok=True)
-        out = {"config": {**vars(args), "report": None}, "machine": machine(), "rows": rows}
+        out = {"config": vars(args), "machine": machine(), "rows": rows}
         (OUT / "flows.json").write_text(json.dumps(out, indent=2))
         print(f"wrote {OUT / 'flows.json'}")
     print(summarise(rows))

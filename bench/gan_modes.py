@@ -16,6 +16,7 @@ import argparse
 import json
 import statistics
 import time
+from collections.abc import Iterator
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from pathlib import Path
 from typing import Any
@@ -145,19 +146,21 @@ def summarise(rows: list[dict[str, Any]], configs: list[str]) -> str:
 def run_all(jobs: list[Any], workers: int, log: Path) -> list[dict[str, Any]]:
     """Run the jobs, appending each result to ``log`` (JSON lines) as it finishes."""
     rows = []
-    with log.open("a") as f:
-        if workers > 1:
-            with ProcessPoolExecutor(workers) as pool:
-                futures = [pool.submit(run_one, j) for j in jobs]
-                for fut in as_completed(futures):
-                    rows.append(fut.result())
-                    f.write(json.dumps(rows[-1]) + "\n")
-                    f.flush()
+    pool = ProcessPoolExecutor(workers) if workers > 1 else None
+    try:
+        done: Iterator[dict[str, Any]]
+        if pool:
+            done = (fut.result() for fut in as_completed([pool.submit(run_one, j) for j in jobs]))
         else:
-            for j in jobs:
-                rows.append(run_one(j))
-                f.write(json.dumps(rows[-1]) + "\n")
+            done = map(run_one, jobs)
+        with log.open("a") as f:
+            for row in done:
+                rows.append(row)
+                f.write(json.dumps(row) + "\n")
                 f.flush()
+    finally:
+        if pool:
+            pool.shutdown()
     return rows
 
 
