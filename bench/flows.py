@@ -2,10 +2,13 @@
 
 Both sides get the same data, the same minibatches (one seeded index stream), Adam at the
 same learning rate, the same step budget, the same layer count and conditioner widths,
-one thread, run one after the other in this process. The loop is the plain training
-loop on both sides (no per-epoch validation), so the time is the model's. normflows'
-planar and radial flows have no inverse, so they cannot be trained by maximum likelihood
-there; ours (bisection along w, a quadratic in r) are reported alone.
+one thread, in this process, taking turns 50 steps at a time (``train_side_by_side``),
+so a busy stretch of a shared machine slows both alike. The loop is the plain training
+loop on both sides (no per-epoch validation), so the time is the model's. Ours is the
+family's default model at that size (``FlowParams`` defaults: batch normalisation after
+every realnvp/maf layer, soft-clamped log scales). normflows' planar and radial flows
+have no inverse, so they cannot be trained by maximum likelihood there; ours (bisection
+along w, a quadratic in r) are reported alone.
 
     python -m bench.flows                       # 5 seeds, ~40 minutes on one thread
     python -m bench.flows --steps 200 --seeds 1 --dry-run # a quick check
@@ -35,6 +38,7 @@ from models.data import load
 from models.flow import Flow, FlowParams, Standardize, nll_loss
 
 Loss = Callable[[Tensor], Tensor]
+CHUNK = 50  # steps each side trains in its turn (train_side_by_side)
 
 
 def ours(
@@ -70,17 +74,40 @@ def train(
     model: nn.Module, loss_fn: Loss, x: Tensor, steps: int, batch: int, lr: float, seed: int
 ) -> tuple[float, float]:
     """(seconds, final train loss) of ``steps`` Adam steps on seeded minibatches."""
-    gen = torch.Generator().manual_seed(seed)
-    opt = torch.optim.Adam(model.parameters(), lr=lr)
-    model.train()
-    start, loss = time.perf_counter(), torch.tensor(math.nan)
-    for _ in range(steps):
-        idx = torch.randint(len(x), (batch,), generator=gen)
-        loss = loss_fn(x[idx])
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-    return time.perf_counter() - start, float(loss.detach())
+    return train_side_by_side([(model, loss_fn)], x, steps, batch, lr, seed)[0]
+
+
+def train_side_by_side(
+    sides: list[tuple[nn.Module, Loss]],
+    x: Tensor,
+    steps: int,
+    batch: int,
+    lr: float,
+    seed: int,
+    chunk: int = CHUNK,
+) -> list[tuple[float, float]]:
+    """Each side's (seconds, final train loss) of ``steps`` Adam steps, every side on the
+    same seeded minibatches. The sides take turns, ``chunk`` steps at a time, and only a
+    side's own chunks are timed: a slower or busier stretch of the machine falls on all
+    of them alike, not on whichever happened to run then."""
+    gens = [torch.Generator().manual_seed(seed) for _ in sides]
+    opts = [torch.optim.Adam(model.parameters(), lr=lr) for model, _ in sides]
+    seconds = [0.0] * len(sides)
+    losses = [torch.tensor(math.nan)] * len(sides)
+    for model, _ in sides:
+        model.train()
+    for start in range(0, steps, chunk):
+        for i, ((_, loss_fn), gen, opt) in enumerate(zip(sides, gens, opts, strict=True)):
+            t0 = time.perf_counter()
+            for _ in range(min(chunk, steps - start)):
+                idx = torch.randint(len(x), (batch,), generator=gen)
+                loss = loss_fn(x[idx])
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                opt.step()
+            seconds[i] += time.perf_counter() - t0
+            losses[i] = loss.detach()
+    return [(sec, float(loss)) for sec, loss in zip(seconds, losses, strict=True)]
 
 
 def test_nll(log_prob: Loss, model: nn.Module, x: Tensor) -> float:
@@ -103,13 +130,24 @@ def run_seed(args: argparse.Namespace, seed: int) -> list[dict[str, Any]]:
         x, x_test = data.x_train, data.x_test
         for transform in args.transforms:
             sides = ["deepzoo", "normflows"] if transform in ("realnvp", "maf") else ["deepzoo"]
+            built = []
             for side in sides:
                 torch.manual_seed(seed)
                 if side == "deepzoo":
-                    model, loss_fn, log_prob = ours(transform, args.layers, args.hidden, x)
+                    built.append(ours(transform, args.layers, args.hidden, x))
                 else:
-                    model, loss_fn, log_prob = theirs(transform, args.layers, args.hidden)
-                seconds, last = train(model, loss_fn, x, args.steps, args.batch, args.lr, seed)
+                    built.append(theirs(transform, args.layers, args.hidden))
+            trained = train_side_by_side(
+                [(model, loss_fn) for model, loss_fn, _ in built],
+                x,
+                args.steps,
+                args.batch,
+                args.lr,
+                seed,
+            )
+            for side, (model, _, log_prob), (seconds, last) in zip(
+                sides, built, trained, strict=True
+            ):
                 row = {
                     "dataset": dataset,
                     "seed": seed,

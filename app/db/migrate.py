@@ -30,13 +30,22 @@ def wait_for_database(timeout: float = 60.0) -> None:
             time.sleep(1.0)
 
 
-def upgrade(timeout: float = 60.0) -> None:
+def upgrade(timeout: float = 60.0, revision: str = "head") -> None:
     wait_for_database(timeout)
+    with get_engine().begin() as connection:
+        command.upgrade(_config(connection), revision)
+
+
+def downgrade(revision: str) -> None:
+    with get_engine().begin() as connection:
+        command.downgrade(_config(connection), revision)
+
+
+def _config(connection: object) -> Config:
     cfg = Config(str(ROOT / "alembic.ini"))
     cfg.set_main_option("script_location", str(ROOT / "alembic"))
-    with get_engine().begin() as connection:
-        cfg.attributes["connection"] = connection
-        command.upgrade(cfg, "head")
+    cfg.attributes["connection"] = connection
+    return cfg
 
 
 def main() -> int:

@@ -107,6 +107,10 @@ def test_digits_bits_per_dim_sample_grid_and_no_density(client: TestClient) -> N
 def test_reverse_kl_job_needs_a_known_density(client: TestClient) -> None:
     r = client.post("/v1/jobs", json={**MOONS, "params": {"target": "banana"}})
     assert r.status_code == 422 and "reverse_kl" in r.text
+    r = client.post(
+        "/v1/jobs", json={**MOONS, "params": {"transform": "planar", "batchnorm": True}}
+    )
+    assert r.status_code == 422 and "batchnorm" in r.text
     spec = {**MOONS, "dataset": "rings8", "params": {"objective": "reverse_kl", "layers": 2}}
     spec["train"] = {"steps": 20, "batch_size": 64}
     job = trained(client, spec)

@@ -15,6 +15,7 @@ from models.data import load
 from models.densities import banana, ring_u1, target_stats
 from models.flow import (
     MADE,
+    BatchNormFlow,
     Flow,
     FlowParams,
     Logit,
@@ -96,12 +97,74 @@ def test_whole_flow_round_trip_and_log_density(transform: str) -> None:
     info = load("moons").info
     torch.manual_seed(1)
     flow = Flow(FlowParams(transform=transform, layers=3, hidden=[16]), info)
+    flow.eval()  # batch normalisation (realnvp, maf) on its running statistics
     with torch.no_grad():
         for p in flow.parameters():
             p.add_(0.2 * torch.randn_like(p))
+        for name, b in flow.named_buffers():
+            if name.endswith(("running_mean", "running_var")):
+                b.copy_(0.5 + torch.rand_like(b))
         x, log_q = flow.sample(64)
         torch.testing.assert_close(flow.log_density(x), log_q, atol=1e-3, rtol=1e-4)
         torch.testing.assert_close(flow.to_data(flow.to_base(x)[0])[0], x, atol=1e-4, rtol=1e-4)
+
+
+def batchnorm_layer() -> BatchNormFlow:
+    bn = BatchNormFlow(3)
+    bn.running_mean.copy_(torch.tensor([0.2, -1.0, 3.0]))
+    bn.running_var.copy_(torch.tensor([0.25, 4.0, 1.5]))
+    return bn
+
+
+def test_batchnorm_bijector_eval_log_det_and_inverse() -> None:
+    """In eval mode the layer is the fixed affine map of its running statistics: both
+    directions' log-determinants match autograd's Jacobian, and each inverts the other."""
+    bn = batchnorm_layer().eval()
+    x = 2 * torch.randn(6, 3)
+    for fn, inp in ((bn.to_base, x), (bn.to_data, bn.to_base(x)[0])):
+        torch.testing.assert_close(fn(inp)[1], autograd_log_det(fn, inp), atol=1e-4, rtol=1e-4)
+    z, ld = bn.to_base(x)
+    back, ld_back = bn.to_data(z)
+    torch.testing.assert_close(back, x, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(ld_back, -ld)
+    torch.testing.assert_close(z, (x - bn.running_mean) / torch.sqrt(bn.running_var + bn.eps))
+    expected = -0.5 * torch.log(torch.tensor([0.25, 4.0, 1.5]) + bn.eps).sum()
+    torch.testing.assert_close(ld, expected.expand(6))
+
+
+def test_batchnorm_bijector_train_uses_the_batch_and_updates_running_stats() -> None:
+    """In training the batch is standardised by its own mean and (biased) variance, and
+    log|det| = −½ Σ log(σ² + ε) with that variance; the running averages move by the
+    momentum (0.1) toward the batch's mean and unbiased variance, as nn.BatchNorm1d's."""
+    bn = batchnorm_layer().train()
+    x = torch.tensor([[1.0, 2.0, -1.0], [3.0, 0.0, 0.0], [2.0, 7.0, 4.0], [6.0, -1.0, 1.0]])
+    mean, var = x.mean(0), x.var(0, unbiased=False)
+    old_mean, old_var = bn.running_mean.clone(), bn.running_var.clone()
+    z, ld = bn.to_base(x)
+    torch.testing.assert_close(z, (x - mean) / torch.sqrt(var + 1e-5))
+    torch.testing.assert_close(ld, (-0.5 * torch.log(var + 1e-5)).sum().expand(4))
+    torch.testing.assert_close(bn.running_mean, 0.9 * old_mean + 0.1 * mean)
+    torch.testing.assert_close(bn.running_var, 0.9 * old_var + 0.1 * x.var(0, unbiased=True))
+    assert not list(bn.parameters())  # no learnable affine: the next layer's s, t do that
+
+
+def test_batchnorm_defaults_and_refusals() -> None:
+    """On by default exactly where it applies (realnvp and maf by maximum likelihood);
+    asked for where it cannot apply, a validation error naming it."""
+    info = load("moons").info
+    assert FlowParams().uses_batchnorm() and FlowParams(transform="maf").uses_batchnorm()
+    for off in (
+        FlowParams(transform="planar"),
+        FlowParams(objective="reverse_kl", target="banana"),
+    ):
+        assert not off.uses_batchnorm()
+    assert not FlowParams(batchnorm=False).uses_batchnorm()
+    kinds = [type(t).__name__ for t in Flow(FlowParams(layers=2, hidden=[4]), info).layers]
+    assert kinds == ["AffineCoupling", "BatchNormFlow"] * 2
+    assert len(Flow(FlowParams(layers=2, hidden=[4], batchnorm=False), info).layers) == 2
+    for bad in ({"transform": "radial"}, {"objective": "reverse_kl", "target": "banana"}):
+        with pytest.raises(ValidationError, match="batchnorm"):
+            FlowParams(batchnorm=True, **bad)  # type: ignore[arg-type]
 
 
 def test_planar_reparameterisation_keeps_the_map_invertible() -> None:

@@ -1,0 +1,83 @@
+"""Data migrations, on SQLite and PostgreSQL: rows written under an older revision."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy import text
+
+from tests.conftest import _reset_caches
+
+JOBS = sa.table(
+    "jobs",
+    *(sa.column(c) for c in ("id", "owner", "model", "dataset", "status", "queue")),
+    sa.column("spec", sa.JSON),
+    *(sa.column(c, sa.JSON) for c in ("tags", "metrics", "provenance")),
+    *(sa.column(c) for c in ("progress_step", "progress_total", "attempts")),
+    sa.column("cancel_requested", sa.Boolean),
+    sa.column("created_at", sa.DateTime(timezone=True)),
+)
+
+
+def _job(job_id: str, model: str, params: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "id": job_id,
+        "owner": "admin",
+        "model": model,
+        "dataset": "moons",
+        "status": "succeeded",
+        "queue": "cpu",
+        "spec": {"model": model, "dataset": "moons", "params": params},
+        "tags": [],
+        "metrics": {},
+        "provenance": {},
+        "progress_step": 0,
+        "progress_total": 0,
+        "attempts": 1,
+        "cancel_requested": False,
+        "created_at": datetime.now(UTC),
+    }
+
+
+def test_0003_old_flow_jobs_keep_their_architecture(database_url: str, monkeypatch: Any) -> None:
+    """Flow jobs stored before ``batchnorm`` existed get ``batchnorm: false`` (the model
+    their checkpoints hold); a flow that names it and other families are left alone; the
+    downgrade takes the key out again."""
+    monkeypatch.setenv("DEEPZOO_DATABASE_URL", database_url)
+    _reset_caches()
+    from app.db import migrate
+    from app.db.session import get_engine
+    from models.registry import get_family
+
+    if database_url.startswith("postgresql"):
+        with get_engine().begin() as conn:
+            conn.execute(text("DROP SCHEMA public CASCADE; CREATE SCHEMA public"))
+    migrate.upgrade(revision="0002")
+    old = {"transform": "realnvp", "layers": 2}
+    with get_engine().begin() as conn:
+        conn.execute(
+            sa.insert(JOBS),
+            [
+                _job("job_old", "flow", old),
+                _job("job_named", "flow", {**old, "batchnorm": True}),
+                _job("job_vae", "vae", {"latent_dim": 2}),
+            ],
+        )
+
+    def params() -> dict[str, dict[str, Any]]:
+        with get_engine().connect() as conn:
+            rows = conn.execute(sa.select(JOBS.c.id, JOBS.c.spec)).all()
+        return {job_id: spec["params"] for job_id, spec in rows}
+
+    migrate.upgrade()
+    after = params()
+    assert after["job_old"] == {**old, "batchnorm": False}
+    assert after["job_named"] == {**old, "batchnorm": True}
+    assert after["job_vae"] == {"latent_dim": 2}
+    assert not get_family("flow").params(**after["job_old"]).uses_batchnorm()
+
+    migrate.downgrade("0002")
+    assert params() == {"job_old": old, "job_named": old, "job_vae": {"latent_dim": 2}}
+    _reset_caches()
