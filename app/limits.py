@@ -70,6 +70,24 @@ def check_model_size(model: str, dataset: str | DataInfo, params: Any) -> None:
         )
 
 
+def check_batch_size(model: str, params: Any, batch_size: int) -> None:
+    """A minibatch smaller than the model can train on (BatchNorm statistics need two
+    examples, a PacGAN discriminator a whole pack) is a 422 on ``train.batch_size``, not
+    a job that fails on its first step."""
+    family = get_family(model)
+    need = family.min_batch_size(params) if family.min_batch_size is not None else 1
+    if batch_size < need:
+        message = (
+            f"{model} with these params trains on minibatches of at least {need} examples "
+            "(batch statistics need 2; a PacGAN discriminator a whole pack)"
+        )
+        raise Problem(
+            422,
+            f"train.batch_size: {message}",
+            errors=[{"path": "train.batch_size", "message": message, "type": "greater_than_equal"}],
+        )
+
+
 # One token bucket per key in Redis, so every API replica draws on the same bucket.
 # KEYS[1] = bucket; ARGV = rate, burst, now (s); returns {allowed, tokens left}.
 _BUCKET_LUA = """

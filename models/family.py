@@ -107,6 +107,9 @@ class Family:
     latent_dim: Callable[[Any], int] | None = None  # params -> size of z, for decode
     # importance samples for a bound when a log-prob request does not say
     default_log_prob_k: int = 1
+    # params -> the smallest minibatch the model trains on (batch statistics need 2, a
+    # PacGAN discriminator a whole pack); None: 1. The API refuses a smaller batch_size.
+    min_batch_size: Callable[[Any], int] | None = None
 
     def __post_init__(self) -> None:
         needs = {

@@ -659,4 +659,5 @@ FAMILY = Family(
     sample=sample,
     log_prob=log_prob,
     default_log_prob_k=8,
+    min_batch_size=lambda p: 2 if p.uses_batchnorm() else 1,
 )

@@ -564,4 +564,5 @@ FAMILY = Family(
     sample=sample,
     decode=decode,
     latent_dim=lambda p: p.latent_dim,
+    min_batch_size=lambda p: max(p.pack, 2 if p.batchnorm else 1),
 )

@@ -154,4 +154,5 @@ FAMILY = Family(
     fit=fit,
     default_epochs=50,
     predict=predict,
+    min_batch_size=lambda p: 2 if p.batchnorm else 1,
 )

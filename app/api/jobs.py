@@ -28,7 +28,7 @@ from app.db.models import Checkpoint, Job, JobEvent, Metric, new_id, utcnow
 from app.db.ops import add_event, checkpoint_ok
 from app.db.session import get_sessionmaker
 from app.inference import cache as model_cache
-from app.limits import check_active_jobs, check_model_size
+from app.limits import check_active_jobs, check_batch_size, check_model_size
 from app.problems import Problem
 from app.provenance import code_provenance
 from app.queue import queue_for, send_job
@@ -121,6 +121,7 @@ def create_job(
     check_active_jobs(session, principal.owner)
     info = job_data_info(session, principal.owner, spec.dataset)  # an upload must be theirs
     check_model_size(spec.model, info, spec.params)
+    check_batch_size(spec.model, spec.params, data["train"]["batch_size"])
     job = Job(
         id=new_id("job"),
         owner=principal.owner,

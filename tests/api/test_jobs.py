@@ -77,6 +77,18 @@ def test_validation_names_the_field(client: TestClient) -> None:
         ({**SPEC, "train": {"epochs": 2, "steps": 3}}, "train"),
         ({**SPEC, "train": {"epochs": 0}}, "train.epochs"),
         ({**SPEC, "extra": 1}, "extra"),
+        # smaller minibatches than the model can train on (BatchNorm: 2; PacGAN: a pack)
+        ({**SPEC, "params": {"batchnorm": True}, "train": {"batch_size": 1}}, "train.batch_size"),
+        (
+            {
+                "model": "gan",
+                "dataset": "rings8",
+                "params": {"pack": 4},
+                "train": {"batch_size": 3},
+            },
+            "train.batch_size",
+        ),
+        ({"model": "flow", "dataset": "moons", "train": {"batch_size": 1}}, "train.batch_size"),
     ]
     for body, path in cases:
         r = client.post("/v1/jobs", json=body)
@@ -85,6 +97,22 @@ def test_validation_names_the_field(client: TestClient) -> None:
         problem = r.json()
         assert problem["status"] == 422 and problem["title"]
         assert path in [e["path"] for e in problem["errors"]], (path, problem)
+
+
+def test_smallest_batches_the_models_take_are_accepted(client: TestClient) -> None:
+    for body in (
+        {**SPEC, "train": {"epochs": 1, "batch_size": 1}},  # no batch statistics: 1 is fine
+        {**SPEC, "params": {"batchnorm": True}, "train": {"epochs": 1, "batch_size": 2}},
+        {"model": "gan", "dataset": "rings8", "params": {"pack": 4}, "train": {"batch_size": 4}},
+        {
+            "model": "flow",
+            "dataset": "moons",
+            "params": {"batchnorm": False},
+            "train": {"batch_size": 1},
+        },
+    ):
+        r = client.post("/v1/jobs", json=body)
+        assert r.status_code == 201, (body, r.text)
 
 
 def test_malformed_bodies_are_4xx(client: TestClient) -> None:
