@@ -8,12 +8,16 @@ nearest mode of at least one high-quality sample), beside the published tables.
 The models are trained in process (``models.context.LocalContext``), no service: this
 measures the family, not the API. Each run uses one thread; ``--workers`` runs seeds in
 parallel processes. Results: a Markdown table on stdout and ``bench/out/gan_modes.json``.
+A configuration with discriminator rejection sampling (``drs``) is scored on its DRS
+samples (with the mean fraction of proposals kept) and, in a "<config>, plain samples"
+row below it, on its generator's own samples from the same seed.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import math
 import statistics
 import time
 from collections.abc import Iterator
@@ -38,7 +42,17 @@ CONFIGS: dict[str, dict[str, Any]] = {
         "hidden_d": [256, 256, 256],
         "r1": 1.0,
     },
+    # the same, then discriminator rejection sampling (Azadi et al. 2019): scored on the
+    # DRS samples, and on G's own (same seed) in a "<config>, plain samples" row
+    "non_saturating deep D + R1 + DRS": {
+        "loss": "non_saturating",
+        "hidden_d": [256, 256, 256],
+        "r1": 1.0,
+        "drs": True,
+        "drs_steps": 10000,
+    },
 }
+PLAIN = ", plain samples"  # the row of a DRS configuration's generator alone
 WIDE = {"hidden_g": [256, 256, 256], "hidden_d": [256, 256, 256]}
 # candidates for the best configuration (``--sweep``): scored on seeds the table never uses
 SWEEP: dict[str, dict[str, Any]] = {
@@ -69,7 +83,10 @@ PUBLISHED = {
 GOAL = {"rings8": (8, 0.95), "grid25": (24.5, 0.90)}  # every seed: modes ≥, hq ≥
 
 
-def run_one(args: tuple[str, str, int, int, int, dict[str, Any]]) -> dict[str, Any]:
+Job = tuple[str, str, int, int, int, dict[str, Any]]  # dataset, config, seed, steps, batch, extra
+
+
+def run_one(args: Job) -> dict[str, Any]:
     """Train one GAN; score 2,500 samples drawn from a seed the training never saw."""
     import torch
 
@@ -78,7 +95,7 @@ def run_one(args: tuple[str, str, int, int, int, dict[str, Any]]) -> dict[str, A
     from models.data import load
     from models.data.builtin import mode_centres
     from models.gan_metrics import MIXTURE_STD, MODE_SAMPLES, mode_metrics
-    from models.generative import SampleOptions
+    from models.generative import OptionError, SampleOptions
     from models.registry import get_family
 
     dataset, config, seed, steps, batch, extra = args
@@ -91,10 +108,23 @@ def run_one(args: tuple[str, str, int, int, int, dict[str, Any]]) -> dict[str, A
     t0 = time.perf_counter()
     fam.fit(module, data, params, ctx)
     assert fam.sample is not None
-    x = fam.sample(module, SampleOptions(n=MODE_SAMPLES, seed=10_000 + seed))
+    opts = SampleOptions(n=MODE_SAMPLES, seed=10_000 + seed)
     centres = mode_centres(dataset)
     assert centres is not None
-    m = mode_metrics(x.double().numpy(), centres, MIXTURE_STD[dataset])
+    try:
+        x = fam.sample(module, opts)  # DRS samples for a DRS configuration
+        m: dict[str, Any] = mode_metrics(x.double().numpy(), centres, MIXTURE_STD[dataset])
+    except OptionError as exc:  # DRS kept too few proposals: no sample set, a failed run
+        m = {"modes": 0.0, "modes_strict": 0.0, "hq": 0.0, "js_modes": math.log(2)}
+        m["drs_error"] = str(exc)
+    if getattr(params, "drs", False):
+        from models.gan import sample_plain
+
+        plain = sample_plain(module, opts).double().numpy()
+        m |= {
+            f"plain_{k}": v for k, v in mode_metrics(plain, centres, MIXTURE_STD[dataset]).items()
+        }
+        m["drs_acceptance"] = ctx.metric("drs_acceptance")[-1][1]
     return {
         "dataset": dataset,
         "config": config,
@@ -105,12 +135,30 @@ def run_one(args: tuple[str, str, int, int, int, dict[str, Any]]) -> dict[str, A
     }
 
 
+def plain_rows(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """For each DRS run (it carries ``plain_*`` scores), a "<config>, plain samples" row
+    scored on its generator's own samples."""
+    return [
+        {
+            **{k: v for k, v in r.items() if not k.startswith("plain_")},
+            **{k.removeprefix("plain_"): v for k, v in r.items() if k.startswith("plain_")},
+            "config": r["config"] + PLAIN,
+        }
+        for r in rows
+        if "plain_modes" in r
+    ]
+
+
 def summarise(rows: list[dict[str, Any]], configs: list[str]) -> str:
-    """Markdown: per dataset and config, mean ± sd and the worst seed."""
+    """Markdown: per dataset and config, mean ± sd and the worst seed; a DRS config's
+    generator alone in a row of its own below it."""
 
     def ms(v: list[float]) -> str:
         sd = statistics.stdev(v) if len(v) > 1 else 0.0
         return f"{statistics.mean(v):.1f} ± {sd:.1f}"
+
+    rows = rows + plain_rows(rows)
+    configs = [name for config in configs for name in (config, config + PLAIN)]
 
     lines = []
     for dataset in GOAL:
@@ -134,6 +182,9 @@ def summarise(rows: list[dict[str, Any]], configs: list[str]) -> str:
             hq = [100 * r["hq"] for r in rs]
             ok = sum(r["modes"] >= need_modes and r["hq"] >= need_hq for r in rs)
             name = f"**{config}**" if config.startswith(BEST) else config
+            if not config.endswith(PLAIN) and all("drs_acceptance" in r for r in rs):
+                accepted = statistics.mean(100 * r["drs_acceptance"] for r in rs)
+                name += f" (DRS keeps {accepted:.1f} %)"
             lines.append(
                 f"| {name} | {len(rs)} | {ms(modes)} | {min(modes):.0f} | {ms(hq)} "
                 f"| {min(hq):.1f} | {ok}/{len(rs)} |"
@@ -204,7 +255,7 @@ def main() -> None:
     t0 = time.perf_counter()
     best = a.best
     if a.sweep:
-        sweep = [
+        sweep: list[Job] = [
             (d, c, SWEEP_SEED + s, a.steps, a.batch_size, {})
             for s in range(a.sweep)
             for d in a.datasets
@@ -215,7 +266,7 @@ def main() -> None:
         print(f"sweep over {len(sweep)} runs: best = {best!r} {SWEEP[best]}", flush=True)
     configs = list(a.configs) + ([best] if best else [])
     print(f"configurations: {configs}", flush=True)
-    jobs = [
+    jobs: list[Job] = [
         (d, c, s, a.steps, a.batch_size, {})
         for s in range(a.first_seed, a.first_seed + a.seeds)
         for d in a.datasets

@@ -36,7 +36,23 @@ Nets: MLPs (ReLU + BatchNorm in G, LeakyReLU in D) for vector data; DCGAN-style
 Training counts generator steps; an epoch is one pass of D over the training split.
 Diagnostics (``models.gan_metrics``) are logged after every epoch.
 
-Checkpoint state: ``model`` (``g.*``, ``d.*``), ``optimizer`` (G's), ``optimizer_d``,
+Discriminator rejection sampling (``drs``; Azadi et al. 2019): for the optimal D of a
+BCE loss, D*(x) = p_data / (p_data + p_G), so its logit is l(x) = log p_data(x)/p_G(x).
+Keeping a proposal x ~ p_G with probability exp(l(x) − M), M ≥ max_x l(x), leaves the
+kept samples distributed as p_G · p_data/p_G ∝ p_data, whatever G missed or blurred
+(within G's support). The D trained beside G is not the optimal D for the final G (it
+chased a moving G), so after training D is fine-tuned for ``drs_steps`` with G fixed
+(``calibrate_drs``: plain BCE, no smoothing, no R1); M is then estimated as the largest
+logit over a burn-in of 10,000 proposals, and a proposal with l > M is always kept
+(probability min(1, exp(l − M))). ``GET /samples`` draws this way once M is set
+(``sample``; ``sample_plain`` and ``decode`` stay plain); when fewer than 1 in 200
+proposals are kept it answers 422 rather than run unbounded. Unlike the paper, the
+acceptance is exp(l − M) as derived, without its shift γ towards higher acceptance.
+Needs a BCE loss (a Wasserstein critic is no density ratio) and ``pack`` 1 (a packed D
+scores packs, not samples).
+
+Checkpoint state: ``model`` (``g.*``, ``d.*``, and with ``drs`` the 0-d buffer
+``drs_max_logit``: M, NaN until calibrated), ``optimizer`` (G's), ``optimizer_d``,
 ``epoch``, ``step`` (generator steps). Every checkpoint is marked best: a GAN's losses do
 not rank sample quality, so inference uses the latest.
 """
@@ -48,7 +64,7 @@ from typing import Any, Literal
 
 import torch
 import torch.nn.functional as F
-from pydantic import Field
+from pydantic import Field, model_validator
 from torch import Tensor, nn
 
 from models.data import DataInfo, Dataset
@@ -61,6 +77,11 @@ from models.optim import Adam, RMSProp
 GAN_DATASETS = frozenset({"rings8", "grid25", "moons", "digits", "mnist5k"})
 Loss = Literal["minimax", "non_saturating", "max_likelihood", "wasserstein"]
 ML_LOGIT_CAP = 20.0  # max_likelihood: exp(l) weights are exact for l ≤ 20 (D ≤ 1 − 2e-9)
+DRS_BURN_IN = 10_000  # proposals whose largest logit is M
+DRS_BURN_IN_SEED = 0
+DRS_CHUNK = 4_096  # proposals per draw: fixed, so the first n kept do not depend on n
+DRS_MIN_PROPOSALS = 65_536  # the cap on proposals is max(200 n, this)
+DRS_PROPOSALS_PER_SAMPLE = 200
 
 
 class GANParams(Params):
@@ -114,6 +135,26 @@ class GANParams(Params):
         le=100,
         description="R1 penalty γ/2 E‖∇_x D(x)‖² on real data (Mescheder et al. 2018); 0: off",
     )
+    drs: bool = Field(
+        False,
+        description="discriminator rejection sampling (Azadi et al. 2019): after training, D "
+        "is fine-tuned with G fixed (drs_steps) and /samples keeps each proposal x with "
+        "probability min(1, exp(l(x) − M)), l its D logit and M the largest logit over "
+        "10,000 proposals",
+    )
+    drs_steps: int = Field(
+        5000, ge=1, le=100_000, description="drs: D's fine-tuning steps with G fixed"
+    )
+
+    @model_validator(mode="after")
+    def _drs_needs_a_density_ratio(self) -> GANParams:
+        if self.drs and self.loss == "wasserstein":
+            raise ValueError(
+                "drs needs a BCE loss, not 'wasserstein': a critic is not a density ratio"
+            )
+        if self.drs and self.pack != 1:
+            raise ValueError("drs needs pack 1: a packed D scores packs, not samples")
+        return self
 
     def n_critic(self) -> int:
         if self.critic_steps is not None:
@@ -263,6 +304,8 @@ class Discriminator(nn.Module):
 
 
 class GAN(nn.Module):
+    drs_max_logit: Tensor  # with params.drs only: M (0-d), NaN until ``calibrate_drs``
+
     def __init__(self, params: GANParams, info: DataInfo) -> None:
         super().__init__()
         conv = params.architecture == "conv" or (
@@ -278,6 +321,9 @@ class GAN(nn.Module):
         self.input_shape = info.input_shape
         self.g = Generator(params, info, conv)
         self.d = Discriminator(params, info, conv)
+        self.drs = params.drs
+        if params.drs:  # only then: the state_dicts of GANs without DRS keep their keys
+            self.register_buffer("drs_max_logit", torch.tensor(math.nan))
 
 
 def build(params: GANParams, info: DataInfo) -> GAN:
@@ -457,8 +503,81 @@ def _batch_count(n: int, batch_size: int) -> int:
     return count - 1 if count > 1 and n % batch_size == 1 else count
 
 
+def drs_calibrated(module: GAN) -> bool:
+    """Whether ``sample`` uses DRS: the GAN was built with ``drs`` and M is set."""
+    return module.drs and bool(torch.isfinite(module.drs_max_logit))
+
+
+def calibrate_drs(
+    module: GAN, x: Tensor, y: Tensor | None, params: GANParams, ctx: Context, step: int = 0
+) -> bool:
+    """DRS's two preparations (Azadi et al. 2019, §3): fine-tune D for ``drs_steps`` with
+    G fixed, then set M to the largest logit over ``DRS_BURN_IN`` proposals.
+
+    D is trained towards the optimal D of the *final* G, on which the acceptance rule
+    rests: plain ``d_loss_bce`` (no smoothing, no R1, the optimum being the density ratio),
+    a fresh Adam(lr, β = (0.5, 0.999)), random minibatches of the training split ``x``
+    (labels ``y`` for a cGAN, whose fakes get the batch's labels) and fakes from G in eval
+    mode, exactly as the sampler draws them. The burn-in is seeded (``DRS_BURN_IN_SEED``)
+    apart from training's RNG, with labels drawn uniformly for a cGAN. ``step`` (the
+    generator steps) names a divergence. Returns False, M left NaN, when ``ctx`` asks to
+    stop: the caller then returns without a checkpoint, so a resume calibrates again.
+    """
+    opt = Adam(module.d.parameters(), params.lr, 0.5, 0.999)
+    module.g.eval()
+    module.d.train()
+    done = 0
+    while done < params.drs_steps:
+        for idx in minibatches(len(x), ctx.batch_size, ctx.generator):
+            if done >= params.drs_steps:
+                break
+            if ctx.should_stop():
+                return False
+            xb, yb = x[idx], None if y is None else y[idx]
+            with torch.no_grad():
+                z = torch.randn(len(idx), module.latent_dim, generator=ctx.generator)
+                fake = module.g(z.to(x.device), yb)
+            loss = d_loss_bce(module.d(xb, yb), module.d(fake, yb))
+            if not bool(torch.isfinite(loss)):
+                raise Diverged(step)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            done += 1
+    module.eval()
+    with torch.no_grad():
+        logits = drs_burn_in_logits(module)
+        module.drs_max_logit.fill_(float(logits.max()))
+    return True
+
+
+@torch.no_grad()
+def drs_burn_in_logits(module: GAN) -> Tensor:
+    """D's logits (``DRS_BURN_IN``,) of the burn-in proposals, G and D in eval mode."""
+    module.eval()
+    gen = torch.Generator().manual_seed(DRS_BURN_IN_SEED)
+    z = torch.randn(DRS_BURN_IN, module.latent_dim, generator=gen)
+    y = torch.randint(module.n_classes or 1, (DRS_BURN_IN,), generator=gen)
+    dev = next(module.parameters()).device
+    out = []
+    for zc, yc in zip(z.split(DRS_CHUNK), y.split(DRS_CHUNK), strict=True):
+        labels = yc.to(dev) if module.conditional else None
+        out.append(module.d(module.g(zc.to(dev), labels), labels).float().cpu())
+    return torch.cat(out)
+
+
 def fit(module: nn.Module, data: Dataset, params: GANParams, ctx: Context) -> None:
-    from models.gan_metrics import evaluate
+    """Train G and D; with ``drs``, calibrate (``calibrate_drs``) at the end, before the
+    last epoch's metrics and checkpoint, so that checkpoint holds the fine-tuned D and M.
+
+    Training more (a resume that extends the run) sets M back to NaN, and the new end
+    calibrates again. A resume from a checkpoint already at the end but not calibrated
+    (the loop then does not run; no checkpoint of this function is such, since a stop
+    during calibration offers none) calibrates after the loop and offers a checkpoint at
+    that same step: an in-memory context keeps it, but the service's writer skips an
+    offer not newer than the step it resumed from.
+    """
+    from models.gan_metrics import drs_metrics, evaluate
 
     assert isinstance(module, GAN)
     module.to(ctx.device)
@@ -477,6 +596,8 @@ def fit(module: nn.Module, data: Dataset, params: GANParams, ctx: Context) -> No
     while (epoch < ctx.epochs) if ctx.epochs is not None else (step < (ctx.steps or 0)):
         epoch += 1
         module.train()
+        if params.drs:  # G moves on: the D and M of an earlier calibration no longer fit it
+            module.drs_max_logit.fill_(math.nan)
         # a batch smaller than one pack would give D nothing to judge
         batches = [
             b for b in minibatches(len(x), ctx.batch_size, ctx.generator) if len(b) >= params.pack
@@ -497,6 +618,12 @@ def fit(module: nn.Module, data: Dataset, params: GANParams, ctx: Context) -> No
             g_losses.append(tr.g_step(x[group[-1]], None if y is None else y[group[-1]], step))
             step += 1
         count = epoch if ctx.epochs is not None else step
+        finished = epoch >= ctx.epochs if ctx.epochs is not None else step >= (ctx.steps or 0)
+        drs: dict[str, float] = {}
+        if finished and params.drs and not drs_calibrated(module):
+            if not calibrate_drs(module, x, y, params, ctx, step):
+                return  # no checkpoint: the resume redoes this last epoch, then calibrates
+            drs = drs_metrics(module, data.info)
         module.eval()
         d_loss = sum(d_losses) / len(d_losses)
         metrics = {
@@ -505,9 +632,16 @@ def fit(module: nn.Module, data: Dataset, params: GANParams, ctx: Context) -> No
             "g_loss": sum(g for g, _ in g_losses) / len(g_losses),
             "g_grad_norm": sum(n for _, n in g_losses) / len(g_losses),
             **evaluate(module, data, params, ctx),
+            **drs,
         }
         ctx.log(count, **metrics)
         ctx.progress(count, ctx.epochs if ctx.epochs is not None else total)
+        ctx.checkpoint(count, _state(module, tr, epoch, step), best=True)
+    if params.drs and not drs_calibrated(module):  # resumed at the end, uncalibrated
+        if not calibrate_drs(module, x, y, params, ctx, step):
+            return
+        count = epoch if ctx.epochs is not None else step
+        ctx.log(count, **drs_metrics(module, data.info))
         ctx.checkpoint(count, _state(module, tr, epoch, step), best=True)
 
 
@@ -537,8 +671,19 @@ def decode(module: nn.Module, z: Tensor, labels: Tensor | None) -> Tensor:
 
 @torch.no_grad()
 def sample(module: nn.Module, opts: SampleOptions) -> Tensor:
-    """``n`` samples from ``seed``: z ~ N(0, temperature² I); a conditional GAN without a
-    label draws labels uniformly from the same seed. Sample i depends on (seed, i) only."""
+    """``n`` samples from ``seed``: by DRS (``drs_sample``) once the GAN is calibrated,
+    else G's own (``sample_plain``)."""
+    assert isinstance(module, GAN)
+    if drs_calibrated(module):
+        return drs_sample(module, opts)
+    return sample_plain(module, opts)
+
+
+@torch.no_grad()
+def sample_plain(module: nn.Module, opts: SampleOptions) -> Tensor:
+    """``n`` samples of G from ``seed``, DRS or not: z ~ N(0, temperature² I); a conditional
+    GAN without a label draws labels uniformly from the same seed. Sample i depends on
+    (seed, i) only."""
     assert isinstance(module, GAN)
     gen = opts.generator()
     z = torch.randn(opts.n, module.latent_dim, generator=gen) * opts.temperature
@@ -550,10 +695,54 @@ def sample(module: nn.Module, opts: SampleOptions) -> Tensor:
     return decode(module, z, labels)
 
 
+@torch.no_grad()
+def drs_sample(module: GAN, opts: SampleOptions) -> Tensor:
+    """``n`` samples by discriminator rejection sampling from ``seed`` (module calibrated).
+
+    Proposals come in chunks of ``DRS_CHUNK`` from one seeded stream, each chunk
+    z ~ N(0, temperature² I), its labels (``label``, or uniform for a cGAN without one)
+    and u ~ U(0, 1); x = G(z) is kept when log u < l(x) − M. The first n kept are
+    returned, so they do not depend on n. More than max(200 n, 65,536) proposals (an
+    acceptance below 1/200 or so) raise ``OptionError`` on ``n``.
+    """
+    module.eval()
+    dev = next(module.parameters()).device
+    gen = opts.generator()
+    m = float(module.drs_max_logit)
+    cap = max(DRS_PROPOSALS_PER_SAMPLE * opts.n, DRS_MIN_PROPOSALS)
+    fixed = None if opts.label is None else torch.tensor([opts.label])
+    kept: list[Tensor] = []
+    accepted = proposed = 0
+    while accepted < opts.n:
+        if proposed >= cap:
+            raise OptionError(
+                "n",
+                f"discriminator rejection sampling kept {accepted} of {proposed:,} proposals "
+                f"(acceptance {accepted / proposed:.3%}), fewer than n = {opts.n} within its "
+                f"cap of max(200·n, {DRS_MIN_PROPOSALS:,}) proposals: D rejects nearly all "
+                "of G's samples",
+            )
+        z = torch.randn(DRS_CHUNK, module.latent_dim, generator=gen) * opts.temperature
+        labels = fixed
+        if fixed is None and module.conditional:
+            labels = torch.randint(module.n_classes or 1, (DRS_CHUNK,), generator=gen)
+        y = _labels(module, labels, DRS_CHUNK, "label")
+        y = None if y is None else y.to(dev)
+        x = module.g(z.to(dev), y)
+        logits = module.d(x, y).float().cpu()
+        u = torch.rand(DRS_CHUNK, generator=gen)
+        keep = torch.log(u) < logits - m
+        kept.append(x[keep.to(dev)])
+        accepted += int(keep.sum())
+        proposed += DRS_CHUNK
+    return torch.cat(kept)[: opts.n].view(opts.n, *module.input_shape)
+
+
 FAMILY = Family(
     name="gan",
     description="GAN: minimax, non-saturating, max-likelihood or Wasserstein (clip/gp) losses; "
-    "cGAN with conditional BatchNorm, one-sided label smoothing, PacGAN packing",
+    "cGAN with conditional BatchNorm, one-sided label smoothing, PacGAN packing; "
+    "discriminator rejection sampling",
     params=GANParams,
     datasets=GAN_DATASETS,
     capabilities=frozenset({Capability.SAMPLE}),

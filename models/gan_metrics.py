@@ -18,6 +18,13 @@
   (1 − e^{−9/2}) / K for an isotropic 2-D Gaussian), and of the samples, estimated by
   counting. By the data-processing inequality it estimates a lower bound on
   JS(p_data ‖ p_G).
+- With ``drs``, once at the end of training, after ``models.gan.calibrate_drs``:
+  ``drs_max_logit`` (M), ``drs_acceptance`` (the mean of min(1, exp(l − M)) over the
+  burn-in proposals that set M: the expected fraction of proposals kept) and, for the 2-D
+  mixtures, ``drs_modes``, ``drs_modes_strict``, ``drs_hq`` and ``drs_js_modes``: the
+  numbers above on ``MODE_SAMPLES`` DRS samples from ``EVAL_SEED``, beside the plain
+  samples' ``modes``, ``hq``, ... of the same step. (That step's ``d_real``, ``d_fake``,
+  ``val_loss`` and ``js_from_d`` are those of the fine-tuned D.)
 - Images: a small classifier (``mlp``, trained once per process on the same dataset's
   training split) labels ``IMAGE_SAMPLES`` samples: ``classes_covered`` (classes predicted
   at least once), ``class_kl`` (KL of the predicted class histogram from uniform, nats),
@@ -34,7 +41,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from models.data import Dataset, load
+from models.data import DataInfo, Dataset, load
 from models.data.builtin import GRID25_STD, RINGS8_STD, mode_centres
 
 if TYPE_CHECKING:
@@ -131,6 +138,29 @@ def evaluate(module: GAN, data: Dataset, params: GANParams, ctx: Any) -> dict[st
         out |= mode_metrics(samples, modes, MIXTURE_STD[info.name])
     elif info.image_shape is not None and info.n_classes:
         out |= class_metrics(module, info.name, info.n_classes, dev)
+    return out
+
+
+@torch.no_grad()
+def drs_metrics(module: GAN, info: DataInfo) -> dict[str, float]:
+    """The ``drs_*`` diagnostics above, for a calibrated module."""
+    from models.gan import drs_burn_in_logits, drs_sample
+    from models.generative import OptionError, SampleOptions
+
+    m = module.drs_max_logit.cpu()
+    logits = drs_burn_in_logits(module)
+    out = {
+        "drs_max_logit": float(m),
+        "drs_acceptance": float(torch.exp((logits - m).clamp(max=0.0)).mean()),
+    }
+    modes = mode_centres(info.name)
+    if modes is not None and info.input_shape == (2,):
+        try:
+            x = drs_sample(module, SampleOptions(n=MODE_SAMPLES, seed=EVAL_SEED))
+        except OptionError:  # fewer than about 1 in 200 kept: no sample set to score
+            return out
+        scores = mode_metrics(x.cpu().double().numpy(), modes, MIXTURE_STD[info.name])
+        out |= {f"drs_{k}": v for k, v in scores.items()}
     return out
 
 

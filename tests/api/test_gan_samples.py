@@ -89,3 +89,26 @@ def test_unconditional_image_gan_interpolates_between_seeds(client: TestClient) 
     assert a.content == b.content  # the ends come from the seeds: same request, same picture
     bad = client.get(f"/v1/jobs/{job}/interpolate.png", params={"label": 1})
     assert bad.status_code == 422 and bad.json()["errors"][0]["path"] == "label"
+
+
+def test_drs_job_samples_and_refuses_a_critic(client: TestClient) -> None:
+    job = gan_job(client, "rings8", drs=True, drs_steps=10)
+    metrics = client.get(f"/v1/jobs/{job}").json()["metrics"]
+    assert {"drs_max_logit", "drs_acceptance", "drs_modes", "drs_hq", "modes"} <= set(metrics)
+    r = client.get(f"/v1/jobs/{job}/samples", params={"n": 30, "seed": 2})
+    assert r.status_code == 200, r.text
+    samples = r.json()["samples"]
+    assert len(samples) == 30 and len(samples[0]) == 2
+    longer = client.get(f"/v1/jobs/{job}/samples", params={"n": 60, "seed": 2}).json()
+    assert longer["samples"][:30] == samples  # the first n kept do not depend on n
+
+    r = client.post(
+        "/v1/jobs",
+        json={
+            "model": "gan",
+            "dataset": "rings8",
+            "params": {**TINY, "drs": True, "loss": "wasserstein"},
+            "train": {"steps": 5},
+        },
+    )
+    assert r.status_code == 422 and "drs" in r.text, r.text
