@@ -146,6 +146,25 @@ def test_the_burn_in_maximum_also_recovers_the_data() -> None:
     torch.testing.assert_close(drs.std(0), torch.full((2,), 0.5), atol=0.03, rtol=0)
 
 
+def test_a_quantile_m_keeps_g_where_the_ratio_passes_it() -> None:
+    """M at the q-quantile of G's logits: the sampler then draws ∝ min(p_G, p_data/e^M),
+    so a kept sample lies above M with probability P_G(l > M)/acceptance = (1 − q)/a,
+    a = E_G min(1, e^{l − M}); below M the relative weights are exact DRS's."""
+    from models.gan import drs_burn_in_logits
+
+    module = _known_gan()
+    q = 0.9
+    logits = drs_burn_in_logits(module)
+    m = float(torch.quantile(logits, q))
+    module.drs_max_logit.fill_(m)
+    acceptance = float(torch.exp((logits - m).clamp(max=0)).mean())
+    kept = sample(module, SampleOptions(n=4000, seed=3))
+    above = float((module.d(kept) > m).double().mean())
+    # 4,000 samples: the standard error of a fraction near 0.4 is about 0.008
+    assert above == pytest.approx((1 - q) / acceptance, abs=0.03)
+    assert 0.2 < above < 0.9  # the check has room to fail both ways
+
+
 def test_drs_samples_are_determined_by_the_seed_not_by_n() -> None:
     from models.gan import drs_burn_in_logits
 
@@ -203,6 +222,11 @@ def test_fit_calibrates_before_the_last_checkpoint() -> None:
     assert {"modes", "hq", "drs_max_logit", "drs_acceptance", "drs_modes", "drs_hq"} <= set(last)
     assert 0 < last["drs_acceptance"] <= 1 and 0 <= last["drs_hq"] <= 1
     assert drs_calibrated(module) and float(module.drs_max_logit) == last["drs_max_logit"]
+    from models.gan import drs_burn_in_logits
+
+    torch.testing.assert_close(  # M: the default 0.95 quantile of the burn-in logits
+        module.drs_max_logit, torch.quantile(drs_burn_in_logits(module), 0.95)
+    )
     state = ctx.checkpoints[-1][1]["model"]
     assert float(state["drs_max_logit"]) == last["drs_max_logit"]
     assert all(math.isnan(float(st["model"]["drs_max_logit"])) for _, st, _ in ctx.checkpoints[:-1])
