@@ -72,8 +72,9 @@ def theirs(transform: str, layers: int, hidden: list[int]) -> tuple[nn.Module, L
 
 def train(
     model: nn.Module, loss_fn: Loss, x: Tensor, steps: int, batch: int, lr: float, seed: int
-) -> tuple[float, float]:
-    """(seconds, final train loss) of ``steps`` Adam steps on seeded minibatches."""
+) -> tuple[float, float, float]:
+    """(wall seconds, CPU seconds, final train loss) of ``steps`` Adam steps on seeded
+    minibatches."""
     return train_side_by_side([(model, loss_fn)], x, steps, batch, lr, seed)[0]
 
 
@@ -85,20 +86,22 @@ def train_side_by_side(
     lr: float,
     seed: int,
     chunk: int = CHUNK,
-) -> list[tuple[float, float]]:
-    """Each side's (seconds, final train loss) of ``steps`` Adam steps, every side on the
-    same seeded minibatches. The sides take turns, ``chunk`` steps at a time, and only a
-    side's own chunks are timed: a slower or busier stretch of the machine falls on all
-    of them alike, not on whichever happened to run then."""
+) -> list[tuple[float, float, float]]:
+    """Each side's (wall seconds, CPU seconds of this process, final train loss) of
+    ``steps`` Adam steps, every side on the same seeded minibatches. The sides take turns,
+    ``chunk`` steps at a time, and only a side's own chunks are timed: a slower or busier
+    stretch of the machine falls on all of them alike, not on whichever happened to run
+    then. The CPU time leaves out the time another process held the core."""
     gens = [torch.Generator().manual_seed(seed) for _ in sides]
     opts = [torch.optim.Adam(model.parameters(), lr=lr) for model, _ in sides]
     seconds = [0.0] * len(sides)
+    cpu = [0.0] * len(sides)
     losses = [torch.tensor(math.nan)] * len(sides)
     for model, _ in sides:
         model.train()
     for start in range(0, steps, chunk):
         for i, ((_, loss_fn), gen, opt) in enumerate(zip(sides, gens, opts, strict=True)):
-            t0 = time.perf_counter()
+            t0, c0 = time.perf_counter(), time.process_time()
             for _ in range(min(chunk, steps - start)):
                 idx = torch.randint(len(x), (batch,), generator=gen)
                 loss = loss_fn(x[idx])
@@ -106,8 +109,9 @@ def train_side_by_side(
                 loss.backward()
                 opt.step()
             seconds[i] += time.perf_counter() - t0
+            cpu[i] += time.process_time() - c0
             losses[i] = loss.detach()
-    return [(sec, float(loss)) for sec, loss in zip(seconds, losses, strict=True)]
+    return [(s, c, float(v)) for s, c, v in zip(seconds, cpu, losses, strict=True)]
 
 
 def test_nll(log_prob: Loss, model: nn.Module, x: Tensor) -> float:
@@ -145,7 +149,7 @@ def run_seed(args: argparse.Namespace, seed: int) -> list[dict[str, Any]]:
                 args.lr,
                 seed,
             )
-            for side, (model, _, log_prob), (seconds, last) in zip(
+            for side, (model, _, log_prob), (seconds, cpu, last) in zip(
                 sides, built, trained, strict=True
             ):
                 row = {
@@ -158,6 +162,7 @@ def run_seed(args: argparse.Namespace, seed: int) -> list[dict[str, Any]]:
                     "train_loss_last": last,
                     "seconds": seconds,
                     "ms_per_step": 1000 * seconds / args.steps,
+                    "cpu_ms_per_step": 1000 * cpu / args.steps,
                 }
                 rows.append(row)
                 print(json.dumps(row), flush=True)
@@ -166,8 +171,8 @@ def run_seed(args: argparse.Namespace, seed: int) -> list[dict[str, Any]]:
 
 def summarise(rows: list[dict[str, Any]]) -> str:
     """Markdown: per dataset and transform, each side's test NLL (mean ± sd and median over
-    the seeds whose NLL is finite, and how many diverged to NaN), its ms/step, and on how
-    many seeds ours was the lower (a diverged run loses)."""
+    the seeds whose NLL is finite, and how many diverged to NaN), its wall and CPU ms/step,
+    and on how many seeds ours was the lower (a diverged run loses)."""
 
     def ms(v: list[float], fmt: str) -> str:
         ok = [x for x in v if math.isfinite(x)]
@@ -182,8 +187,8 @@ def summarise(rows: list[dict[str, Any]]) -> str:
 
     lines = [
         "| dataset | transform | seeds | test NLL ours | test NLL normflows | ours lower on "
-        "| ms/step ours | ms/step normflows |",
-        "|---|---|---|---|---|---|---|---|",
+        "| ms/step ours | ms/step normflows | CPU ms/step ours | CPU ms/step normflows |",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
     keys = dict.fromkeys((r["dataset"], r["transform"]) for r in rows)
     for dataset, transform in keys:
@@ -198,6 +203,7 @@ def summarise(rows: list[dict[str, Any]]) -> str:
         ours_, theirs_ = side["deepzoo"], side["normflows"]
         nll = [ours_[s]["test_nll"] for s in ours_]
         step = [ours_[s]["ms_per_step"] for s in ours_]
+        cpu = [ours_[s].get("cpu_ms_per_step", math.nan) for s in ours_]
         if theirs_:
             both = [s for s in ours_ if s in theirs_]
             wins = sum(lower(ours_[s]["test_nll"], theirs_[s]["test_nll"]) for s in both)
@@ -206,9 +212,11 @@ def summarise(rows: list[dict[str, Any]]) -> str:
                 f"{wins}/{len(both)}",
                 ms(step, ".1f"),
                 ms([theirs_[s]["ms_per_step"] for s in theirs_], ".1f"),
+                ms(cpu, ".2f"),
+                ms([theirs_[s].get("cpu_ms_per_step", math.nan) for s in theirs_], ".2f"),
             ]
         else:
-            cells = ["no inverse", "", ms(step, ".1f"), ""]
+            cells = ["no inverse", "", ms(step, ".1f"), "", ms(cpu, ".2f"), ""]
         lines.append(
             f"| {dataset} | {transform} | {len(ours_)} | {ms(nll, '.3f')} | "
             + " | ".join(cells)

@@ -69,6 +69,7 @@ from models.layers import ACTIVATIONS, ActivationName, train_epochs
 Width = Annotated[int, Field(ge=1, le=1024)]
 EVAL_SAMPLES = 2000  # samples behind the reverse-KL and variance metrics
 LOGIT_ALPHA = 0.05
+BN_EPS = 1e-5  # BatchNormFlow's ε
 DATASETS = frozenset({"moons", "rings8", "grid25", "checkerboard", "digits", "mnist5k"})
 
 
@@ -304,9 +305,14 @@ class AffineCoupling(Transform):
         s, t = self._st(z * self.mask, self.clamp_free)
         return z * s.exp() + t, s.sum(1)
 
-    def to_base(self, x: Tensor) -> tuple[Tensor, Tensor]:
+    def to_base_terms(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        """(z, −s (B, D)): the log-det is the row sum, left to ``Flow.to_base``."""
         neg_s, t = self._st(x * self.mask, self.neg_clamp_free)
-        return (x - t) * neg_s.exp(), neg_s.sum(1)
+        return (x - t) * neg_s.exp(), neg_s
+
+    def to_base(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        z, neg_s = self.to_base_terms(x)
+        return z, neg_s.sum(1)
 
 
 class BatchNormFlow(Transform):
@@ -326,13 +332,14 @@ class BatchNormFlow(Transform):
     running_mean: Tensor
     running_var: Tensor
 
-    def __init__(self, dim: int, momentum: float = 0.1, eps: float = 1e-5) -> None:
+    def __init__(self, dim: int, momentum: float = 0.1) -> None:
         super().__init__()
         self.register_buffer("running_mean", torch.zeros(dim))
         self.register_buffer("running_var", torch.ones(dim))
-        self.momentum, self.eps = momentum, eps
+        self.momentum, self.eps = momentum, BN_EPS  # one ε for all: Flow.to_base sums them
 
-    def to_base(self, x: Tensor) -> tuple[Tensor, Tensor]:
+    def normalise(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        """(z, the variance σ² (D,) it divided by): log|det| = −½ Σ log(σ² + ε)."""
         # F.batch_norm: one fused op that also updates the running statistics (the
         # unbiased variance, as nn.BatchNorm1d); the log-det takes the batch's biased one,
         # the variance the batch is divided by
@@ -347,6 +354,10 @@ class BatchNormFlow(Transform):
             self.momentum,
             self.eps,
         )
+        return z, var
+
+    def to_base(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        z, var = self.normalise(x)
         return z, (-0.5 * torch.log(var + self.eps).sum()).expand(len(x))
 
     def to_data(self, z: Tensor) -> tuple[Tensor, Tensor]:
@@ -409,10 +420,15 @@ class MAF(Transform):
         mu, alpha = self.made(x)
         return mu, soft_clamp(alpha, self.clamp)
 
-    def to_base(self, x: Tensor) -> tuple[Tensor, Tensor]:
+    def to_base_terms(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        """(z, −α (B, D)): the log-det is the row sum, left to ``Flow.to_base``."""
         mu, alpha = self.made(x)
         neg_alpha = torch.tanh(alpha / self.clamp) * -self.clamp  # −soft_clamp(α, c)
-        return (x - mu) * neg_alpha.exp(), neg_alpha.sum(1)
+        return (x - mu) * neg_alpha.exp(), neg_alpha
+
+    def to_base(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        z, neg_alpha = self.to_base_terms(x)
+        return z, neg_alpha.sum(1)
 
     def to_data(self, z: Tensor) -> tuple[Tensor, Tensor]:
         x = torch.zeros_like(z)
@@ -451,12 +467,29 @@ class Flow(nn.Module):
         return [cast(Transform, layer) for layer in self.layers]
 
     def to_base(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        """(z, log|det ∂z/∂x|) (B,). The log-dets are summed once at the end, not layer by
+        layer: the couplings' and MADEs' log scales (B, D) stacked, the batch
+        normalisations' from their stacked variances (at 2-D a step costs per op, and
+        this halves the ops of the log-det; ``tests/models/test_flow.py`` holds it to
+        chaining each layer's own ``to_base``)."""
         z, log_det = self.pre.to_base(x)
-        log_dets = [log_det]
+        log_dets, terms, variances = [log_det], [], []
         for layer in self.transforms():
-            z, ld = layer.to_base(z)
-            log_dets.append(ld)
-        return z, torch.stack(log_dets).sum(0)  # one op, not one addition per layer
+            if isinstance(layer, BatchNormFlow):
+                z, var = layer.normalise(z)
+                variances.append(var)
+            elif isinstance(layer, AffineCoupling | MAF):
+                z, term = layer.to_base_terms(z)
+                terms.append(term)
+            else:
+                z, ld = layer.to_base(z)
+                log_dets.append(ld)
+        total = torch.stack(log_dets).sum(0)
+        if terms:
+            total = total + torch.stack(terms).sum((0, 2))
+        if variances:
+            total = total - 0.5 * torch.log(torch.stack(variances) + BN_EPS).sum()
+        return z, total
 
     def to_data(self, z: Tensor) -> tuple[Tensor, Tensor]:
         log_det = torch.zeros(len(z), device=z.device)

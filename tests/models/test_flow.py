@@ -148,6 +148,34 @@ def test_batchnorm_bijector_train_uses_the_batch_and_updates_running_stats() -> 
     assert not list(bn.parameters())  # no learnable affine: the next layer's s, t do that
 
 
+@pytest.mark.parametrize("transform", ["realnvp", "maf"])
+def test_flow_log_det_is_the_sum_of_its_layers_in_training_too(transform: str) -> None:
+    """Flow.to_base sums the batch normalisations' log-dets from their stacked variances:
+    the same total, and the same gradients, as chaining every layer's own to_base."""
+    import copy
+
+    torch.manual_seed(4)
+    flow = Flow(FlowParams(transform=transform, layers=3, hidden=[16]), load("moons").info)
+    with torch.no_grad():
+        for p in flow.parameters():
+            p.add_(0.3 * torch.randn_like(p))
+    chained = copy.deepcopy(flow)
+    x = torch.randn(32, 2) * 2 + 1
+    z, log_det = flow.to_base(x)
+    z2, ld2 = chained.pre.to_base(x)
+    for layer in chained.transforms():
+        z2, ld = layer.to_base(z2)
+        ld2 = ld2 + ld
+    torch.testing.assert_close(z, z2)
+    torch.testing.assert_close(log_det, ld2)
+    g1 = torch.autograd.grad(log_det.mean(), list(flow.parameters()))
+    g2 = torch.autograd.grad(ld2.mean(), list(chained.parameters()))
+    for a, b in zip(g1, g2, strict=True):
+        torch.testing.assert_close(a, b)
+    for (name, a), b in zip(flow.named_buffers(), chained.buffers(), strict=True):
+        torch.testing.assert_close(a, b, msg=name)  # running statistics updated alike
+
+
 def test_batchnorm_defaults_and_refusals() -> None:
     """On by default exactly where it applies (realnvp and maf by maximum likelihood);
     asked for where it cannot apply, a validation error naming it."""
