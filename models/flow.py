@@ -37,8 +37,13 @@ p = α + (1 − 2α)y (Dinh et al. 2017, §4.1), the Jacobian included; log P of
 discrete pixels is reported in nats and bits/dim. Conditioners are MLPs on the
 flattened image, not convolutional couplings.
 
+With ``batchnorm`` (on by default for realnvp and maf by maximum likelihood) a batch
+normalisation bijector follows every layer (``BatchNormFlow``): batch statistics in
+training, running averages in eval mode, where log p is exact.
+
 Checkpoint ``state["model"]`` keys: ``pre.*`` (standardisation or logit buffers),
-``layers.<k>.*`` per transform.
+``layers.<k>.*`` per transform (with batchnorm, transform k is ``layers.<2k>`` and its
+normalisation ``layers.<2k+1>``, holding only ``running_mean`` and ``running_var``).
 """
 
 from __future__ import annotations
