@@ -70,14 +70,6 @@ def theirs(transform: str, layers: int, hidden: list[int]) -> tuple[nn.Module, L
     return model, model.forward_kld, model.log_prob
 
 
-def train(
-    model: nn.Module, loss_fn: Loss, x: Tensor, steps: int, batch: int, lr: float, seed: int
-) -> tuple[float, float, float]:
-    """(wall seconds, CPU seconds, final train loss) of ``steps`` Adam steps on seeded
-    minibatches."""
-    return train_side_by_side([(model, loss_fn)], x, steps, batch, lr, seed)[0]
-
-
 def train_side_by_side(
     sides: list[tuple[nn.Module, Loss]],
     x: Tensor,

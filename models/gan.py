@@ -523,7 +523,7 @@ def drs_calibrated(module: GAN) -> bool:
 
 def calibrate_drs(
     module: GAN, x: Tensor, y: Tensor | None, params: GANParams, ctx: Context, step: int = 0
-) -> bool:
+) -> Tensor | None:
     """DRS's two preparations (Azadi et al. 2019, §3): fine-tune D for ``drs_steps`` with
     G fixed, then set M to the ``drs_quantile`` of the logits of ``DRS_BURN_IN`` proposals.
 
@@ -533,8 +533,9 @@ def calibrate_drs(
     (labels ``y`` for a cGAN, whose fakes get the batch's labels) and fakes from G in eval
     mode, exactly as the sampler draws them. The burn-in is seeded (``DRS_BURN_IN_SEED``)
     apart from training's RNG, with labels drawn uniformly for a cGAN. ``step`` (the
-    generator steps) names a divergence. Returns False, M left NaN, when ``ctx`` asks to
-    stop: the caller then returns without a checkpoint, so a resume calibrates again.
+    generator steps) names a divergence. Returns the burn-in logits (for
+    ``drs_metrics``), or None, M left NaN, when ``ctx`` asks to stop: the caller then
+    returns without a checkpoint, so a resume calibrates again.
     """
     opt = Adam(module.d.parameters(), params.lr, 0.5, 0.999)
     module.g.eval()
@@ -545,7 +546,7 @@ def calibrate_drs(
             if done >= params.drs_steps:
                 break
             if ctx.should_stop():
-                return False
+                return None
             xb, yb = x[idx], None if y is None else y[idx]
             with torch.no_grad():
                 z = torch.randn(len(idx), module.latent_dim, generator=ctx.generator)
@@ -561,7 +562,7 @@ def calibrate_drs(
     with torch.no_grad():
         logits = drs_burn_in_logits(module)
         module.drs_max_logit.fill_(float(torch.quantile(logits, params.drs_quantile)))
-    return True
+    return logits
 
 
 @torch.no_grad()
@@ -634,9 +635,10 @@ def fit(module: nn.Module, data: Dataset, params: GANParams, ctx: Context) -> No
         finished = epoch >= ctx.epochs if ctx.epochs is not None else step >= (ctx.steps or 0)
         drs: dict[str, float] = {}
         if finished and params.drs and not drs_calibrated(module):
-            if not calibrate_drs(module, x, y, params, ctx, step):
+            logits = calibrate_drs(module, x, y, params, ctx, step)
+            if logits is None:
                 return  # no checkpoint: the resume redoes this last epoch, then calibrates
-            drs = drs_metrics(module, data.info)
+            drs = drs_metrics(module, data.info, logits)
         module.eval()
         d_loss = sum(d_losses) / len(d_losses)
         metrics = {
@@ -651,10 +653,11 @@ def fit(module: nn.Module, data: Dataset, params: GANParams, ctx: Context) -> No
         ctx.progress(count, ctx.epochs if ctx.epochs is not None else total)
         ctx.checkpoint(count, _state(module, tr, epoch, step), best=True)
     if params.drs and not drs_calibrated(module):  # resumed at the end, uncalibrated
-        if not calibrate_drs(module, x, y, params, ctx, step):
+        logits = calibrate_drs(module, x, y, params, ctx, step)
+        if logits is None:
             return
         count = epoch if ctx.epochs is not None else step
-        ctx.log(count, **drs_metrics(module, data.info))
+        ctx.log(count, **drs_metrics(module, data.info, logits))
         ctx.checkpoint(count, _state(module, tr, epoch, step), best=True)
 
 

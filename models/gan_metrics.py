@@ -142,13 +142,13 @@ def evaluate(module: GAN, data: Dataset, params: GANParams, ctx: Any) -> dict[st
 
 
 @torch.no_grad()
-def drs_metrics(module: GAN, info: DataInfo) -> dict[str, float]:
-    """The ``drs_*`` diagnostics above, for a calibrated module."""
-    from models.gan import drs_burn_in_logits, drs_sample
+def drs_metrics(module: GAN, info: DataInfo, logits: Tensor) -> dict[str, float]:
+    """The ``drs_*`` diagnostics above, for a module just calibrated on the burn-in
+    ``logits`` that ``models.gan.calibrate_drs`` returned."""
+    from models.gan import drs_sample
     from models.generative import OptionError, SampleOptions
 
     m = module.drs_max_logit.cpu()
-    logits = drs_burn_in_logits(module)
     out = {
         "drs_max_logit": float(m),
         "drs_acceptance": float(torch.exp((logits - m).clamp(max=0.0)).mean()),
