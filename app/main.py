@@ -7,15 +7,34 @@ import contextlib
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from pathlib import Path
 
+import fastapi_offline
 from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
+from fastapi.openapi.docs import (
+    get_redoc_html,
+    get_swagger_ui_html,
+    get_swagger_ui_oauth2_redirect_html,
+)
+from fastapi.responses import HTMLResponse
+from fastapi.staticfiles import StaticFiles
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from app import problems
-from app.api import catalog, datasets, evaluation, generative, health, inference, jobs, keys
+from app.api import (
+    catalog,
+    datasets,
+    evaluation,
+    generative,
+    health,
+    index,
+    inference,
+    jobs,
+    keys,
+)
 from app.auth import bootstrap_admin
 from app.config import Settings, get_settings
 from app.db.session import session_scope
@@ -196,21 +215,63 @@ class SecurityHeadersMiddleware:
         await self.app(scope, receive, send_wrapper)
 
 
+# Swagger UI and ReDoc from the fastapi-offline wheel, not a CDN: /docs works offline
+DOCS_ASSETS = Path(fastapi_offline.__file__).parent / "static"
+DOCS_STATIC = "/static/docs"
+
+
+def add_docs(app: FastAPI) -> None:
+    assert app.openapi_url is not None and app.swagger_ui_oauth2_redirect_url is not None
+    openapi_url, redirect_url = app.openapi_url, app.swagger_ui_oauth2_redirect_url
+    app.mount(DOCS_STATIC, StaticFiles(directory=DOCS_ASSETS), name="docs-static")
+
+    @app.get("/docs", include_in_schema=False)
+    async def swagger_ui() -> HTMLResponse:
+        return get_swagger_ui_html(
+            openapi_url=openapi_url,
+            title=f"{app.title} - Swagger UI",
+            oauth2_redirect_url=redirect_url,
+            swagger_js_url=f"{DOCS_STATIC}/swagger-ui-bundle.js",
+            swagger_css_url=f"{DOCS_STATIC}/swagger-ui.css",
+            swagger_favicon_url=f"{DOCS_STATIC}/favicon.png",
+            swagger_ui_parameters={"persistAuthorization": True},
+        )
+
+    @app.get(redirect_url, include_in_schema=False)
+    async def swagger_ui_redirect() -> HTMLResponse:
+        return get_swagger_ui_oauth2_redirect_html()
+
+    @app.get("/redoc", include_in_schema=False)
+    async def redoc() -> HTMLResponse:
+        return get_redoc_html(
+            openapi_url=openapi_url,
+            title=f"{app.title} - ReDoc",
+            redoc_js_url=f"{DOCS_STATIC}/redoc.standalone.js",
+            redoc_favicon_url=f"{DOCS_STATIC}/favicon.png",
+            with_google_fonts=False,
+        )
+
+
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or get_settings()
     app = FastAPI(
         title="DeepZoo",
         version="0.1.0",
         description="Train and serve every classic deep learning family over REST. "
-        "Authenticate with `Authorization: Bearer <key>`.",
+        "Authenticate with `Authorization: Bearer <key>` (Authorize, above). "
+        "Errors are RFC 9457 problem details (`application/problem+json`).",
         lifespan=lifespan,
+        docs_url=None,
+        redoc_url=None,
     )
     problems.install(app)
+    add_docs(app)
     v1_errors = problems.problem_responses(401, 403, 404, 409, 413, 422, 429, 503)
     routers = (catalog, datasets, jobs, inference, evaluation, generative, keys)
     for router in (r.router for r in routers):
         app.include_router(router, responses=v1_errors)
     app.include_router(health.router, responses=problems.problem_responses(503))
+    app.include_router(index.router)
     if settings.cors_origins:
         app.add_middleware(
             CORSMiddleware,

@@ -338,3 +338,11 @@ class CalibrationOut(BaseModel):
     metrics: dict[str, float | None]
     bins: list[CalibrationBin] | None = None
     curve: list[CoveragePoint] | None = None
+
+
+class Index(BaseModel):
+    """Where to go from here: the documentation, the OpenAPI document and the resources."""
+
+    name: str
+    version: str
+    links: dict[str, str]
