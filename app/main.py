@@ -8,6 +8,7 @@ import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
+from typing import Any
 
 import fastapi_offline
 from fastapi import FastAPI
@@ -215,6 +216,11 @@ class SecurityHeadersMiddleware:
         await self.app(scope, receive, send_wrapper)
 
 
+class DeepZoo(FastAPI):
+    def openapi(self) -> dict[str, Any]:
+        return problems.add_problem_schema(super().openapi())
+
+
 # Swagger UI and ReDoc from the fastapi-offline wheel, not a CDN: /docs works offline
 DOCS_ASSETS = Path(fastapi_offline.__file__).parent / "static"
 DOCS_STATIC = "/static/docs"
@@ -254,7 +260,7 @@ def add_docs(app: FastAPI) -> None:
 
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or get_settings()
-    app = FastAPI(
+    app = DeepZoo(
         title="DeepZoo",
         version="0.1.0",
         description="Train and serve every classic deep learning family over REST. "
