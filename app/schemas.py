@@ -12,9 +12,11 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
+    SerializerFunctionWrapHandler,
     ValidationError,
     ValidatorFunctionWrapHandler,
     WithJsonSchema,
+    WrapSerializer,
     WrapValidator,
     create_model,
     model_validator,
@@ -129,8 +131,13 @@ def _as_stored(value: Any, handler: ValidatorFunctionWrapHandler) -> Any:
         return value
 
 
+def _dump_stored(value: Any, handler: SerializerFunctionWrapHandler):
+    # no return annotation: the documented (serialization) schema stays the union's
+    return value if isinstance(value, dict) else handler(value)
+
+
 # the job's spec as stored (defaults filled in); documented as the JobSpec union
-StoredSpec = Annotated[JobSpec, WrapValidator(_as_stored)]  # type: ignore[valid-type]
+StoredSpec = Annotated[JobSpec, WrapValidator(_as_stored), WrapSerializer(_dump_stored)]  # type: ignore[valid-type]
 # the schema of a binary body (PNG, safetensors): generated clients read it as a file
 BINARY: dict[str, Any] = {"type": "string", "format": "binary"}
 # one value per output; null where it is not finite (NaN, inf)
