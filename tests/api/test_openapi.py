@@ -146,6 +146,17 @@ def test_cancel_of_a_queued_job_answers_the_declared_200(client: TestClient) -> 
     assert r.json()["spec"]["model"] == "mlp" and r.json()["tags"] == {}
 
 
+def test_malformed_multipart_answers_the_declared_400(client: TestClient) -> None:
+    doc = client.get("/openapi.json").json()
+    declared = doc["paths"]["/v1/datasets"]["post"]["responses"]
+    assert declared["400"]["content"]["application/problem+json"]["schema"] == {
+        "$ref": "#/components/schemas/Problem"
+    }
+    for content_type in ["multipart/form-data; boundary=zzz", "multipart/form-data"]:
+        r = client.post("/v1/datasets", content=b"--x\r\n", headers={"Content-Type": content_type})
+        assert r.status_code == 400 and r.json()["status"] == 400
+
+
 def test_a_spec_from_an_older_release_is_answered_as_stored(client: TestClient) -> None:
     # JobOut.spec is typed as the JobSpec union; a stored spec that no longer fits it (a
     # parameter since renamed) is still answered, as stored, never a 500
