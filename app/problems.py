@@ -31,6 +31,8 @@ TITLES = {
 
 
 PROBLEM_SCHEMA: dict[str, Any] = {
+    "title": "Problem",
+    "description": "RFC 9457 problem details; 422 adds `errors`, one per field path.",
     "type": "object",
     "required": ["type", "title", "status", "detail"],
     "properties": {
@@ -54,15 +56,26 @@ PROBLEM_SCHEMA: dict[str, Any] = {
 }
 
 
+# one schema under components, referenced by every error response: a generated client
+# gets one Problem class, not one copy per operation and status
+PROBLEM_REF = {"$ref": "#/components/schemas/Problem"}
+
+
 def problem_responses(*codes: int) -> dict[int | str, dict[str, Any]]:
     """OpenAPI ``responses`` entries for problem documents with these status codes."""
     return {
         code: {
             "description": TITLES.get(code, "Error"),
-            "content": {PROBLEM: {"schema": PROBLEM_SCHEMA}},
+            "content": {PROBLEM: {"schema": PROBLEM_REF}},
         }
         for code in codes
     }
+
+
+def add_problem_schema(openapi: dict[str, Any]) -> dict[str, Any]:
+    """Define ``Problem`` under the document's components (``PROBLEM_REF`` points there)."""
+    openapi.setdefault("components", {}).setdefault("schemas", {})["Problem"] = PROBLEM_SCHEMA
+    return openapi
 
 
 def field_problem(path: str, message: str, status: int = 422, kind: str | None = None) -> Problem:

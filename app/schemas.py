@@ -12,7 +12,12 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
+    SerializerFunctionWrapHandler,
+    ValidationError,
+    ValidatorFunctionWrapHandler,
     WithJsonSchema,
+    WrapSerializer,
+    WrapValidator,
     create_model,
     model_validator,
 )
@@ -117,6 +122,28 @@ SPEC_MODELS: dict[str, type[BaseModel]] = {name: _spec_model(f) for name, f in R
 JobSpec = Annotated[Union[tuple(SPEC_MODELS.values())], Field(discriminator="model")]  # type: ignore[valid-type]  # noqa: UP007
 
 
+def _as_stored(value: Any, handler: ValidatorFunctionWrapHandler) -> Any:
+    """A stored spec as the current ``JobSpec`` when it still is one; a spec written by an
+    older release (a parameter since renamed) is answered as stored rather than failing."""
+    try:
+        return handler(value)
+    except ValidationError:
+        return value
+
+
+def _dump_stored(value: Any, handler: SerializerFunctionWrapHandler):
+    # no return annotation: the documented (serialization) schema stays the union's
+    return value if isinstance(value, dict) else handler(value)
+
+
+# the job's spec as stored (defaults filled in); documented as the JobSpec union
+StoredSpec = Annotated[JobSpec, WrapValidator(_as_stored), WrapSerializer(_dump_stored)]  # type: ignore[valid-type]
+# the schema of a binary body (PNG, safetensors): generated clients read it as a file
+BINARY: dict[str, Any] = {"type": "string", "format": "binary"}
+# one value per output; null where it is not finite (NaN, inf)
+Vector = list[float | None]
+
+
 class Progress(BaseModel):
     step: int
     total: int
@@ -129,8 +156,8 @@ class JobOut(BaseModel):
     name: str | None
     model: str
     dataset: str
-    spec: dict[str, Any]
-    tags: dict[str, Any]
+    spec: StoredSpec = Field(description="the spec as submitted, every default filled in")
+    tags: dict[str, str]
     status: JobStatus
     progress: Progress
     metrics: dict[str, float | None]
@@ -338,3 +365,69 @@ class CalibrationOut(BaseModel):
     metrics: dict[str, float | None]
     bins: list[CalibrationBin] | None = None
     curve: list[CoveragePoint] | None = None
+
+
+class MetricPoint(BaseModel):
+    name: str
+    step: int
+    value: float | None = Field(description="null where not finite")
+    time: datetime
+
+
+class MetricsOut(BaseModel):
+    job_id: str
+    metrics: list[MetricPoint] = Field(description="ordered by name, then step")
+
+
+class SamplesOut(BaseModel):
+    job_id: str
+    checkpoint: str
+    samples: list[Vector] = Field(
+        description="one row per sample, in the data's units (images flattened row-major)"
+    )
+    seed: int
+    n: int
+    label: int | None
+    temperature: float
+
+
+class LogProbOut(BaseModel):
+    job_id: str
+    checkpoint: str
+    log_prob: Vector = Field(description="per input, in nats")
+    bits_per_dim: Vector
+    exact: bool = Field(description="false: a lower bound (importance-weighted, k samples)")
+    k: int | None
+
+
+class EncodeOut(BaseModel):
+    """The approximate posterior q(z|x) of each input."""
+
+    job_id: str
+    checkpoint: str
+    mean: list[Vector]
+    log_var: list[Vector]
+
+
+class DecodeOut(BaseModel):
+    job_id: str
+    checkpoint: str
+    outputs: list[Vector] = Field(description="one row per latent, in the data's units")
+
+
+class Ready(BaseModel):
+    status: Literal["ready"]
+    database: Literal["ok"]
+    broker: Literal["ok"]
+
+
+class Health(BaseModel):
+    status: Literal["ok"]
+
+
+class Index(BaseModel):
+    """Where to go from here: the documentation, the OpenAPI document and the resources."""
+
+    name: str
+    version: str
+    links: dict[str, str]

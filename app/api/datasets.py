@@ -16,7 +16,7 @@ from app.api.deps import CurrentPrincipal, SessionDep
 from app.config import get_settings
 from app.datasets import owned_dataset, store
 from app.db.models import Dataset, Job
-from app.problems import Problem, field_problem
+from app.problems import Problem, field_problem, problem_responses
 from app.schemas import DatasetOut
 from models import data as zoo_data
 from models.data.upload import UploadError, parse, split_sizes
@@ -61,7 +61,8 @@ def list_datasets(principal: CurrentPrincipal, session: SessionDep) -> list[Data
     return builtins + [upload_out(row) for row in _uploads(session, principal.owner)]
 
 
-@router.post("", status_code=201, response_model=DatasetOut)
+# malformed multipart (no boundary, a broken part) is 400 from the form parser
+@router.post("", status_code=201, response_model=DatasetOut, responses=problem_responses(400))
 def upload_dataset(
     principal: CurrentPrincipal,
     session: SessionDep,

@@ -6,6 +6,7 @@ from collections.abc import Iterator
 from typing import Annotated
 
 from fastapi import Depends, Request
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy.orm import Session
 
 from app.auth import Principal, authenticate
@@ -22,16 +23,31 @@ def get_db() -> Iterator[Session]:
 SessionDep = Annotated[Session, Depends(get_db)]
 
 
-def current_principal(request: Request, session: SessionDep) -> Principal:
-    header = request.headers.get("authorization", "")
-    scheme, _, token = header.partition(" ")
-    if scheme.lower() != "bearer" or not token.strip():
+# The OpenAPI document's security scheme (``/docs`` gets Authorize, generated clients send
+# the key). auto_error=False: a missing or malformed header is answered below as a problem
+# document, not FastAPI's plain 403.
+bearer = HTTPBearer(
+    scheme_name="bearer",
+    bearerFormat="API key",
+    description="`Authorization: Bearer <key>`: the admin key printed at the first start "
+    "(or DEEPZOO_API_KEY), or one made with POST /v1/keys.",
+    auto_error=False,
+)
+
+
+def current_principal(
+    request: Request,
+    session: SessionDep,
+    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)],
+) -> Principal:
+    token = credentials.credentials.strip() if credentials is not None else ""
+    if not token:
         raise Problem(
             401,
             "missing bearer API key: send 'Authorization: Bearer <key>'",
             headers={"WWW-Authenticate": "Bearer"},
         )
-    principal = authenticate(session, token.strip())
+    principal = authenticate(session, token)
     if principal is None:
         raise Problem(
             401,

@@ -30,14 +30,14 @@ from app.inference import Loaded, to_jsonable
 from app.limits import INFERENCE_LIMITER
 from app.plots import coverage_png, reliability_png, uncertainty_png
 from app.problems import Problem
-from app.schemas import AcquireOut, AcquireRequest, CalibrationOut
+from app.schemas import BINARY, AcquireOut, AcquireRequest, CalibrationOut
 from models import calibration as cal
 from models.data import Dataset
 from models.family import Capability
 
 router = APIRouter(prefix="/v1/jobs", tags=["evaluation"])
 PNG: dict[int | str, dict[str, Any]] = {
-    200: {"content": {"image/png": {}}, "description": "a PNG image"}
+    200: {"content": {"image/png": {"schema": BINARY}}, "description": "a PNG image"}
 }
 MCSamples = Annotated[
     int | None, Query(ge=1, description="stochastic passes T (default: the model's own)")

@@ -24,6 +24,7 @@ from app.config import get_settings
 from app.inference import Loaded, load_model, to_jsonable
 from app.limits import INFERENCE_LIMITER, MAX_FORWARD_ROWS
 from app.problems import Problem, field_problem
+from app.schemas import BINARY, DecodeOut, EncodeOut, LogProbOut, SamplesOut
 from models.data.builtin import mode_centres
 from models.family import Capability
 from models.generative import LogProb, OptionError, SampleOptions, bits_per_dim
@@ -83,7 +84,13 @@ def _samples(item: Loaded, opts: SampleOptions) -> torch.Tensor:
 @router.get(
     "/{job_id}/samples",
     response_model=None,
-    responses={200: {"content": {"application/json": {}, "image/png": {}}}},
+    responses={
+        200: {
+            "model": SamplesOut,
+            "description": "samples as numbers (format=json) or a picture (format=png)",
+            "content": {"image/png": {"schema": BINARY}},
+        }
+    },
 )
 def samples(
     job_id: str,
@@ -156,7 +163,7 @@ class LogProbRequest(BaseModel):
     k: Annotated[int | None, Field(ge=1, description="importance samples for a bound")] = None
 
 
-@router.post("/{job_id}/log-prob", response_model=None)
+@router.post("/{job_id}/log-prob", response_model=None, responses={200: {"model": LogProbOut}})
 def log_prob(
     job_id: str, body: LogProbRequest, principal: CurrentPrincipal, session: SessionDep
 ) -> JSONResponse:
@@ -208,7 +215,7 @@ class DecodeRequest(BaseModel):
     labels: list[int] | None = None
 
 
-@router.post("/{job_id}/encode", response_model=None)
+@router.post("/{job_id}/encode", response_model=None, responses={200: {"model": EncodeOut}})
 def encode(
     job_id: str, body: EncodeRequest, principal: CurrentPrincipal, session: SessionDep
 ) -> JSONResponse:
@@ -221,7 +228,7 @@ def encode(
     return JSONResponse({"job_id": job_id, "checkpoint": item.checkpoint_id, **to_jsonable(out)})
 
 
-@router.post("/{job_id}/decode", response_model=None)
+@router.post("/{job_id}/decode", response_model=None, responses={200: {"model": DecodeOut}})
 def decode(
     job_id: str, body: DecodeRequest, principal: CurrentPrincipal, session: SessionDep
 ) -> JSONResponse:

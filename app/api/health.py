@@ -11,11 +11,12 @@ from app.db.session import get_engine
 from app.observability import REGISTRY
 from app.problems import problem_response
 from app.queue import broker_ok
+from app.schemas import Health, Ready
 
 router = APIRouter(tags=["health"])
 
 
-@router.get("/healthz")
+@router.get("/healthz", response_model=Health)
 def healthz() -> dict[str, str]:
     return {"status": "ok"}
 
@@ -29,7 +30,7 @@ def _database_ok() -> bool:
         return False
 
 
-@router.get("/readyz", response_model=None)
+@router.get("/readyz", response_model=None, responses={200: {"model": Ready}})
 async def readyz() -> Response | dict[str, str]:
     db, broker = await run_in_threadpool(_database_ok), await run_in_threadpool(broker_ok)
     checks = {
@@ -43,6 +44,15 @@ async def readyz() -> Response | dict[str, str]:
     )
 
 
-@router.get("/metrics", response_class=Response)
+@router.get(
+    "/metrics",
+    response_class=Response,
+    responses={
+        200: {
+            "description": "Prometheus text exposition",
+            "content": {"text/plain": {"schema": {"type": "string"}}},
+        }
+    },
+)
 def metrics() -> Response:
     return Response(generate_latest(REGISTRY), media_type=CONTENT_TYPE_LATEST)

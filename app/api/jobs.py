@@ -33,6 +33,7 @@ from app.problems import Problem
 from app.provenance import code_provenance
 from app.queue import queue_for, send_job
 from app.schemas import (
+    BINARY,
     TERMINAL,
     CheckpointOut,
     CloneRequest,
@@ -40,6 +41,7 @@ from app.schemas import (
     JobOut,
     JobSpec,
     JobStatus,
+    MetricsOut,
     Progress,
     ResumeRequest,
 )
@@ -172,7 +174,13 @@ def _replay(existing: Job, digest: str) -> Job:
     "",
     status_code=201,
     response_model=JobOut,
-    responses={200: {"description": "replay of an earlier request with this Idempotency-Key"}},
+    response_description="created and queued",
+    responses={
+        200: {
+            "model": JobOut,
+            "description": "replay of an earlier request with this Idempotency-Key",
+        }
+    },
 )
 def post_job(
     spec: Annotated[JobSpec, Body()],  # type: ignore[valid-type]
@@ -247,7 +255,13 @@ def get_job(job_id: str, principal: CurrentPrincipal, session: SessionDep) -> Jo
     return job_out(owned_job(session, principal, job_id))
 
 
-@router.post("/{job_id}/cancel", response_model=JobOut, status_code=202)
+@router.post(
+    "/{job_id}/cancel",
+    response_model=JobOut,
+    status_code=202,
+    response_description="running: asked to stop (within about a second, checkpoint kept)",
+    responses={200: {"model": JobOut, "description": "queued: cancelled at once"}},
+)
 def cancel_job(
     job_id: str, principal: CurrentPrincipal, session: SessionDep, response: Response
 ) -> JobOut:
@@ -353,7 +367,17 @@ def delete_job(job_id: str, principal: CurrentPrincipal, session: SessionDep) ->
     return Response(status_code=204)
 
 
-@router.get("/{job_id}/metrics", response_model=None)
+@router.get(
+    "/{job_id}/metrics",
+    response_model=None,
+    responses={
+        200: {
+            "model": MetricsOut,
+            "description": "every logged value (format=json), or a CSV table (format=csv)",
+            "content": {"text/csv": {"schema": {"type": "string"}}},
+        }
+    },
+)
 def get_metrics(
     job_id: str,
     principal: CurrentPrincipal,
@@ -419,7 +443,7 @@ def list_checkpoints(job_id: str, principal: CurrentPrincipal, session: SessionD
     response_class=Response,
     responses={
         200: {
-            "content": {"application/octet-stream": {}},
+            "content": {"application/octet-stream": {"schema": BINARY}},
             "description": "the checkpoint as safetensors",
         }
     },
@@ -466,7 +490,7 @@ def _events_since(job_id: str, after: int) -> tuple[list[JobEvent], str | None]:
     response_class=StreamingResponse,
     responses={
         200: {
-            "content": {"text/event-stream": {}},
+            "content": {"text/event-stream": {"schema": {"type": "string"}}},
             "description": "status, progress and metrics events",
         }
     },
