@@ -36,6 +36,7 @@ import logging
 import os
 import socket
 from dataclasses import dataclass, field
+from functools import lru_cache
 from typing import Any
 
 import redis
@@ -57,9 +58,14 @@ def worker_ttl(settings: Settings) -> int:
 
 
 def _redis(settings: Settings) -> redis.Redis:
-    return redis.Redis.from_url(
-        settings.resolved_broker_url, socket_timeout=1.0, socket_connect_timeout=1.0
-    )
+    return _client(settings.resolved_broker_url)
+
+
+@lru_cache(maxsize=8)
+def _client(url: str) -> redis.Redis:
+    """One connection pool per URL (a POST must not open a connection of its own; redis-py
+    resets the pool in a forked child). Short timeouts: a dead broker costs a POST 1 s."""
+    return redis.Redis.from_url(url, socket_timeout=1.0, socket_connect_timeout=1.0)
 
 
 def _now(r: redis.Redis) -> float:
@@ -128,8 +134,10 @@ def read_registry(settings: Settings | None = None) -> Registry | None:
     try:
         r = _redis(settings)
         now = _now(r)
-        r.set(SINCE_KEY, now, nx=True)
-        since = float(r.get(SINCE_KEY) or now)
+        pipe = r.pipeline(transaction=False)
+        pipe.set(SINCE_KEY, now, nx=True)
+        pipe.get(SINCE_KEY)
+        since = float(pipe.execute()[1] or now)
         names = sorted(r.scan_iter(match=WORKER_PREFIX + "*", count=1000))
         seen_keys = sorted(r.scan_iter(match=SEEN_PREFIX + "*", count=1000))
         raw = r.mget(names) if names else []
