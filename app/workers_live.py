@@ -75,17 +75,19 @@ def _now(r: redis.Redis) -> float:
 
 def advertise(
     settings: Settings, node: str, queues: list[str], started_at: float | None = None
-) -> None:
-    """One worker's advertisement (raises ``redis.RedisError`` when Redis is down)."""
+) -> float:
+    """One worker's advertisement (raises ``redis.RedisError`` when Redis is down); returns
+    ``started_at`` (this advertisement's time when None: the first one)."""
     r = _redis(settings)
     now = _now(r)
+    started_at = now if started_at is None else started_at
     entry = {
         "name": node,
         "queues": sorted(queues),
         "host": socket.gethostname(),
         "pid": os.getpid(),
         "device": settings.device,
-        "started_at": started_at if started_at is not None else now,
+        "started_at": started_at,
         "seen_at": now,
     }
     pipe = r.pipeline(transaction=False)
@@ -94,6 +96,7 @@ def advertise(
     for q in queues:
         pipe.set(SEEN_PREFIX + q, now, ex=SEEN_TTL)
     pipe.execute()
+    return started_at
 
 
 def withdraw(settings: Settings, node: str, queues: list[str]) -> None:

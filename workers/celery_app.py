@@ -5,7 +5,6 @@ from __future__ import annotations
 import logging
 import os
 import signal
-import time
 from typing import Any
 
 from celery import Celery, bootsteps
@@ -58,7 +57,7 @@ class Advertise(bootsteps.StartStopStep):
         return sorted(worker.app.amqp.queues.consume_from or ())
 
     def start(self, worker: Any) -> None:
-        self.node, self.started_at = str(worker.hostname), time.time()
+        self.node = str(worker.hostname)
         self.advertise(worker)
         worker.timer.call_repeatedly(
             get_settings().worker_advertise_seconds, self.advertise, (worker,)
@@ -66,7 +65,8 @@ class Advertise(bootsteps.StartStopStep):
 
     def advertise(self, worker: Any) -> None:
         try:
-            advertise(get_settings(), self.node, self.queues(worker), self.started_at)
+            settings, queues = get_settings(), self.queues(worker)
+            self.started_at = advertise(settings, self.node, queues, self.started_at)
             if self.failing:
                 log.info("worker registry reachable again")
             self.failing = False

@@ -15,7 +15,15 @@ from app.db.models import Job, JobEvent, utcnow
 from app.db.session import session_scope
 from app.problems import Problem
 from app.reconciler import fail_unserved, messages_in_broker, reconcile_once
-from app.workers_live import SEEN_PREFIX, SINCE_KEY, advertise, withdraw
+from app.workers_live import (
+    SEEN_PREFIX,
+    SINCE_KEY,
+    WORKER_PREFIX,
+    advertise,
+    read_registry,
+    withdraw,
+    worker_ttl,
+)
 from tests.workers.test_runner import TINY, job_row, new_job
 from workers.runner import claim
 
@@ -129,3 +137,18 @@ def test_nothing_fails_while_the_registry_is_unreachable(monkeypatch: pytest.Mon
     assert fail_unserved(get_settings()) == 0
     assert job_row(job).status == "queued"
     assert settings.no_worker_grace_seconds == 300  # the default
+
+
+def test_a_worker_entry_has_a_ttl_keeps_its_start_and_goes_at_withdrawal() -> None:
+    settings = get_settings()
+    first = advertise(settings, "w@test", ["cpu"])
+    assert advertise(settings, "w@test", ["cpu"], first) == first
+    r = redis.Redis.from_url(settings.resolved_broker_url)
+    assert 0 < r.ttl(WORKER_PREFIX + "w@test") <= worker_ttl(settings)
+    reg = read_registry(settings)
+    assert reg is not None and [w["name"] for w in reg.workers] == ["w@test"]
+    assert reg.workers[0]["started_at"] == first and reg.workers[0]["queues"] == ["cpu"]
+    assert reg.unserved_seconds("cpu") == 0.0 and reg.live_queues() == {"cpu"}
+    withdraw(settings, "w@test", ["cpu"])
+    after = read_registry(settings)
+    assert after is not None and after.workers == [] and after.ever_served("cpu")
