@@ -200,12 +200,18 @@ def _stop_worker(worker: subprocess.Popen[bytes]) -> None:
     the per-job child kills the job mid-step and spends one of its attempts, whereas the
     main process's warm shutdown signals the child to checkpoint and hand the job back."""
     if worker.poll() is None:
-        print("stopping the worker: a running job checkpoints and goes back to the queue")
+        print(
+            "stopping the worker: a running job checkpoints and goes back to the queue "
+            f"(at most {WORKER_STOP_SECONDS:.0f}s)",
+            flush=True,
+        )
         worker.send_signal(signal.SIGTERM)
         try:
             worker.wait(timeout=WORKER_STOP_SECONDS)
         except subprocess.TimeoutExpired:
-            print(f"the worker is still up after {WORKER_STOP_SECONDS:.0f}s; killing it")
+            print(
+                f"the worker is still up after {WORKER_STOP_SECONDS:.0f}s; killing it", flush=True
+            )
             _killpg(worker, signal.SIGKILL)
             worker.wait()
     _killpg(worker, signal.SIGKILL)  # anything the job left behind in the worker's group
