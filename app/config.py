@@ -37,6 +37,14 @@ class Settings(BaseSettings):
     reconcile_seconds: Annotated[float, Field(gt=0)] = 5.0
     queued_resend_seconds: Annotated[float, Field(gt=0)] = 60.0
     max_attempts: Annotated[int, Field(ge=1, le=10)] = 3
+    worker_advertise_seconds: Annotated[
+        float,
+        Field(gt=0, le=60, description="how often a worker refreshes its registry entry"),
+    ] = 5.0
+    no_worker_grace_seconds: Annotated[
+        float,
+        Field(ge=0, description="a queued job whose queue no live worker serves fails after"),
+    ] = 300.0
     max_mc_samples: Annotated[int, Field(ge=1)] = 1_000
     max_samples: Annotated[int, Field(ge=1, description="samples per request")] = 10_000
     max_importance_samples: Annotated[int, Field(ge=1, description="log-prob k")] = 5_000

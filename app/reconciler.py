@@ -3,7 +3,10 @@
 Every few seconds it re-queues ``running`` jobs whose heartbeat went stale (their
 worker died) and re-sends ``queued`` jobs whose message is no longer in Redis
 (lost with a broker restart). A job is tried at most ``max_attempts`` times:
-the claim in the runner fails it with the reason after that.
+the claim in the runner fails it with the reason after that. A queued job whose queue
+no live worker has served for ``DEEPZOO_NO_WORKER_GRACE_SECONDS`` (a ``cuda`` job and
+no GPU worker, or the last GPU worker gone) fails with a reason naming the queue
+(``app/workers_live.py``), instead of waiting forever.
 """
 
 from __future__ import annotations
@@ -14,13 +17,14 @@ from datetime import timedelta
 from typing import Any
 
 import redis
-from sqlalchemy import select, update
+from sqlalchemy import func, select, update
 
 from app.config import Settings
 from app.db.models import Job, utcnow
 from app.db.ops import add_event
 from app.db.session import session_scope
 from app.queue import QUEUES, send_job
+from app.workers_live import read_registry, unserved_queue_error
 
 log = logging.getLogger("deepzoo.reconciler")
 PRIORITY_SEP = "\x06\x16"
@@ -77,6 +81,7 @@ def reconcile_once(settings: Settings) -> dict[str, int]:
                 )
                 to_send.append((job.id, job.queue, job.attempts))
                 requeued += 1
+    unserved = fail_unserved(settings)
     in_broker = messages_in_broker(settings.resolved_broker_url)
     if in_broker is not None:
         window = now - timedelta(seconds=settings.queued_resend_seconds)
@@ -96,10 +101,54 @@ def reconcile_once(settings: Settings) -> dict[str, int]:
         if send_job(job_id, queue, attempt_tag=f"{attempts}-r{int(now.timestamp())}"):
             with session_scope() as s:
                 s.execute(update(Job).where(Job.id == job_id).values(sent_at=utcnow()))
-    if requeued or resent:
+    if requeued or resent or unserved:
         log.info(
-            "reconciler: %d stale running job(s) requeued, %d queued job(s) re-sent",
+            "reconciler: %d stale running job(s) requeued, %d queued job(s) re-sent, "
+            "%d failed for want of a worker",
             requeued,
             resent,
+            unserved,
         )
-    return {"requeued": requeued, "resent": resent}
+    return {"requeued": requeued, "resent": resent, "unserved": unserved}
+
+
+def fail_unserved(settings: Settings) -> int:
+    """Fail queued jobs whose queue no live worker has served for the grace period and
+    that have waited that long themselves (since their last send: a resumed or handed
+    back job gets a fresh grace). Nothing happens while the registry is unreachable."""
+    grace = settings.no_worker_grace_seconds
+    with session_scope() as s:
+        queues = list(s.scalars(select(Job.queue).where(Job.status == "queued").distinct()))
+    if not queues:
+        return 0
+    reg = read_registry(settings)
+    if reg is None:
+        return 0
+    failed = 0
+    now = utcnow()
+    waited = now - timedelta(seconds=grace)
+    for queue in queues:
+        unserved = reg.unserved_seconds(queue)
+        if unserved < grace:
+            continue
+        with session_scope() as s:
+            rows = s.execute(
+                select(Job.id, Job.spec).where(
+                    Job.status == "queued",
+                    Job.queue == queue,
+                    func.coalesce(Job.sent_at, Job.created_at) < waited,
+                )
+            ).all()
+            for job_id, spec in rows:
+                device = ((spec or {}).get("train") or {}).get("device", queue)
+                error = unserved_queue_error(queue, str(device), unserved)
+                res = s.execute(
+                    update(Job)
+                    .where(Job.id == job_id, Job.status == "queued", Job.lease.is_(None))
+                    .values(status="failed", error=error, finished_at=now)
+                )
+                if res.rowcount == 1:  # type: ignore[attr-defined]
+                    add_event(s, job_id, "status", {"status": "failed", "error": error})
+                    failed += 1
+                    log.warning("job %s failed: %s", job_id, error)
+    return failed

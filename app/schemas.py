@@ -419,6 +419,9 @@ class Ready(BaseModel):
     status: Literal["ready"]
     database: Literal["ok"]
     broker: Literal["ok"]
+    workers: int | None = Field(
+        None, description="live workers advertising in the broker (informational)"
+    )
 
 
 class Health(BaseModel):

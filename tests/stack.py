@@ -76,6 +76,7 @@ class Stack:
             "DEEPZOO_RECONCILE_SECONDS": "0.5",
             "DEEPZOO_QUEUED_RESEND_SECONDS": "5",
             "DEEPZOO_CHECKPOINT_MIN_SECONDS": "0",
+            "DEEPZOO_WORKER_ADVERTISE_SECONDS": "0.5",
             "PYTHONUNBUFFERED": "1",
             **(extra_env or {}),
         }

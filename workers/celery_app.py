@@ -12,6 +12,7 @@ from celery.signals import worker_init, worker_process_init, worker_shutting_dow
 
 from app.config import get_settings
 from app.queue import TASK_NAME, celery_config
+from app.workers_live import advertise, withdraw
 
 app = Celery("deepzoo")
 app.conf.update(celery_config(get_settings()))
@@ -34,10 +35,56 @@ class ReplaceChildPromptly(bootsteps.StartStopStep):
             hub.call_repeatedly(0.1, pool.maintain_pool)
 
 
-app.steps["worker"].add(ReplaceChildPromptly)
-
-
 log = logging.getLogger("deepzoo.worker")
+
+
+class Advertise(bootsteps.StartStopStep):
+    """Write this worker's entry in the live-worker registry (``app/workers_live.py``):
+    its node name and the queues it consumes, every ``DEEPZOO_WORKER_ADVERTISE_SECONDS``
+    on the worker's own timer, from the main process (never a per-job child). The API
+    answers 422 to a job for a queue nobody serves, and the reconciler fails a queued
+    job whose queue went unserved for the grace period."""
+
+    requires = frozenset({"celery.worker.components:Timer"})
+
+    def __init__(self, worker: Any, **kwargs: Any) -> None:
+        super().__init__(worker, **kwargs)
+        self.node = ""
+        self.started_at: float | None = None
+        self.failing = False
+
+    def queues(self, worker: Any) -> list[str]:
+        return sorted(worker.app.amqp.queues.consume_from or ())
+
+    def start(self, worker: Any) -> None:
+        self.node = str(worker.hostname)
+        self.advertise(worker)
+        worker.timer.call_repeatedly(
+            get_settings().worker_advertise_seconds, self.advertise, (worker,)
+        )
+
+    def advertise(self, worker: Any) -> None:
+        try:
+            settings, queues = get_settings(), self.queues(worker)
+            self.started_at = advertise(settings, self.node, queues, self.started_at)
+            if self.failing:
+                log.info("worker registry reachable again")
+            self.failing = False
+        except Exception as exc:  # the broker is down: Celery itself reconnects
+            if not self.failing:
+                log.warning("could not advertise this worker: %s", exc)
+            self.failing = True
+
+    def stop(self, worker: Any) -> None:
+        if self.node:
+            try:
+                withdraw(get_settings(), self.node, self.queues(worker))
+            except Exception as exc:
+                log.warning("could not withdraw this worker from the registry: %s", exc)
+
+
+app.steps["worker"].add(ReplaceChildPromptly)
+app.steps["worker"].add(Advertise)
 HANDBACK_SIGNAL = signal.SIGUSR2
 _worker: Any = None  # the WorkController, to reach the pool's children at shutdown
 

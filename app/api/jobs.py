@@ -45,6 +45,7 @@ from app.schemas import (
     Progress,
     ResumeRequest,
 )
+from app.workers_live import check_served
 from models.registry import get_family
 
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
@@ -124,6 +125,7 @@ def create_job(
     info = job_data_info(session, principal.owner, spec.dataset)  # an upload must be theirs
     check_model_size(spec.model, info, spec.params)
     check_batch_size(spec.model, spec.params, data["train"]["batch_size"])
+    check_served(data["train"]["device"])  # 422 when live workers exist and none serves it
     job = Job(
         id=new_id("job"),
         owner=principal.owner,
