@@ -217,6 +217,12 @@ class PredictRequest(BaseModel):
 
     inputs: list[Any] = Field(description="a list of inputs, each shaped like one example")
     mc_samples: Annotated[int | None, Field(ge=1, description="stochastic passes T")] = None
+    seed: Annotated[
+        int,
+        Field(
+            ge=0, le=2**63 - 1, description="seeds the stochastic passes: same seed, same answer"
+        ),
+    ] = 0
 
 
 class Interval(BaseModel):
@@ -252,6 +258,7 @@ class PredictOut(Prediction):
     checkpoint: str
     task: Literal["regression", "classification", "multitask"]
     mc_samples: int
+    seed: int = 0
     tasks: dict[str, TaskPrediction] | None = Field(
         None, description="multitask: task name -> that task's prediction"
     )
@@ -297,6 +304,12 @@ class AcquireRequest(BaseModel):
         "default: bald for classification, variance for regression",
     )
     mc_samples: Annotated[int | None, Field(ge=1, description="stochastic passes T")] = None
+    seed: Annotated[
+        int,
+        Field(
+            ge=0, le=2**63 - 1, description="seeds the stochastic passes: same seed, same answer"
+        ),
+    ] = 0
 
 
 class AcquireItem(BaseModel):
@@ -310,6 +323,7 @@ class AcquireOut(BaseModel):
     checkpoint: str
     strategy: AcquireStrategy
     mc_samples: int
+    seed: int = 0
     items: list[AcquireItem]
 
 
@@ -334,6 +348,7 @@ class CalibrationOut(BaseModel):
     checkpoint: str
     task: Literal["regression", "classification"]
     mc_samples: int
+    seed: int = 0
     n_test: int
     metrics: dict[str, float | None]
     bins: list[CalibrationBin] | None = None
