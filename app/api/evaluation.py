@@ -153,7 +153,15 @@ def split_calibration(
     data = job_dataset(job)
     if len(data.x_test) == 0:
         raise Problem(409, f"dataset {job.dataset!r} has no test split")
-    out, mc = bounded_predict(item, data.x_test, mc_samples, seed, input_field="test split")
+    try:
+        out, mc = bounded_predict(item, data.x_test, mc_samples, seed, input_field="test split")
+    except Problem as exc:  # the split's size is no request field: a conflict, not a 422
+        if exc.extra.get("errors", [{}])[0].get("path") != "test split":
+            raise
+        message = exc.detail.split(": ", 1)[-1]
+        raise Problem(
+            409, f"the test split of {job.dataset!r} is too large for this model: {message}"
+        ) from None
     y = data.y_test
     result: dict[str, Any] = {
         "job_id": job.id,

@@ -161,7 +161,9 @@ def test_predictive_routes_are_seeded_and_bounded(client: TestClient) -> None:
     assert path(r) == "pool[0]"
 
 
-def test_ensemble_echoes_its_members_and_overflow_is_a_422(client: TestClient) -> None:
+def test_ensemble_echoes_its_members_and_overflow_is_a_422(
+    client: TestClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
     job = trained(
         client,
         {
@@ -175,6 +177,14 @@ def test_ensemble_echoes_its_members_and_overflow_is_a_422(client: TestClient) -
     assert r.status_code == 200 and r.json()["mc_samples"] == 3
     r = client.post(f"/v1/jobs/{job}/predict", json={"inputs": [[0.0], [3e38]]})
     assert path(r) == "inputs[1]" and "NaN or inf" in r.json()["detail"]
+
+    import app.limits
+
+    monkeypatch.setattr(app.limits, "MAX_INFERENCE_WORK", 10)  # a service with little room
+    r = client.post(f"/v1/jobs/{job}/predict", json={"inputs": [[0.0]], "mc_samples": 50})
+    assert path(r) == "inputs" and "multiply-adds" in r.json()["detail"]  # T is not the cost
+    r = client.get(f"/v1/jobs/{job}/calibration")  # the split is no request field: 409
+    assert r.status_code == 409 and "test split" in r.json()["detail"], r.text
 
 
 def test_multitask_views_answer_409_naming_what_it_can(client: TestClient) -> None:
