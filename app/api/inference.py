@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import math
 import time
 from statistics import NormalDist
@@ -31,6 +32,8 @@ from models.family import Capability, Family
 from models.uncertainty import seeded_inference
 
 router = APIRouter(prefix="/v1/jobs", tags=["inference"])
+log = logging.getLogger("deepzoo.inference")
+FALLBACK_BYTES_PER_ROW = 64 * 1024  # a model whose memory could not be measured
 REVALIDATE_SECONDS = 30.0
 
 
@@ -171,8 +174,12 @@ def bounded_predict(
     cost = item.costs.get("predict")
     if cost is None:
         shape = item.info.input_shape
-        with seeded_inference(0):
-            cost = RowCost.measure(lambda n: predict_fn(item.module, torch.zeros(n, *shape), 1))
+        try:
+            with seeded_inference(0):
+                cost = RowCost.measure(lambda n: predict_fn(item.module, torch.zeros(n, *shape), 1))
+        except Exception as exc:  # never seen; without a measure, the old fixed batches
+            log.warning("no memory estimate for predict of job %s: %s", item.job_id, exc)
+            cost = RowCost(0, max(1, FALLBACK_BYTES_PER_ROW))
         item.costs["predict"] = cost
     per_chunk = chunk_size(cost, rows, [mc_field] if rows > 1 else [input_field], "passes")
     with seeded_inference(seed):
