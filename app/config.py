@@ -49,6 +49,14 @@ class Settings(BaseSettings):
     max_samples: Annotated[int, Field(ge=1, description="samples per request")] = 10_000
     max_importance_samples: Annotated[int, Field(ge=1, description="log-prob k")] = 5_000
     max_inputs: Annotated[int, Field(ge=1)] = 10_000
+    inference_memory_mb: Annotated[
+        int,
+        Field(
+            ge=16,
+            description="tensor memory one inference request may hold; batched "
+            "forwards are chunked under it",
+        ),
+    ] = 512
     max_job_minutes: Annotated[int, Field(ge=1)] = 24 * 60
     max_active_jobs: Annotated[int, Field(ge=1, description="queued + running per owner")] = 50
     max_model_parameters: Annotated[int, Field(ge=1)] = 50_000_000

@@ -10,7 +10,7 @@ from __future__ import annotations
 import math
 import threading
 from collections import OrderedDict
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
@@ -34,6 +34,9 @@ class Loaded:
     info: DataInfo
     module: torch.nn.Module
     checked_at: float = 0.0
+    parameters: int = 0  # of the module: a request's work is parameters × forward rows
+    # memory per forward row of each inference call, measured once (app.limits.RowCost)
+    costs: dict[str, Any] = field(default_factory=dict)
 
 
 class ModelCache:
@@ -79,7 +82,8 @@ def load_model(session: Session, job: Job, checkpoint_id: str | None = None) -> 
     module = family.build(family.params(**job.spec["params"]), info)
     module.load_state_dict(load_state(ckpt.data)["model"])
     module.eval()
-    return Loaded(job.id, job.owner, cid, family, info, module)
+    parameters = sum(p.numel() for p in module.parameters())
+    return Loaded(job.id, job.owner, cid, family, info, module, parameters=parameters)
 
 
 _CACHE: ModelCache | None = None

@@ -1,4 +1,5 @@
-"""Limits that protect the service: active jobs per owner, model size, inference rate."""
+"""Limits that protect the service: active jobs per owner, model size, inference rate, and
+the cost of one inference request (work and memory)."""
 
 from __future__ import annotations
 
@@ -6,11 +7,16 @@ import logging
 import math
 import threading
 import time
+import weakref
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import torch
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
+from torch.utils._python_dispatch import TorchDispatchMode
+from torch.utils._pytree import tree_flatten
 
 from app.config import get_settings
 from app.db.models import Job
@@ -177,3 +183,112 @@ class RateLimiter:
 
 
 INFERENCE_LIMITER = RateLimiter()
+
+
+# --- inference cost: work (parameters × forward rows) and memory (chunked to a budget) -------
+
+# parameters × forward rows one inference request may compute (≈ multiply-adds of a dense
+# network): about 9 s of one CPU core here (25M parameters × 1,000 rows took 2.3 s)
+MAX_INFERENCE_WORK = 100_000_000_000
+# samples one PNG grid draws (a 16 × 16 grid); JSON and 2-D scatters take DEEPZOO_MAX_SAMPLES
+MAX_PNG_SAMPLES = 256
+
+
+def too_costly(fields: Sequence[str], message: str) -> Problem:
+    """422 naming the request fields that set the cost, the one to change first."""
+    return Problem(
+        422,
+        f"{fields[0]}: {message}",
+        errors=[{"path": f, "message": message, "type": "too_costly"} for f in fields],
+    )
+
+
+def check_work(parameters: int, rows: int, fields: Sequence[str], what: str) -> None:
+    """422 when ``parameters × rows`` is over ``MAX_INFERENCE_WORK``, or ``rows`` over
+    ``MAX_FORWARD_ROWS``; ``what`` says what the rows are (e.g. "inputs × mc_samples")."""
+    work = parameters * rows
+    if work > MAX_INFERENCE_WORK or rows > MAX_FORWARD_ROWS:
+        raise too_costly(
+            fields,
+            f"{what} = {rows:,} forward rows through {parameters:,} parameters "
+            f"({work:.2g} multiply-adds); one request may compute at most "
+            f"{MAX_INFERENCE_WORK:.2g} multiply-adds and {MAX_FORWARD_ROWS:,} rows: ask for fewer",
+        )
+
+
+class _LiveBytes(TorchDispatchMode):
+    """Counts the bytes of the tensors the ops under it allocate that are still alive, and
+    their peak: a measure of what a call allocates that holds on any device and thread
+    (dispatch modes are thread-local), unlike RSS."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.sizes: dict[int, int] = {}
+        self.refs: dict[int, int] = {}
+        self.now = self.peak = 0
+
+    def _release(self, key: int) -> None:
+        self.refs[key] -= 1
+        if self.refs[key] == 0:
+            del self.refs[key]
+            self.now -= self.sizes.pop(key)
+
+    def __torch_dispatch__(self, func: Any, types: Any, args: Any = (), kwargs: Any = None) -> Any:
+        out = func(*args, **(kwargs or {}))
+        for t in tree_flatten(out)[0]:
+            if not isinstance(t, torch.Tensor) or t.device.type == "meta":
+                continue
+            storage = t.untyped_storage()
+            key = storage.data_ptr()
+            if key == 0:
+                continue
+            if key not in self.sizes:
+                self.sizes[key], self.refs[key] = storage.nbytes(), 0
+                self.now += storage.nbytes()
+                self.peak = max(self.peak, self.now)
+            self.refs[key] += 1
+            weakref.finalize(t, self._release, key)
+        return out
+
+
+def peak_bytes(fn: Callable[[], Any]) -> int:
+    """The most bytes of tensors ``fn`` holds at once (its result's included)."""
+    with torch.inference_mode(), _LiveBytes() as live:
+        result = fn()
+        peak = live.peak
+    del result
+    return peak
+
+
+@dataclass(frozen=True)
+class RowCost:
+    """Memory of a batched call as ``fixed + per_row × rows`` bytes, measured on 1 and 2 rows."""
+
+    fixed: int
+    per_row: int
+
+    @classmethod
+    def measure(cls, call: Callable[[int], Any]) -> RowCost:
+        one, two = peak_bytes(lambda: call(1)), peak_bytes(lambda: call(2))
+        per_row = max(two - one, 1)
+        return cls(max(one - per_row, 0), per_row)
+
+
+def memory_budget() -> int:
+    return get_settings().inference_memory_mb * 2**20
+
+
+def chunk_size(cost: RowCost, rows_per_unit: int, fields: Sequence[str], what: str) -> int:
+    """How many units (inputs, grid points, ...) of ``rows_per_unit`` rows each one call may
+    take to stay under ``DEEPZOO_INFERENCE_MEMORY_MB``; 422 when not even one fits."""
+    budget = memory_budget()
+    unit = cost.per_row * rows_per_unit
+    fits = (budget - cost.fixed) // unit if unit > 0 else 1 << 40
+    if fits < 1:
+        need = (cost.fixed + unit) / 2**20
+        raise too_costly(
+            fields,
+            f"one input's {what} would allocate {need:,.0f} MB; the inference memory budget "
+            f"is {budget / 2**20:,.0f} MB (DEEPZOO_INFERENCE_MEMORY_MB): ask for fewer",
+        )
+    return int(fits)

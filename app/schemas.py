@@ -244,6 +244,12 @@ class PredictRequest(BaseModel):
 
     inputs: list[Any] = Field(description="a list of inputs, each shaped like one example")
     mc_samples: Annotated[int | None, Field(ge=1, description="stochastic passes T")] = None
+    seed: Annotated[
+        int,
+        Field(
+            ge=0, le=2**63 - 1, description="seeds the stochastic passes: same seed, same answer"
+        ),
+    ] = 0
 
 
 class Interval(BaseModel):
@@ -279,6 +285,7 @@ class PredictOut(Prediction):
     checkpoint: str
     task: Literal["regression", "classification", "multitask"]
     mc_samples: int
+    seed: int = 0
     tasks: dict[str, TaskPrediction] | None = Field(
         None, description="multitask: task name -> that task's prediction"
     )
@@ -324,6 +331,12 @@ class AcquireRequest(BaseModel):
         "default: bald for classification, variance for regression",
     )
     mc_samples: Annotated[int | None, Field(ge=1, description="stochastic passes T")] = None
+    seed: Annotated[
+        int,
+        Field(
+            ge=0, le=2**63 - 1, description="seeds the stochastic passes: same seed, same answer"
+        ),
+    ] = 0
 
 
 class AcquireItem(BaseModel):
@@ -337,6 +350,7 @@ class AcquireOut(BaseModel):
     checkpoint: str
     strategy: AcquireStrategy
     mc_samples: int
+    seed: int = 0
     items: list[AcquireItem]
 
 
@@ -361,6 +375,7 @@ class CalibrationOut(BaseModel):
     checkpoint: str
     task: Literal["regression", "classification"]
     mc_samples: int
+    seed: int = 0
     n_test: int
     metrics: dict[str, float | None]
     bins: list[CalibrationBin] | None = None

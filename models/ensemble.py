@@ -295,6 +295,12 @@ def predict(module: nn.Module, x: Tensor, mc_samples: int = 1) -> dict[str, Tens
     return regression_summary(*raw_moments(module, out))
 
 
+def passes(module: nn.Module, mc_samples: int) -> int:
+    """The samples predict averages whatever T a request asks: the M members."""
+    assert isinstance(module, EnsembleNet)
+    return module.members
+
+
 FAMILY = Family(
     name="ensemble",
     description="deep ensemble: M independently initialised networks trained at once, mixed",
@@ -305,4 +311,5 @@ FAMILY = Family(
     fit=fit,
     default_epochs=200,
     predict=predict,
+    mc_passes=passes,
 )

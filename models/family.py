@@ -98,6 +98,9 @@ class Family:
     predict: PredictFn | None = None
     # stochastic passes when a predict request does not say (1 for deterministic models)
     default_mc_samples: int = 1
+    # (module, requested T) -> the passes predict really runs, which responses echo: an
+    # ensemble its M members, a deterministic model 1; None: T itself (MC dropout)
+    mc_passes: Callable[[nn.Module, int], int] | None = None
     # generative families (models/generative.py): sample, log_prob; latent-variable
     # models also encode and decode (VAEs) or decode only (GANs: z -> x)
     sample: SampleFn | None = None

@@ -719,13 +719,16 @@ def drs_sample(module: GAN, opts: SampleOptions) -> Tensor:
     z ~ N(0, temperature² I), its labels (``label``, or uniform for a cGAN without one)
     and u ~ U(0, 1); x = G(z) is kept when log u < l(x) − M. The first n kept are
     returned, so they do not depend on n. More than max(200 n, 65,536) proposals (an
-    acceptance below 1/200 or so) raise ``OptionError`` on ``n``.
+    acceptance below 1/200 or so), or than ``opts.max_rows`` (at least one chunk), raise
+    ``OptionError`` on ``n``.
     """
     module.eval()
     dev = next(module.parameters()).device
     gen = opts.generator()
     m = float(module.drs_max_logit)
     cap = max(DRS_PROPOSALS_PER_SAMPLE * opts.n, DRS_MIN_PROPOSALS)
+    if opts.max_rows is not None and opts.max_rows < cap:  # the request's bound on work
+        cap = max(opts.max_rows, DRS_CHUNK)
     fixed = None if opts.label is None else torch.tensor([opts.label])
     kept: list[Tensor] = []
     accepted = proposed = 0
@@ -735,8 +738,9 @@ def drs_sample(module: GAN, opts: SampleOptions) -> Tensor:
                 "n",
                 f"discriminator rejection sampling kept {accepted} of {proposed:,} proposals "
                 f"(acceptance {accepted / proposed:.3%}), fewer than n = {opts.n} within its "
-                f"cap of max(200·n, {DRS_MIN_PROPOSALS:,}) proposals: D rejects nearly all "
-                "of G's samples",
+                f"cap of {cap:,} proposals (max(200·n, {DRS_MIN_PROPOSALS:,}), at most the "
+                "request's bound on work): D rejects nearly all of G's samples, or n asks "
+                "for more work than one request may do",
             )
         z = torch.randn(DRS_CHUNK, module.latent_dim, generator=gen) * opts.temperature
         labels = fixed

@@ -33,6 +33,9 @@ class SampleOptions:
     seed: int = 0
     label: int | None = None
     temperature: float = 1.0
+    # the most forward rows the sampler may run (the API's bound on work; None: no bound):
+    # a sampler that draws proposals (GAN DRS) stops there with an OptionError on ``n``
+    max_rows: int | None = None
 
     def generator(self, device: torch.device | str = "cpu") -> torch.Generator:
         return torch.Generator(device=device).manual_seed(self.seed)

@@ -45,6 +45,7 @@ from models.mlp import PREDICTIVE_DATASETS, Hidden
 from models.uncertainty import (
     classification_summary,
     heteroscedastic_loss,
+    inference_generator,
     model_precision,
     regression_summary,
     sampled_classification_metrics,
@@ -104,7 +105,14 @@ class MCDropout(nn.Module):
         self.p = p
 
     def forward(self, x: Tensor) -> Tensor:
-        return F.dropout(x, self.p, training=True)
+        gen = inference_generator()
+        if gen is None or self.p == 0:  # training, or inference outside seeded_inference
+            return F.dropout(x, self.p, training=True)
+        if self.p >= 1:
+            return torch.zeros_like(x)
+        # masks from the request's own generator (drawn on its device, the CPU), inverted
+        keep = torch.rand(x.shape, generator=gen, device=gen.device).to(x.device) >= self.p
+        return x * keep / (1 - self.p)
 
     def extra_repr(self) -> str:
         return f"p={self.p}"

@@ -154,5 +154,6 @@ FAMILY = Family(
     fit=fit,
     default_epochs=50,
     predict=predict,
+    mc_passes=lambda module, t: 1,
     min_batch_size=lambda p: 2 if p.batchnorm else 1,
 )

@@ -273,4 +273,5 @@ FAMILY = Family(
     fit=fit,
     default_epochs=100,
     predict=predict,
+    mc_passes=lambda module, t: 1,
 )

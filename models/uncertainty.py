@@ -17,11 +17,36 @@ deep ensembles, a plain MLP with T = 1).
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 
 import torch
 from torch import Tensor
 
 LOG_2PI = math.log(2 * math.pi)
+
+# The generator stochastic inference layers (MC dropout's masks) draw from, when set: a
+# context variable, so each request (thread or task) has its own and none touches the
+# global RNG that other requests and training use.
+_GENERATOR: ContextVar[torch.Generator | None] = ContextVar("inference_generator", default=None)
+
+
+@contextmanager
+def seeded_inference(seed: int) -> Iterator[torch.Generator]:
+    """Stochastic passes under this block draw from a CPU generator seeded with ``seed``:
+    the same seed and inputs give the same passes, whatever other threads do."""
+    gen = torch.Generator().manual_seed(seed)
+    token = _GENERATOR.set(gen)
+    try:
+        yield gen
+    finally:
+        _GENERATOR.reset(token)
+
+
+def inference_generator() -> torch.Generator | None:
+    """The generator of the enclosing ``seeded_inference`` block, or None."""
+    return _GENERATOR.get()
 
 
 def regression_summary(means: Tensor, variances: Tensor | None = None) -> dict[str, Tensor]:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from fastapi import APIRouter
 
 from app.api.deps import CurrentPrincipal
+from app.api.inference import capabilities_of
 from app.problems import Problem
 from app.schemas import ModelOut
 from models.family import Family
@@ -17,7 +18,7 @@ def model_out(f: Family) -> ModelOut:
     return ModelOut(
         name=f.name,
         description=f.description,
-        capabilities=sorted(c.value for c in f.capabilities),
+        capabilities=capabilities_of(f),
         datasets=sorted(f.datasets),
         params_schema=f.params.model_json_schema(),
         default_epochs=f.default_epochs,

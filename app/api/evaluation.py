@@ -23,7 +23,14 @@ from fastapi import APIRouter, Query
 from fastapi.responses import JSONResponse, Response
 
 from app.api.deps import CurrentPrincipal, SessionDep, owned_job
-from app.api.inference import loaded_model, mc_samples_for, parse_inputs, require
+from app.api.inference import (
+    bounded_predict,
+    cannot,
+    loaded_model,
+    parse_inputs,
+    refuse_non_finite,
+    require,
+)
 from app.datasets import load_dataset
 from app.db.models import Job
 from app.inference import Loaded, to_jsonable
@@ -42,6 +49,10 @@ PNG: dict[int | str, dict[str, Any]] = {
 MCSamples = Annotated[
     int | None, Query(ge=1, description="stochastic passes T (default: the model's own)")
 ]
+Seed = Annotated[
+    int,
+    Query(ge=0, le=2**63 - 1, description="seeds the stochastic passes"),
+]
 
 
 class PNGResponse(Response):
@@ -56,11 +67,6 @@ def job_dataset(job: Job) -> Dataset:
         raise Problem(409, f"dataset {job.dataset!r} of job {job.id} is not available") from None
 
 
-def predictive(item: Loaded, x: torch.Tensor, mc: int) -> dict[str, torch.Tensor]:
-    assert item.family.predict is not None  # require(item, PREDICT) came first
-    return cal.predict_batched(item.family.predict, item.module, x, mc)
-
-
 def missing(out: dict[str, torch.Tensor], keys: tuple[str, ...], item: Loaded) -> None:
     absent = [k for k in keys if k not in out]
     if absent:
@@ -71,9 +77,20 @@ def missing(out: dict[str, torch.Tensor], keys: tuple[str, ...], item: Loaded) -
         )
 
 
-def _title(job: Job, mc: int) -> str:
+def _title(job: Job, mc: int, seed: int) -> str:
     label = job.name or job.id
-    return f"{label} · {job.model} on {job.dataset} · T={mc}"
+    return f"{label} · {job.model} on {job.dataset} · T={mc} · seed {seed}"
+
+
+def single_task(item: Loaded, what: str) -> None:
+    """409 for a multitask model on a view drawn for one task (calibration, acquire)."""
+    if item.info.task == "multitask":
+        raise cannot(
+            item.family,
+            what,
+            f" on {item.info.name!r}: it predicts several tasks and {what} ranks or bins "
+            "one; ask predict for each task's outputs",
+        )
 
 
 def _prepare(job_id: str, principal: CurrentPrincipal, session: SessionDep) -> tuple[Loaded, Job]:
@@ -90,6 +107,7 @@ def plot_png(
     principal: CurrentPrincipal,
     session: SessionDep,
     mc_samples: MCSamples = None,
+    seed: Seed = 0,
     points: Annotated[int, Query(ge=10, le=2000, description="grid size")] = 400,
     level: Annotated[float, Query(gt=0, lt=1, description="central band mass")] = 0.95,
 ) -> Response:
@@ -104,14 +122,14 @@ def plot_png(
             f"{info.task} with input shape {list(info.input_shape)}"
             + (f" and {info.target_dim} targets" if info.task == "regression" else ""),
         )
-    mc = mc_samples_for(item, mc_samples, points, "mc_samples")
     data = job_dataset(job)
     x_train = data.x_train.reshape(-1).double().numpy()
     y_train = data.y_train.reshape(-1).double().numpy()
     lo, hi = (float(x_train.min()), float(x_train.max())) if len(x_train) else (-1.0, 1.0)
     margin = 0.15 * (hi - lo or 1.0)
     grid = np.linspace(lo - margin, hi + margin, points)
-    out = predictive(item, torch.from_numpy(grid).float()[:, None], mc)
+    x = torch.from_numpy(grid).float()[:, None]
+    out, mc = bounded_predict(item, x, mc_samples, seed, input_field="points")
     missing(out, ("mean", "epistemic_var", "aleatoric_var"), item)
     png = uncertainty_png(
         grid=grid,
@@ -122,24 +140,35 @@ def plot_png(
         y_train=y_train,
         z=cal.z_score(level),
         level=level,
-        title=_title(job, mc),
+        title=_title(job, mc, seed),
     )
     return PNGResponse(png, headers={"Cache-Control": "private, max-age=60"})
 
 
-def split_calibration(item: Loaded, job: Job, mc_samples: int | None, bins: int) -> dict[str, Any]:
+def split_calibration(
+    item: Loaded, job: Job, mc_samples: int | None, bins: int, seed: int = 0
+) -> dict[str, Any]:
     """Calibration of the served model on the job's test split (CalibrationOut's fields)."""
+    single_task(item, "calibration")
     data = job_dataset(job)
     if len(data.x_test) == 0:
         raise Problem(409, f"dataset {job.dataset!r} has no test split")
-    mc = mc_samples_for(item, mc_samples, len(data.x_test), "mc_samples")
-    out = predictive(item, data.x_test, mc)
+    try:
+        out, mc = bounded_predict(item, data.x_test, mc_samples, seed, input_field="test split")
+    except Problem as exc:  # the split's size is no request field: a conflict, not a 422
+        if exc.extra.get("errors", [{}])[0].get("path") != "test split":
+            raise
+        message = exc.detail.split(": ", 1)[-1]
+        raise Problem(
+            409, f"the test split of {job.dataset!r} is too large for this model: {message}"
+        ) from None
     y = data.y_test
     result: dict[str, Any] = {
         "job_id": job.id,
         "checkpoint": item.checkpoint_id,
         "task": item.info.task,
         "mc_samples": mc,
+        "seed": seed,
         "n_test": len(y),
         "bins": None,
         "curve": None,
@@ -170,10 +199,11 @@ def calibration(
     session: SessionDep,
     mc_samples: MCSamples = None,
     bins: Bins = cal.DEFAULT_BINS,
+    seed: Seed = 0,
 ) -> JSONResponse:
     """Test-split calibration: metrics, and reliability bins or the coverage curve."""
     item, job = _prepare(job_id, principal, session)
-    return JSONResponse(split_calibration(item, job, mc_samples, bins))
+    return JSONResponse(split_calibration(item, job, mc_samples, bins, seed))
 
 
 @router.get("/{job_id}/reliability.png", response_class=PNGResponse, responses=PNG)
@@ -183,11 +213,12 @@ def reliability(
     session: SessionDep,
     mc_samples: MCSamples = None,
     bins: Bins = cal.DEFAULT_BINS,
+    seed: Seed = 0,
 ) -> Response:
     """Reliability diagram (classification) or coverage calibration curve (regression)."""
     item, job = _prepare(job_id, principal, session)
-    result = split_calibration(item, job, mc_samples, bins)
-    title = _title(job, result["mc_samples"]) + f" · test n={result['n_test']}"
+    result = split_calibration(item, job, mc_samples, bins, seed)
+    title = _title(job, result["mc_samples"], seed) + f" · test n={result['n_test']}"
     m = result["metrics"]
     if result["task"] == "classification":
         png = reliability_png(
@@ -215,6 +246,7 @@ def acquire(
     INFERENCE_LIMITER.take(principal.key_id)
     item = loaded_model(session, principal, job_id)
     require(item, Capability.PREDICT)
+    single_task(item, "acquire")
     x = parse_inputs(body.pool, item.info.input_shape, field="pool")
     if body.k > len(x):
         raise Problem(
@@ -232,8 +264,8 @@ def acquire(
             f"strategy: {msg}",
             errors=[{"path": "strategy", "message": msg, "type": "value_error"}],
         )
-    mc = mc_samples_for(item, body.mc_samples, len(x), "mc_samples")
-    out = predictive(item, x, mc)
+    out, mc = bounded_predict(item, x, body.mc_samples, body.seed, input_field="pool")
+    refuse_non_finite(out, "pool")
     if strategy == "variance":
         missing(out, ("epistemic_var",), item)
         score = out["epistemic_var"].double().flatten(1).sum(1)
@@ -250,6 +282,7 @@ def acquire(
             "checkpoint": item.checkpoint_id,
             "strategy": strategy,
             "mc_samples": mc,
+            "seed": body.seed,
             "items": items,
         }
     )

@@ -8,6 +8,8 @@ no route knows a family by name.
 
 from __future__ import annotations
 
+import logging
+from collections.abc import Callable, Sequence
 from typing import Annotated, Any, Literal
 
 import numpy as np
@@ -18,11 +20,18 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from app.api.deps import CurrentPrincipal, SessionDep, owned_job
 from app.api.evaluation import PNG, PNGResponse, job_dataset
-from app.api.inference import loaded_model, parse_inputs, require
+from app.api.inference import cannot, loaded_model, parse_inputs, require
 from app.auth import Principal
 from app.config import get_settings
 from app.inference import Loaded, load_model, to_jsonable
-from app.limits import INFERENCE_LIMITER, MAX_FORWARD_ROWS
+from app.limits import (
+    INFERENCE_LIMITER,
+    MAX_INFERENCE_WORK,
+    MAX_PNG_SAMPLES,
+    RowCost,
+    check_work,
+    chunk_size,
+)
 from app.problems import Problem, field_problem
 from app.schemas import BINARY, DecodeOut, EncodeOut, LogProbOut, SamplesOut
 from models.data.builtin import mode_centres
@@ -30,6 +39,42 @@ from models.family import Capability
 from models.generative import LogProb, OptionError, SampleOptions, bits_per_dim
 
 router = APIRouter(prefix="/v1/jobs", tags=["generative"])
+log = logging.getLogger("deepzoo.generative")
+
+
+def _cost(item: Loaded, key: str, call: Callable[[int], Any]) -> RowCost | None:
+    """The memory per row of one of the model's calls, measured once on 1 and 2 rows; None
+    when the family refuses the probe (the work bound still holds then)."""
+    cost = item.costs.get(key)
+    if cost is None:
+        try:
+            cost = RowCost.measure(call)
+        except Exception as exc:  # e.g. a DRS sampler whose D rejects everything
+            log.warning("no memory estimate for %s of job %s: %s", key, item.job_id, exc)
+            return None
+        item.costs[key] = cost
+    return cost
+
+
+def _per_call(
+    item: Loaded,
+    key: str,
+    call: Callable[[int], Any],
+    rows_per_unit: int,
+    fields: Sequence[str],
+    what: str,
+) -> int:
+    """Units per call that stay under DEEPZOO_INFERENCE_MEMORY_MB (422 when one does not)."""
+    cost = _cost(item, key, call)
+    return 1 << 40 if cost is None else chunk_size(cost, rows_per_unit, fields, what)
+
+
+def _probe_labels(item: Loaded, given: bool) -> Callable[[int], torch.Tensor | None]:
+    return lambda n: torch.zeros(n, dtype=torch.int64) if given else None
+
+
+def _fields(first: str, second: str, explicit_first: bool) -> list[str]:
+    return [first, second] if explicit_first else [second, first]
 
 
 def _model(
@@ -69,13 +114,31 @@ def _call(fn: Any, *args: Any, field: str | None = None) -> Any:
 
 
 def _samples(item: Loaded, opts: SampleOptions) -> torch.Tensor:
+    """n samples, their work bounded (parameters × n; a proposal sampler stops at the same
+    bound) and their memory under the budget (422 on ``n`` beyond either)."""
     require(item, Capability.SAMPLE)
     if opts.label is not None:
         classes = item.info.n_classes
         if classes is None or not 0 <= opts.label < classes:
             raise field_problem("label", f"label {opts.label} is not a class of {item.info.name}")
-    assert item.family.sample is not None
-    return _call(item.family.sample, item.module, opts).detach().cpu().float()
+    sample = item.family.sample
+    assert sample is not None
+    check_work(item.parameters, opts.n, ["n"], "n samples")
+    max_rows = MAX_INFERENCE_WORK // max(item.parameters, 1)
+
+    def call(n: int) -> Any:
+        return sample(item.module, SampleOptions(n=n, max_rows=max_rows))
+
+    fits = _per_call(item, "sample", call, 1, ["n"], "sample")
+    if opts.n > fits:
+        raise field_problem(
+            "n",
+            f"{opts.n} samples would allocate more than the inference memory budget "
+            f"(DEEPZOO_INFERENCE_MEMORY_MB); at most {fits} at once",
+            kind="too_costly",
+        )
+    opts = SampleOptions(opts.n, opts.seed, opts.label, opts.temperature, max_rows=max_rows)
+    return _call(sample, item.module, opts).detach().cpu().float()
 
 
 # --- samples -----------------------------------------------------------------------------
@@ -111,6 +174,10 @@ def samples(
     if n > limit:
         raise field_problem("n", f"at most {limit} samples per request", kind="less_than_equal")
     item = _model(session, principal, job_id, checkpoint)
+    if format == "png" and item.info.image_shape is not None and n > MAX_PNG_SAMPLES:
+        raise field_problem(
+            "n", f"a PNG grid draws at most {MAX_PNG_SAMPLES} images", kind="less_than_equal"
+        )
     opts = SampleOptions(n=n, seed=seed, label=label, temperature=temperature)
     x = _samples(item, opts)
     if format == "png":
@@ -178,13 +245,8 @@ def log_prob(
         raise field_problem(
             "k", f"at most {settings.max_importance_samples}", kind="less_than_equal"
         )
-    if k * len(x) > MAX_FORWARD_ROWS:
-        raise field_problem(
-            "k", f"k × inputs is over {MAX_FORWARD_ROWS:,}; split the request", 413, "too_long"
-        )
     labels = _labels(item, body.labels, len(x))
-    assert item.family.log_prob is not None
-    out: LogProb = _call(item.family.log_prob, item.module, x, labels, k)
+    out = _log_prob_bounded(item, x, labels, k, _fields("k", "inputs", body.k is not None))
     lp = out.log_prob.detach().cpu().double()
     return JSONResponse(
         {
@@ -196,6 +258,73 @@ def log_prob(
             "k": out.k,
         }
     )
+
+
+def _log_prob_bounded(
+    item: Loaded,
+    x: torch.Tensor,
+    labels: torch.Tensor | None,
+    k: int,
+    fields: list[str],
+    what: str = "inputs × k",
+) -> LogProb:
+    """log p of ``x`` with ``k`` importance samples: work (parameters × inputs × k) bounded,
+    inputs chunked under the memory budget (each chunk reseeds the family's fixed noise)."""
+    fn = item.family.log_prob
+    assert fn is not None
+    check_work(item.parameters, len(x) * k, fields, what)
+    shape, probe_labels = item.info.input_shape, _probe_labels(item, labels is not None)
+    per_call = _per_call(
+        item,
+        f"log_prob:{labels is not None}",
+        lambda n: fn(item.module, torch.zeros(n, *shape), probe_labels(n), 1),
+        k,
+        ["k"],
+        f"{k} importance samples",
+    )
+    parts: list[LogProb] = [
+        _call(fn, item.module, chunk, None if labels is None else labels[i : i + per_call], k)
+        for i, chunk in zip(range(0, len(x), per_call), x.split(per_call), strict=True)
+    ]
+    lp = torch.cat([p.log_prob.detach().cpu() for p in parts])
+    return LogProb(lp, exact=parts[0].exact, k=parts[0].k)
+
+
+def _chunked_call(
+    item: Loaded,
+    key: str,
+    fn: Any,
+    x: torch.Tensor,
+    labels: torch.Tensor | None,
+    field: str,
+    label_field: str | None = None,
+) -> Any:
+    """An encoder or decoder over ``x`` (N rows): work bounded by parameters × N, chunked
+    under the memory budget; tensors, or dicts of tensors, concatenated."""
+    check_work(item.parameters, len(x), [field], field)
+    probe_labels = _probe_labels(item, labels is not None)
+    width = tuple(x.shape[1:])
+    per_call = _per_call(
+        item,
+        f"{key}:{labels is not None}",
+        lambda n: fn(item.module, torch.zeros(n, *width), probe_labels(n)),
+        1,
+        [field],
+        key,
+    )
+    parts = [
+        _call(
+            fn,
+            item.module,
+            chunk,
+            None if labels is None else labels[i : i + per_call],
+            field=label_field,
+        )
+        for i, chunk in zip(range(0, len(x), per_call), x.split(per_call), strict=True)
+    ]
+    if isinstance(parts[0], dict):
+        return {key: torch.cat([p[key].detach().cpu() for p in parts]) for key in parts[0]}
+    return torch.cat([p.detach().cpu() for p in parts])
 
 
 # --- encoder and decoder -------------------------------------------------------------------
@@ -222,9 +351,10 @@ def encode(
     """The approximate posterior q(z|x) of each input: its ``mean`` and ``log_var``."""
     item = _model(session, principal, job_id)
     if item.family.encode is None:
-        raise Problem(409, f"model {item.family.name!r} has no encoder")
+        raise cannot(item.family, "encode", " (it has no encoder)")
     x = parse_inputs(body.inputs, item.info.input_shape)
-    out = _call(item.family.encode, item.module, x, _labels(item, body.labels, len(x)))
+    labels = _labels(item, body.labels, len(x))
+    out = _chunked_call(item, "encode", item.family.encode, x, labels, "inputs")
     return JSONResponse({"job_id": job_id, "checkpoint": item.checkpoint_id, **to_jsonable(out)})
 
 
@@ -236,10 +366,12 @@ def decode(
     for binary data)."""
     item = _model(session, principal, job_id)
     if item.family.decode is None or item.family.latent_dim is None:
-        raise Problem(409, f"model {item.family.name!r} has no decoder")
+        raise cannot(item.family, "decode", " (it has no decoder)")
     dim = item.family.latent_dim(item.family.params(**_spec_params(session, principal, job_id)))
     z = parse_inputs(body.latents, (dim,), field="latents")
-    out = _call(item.family.decode, item.module, z, _labels(item, body.labels, len(z)))
+    labels = _labels(item, body.labels, len(z))
+    # the family's label errors name the field this route reads: ``labels``
+    out = _chunked_call(item, "decode", item.family.decode, z, labels, "latents", "labels")
     return JSONResponse(
         {"job_id": job_id, "checkpoint": item.checkpoint_id, "outputs": to_jsonable(out)}
     )
@@ -278,7 +410,7 @@ def interpolate_png(
     item = _model(session, principal, job_id)
     fam, info = item.family, item.info
     if fam.decode is None or fam.latent_dim is None:
-        raise Problem(409, f"model {fam.name!r} has no decoder to interpolate with")
+        raise cannot(fam, "interpolate", " (it has no decoder)")
     if info.image_shape is None:
         raise Problem(409, f"interpolation is drawn for images; {info.name} holds none")
     job = owned_job(session, principal, job_id)
@@ -306,7 +438,7 @@ def interpolate_png(
         how = f"seeds {a} → {b}"
     t = torch.linspace(0, 1, steps)[:, None]
     z = (1 - t) * za.cpu() + t * zb.cpu()
-    x = _call(fam.decode, item.module, z, labels, field="label").detach().cpu().float()
+    x = _chunked_call(item, "decode", fam.decode, z, labels, "steps", "label").float()
     images = x.reshape(steps, *info.image_shape).numpy()
     title = f"{fam.name} on {info.name} · {how}"
     return PNGResponse(
@@ -340,13 +472,10 @@ def density_png(
     gx, gy = np.meshgrid(xs, ys)
     grid = torch.from_numpy(np.stack([gx.ravel(), gy.ravel()], 1)).float()
     kk = k or item.family.default_log_prob_k
-    assert item.family.log_prob is not None
-    results: list[LogProb] = [
-        _call(item.family.log_prob, item.module, chunk, None, kk)
-        for chunk in grid.split(max(1, 65_536 // kk))
-    ]
-    log_p = torch.cat([r.log_prob.detach().cpu() for r in results]).double().numpy()
+    fields = _fields("k", "points", k is not None)
+    result = _log_prob_bounded(item, grid, None, kk, fields, "points² × k")
+    log_p = result.log_prob.double().numpy()
     log_p = log_p.reshape(points, points)
-    exact = "exact" if results[0].exact else f"bound, k={kk}"
+    exact = "exact" if result.exact else f"bound, k={kk}"
     title = f"{item.family.name} on {item.info.name} · learned density ({exact})"
     return PNGResponse(draw(xs, ys, log_p, data=data, title=title))
