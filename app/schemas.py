@@ -18,6 +18,7 @@ from pydantic import (
 )
 from pydantic_core import PydanticCustomError
 
+from models.data import Task
 from models.data.upload import UPLOAD_ID
 from models.family import Family
 from models.optim import OptimizerSpec
@@ -191,13 +192,14 @@ class DatasetOut(BaseModel):
     """A built-in (``kind`` builtin) or an upload (``table`` from CSV, ``arrays`` from NPZ).
 
     ``shape``: built-ins ``[n_train, *input_shape]``, uploads ``[n_rows, *input_shape]``.
-    The upload-only fields are null for built-ins."""
+    ``task`` is any of ``models.data.Task`` (a built-in may be ``multitask``; an upload is
+    regression or classification). The upload-only fields are null for built-ins."""
 
     id: str
     name: str
     kind: Literal["builtin", "table", "arrays"]
     description: str
-    task: Literal["regression", "classification"] | None = None
+    task: Task | None = None
     shape: list[int] | None = None
     n_rows: int | None = None
     n_features: int | None = None
