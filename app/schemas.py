@@ -57,6 +57,15 @@ class TrainSpec(BaseModel):
     checkpoint_every: Annotated[
         int, Field(ge=1, le=100_000, description="checkpoint every N epochs (or N·100 steps)")
     ] = 1
+    keep_checkpoints: Annotated[
+        int,
+        Field(
+            ge=1,
+            le=100,
+            description="checkpoints kept: the latest N, plus the best (the one inference "
+            "uses); older ones are deleted as new ones are written",
+        ),
+    ] = 2
     max_minutes: Annotated[
         float, Field(gt=0, le=24 * 60, description="wall-clock limit; the job fails past it")
     ] = 60.0
