@@ -154,7 +154,9 @@ class _Records:
         if self._record > self.cap:
             what = "the header" if self.lines == 1 else f"line {self.lines}"
             raise UploadError(
-                "file", f"{what}: a record over {self.cap:,} characters; refused unread", 413
+                "file",
+                f"{what}: a record over {self.cap:,} characters, refused before it is parsed",
+                413,
             )
         if "\x00" in line:
             raise UploadError("file", f"line {self.lines}: a NUL byte: not a CSV table")
