@@ -29,6 +29,9 @@ class Settings(BaseSettings):
     ] = 1.0
     max_upload_mb: Annotated[int, Field(ge=1, le=4096)] = 50
     max_datasets: Annotated[int, Field(ge=1, description="uploads per owner")] = 100
+    storage_quota_mb: Annotated[
+        int, Field(ge=0, description="checkpoints + uploads per owner, MiB; 0: no quota")
+    ] = 2048
     max_body_mb: Annotated[int, Field(ge=1, le=4096)] = 10
     inference_cache_size: Annotated[int, Field(ge=1, le=1024)] = 8
     heartbeat_seconds: Annotated[float, Field(gt=0, le=60)] = 0.5

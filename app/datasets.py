@@ -26,7 +26,15 @@ def is_upload_id(name: str) -> bool:
     return bool(_UPLOAD_RE.match(name))
 
 
-def store(session: Session, owner: str, name: str, blob: bytes, parsed: Parsed) -> Dataset:
+def store(
+    session: Session,
+    owner: str,
+    name: str,
+    blob: bytes,
+    parsed: Parsed,
+    data: bytes | None = None,
+) -> Dataset:
+    """Add the upload's row; ``data`` is ``parsed.canonical()`` when the caller has it."""
     digest = hashlib.sha256(blob).hexdigest()
     row = Dataset(
         id=new_id("ds"),
@@ -45,7 +53,7 @@ def store(session: Session, owner: str, name: str, blob: bytes, parsed: Parsed) 
         split_seed=int(digest[:15], 16),
         sha256=digest,
         size_bytes=len(blob),
-        data=parsed.canonical(),
+        data=parsed.canonical() if data is None else data,
     )
     session.add(row)
     session.flush()

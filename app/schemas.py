@@ -23,6 +23,7 @@ from pydantic import (
 )
 from pydantic_core import PydanticCustomError
 
+from models.data import Task
 from models.data.upload import UPLOAD_ID
 from models.family import Family
 from models.optim import OptimizerSpec
@@ -61,6 +62,15 @@ class TrainSpec(BaseModel):
     checkpoint_every: Annotated[
         int, Field(ge=1, le=100_000, description="checkpoint every N epochs (or N·100 steps)")
     ] = 1
+    keep_checkpoints: Annotated[
+        int,
+        Field(
+            ge=1,
+            le=100,
+            description="checkpoints kept: the latest N, plus the best (the one inference "
+            "uses); older ones are deleted as new ones are written",
+        ),
+    ] = 2
     max_minutes: Annotated[
         float, Field(gt=0, le=24 * 60, description="wall-clock limit; the job fails past it")
     ] = 60.0
@@ -218,13 +228,14 @@ class DatasetOut(BaseModel):
     """A built-in (``kind`` builtin) or an upload (``table`` from CSV, ``arrays`` from NPZ).
 
     ``shape``: built-ins ``[n_train, *input_shape]``, uploads ``[n_rows, *input_shape]``.
-    The upload-only fields are null for built-ins."""
+    ``task`` is any of ``models.data.Task`` (a built-in may be ``multitask``; an upload is
+    regression or classification). The upload-only fields are null for built-ins."""
 
     id: str
     name: str
     kind: Literal["builtin", "table", "arrays"]
     description: str
-    task: Literal["regression", "classification"] | None = None
+    task: Task | None = None
     shape: list[int] | None = None
     n_rows: int | None = None
     n_features: int | None = None

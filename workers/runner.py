@@ -31,11 +31,13 @@ from app.db.ops import (
     add_event,
     insert_metrics,
     latest_good_checkpoint,
+    prune_checkpoints,
     relax_durability,
     retry_db,
 )
 from app.db.session import get_engine, session_scope
 from app.queue import send_job
+from app.storage import describe, quota_bytes, usage
 from models.checkpoint import dump_state, load_state, rng_state, set_rng_state
 from models.data import DataInfo
 from models.family import Diverged, Family
@@ -56,6 +58,11 @@ def request_handback() -> None:
 
 class LeaseLost(Exception):
     """Another worker holds this job now; stop without writing anything."""
+
+
+class StorageQuotaExceeded(Exception):
+    """The next checkpoint would take the job's owner over ``DEEPZOO_STORAGE_QUOTA_MB``:
+    it was not written, and the job fails (resumable once space is freed)."""
 
 
 def run_job(job_id: str, worker: str | None = None) -> str:
@@ -186,6 +193,8 @@ class TrainContext:
     ) -> None:
         train = job.spec["train"]
         self.job_id, self.lease, self.settings = job.id, lease, settings
+        self.owner = job.owner
+        self.keep_checkpoints = int(train.get("keep_checkpoints", 2))
         self.device = device
         self.seed = int(train["seed"])
         self.epochs: int | None = train.get("epochs")
@@ -362,6 +371,18 @@ class TrainContext:
                     s.execute(
                         update(Job).where(Job.id == self.job_id).values(checkpoint_id=ckpt.id)
                     )
+                # retention: the latest train.keep_checkpoints, and the one inference uses
+                serving = s.scalar(select(Job.checkpoint_id).where(Job.id == self.job_id))
+                prune_checkpoints(s, self.job_id, self.keep_checkpoints, protect=(serving,))
+                s.flush()
+                quota = quota_bytes()
+                if quota is not None:  # this checkpoint counted, the pruned ones not
+                    used = usage(s, self.owner)
+                    if used.total > quota:  # roll it all back: nothing written or pruned
+                        raise StorageQuotaExceeded(
+                            f"storage quota exceeded at step {step}: {describe(used, quota)}, "
+                            "then resume this job (its checkpoints so far are kept)"
+                        )
 
         retry_db(write)
         self._saved_step, self._last_write = step, time.monotonic()
@@ -470,6 +491,11 @@ class Runner:
         except LeaseLost:
             log.warning("job %s: lease lost; another worker holds it", job.id)
             return "lease_lost"
+        except StorageQuotaExceeded as exc:
+            if ctx is not None:  # keep the metrics; offer no checkpoint again
+                ctx._best_offer = ctx._latest_offer = None
+            self._salvage(ctx)
+            return self._finish("failed", str(exc))
         except Diverged as exc:
             self._salvage(ctx)
             return self._finish("failed", f"{exc}; the last good checkpoint is kept")

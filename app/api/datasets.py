@@ -18,6 +18,7 @@ from app.datasets import owned_dataset, store
 from app.db.models import Dataset, Job
 from app.problems import Problem, field_problem, problem_responses
 from app.schemas import DatasetOut
+from app.storage import check_quota
 from models import data as zoo_data
 from models.data.upload import UploadError, parse, split_sizes
 
@@ -81,7 +82,8 @@ def upload_dataset(
     ] = None,
 ) -> DatasetOut:
     """Upload a dataset; it is validated in full before it is stored (413 past
-    ``DEEPZOO_MAX_UPLOAD_MB``, 422 naming the field at fault)."""
+    ``DEEPZOO_MAX_UPLOAD_MB``, 422 naming the field at fault, 422 naming ``storage`` when
+    the stored form would take the owner over ``DEEPZOO_STORAGE_QUOTA_MB``)."""
     settings = get_settings()
     label = name.strip()
     if not label or not label.isprintable():
@@ -93,11 +95,14 @@ def upload_dataset(
     count = session.scalar(select(func.count()).where(Dataset.owner == principal.owner)) or 0
     if count >= settings.max_datasets:
         raise Problem(409, f"at most {settings.max_datasets} uploads per owner; delete one")
+    check_quota(session, principal.owner)  # at the quota already: not worth parsing
     try:
         parsed = parse(blob, target=target.strip() if target else None, task=task)
     except UploadError as exc:
         raise field_problem(exc.field, exc.message, exc.status) from None
-    row = store(session, principal.owner, label, blob, parsed)
+    data = parsed.canonical()  # what is stored, and counted against the quota
+    check_quota(session, principal.owner, incoming=len(data))
+    row = store(session, principal.owner, label, blob, parsed, data)
     session.commit()
     response.headers["Location"] = f"/v1/datasets/{row.id}"
     return upload_out(row)

@@ -45,6 +45,7 @@ from app.schemas import (
     Progress,
     ResumeRequest,
 )
+from app.storage import check_quota
 from app.workers_live import check_served
 from models.registry import get_family
 
@@ -122,6 +123,7 @@ def create_job(
         if existing is not None:
             return _replay(existing, digest), False
     check_active_jobs(session, principal.owner)
+    check_quota(session, principal.owner)  # 422 naming storage at the quota
     info = job_data_info(session, principal.owner, spec.dataset)  # an upload must be theirs
     check_model_size(spec.model, info, spec.params)
     check_batch_size(spec.model, spec.params, data["train"]["batch_size"])

@@ -5,10 +5,10 @@ from __future__ import annotations
 import hashlib
 import logging
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Collection, Iterator
 from typing import Any, TypeVar
 
-from sqlalchemy import select, text
+from sqlalchemy import delete, select, text
 from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.orm import Session
 
@@ -72,6 +72,25 @@ def latest_good_checkpoint(session: Session, job_id: str) -> Iterator[Checkpoint
             yield ckpt
         else:
             log.error("checkpoint %s of job %s fails its sha256; skipped", cid, job_id)
+
+
+def prune_checkpoints(
+    session: Session, job_id: str, keep: int, protect: Collection[str | None] = ()
+) -> int:
+    """Delete the job's checkpoints but the newest ``keep`` (by step, then time) and those
+    in ``protect`` (the one the job's ``checkpoint_id`` points at: the best, or the latest);
+    returns the bytes freed. The newest ones are what a resume loads (newest good first),
+    so ``keep`` >= 2 also keeps a fallback for a corrupt newest one."""
+    rows = session.execute(
+        select(Checkpoint.id, Checkpoint.size)
+        .where(Checkpoint.job_id == job_id)
+        .order_by(Checkpoint.step.desc(), Checkpoint.created_at.desc())
+    ).all()
+    doomed = [r for r in rows[max(keep, 1) :] if r.id not in protect]
+    if not doomed:
+        return 0
+    session.execute(delete(Checkpoint).where(Checkpoint.id.in_([r.id for r in doomed])))
+    return sum(int(r.size) for r in doomed)
 
 
 def retry_db(fn: Callable[[], T], *, attempts: int = 30, delay: float = 0.5) -> T:

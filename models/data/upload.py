@@ -6,11 +6,15 @@ and returns ``Parsed``: float32 arrays plus what was inferred (task, classes). I
 ``canonical()`` bytes, an ``.npz`` of float32 ``x`` and ``y`` (no pickle), are what a
 service stores; ``load_upload`` turns them back into a ``Dataset`` with a fixed split.
 
-Hostile input is expected: nothing is unpickled, nothing is inflated past the sizes
-the zip directory and the ``.npy`` headers declare (and those are capped first), the
-CSV reader has a field size limit and row, column and cell caps, and no path is ever
-built from anything in the upload. Every refusal is an ``UploadError`` naming the
-form field at fault (``file``, ``target``, ``task``).
+Hostile input is expected: nothing is unpickled; an ``.npz`` is refused on what its zip
+end record, zip directory and ``.npy`` headers declare (member count, sizes, dtypes,
+shapes, rows, columns, cells) before a byte of array data is inflated; a CSV is decoded
+and read one record at a time with a cap on a record's characters (so a 45 MB header
+line is refused after reading 1 MiB of it), a field size limit and row, column and
+cell caps; no path is ever built from anything in the upload. What one upload can make
+this process allocate is therefore bounded by the limits, not by how far the file
+inflates (``tests/models/test_upload_memory.py`` measures it). Every refusal is an
+``UploadError`` naming the form field at fault (``file``, ``target``, ``task``).
 """
 
 from __future__ import annotations
@@ -18,6 +22,7 @@ from __future__ import annotations
 import csv
 import io
 import math
+import struct
 import threading
 import zipfile
 import zlib
@@ -48,6 +53,9 @@ class Limits:
     max_field_chars: int = 4096  # one CSV cell (csv.field_size_limit)
     max_name_chars: int = 200  # a CSV column name
     max_uncompressed: int = 256 * 1024 * 1024  # all .npz members, as the zip declares
+    max_record_chars: int = 1 << 20  # one CSV record (the header included), before parsing
+    max_zip_directory: int = 64 * 1024  # the .npz central directory: two short entries
+    max_npy_header: int = 10_000  # an .npy header's declared length (numpy's own cap)
 
 
 LIMITS = Limits()
@@ -121,29 +129,63 @@ def _field_limit(n: int) -> Iterator[None]:
             csv.field_size_limit(old)
 
 
+class _Records:
+    """The upload's text one physical line at a time, decoded as it is read (the file is
+    never held twice), refusing a record (the lines the CSV reader asks for between two
+    ``reset()`` calls: a quoted field may span lines) over ``cap`` characters before the
+    reader splits it into fields, and any NUL byte."""
+
+    def __init__(self, blob: bytes, cap: int) -> None:
+        self._f = io.TextIOWrapper(io.BytesIO(blob), encoding="utf-8-sig", newline="")
+        self.cap, self.lines, self._record = cap, 0, 0
+
+    def reset(self) -> None:
+        self._record = 0
+
+    def __iter__(self) -> _Records:
+        return self
+
+    def __next__(self) -> str:
+        line = self._f.readline(self.cap - self._record + 1)
+        if not line:
+            raise StopIteration
+        self.lines += 1
+        self._record += len(line)
+        if self._record > self.cap:
+            what = "the header" if self.lines == 1 else f"line {self.lines}"
+            raise UploadError(
+                "file",
+                f"{what}: a record over {self.cap:,} characters, refused before it is parsed",
+                413,
+            )
+        if "\x00" in line:
+            raise UploadError("file", f"line {self.lines}: a NUL byte: not a CSV table")
+        return line
+
+
 def _read_csv(blob: bytes, target: str, limits: Limits) -> tuple[list[str], np.ndarray, list[str]]:
-    try:
-        text = blob.decode("utf-8-sig")
-    except UnicodeDecodeError as exc:
-        raise UploadError("file", f"not UTF-8 text (byte {exc.start}) and not an .npz") from None
-    if "\x00" in text:
-        raise UploadError("file", "a NUL byte: not a CSV table")
+    records = _Records(blob, limits.max_record_chars)
     with _field_limit(limits.max_field_chars):
         try:
-            return _csv_rows(csv.reader(io.StringIO(text, newline="")), target, limits)
+            return _csv_rows(csv.reader(records), records, target, limits)
         except csv.Error as exc:
             raise UploadError("file", f"malformed CSV: {exc}") from None
+        except UnicodeDecodeError:
+            raise UploadError(
+                "file", f"not UTF-8 text (line {records.lines + 1}) and not an .npz"
+            ) from None
 
 
 def _csv_rows(
-    reader: Iterator[list[str]], target: str, limits: Limits
+    reader: Iterator[list[str]], records: _Records, target: str, limits: Limits
 ) -> tuple[list[str], np.ndarray, list[str]]:
     header = next(reader, None)
     if not header or all(not h.strip() for h in header):
         raise UploadError("file", "no header row: the first line must name the columns")
+    if len(header) - 1 > limits.max_features:
+        raise UploadError("file", f"{len(header)} columns; at most {limits.max_features + 1}")
     names = [h.strip() for h in header]
-    if len(names) - 1 > limits.max_features:
-        raise UploadError("file", f"{len(names)} columns; at most {limits.max_features + 1}")
+    del header
     if any(not n for n in names):
         raise UploadError("file", f"column {names.index('') + 1} has no name in the header")
     if any(len(n) > limits.max_name_chars for n in names):
@@ -161,7 +203,9 @@ def _csv_rows(
     max_rows = min(limits.max_rows, limits.max_cells // width)
     values = array("d")  # row-major features, 8 bytes a cell
     labels: list[str] = []
+    records.reset()
     for row in reader:
+        records.reset()
         line = reader.line_num  # type: ignore[attr-defined]
         if not row or all(not c.strip() for c in row):
             continue  # blank lines are allowed (a trailing newline, say)
@@ -212,8 +256,11 @@ _NUMERIC = "biuf"  # bool, signed, unsigned, float: no object, string, void, com
 
 
 def _read_npz(blob: bytes, limits: Limits) -> tuple[np.ndarray, np.ndarray]:
-    """``x`` and ``y`` from an ``.npz``; sizes checked in the zip directory and the ``.npy``
-    headers before a byte is inflated, then ``np.load(allow_pickle=False)``."""
+    """``x`` and ``y`` from an ``.npz``. Refused, before a byte of array data is inflated, on
+    what the zip end record, the zip directory and the ``.npy`` headers declare: the member
+    count, sizes, compression, dtypes and shapes (``_check_shapes``); only then
+    ``np.load(allow_pickle=False)``, which allocates what the headers declared."""
+    _check_zip_end(blob, limits)
     try:
         with zipfile.ZipFile(io.BytesIO(blob)) as zf:
             members = zf.infolist()
@@ -230,17 +277,20 @@ def _read_npz(blob: bytes, limits: Limits) -> tuple[np.ndarray, np.ndarray]:
                     f"{limits.max_uncompressed:,}",
                     413,
                 )
+            shapes: dict[str, tuple[int, ...]] = {}
             for m in members:
                 if m.compress_type not in (zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED):
                     raise UploadError("file", f"{m.filename}: unsupported zip compression")
                 if m.flag_bits & 0x1:
                     raise UploadError("file", f"{m.filename}: encrypted")
                 with zf.open(m) as f:
-                    _check_npy_header(f, m.filename[:-4], m.file_size)
+                    key = m.filename[:-4]
+                    shapes[key] = _check_npy_header(f, key, m.file_size, limits)
     except UploadError:
         raise
     except _BROKEN as exc:
         raise UploadError("file", f"not a valid .npz (zip): {exc}") from None
+    _check_shapes(shapes["x"], shapes["y"], limits)
     try:
         with np.load(io.BytesIO(blob), allow_pickle=False) as z:
             return np.asarray(z["x"]), np.asarray(z["y"])
@@ -250,17 +300,51 @@ def _read_npz(blob: bytes, limits: Limits) -> tuple[np.ndarray, np.ndarray]:
         raise UploadError("file", f"unreadable arrays: {exc}") from None
 
 
-def _check_npy_header(f: IO[bytes], key: str, file_size: int) -> None:
-    """The dtype and shape an ``.npy`` member declares, refused before numpy allocates."""
+_EOCD = struct.Struct("<4s4H2LH")  # the zip end-of-central-directory record
+
+
+def _check_zip_end(blob: bytes, limits: Limits) -> None:
+    """Two entries and a small central directory, as the zip's end record declares them:
+    ``zipfile`` would otherwise build an object per directory entry (a 50 MB archive of
+    empty members is a million of them) before the member names can be checked."""
+    tail = blob[-(_EOCD.size + 0xFFFF) :]
+    at = tail.rfind(b"PK\x05\x06")
+    if at < 0 or len(tail) - at < _EOCD.size:
+        return  # not found: zipfile refuses it (BadZipFile) below
+    _, _, _, _, entries, cd_size, _, _ = _EOCD.unpack_from(tail, at)
+    if entries != 2:
+        raise UploadError(
+            "file", f"an .npz upload holds exactly x and y; this one has {entries} members"
+        )
+    if cd_size > limits.max_zip_directory:
+        raise UploadError(
+            "file", f"a zip directory of {cd_size:,} bytes for 2 members; not an .npz of x and y"
+        )
+
+
+def _check_npy_header(f: IO[bytes], key: str, file_size: int, limits: Limits) -> tuple[int, ...]:
+    """The dtype and shape an ``.npy`` member declares, refused before numpy allocates;
+    returns the shape."""
     fmt = np.lib.format
     try:
         version = fmt.read_magic(f)
-        if version == (1, 0):
-            shape, _, dtype = fmt.read_array_header_1_0(f)
-        elif version == (2, 0):
-            shape, _, dtype = fmt.read_array_header_2_0(f)
-        else:
+        if version not in ((1, 0), (2, 0)):
             raise UploadError("file", f"{key}: unsupported .npy version {version}")
+        # the header's declared length, capped before it is read (version 2 allows 4 GB)
+        length = struct.Struct("<H" if version == (1, 0) else "<I")
+        raw = f.read(length.size)
+        if len(raw) != length.size:
+            raise UploadError("file", f"{key}: not a valid .npy array: truncated header")
+        (n,) = length.unpack(raw)
+        if n > limits.max_npy_header:
+            raise UploadError(
+                "file", f"{key}: an .npy header of {n:,} bytes; at most {limits.max_npy_header:,}"
+            )
+        header = io.BytesIO(raw + f.read(n))
+        if version == (1, 0):
+            shape, _, dtype = fmt.read_array_header_1_0(header)
+        else:
+            shape, _, dtype = fmt.read_array_header_2_0(header)
     except UploadError:
         raise
     except _BROKEN as exc:
@@ -273,6 +357,28 @@ def _check_npy_header(f: IO[bytes], key: str, file_size: int) -> None:
         raise UploadError("file", f"{key}: {len(shape)} dimensions; 1 to 4 allowed")
     if math.prod(shape) * dtype.itemsize > file_size:
         raise UploadError("file", f"{key}: the header's shape {shape} exceeds the data stored")
+    return tuple(int(d) for d in shape)
+
+
+def _check_shapes(x: tuple[int, ...], y: tuple[int, ...], limits: Limits) -> None:
+    """Rows, features, cells and targets from the declared shapes, as ``_finish`` and
+    ``_target`` check them after loading (the same messages), before anything is loaded."""
+    n = x[0]
+    if y[0] != n:
+        raise UploadError("file", f"x has {n} rows but y has {y[0]}: they must match")
+    if n < limits.min_rows:
+        raise UploadError("file", f"{n} rows; at least {limits.min_rows} are needed to split")
+    if n > limits.max_rows:
+        raise UploadError("file", f"{n:,} rows; at most {limits.max_rows:,}", 413)
+    width = math.prod(x[1:])
+    if width < 1 or width > limits.max_features:
+        raise UploadError("file", f"{width} features per example; 1 to {limits.max_features}")
+    if n * width > limits.max_cells:
+        raise UploadError("file", f"{n * width:,} values; at most {limits.max_cells:,}", 413)
+    if len(y) > 2 or (len(y) == 2 and y[1] < 1):
+        raise UploadError("file", f"y has shape {y}; (N,) or (N, k) expected")
+    if len(y) == 2 and y[1] > limits.max_target_dim:
+        raise UploadError("file", f"{y[1]} targets; at most {limits.max_target_dim}")
 
 
 # --- common ----------------------------------------------------------------------------------
@@ -326,29 +432,32 @@ def _target(
         except ValueError:
             if task == "regression":
                 raise UploadError("target", f"{column!r} is not numeric: cannot regress") from None
-            return "classification", *_classes(np.array(y), field_, limits)
+            return "classification", *_text_classes(y, field_, limits)
         if not np.isfinite(values).all():
             raise UploadError(field_, f"{column!r} has NaN or inf")
         y = values
     if y.ndim > 2 or (y.ndim == 2 and y.shape[1] < 1):
         raise UploadError("file", f"y has shape {y.shape}; (N,) or (N, k) expected")
+    if y.ndim == 2:  # several targets: regression, converted once, straight to float32
+        if task == "classification":
+            raise UploadError("task", "classification needs one column of integer (or text) labels")
+        if y.shape[1] > limits.max_target_dim:
+            raise UploadError("file", f"{y.shape[1]} targets; at most {limits.max_target_dim}")
+        return "regression", _float32(y, "the target"), None
     is_bool = y.dtype.kind == "b"
-    yf = y.astype(np.float64)
+    yf = y.astype(np.float64)  # (N,): at most max_rows values
     if not np.isfinite(yf).all():
         raise UploadError(field_, "the target has NaN or inf")
-    integral = bool(is_bool or (y.ndim == 1 and np.all(yf == np.round(yf))))
+    integral = bool(is_bool or np.all(yf == np.round(yf)))
     if task is None:
         few = len(np.unique(yf)) <= min(limits.max_class_for_inference, len(yf) // 2)
-        task = "classification" if integral and y.ndim == 1 and few else "regression"
+        task = "classification" if integral and few else "regression"
     if task == "classification":
         if not integral:
             raise UploadError("task", "classification needs one column of integer (or text) labels")
         labels = yf.astype(np.int64)
         return "classification", *_classes(labels, field_, limits)
-    y2 = yf.reshape(len(yf), -1)
-    if y2.shape[1] > limits.max_target_dim:
-        raise UploadError("file", f"{y2.shape[1]} targets; at most {limits.max_target_dim}")
-    return "regression", _float32(y2, "the target"), None
+    return "regression", _float32(yf.reshape(len(yf), 1), "the target"), None
 
 
 def _classes(labels: np.ndarray, field_: str, limits: Limits) -> tuple[np.ndarray, list[str]]:
@@ -358,6 +467,19 @@ def _classes(labels: np.ndarray, field_: str, limits: Limits) -> tuple[np.ndarra
     if len(uniq) > limits.max_classes:
         raise UploadError(field_, f"{len(uniq)} classes; at most {limits.max_classes}")
     return index.astype(np.float32), [str(u) for u in uniq.tolist()]
+
+
+def _text_classes(labels: list[str], field_: str, limits: Limits) -> tuple[np.ndarray, list[str]]:
+    """Text labels, sorted by code point as ``np.unique`` sorts them, without building a
+    fixed-width string array (one 4,096-character label among a million short ones would
+    make that 16 GB)."""
+    uniq = sorted(set(labels))
+    if len(uniq) < 2:
+        raise UploadError(field_, "classification needs at least 2 classes; there is 1")
+    if len(uniq) > limits.max_classes:
+        raise UploadError(field_, f"{len(uniq)} classes; at most {limits.max_classes}")
+    code = {u: i for i, u in enumerate(uniq)}
+    return np.fromiter((code[v] for v in labels), np.float32, len(labels)), uniq
 
 
 def load_upload(blob: bytes, *, name: str, task: Task, n_classes: int | None, seed: int) -> Dataset:

@@ -112,7 +112,7 @@ def test_cancel_running_job(stack: Stack) -> None:
 
 def test_kill_worker_resumes_from_checkpoint(stack: Stack) -> None:
     epochs = 120
-    job = stack.post_job({**SINE, "train": {"epochs": epochs, "seed": 2}})
+    job = stack.post_job({**SINE, "train": {"epochs": epochs, "seed": 2, "keep_checkpoints": 100}})
     jid = job["id"]
     wait_until(
         lambda: len(stack.client.get(f"/v1/jobs/{jid}/checkpoints").json()) >= 5,
@@ -135,7 +135,7 @@ def test_kill_worker_resumes_from_checkpoint(stack: Stack) -> None:
 def test_sigterm_hands_the_job_back(stack: Stack) -> None:
     """A deploy: the worker checkpoints, hands the job back, and another finishes it."""
     epochs = 120
-    job = stack.post_job({**SINE, "train": {"epochs": epochs, "seed": 3}})
+    job = stack.post_job({**SINE, "train": {"epochs": epochs, "seed": 3, "keep_checkpoints": 100}})
     jid = job["id"]
     wait_until(
         lambda: len(stack.client.get(f"/v1/jobs/{jid}/checkpoints").json()) >= 3,

@@ -77,7 +77,7 @@ def test_gives_up_after_max_attempts() -> None:
 
 
 def test_run_resume_and_corrupt_checkpoint_fallback() -> None:
-    job_id = new_job()
+    job_id = new_job({**TINY, "train": {"epochs": 4, "keep_checkpoints": 100}})  # keep all
     assert run_job(job_id) == "succeeded"
     job = job_row(job_id)
     assert job.checkpoint_id and job.data_info and job.progress_step == 4
