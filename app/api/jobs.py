@@ -10,7 +10,7 @@ import hashlib
 import io
 import json
 import math
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Body, Header, Query, Request, Response
@@ -201,7 +201,10 @@ def _decode_cursor(cursor: str) -> tuple[datetime, str]:
     try:
         raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
         created, job_id = json.loads(raw)
-        return datetime.fromisoformat(created), str(job_id)
+        when = datetime.fromisoformat(created)
+        if when.tzinfo is None:  # every cursor this API returns names its offset
+            raise ValueError("naive datetime")
+        return when.astimezone(UTC), str(job_id)
     except Exception:
         raise Problem(
             422,
@@ -362,7 +365,7 @@ def get_metrics(
     principal: CurrentPrincipal,
     session: SessionDep,
     name: Annotated[str | None, Query(max_length=100)] = None,
-    since_step: Annotated[int | None, Query(ge=0)] = None,
+    since_step: Annotated[int | None, Query(ge=0, le=INT64_MAX)] = None,
     format: Literal["json", "csv"] = "json",
 ) -> Any:
     owned_job(session, principal, job_id)
@@ -371,8 +374,8 @@ def get_metrics(
     )
     if name:
         q = q.where(Metric.name == name)
-    if since_step is not None:
-        q = q.where(Metric.step > since_step)
+    if since_step is not None:  # steps are 32-bit columns: past that, no step is later
+        q = q.where(Metric.step > min(since_step, INT32_MAX))
     rows = session.execute(q.order_by(Metric.name, Metric.step)).all()
     if format == "csv":
         buf = io.StringIO()
