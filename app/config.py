@@ -65,6 +65,9 @@ class Settings(BaseSettings):
     max_model_parameters: Annotated[int, Field(ge=1)] = 50_000_000
     inference_rate: Annotated[float, Field(gt=0, description="requests/s per key")] = 50.0
     inference_burst: Annotated[int, Field(ge=1)] = 100
+    max_streams_per_key: Annotated[
+        int, Field(ge=1, description="open event streams (SSE) per API key")
+    ] = 20
     cors_origins: list[str] = []
 
     @property

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import torch
-from sqlalchemy import func, select
+from sqlalchemy import func, select, text
 from sqlalchemy.orm import Session
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_flatten
@@ -32,8 +32,15 @@ MAX_FORWARD_ROWS = 5_000_000
 
 
 def check_active_jobs(session: Session, owner: str) -> None:
-    """429 when the owner already has ``DEEPZOO_MAX_ACTIVE_JOBS`` queued or running."""
+    """429 when the owner already has ``DEEPZOO_MAX_ACTIVE_JOBS`` queued or running.
+
+    Atomic with the job it admits: the check takes a per-owner lock held until the
+    caller's transaction ends (it commits the new job), so concurrent requests of one
+    owner are counted one after another. PostgreSQL: a transaction-scoped advisory lock
+    on the owner's name; SQLite: ``BEGIN IMMEDIATE`` (its one writer lock).
+    """
     limit = get_settings().max_active_jobs
+    _lock_owner(session, owner)
     active = session.scalar(
         select(func.count()).where(Job.owner == owner, Job.status.in_(("queued", "running")))
     )
@@ -44,6 +51,20 @@ def check_active_jobs(session: Session, owner: str) -> None:
             "cancel one",
             headers={"Retry-After": "30"},
         )
+
+
+def _lock_owner(session: Session, owner: str) -> None:
+    connection = session.connection()
+    dialect = connection.dialect.name
+    if dialect == "postgresql":
+        connection.execute(
+            text("SELECT pg_advisory_xact_lock(hashtextextended(:name, 0))"),
+            {"name": f"deepzoo:active-jobs:{owner}"},
+        )
+    elif dialect == "sqlite":
+        raw = connection.connection.driver_connection
+        if raw is not None and not raw.in_transaction:  # else the write lock is held already
+            connection.exec_driver_sql("BEGIN IMMEDIATE")
 
 
 def count_parameters(model: str, dataset: str | DataInfo, params: Any) -> int:

@@ -40,6 +40,7 @@ class TrainSpec(BaseModel):
     # "epochs or steps, not both", stated in the JSON Schema too (clients and fuzzers read it)
     model_config = ConfigDict(
         extra="forbid",
+        strict=True,  # "10" or true is no number of epochs; an int is still a float
         json_schema_extra={
             "not": {
                 "required": ["epochs", "steps"],
@@ -186,7 +187,7 @@ class JobList(BaseModel):
 
 
 class ResumeRequest(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)
 
     epochs: Annotated[int | None, Field(ge=1, le=100_000)] = None
     steps: Annotated[int | None, Field(ge=1, le=10_000_000)] = None
@@ -303,7 +304,7 @@ class PredictOut(Prediction):
 
 
 class KeyCreate(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)
 
     name: Annotated[str, Field(min_length=1, max_length=200)]
     admin: bool = False

@@ -46,9 +46,11 @@ class Diverged(FloatingPointError):
 
 
 class Params(BaseModel):
-    """Base of every family's hyperparameters: unknown keys are refused."""
+    """Base of every family's hyperparameters: unknown keys are refused, and so are
+    numbers given as strings or booleans (``"64"``, ``true``; strict mode; an int is
+    still a float)."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
 
 
 class Context(Protocol):

@@ -54,7 +54,7 @@ from typing import Annotated, Any, Literal, cast
 
 import torch
 import torch.nn.functional as F
-from pydantic import Field, model_validator
+from pydantic import Field, Strict, model_validator
 from torch import Tensor, nn
 
 from models.data import DataInfo, Dataset
@@ -71,7 +71,7 @@ from models.generative import (
 )
 from models.layers import ACTIVATIONS, ActivationName, train_epochs
 
-Width = Annotated[int, Field(ge=1, le=1024)]
+Width = Annotated[int, Strict(), Field(ge=1, le=1024)]  # "64" and true are refused
 EVAL_SAMPLES = 2000  # samples behind the reverse-KL and variance metrics
 LOGIT_ALPHA = 0.05
 BN_EPS = 1e-5  # BatchNormFlow's ε

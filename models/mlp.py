@@ -23,7 +23,7 @@ from typing import Annotated
 
 import torch
 import torch.nn.functional as F
-from pydantic import Field
+from pydantic import Field, Strict
 from torch import Tensor, nn
 
 from models.data import DataInfo, Dataset
@@ -33,7 +33,7 @@ from models.uncertainty import classification_summary, regression_summary
 
 PREDICTIVE_DATASETS = frozenset({"sine_gap", "diabetes", "boston", "moons", "digits", "mnist5k"})
 
-Width = Annotated[int, Field(ge=1, le=4096)]
+Width = Annotated[int, Strict(), Field(ge=1, le=4096)]  # "64" and true are refused
 # hidden layer widths, the same bounds in every family: 1-8 layers of 1-4096 units
 Hidden = Annotated[list[Width], Field(min_length=1, max_length=8)]
 

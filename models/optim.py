@@ -53,7 +53,7 @@ OptimizerName = Literal[
 class OptimizerSpec(BaseModel):
     """Which optimizer and its hyperparameters (unused ones are ignored by that rule)."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)  # "0.1" is no number
 
     name: OptimizerName = Field("adam", description="update rule")
     lr: Annotated[float, Field(gt=0, le=10, description="learning rate η")] = 1e-3

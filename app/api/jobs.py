@@ -10,23 +10,25 @@ import hashlib
 import io
 import json
 import math
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Body, Header, Query, Request, Response
+from fastapi import APIRouter, Body, Depends, Header, Query, Request, Response
 from fastapi.responses import StreamingResponse
+from fastapi.security import HTTPAuthorizationCredentials
 from pydantic import TypeAdapter, ValidationError
 from sqlalchemy import and_, delete, or_, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
 
-from app.api.deps import CurrentPrincipal, SessionDep, owned_job
+from app.api.deps import CurrentPrincipal, SessionDep, bearer, current_principal, owned_job
 from app.auth import Principal
 from app.datasets import job_data_info
 from app.db.models import Checkpoint, Job, JobEvent, Metric, new_id, utcnow
 from app.db.ops import add_event, checkpoint_ok
 from app.db.session import get_sessionmaker
+from app.events import GONE, STREAM_SLOTS, JobState, Slot, event_watch
 from app.inference import cache as model_cache
 from app.limits import check_active_jobs, check_batch_size, check_model_size
 from app.problems import Problem
@@ -50,6 +52,8 @@ from app.workers_live import check_served
 from models.registry import get_family
 
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
+INT64_MAX = 2**63 - 1  # query values past it are a 422, not a database error
+INT32_MAX = 2**31 - 1  # metric steps and event seqs are 32-bit columns
 SPEC_ADAPTER: TypeAdapter[Any] = TypeAdapter(JobSpec)  # type: ignore[arg-type]
 
 
@@ -210,7 +214,10 @@ def _decode_cursor(cursor: str) -> tuple[datetime, str]:
     try:
         raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
         created, job_id = json.loads(raw)
-        return datetime.fromisoformat(created), str(job_id)
+        when = datetime.fromisoformat(created)
+        if when.tzinfo is None:  # every cursor this API returns names its offset
+            raise ValueError("naive datetime")
+        return when.astimezone(UTC), str(job_id)
     except Exception:
         raise Problem(
             422,
@@ -387,7 +394,7 @@ def get_metrics(
     principal: CurrentPrincipal,
     session: SessionDep,
     name: Annotated[str | None, Query(max_length=100)] = None,
-    since_step: Annotated[int | None, Query(ge=0)] = None,
+    since_step: Annotated[int | None, Query(ge=0, le=INT64_MAX)] = None,
     format: Literal["json", "csv"] = "json",
 ) -> Any:
     owned_job(session, principal, job_id)
@@ -396,8 +403,8 @@ def get_metrics(
     )
     if name:
         q = q.where(Metric.name == name)
-    if since_step is not None:
-        q = q.where(Metric.step > since_step)
+    if since_step is not None:  # steps are 32-bit columns: past that, no step is later
+        q = q.where(Metric.step > min(since_step, INT32_MAX))
     rows = session.execute(q.order_by(Metric.name, Metric.step)).all()
     if format == "csv":
         buf = io.StringIO()
@@ -474,19 +481,66 @@ def download_checkpoint(
 
 # --- Server-Sent Events ----------------------------------------------------------------------
 
+EVENT_BATCH = 500  # events one read takes
 
-def _events_since(job_id: str, after: int) -> tuple[list[JobEvent], str | None]:
+
+def _events_since(job_id: str, after: int) -> tuple[list[JobEvent], JobState | None]:
+    """The job's events after seq ``after`` and its state, in one short session."""
     with get_sessionmaker()() as s:
         rows = list(
             s.scalars(
                 select(JobEvent)
-                .where(JobEvent.job_id == job_id, JobEvent.id > after)
-                .order_by(JobEvent.id)
-                .limit(500)
+                .where(JobEvent.job_id == job_id, JobEvent.seq > min(after, INT32_MAX))
+                .order_by(JobEvent.seq)
+                .limit(EVENT_BATCH)
             ).all()
         )
-        status = s.scalar(select(Job.status).where(Job.id == job_id))
-        return rows, status
+        state = s.execute(select(Job.event_seq, Job.status).where(Job.id == job_id)).first()
+        return rows, None if state is None else JobState(state.event_seq, state.status)
+
+
+def _authorize_stream(
+    request: Request, credentials: HTTPAuthorizationCredentials | None, job_id: str
+) -> Principal:
+    """Authenticate and check ownership in a session closed before the stream starts."""
+    with get_sessionmaker()() as s:
+        principal = current_principal(request, s, credentials)
+        owned_job(s, principal, job_id)
+        return principal
+
+
+def _last_event_id(value: str | None) -> int:
+    try:
+        after = int(value) if value else 0
+    except ValueError:
+        after = -1
+    if not 0 <= after <= INT64_MAX:
+        raise Problem(
+            422,
+            "Last-Event-ID must be the id of an event of this job",
+            errors=[
+                {
+                    "path": "Last-Event-ID",
+                    "message": f"not an integer from 0 to {INT64_MAX}",
+                    "type": "int_parsing",
+                }
+            ],
+        )
+    return after
+
+
+class _EventStreamResponse(StreamingResponse):
+    """Releases the stream's slot however the response ends (done, error, disconnect)."""
+
+    def __init__(self, content: Any, slot: Slot, **kwargs: Any) -> None:
+        super().__init__(content, **kwargs)
+        self.slot = slot
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        try:
+            await super().__call__(scope, receive, send)
+        finally:  # off the event loop (a Redis call), and nothing to await when cancelled
+            asyncio.get_running_loop().run_in_executor(None, STREAM_SLOTS.release, self.slot)
 
 
 @router.get(
@@ -496,57 +550,68 @@ def _events_since(job_id: str, after: int) -> tuple[list[JobEvent], str | None]:
         200: {
             "content": {"text/event-stream": {"schema": {"type": "string"}}},
             "description": "status, progress and metrics events",
-        }
+        },
     },
 )
 async def job_events(
     job_id: str,
     request: Request,
-    principal: CurrentPrincipal,
-    session: SessionDep,
+    # the bearer scheme alone (no database session: the stream must not hold one)
+    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)],
     last_event_id: Annotated[str | None, Header(max_length=32)] = None,
     poll: Annotated[float, Query(ge=0.05, le=10)] = 0.25,
 ) -> StreamingResponse:
     """The job's events as SSE; reconnect with ``Last-Event-ID`` to miss nothing.
 
-    The stream ends after the event that makes the job terminal.
+    Each event's ``id`` is its number within the job (1, 2, ...). The stream ends after
+    the event that makes the job terminal. No database connection is held while it
+    waits: the process watches all its streams' jobs in one query a tick.
     """
-    await run_in_threadpool(owned_job, session, principal, job_id)
-    try:
-        after = int(last_event_id) if last_event_id else 0
-    except ValueError:
-        raise Problem(
-            422,
-            "Last-Event-ID must be an event id",
-            errors=[{"path": "Last-Event-ID", "message": "not an integer", "type": "int_parsing"}],
-        ) from None
+    principal = await run_in_threadpool(_authorize_stream, request, credentials, job_id)
+    after = _last_event_id(last_event_id)
+    slot = await run_in_threadpool(STREAM_SLOTS.acquire, principal.key_id)
 
     async def stream() -> Any:
         nonlocal after
         yield "retry: 1000\n\n"
-        idle = 0.0
-        while True:
-            rows, status = await run_in_threadpool(_events_since, job_id, after)
-            for ev in rows:
-                after = ev.id
-                yield f"id: {ev.id}\nevent: {ev.kind}\ndata: {json.dumps(ev.data)}\n\n"
-            if status is None:
-                return
-            if not rows and status in TERMINAL:
-                return
-            if rows:
+        watch = event_watch()
+        with watch.watch(job_id, poll):
+            rows, state = await run_in_threadpool(_events_since, job_id, after)
+            idle = 0.0
+            while True:
+                for ev in rows:
+                    after = ev.seq
+                    yield f"id: {ev.seq}\nevent: {ev.kind}\ndata: {json.dumps(ev.data)}\n\n"
+                if state is None:  # deleted
+                    return
+                if len(rows) == EVENT_BATCH:
+                    rows, state = await run_in_threadpool(_events_since, job_id, after)
+                    continue
+                if state.status in TERMINAL and after >= state.event_seq:
+                    return
+                while True:  # wait, in memory, for the watch to see something new
+                    if await request.is_disconnected():
+                        return
+                    await asyncio.sleep(poll)
+                    idle += poll
+                    if idle >= 15:
+                        idle = 0.0
+                        yield ": keep-alive\n\n"
+                        await run_in_threadpool(STREAM_SLOTS.refresh, slot)
+                    seen = watch.state(job_id)
+                    if seen is GONE:
+                        return
+                    if seen is not None and (
+                        seen.event_seq > after
+                        or (seen.event_seq >= state.event_seq and seen.status != state.status)
+                    ):
+                        break
                 idle = 0.0
-                continue
-            if await request.is_disconnected():
-                return
-            idle += poll
-            if idle >= 15:
-                idle = 0.0
-                yield ": keep-alive\n\n"
-            await asyncio.sleep(poll)
+                rows, state = await run_in_threadpool(_events_since, job_id, after)
 
-    return StreamingResponse(
+    return _EventStreamResponse(
         stream(),
+        slot,
         media_type="text/event-stream",
         headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
     )

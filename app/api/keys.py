@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from fastapi import APIRouter, Response
 from sqlalchemy import select
+from sqlalchemy.orm import Session
 
 from app.api.deps import AdminPrincipal, SessionDep
-from app.auth import create_key, revoke_key
+from app.auth import Principal, create_key, revoke_key
 from app.db.models import ApiKey
 from app.problems import Problem
 from app.schemas import KeyCreate, KeyCreated, KeyOut
@@ -26,8 +27,28 @@ def key_out(row: ApiKey) -> KeyOut:
     )
 
 
+def owner_exists(session: Session, admin: Principal, owner: str) -> bool:
+    """An owner exists when the admin is it or some key (revoked ones too: their jobs and
+    datasets stay theirs) has it."""
+    if owner == admin.owner:
+        return True
+    return session.scalar(select(ApiKey.id).where(ApiKey.owner == owner).limit(1)) is not None
+
+
 @router.post("", status_code=201, response_model=KeyCreated)
-def post_key(body: KeyCreate, _: AdminPrincipal, session: SessionDep) -> KeyCreated:
+def post_key(body: KeyCreate, admin: AdminPrincipal, session: SessionDep) -> KeyCreated:
+    if body.owner is not None and not owner_exists(session, admin, body.owner):
+        raise Problem(
+            422,
+            f"owner: no key has owner {body.owner!r}; leave it out for a new owner",
+            errors=[
+                {
+                    "path": "owner",
+                    "message": "an existing owner (that of some key, or the admin's)",
+                    "type": "value_error",
+                }
+            ],
+        )
     row, key = create_key(session, body.name, owner=body.owner, admin=body.admin)
     session.commit()
     return KeyCreated(**key_out(row).model_dump(), key=key)

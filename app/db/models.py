@@ -107,6 +107,9 @@ class Job(Base):
     lease: Mapped[str | None] = mapped_column(String(200), default=None)
     heartbeat_at: Mapped[datetime | None] = mapped_column(default=None)
     sent_at: Mapped[datetime | None] = mapped_column(default=None)
+    # the seq of the job's last event (JobEvent.seq); bumped in the transaction that
+    # writes the event, so the job row's lock orders a job's events
+    event_seq: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     started_at: Mapped[datetime | None] = mapped_column(default=None)
     finished_at: Mapped[datetime | None] = mapped_column(default=None)
@@ -139,12 +142,16 @@ class Checkpoint(Base):
 
 
 class JobEvent(Base):
-    """Server-sent events of a job; ``id`` is the SSE event id (Last-Event-ID resumes)."""
+    """Server-sent events of a job; ``seq`` (1, 2, ... per job) is the SSE event id that
+    Last-Event-ID resumes from. ``id`` is global and never leaves the database: it would
+    tell one owner how busy the others are."""
 
     __tablename__ = "job_events"
+    __table_args__ = (UniqueConstraint("job_id", "seq", name="uq_job_events_job_seq"),)
 
     id: Mapped[int] = mapped_column(AutoId, primary_key=True, autoincrement=True)
     job_id: Mapped[str] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"), index=True)
+    seq: Mapped[int] = mapped_column(Integer)
     kind: Mapped[str] = mapped_column(String(16))
     data: Mapped[dict[str, Any]] = mapped_column(JSON)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)

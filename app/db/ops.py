@@ -8,9 +8,10 @@ import time
 from collections.abc import Callable, Collection, Iterator
 from typing import Any, TypeVar
 
-from sqlalchemy import delete, select, text
+from sqlalchemy import delete, inspect, select, text, update
 from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.orm import Session
+from sqlalchemy.orm.attributes import set_committed_value
 
 from app.db.models import Checkpoint, Job, JobEvent, Metric
 
@@ -19,9 +20,33 @@ T = TypeVar("T")
 
 
 def add_event(session: Session, job: Job | str, kind: str, data: dict[str, Any]) -> None:
-    """Append a server-sent event; its autoincrement id is the SSE ``id``."""
+    """Append a server-sent event with the job's next ``seq`` (its SSE ``id``).
+
+    The seq comes from ``UPDATE jobs SET event_seq = event_seq + 1 ... RETURNING``: the
+    row lock (PostgreSQL) or the write lock (SQLite) it takes is held until this
+    transaction ends, so a job's events commit in seq order whichever of the API, the
+    worker or the reconciler writes them, and a reader that saw seq n has seen every
+    event before it. A job not yet in the database (being created in this session)
+    counts in memory: nobody else can see it. A job that is gone gets no event.
+    """
+    if isinstance(job, Job) and inspect(job).pending:
+        job.event_seq = (job.event_seq or 0) + 1
+        session.add(JobEvent(job_id=job.id, seq=job.event_seq, kind=kind, data=data))
+        return
     job_id = job if isinstance(job, str) else job.id
-    session.add(JobEvent(job_id=job_id, kind=kind, data=data))
+    seq = session.execute(
+        update(Job)
+        .where(Job.id == job_id)
+        .values(event_seq=Job.event_seq + 1)
+        .returning(Job.event_seq),
+        execution_options={"synchronize_session": False},
+    ).scalar_one_or_none()
+    if seq is None:
+        log.warning("job %s is gone; %s event dropped", job_id, kind)
+        return
+    if isinstance(job, Job):
+        set_committed_value(job, "event_seq", seq)
+    session.add(JobEvent(job_id=job_id, seq=seq, kind=kind, data=data))
 
 
 def insert_metrics(session: Session, rows: list[dict[str, Any]]) -> None:

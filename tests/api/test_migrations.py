@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from datetime import UTC, datetime
 from typing import Any
 
@@ -80,4 +81,69 @@ def test_0003_old_flow_jobs_keep_their_architecture(database_url: str, monkeypat
 
     migrate.downgrade("0002")
     assert params() == {"job_old": old, "job_named": old, "job_vae": {"latent_dim": 2}}
+    _reset_caches()
+
+
+EVENTS = sa.table(
+    "job_events",
+    sa.column("id"),
+    sa.column("job_id"),
+    sa.column("kind"),
+    sa.column("data", sa.JSON),
+    sa.column("created_at", sa.DateTime(timezone=True)),
+)
+
+
+def test_0004_events_numbered_per_job(database_url: str, monkeypatch: Any) -> None:
+    """Events stored with global ids get per-job seqs 1..n in id order, and each job's
+    ``event_seq`` the last of them, so the next event continues the count; the downgrade
+    drops both columns."""
+    monkeypatch.setenv("DEEPZOO_DATABASE_URL", database_url)
+    _reset_caches()
+    from app.db import migrate
+    from app.db.ops import add_event
+    from app.db.session import get_engine, session_scope
+
+    if database_url.startswith("postgresql"):
+        with get_engine().begin() as conn:
+            conn.execute(text("DROP SCHEMA public CASCADE; CREATE SCHEMA public"))
+    migrate.upgrade(revision="0003")
+    now = datetime.now(UTC)
+    with get_engine().begin() as conn:
+        conn.execute(sa.insert(JOBS), [_job(j, "mlp", {}) for j in ("job_a", "job_b", "job_quiet")])
+        # interleaved, as owners' jobs run side by side
+        for n, job_id in enumerate(["job_a", "job_b", "job_a", "job_a", "job_b"]):
+            conn.execute(
+                sa.insert(EVENTS).values(
+                    job_id=job_id, kind="progress", data={"n": n}, created_at=now
+                )
+            )
+
+    migrate.upgrade()
+    with get_engine().connect() as conn:
+        rows = conn.execute(
+            text("SELECT job_id, seq, data FROM job_events ORDER BY job_id, seq")
+        ).all()
+        seqs = dict(conn.execute(text("SELECT id, event_seq FROM jobs")).all())
+    assert [(j, s, (d if isinstance(d, dict) else json.loads(d))["n"]) for j, s, d in rows] == [
+        ("job_a", 1, 0),
+        ("job_a", 2, 2),
+        ("job_a", 3, 3),
+        ("job_b", 1, 1),
+        ("job_b", 2, 4),
+    ]
+    assert seqs == {"job_a": 3, "job_b": 2, "job_quiet": 0}
+    with session_scope() as s:
+        add_event(s, "job_b", "status", {"status": "running"})
+        add_event(s, "job_quiet", "status", {"status": "running"})
+    with get_engine().connect() as conn:
+        new = conn.execute(
+            text("SELECT job_id, seq FROM job_events WHERE kind = 'status' ORDER BY job_id")
+        ).all()
+    assert [tuple(r) for r in new] == [("job_b", 3), ("job_quiet", 1)]
+
+    migrate.downgrade("0003")
+    columns = {c["name"] for c in sa.inspect(get_engine()).get_columns("job_events")}
+    assert "seq" not in columns
+    assert "event_seq" not in {c["name"] for c in sa.inspect(get_engine()).get_columns("jobs")}
     _reset_caches()
