@@ -316,8 +316,9 @@ def _in_child(fn: Callable[[], dict[str, float]]) -> dict[str, float]:
     return dict(result)
 
 
-def _run_job_timed(job_id: str) -> dict[str, float]:
-    """``run_job`` with timers on the runner's phases (patched in this child only)."""
+def _run_job_timed(job_id: str, heartbeat: bool = True) -> dict[str, float]:
+    """``run_job`` with timers on the runner's phases (patched in this child only);
+    without ``heartbeat``, the runner's heartbeat thread never starts (a diagnostic)."""
     from app.db.session import get_engine
     from workers import runner
 
@@ -341,6 +342,8 @@ def _run_job_timed(job_id: str) -> dict[str, float]:
     C.flush = _timed(timers, "metric_flush", C.flush)  # type: ignore[method-assign]
     H = runner.Heartbeat  # its own thread: its time overlaps the loop's (the GIL)
     H.beat = _timed(timers, "heartbeat", H.beat)  # type: ignore[method-assign]
+    if not heartbeat:
+        H.start = H.join = lambda self, *a, **k: None  # type: ignore[method-assign]
     C._write_checkpoint = _timed(timers, "checkpoint_write", C._write_checkpoint)  # type: ignore[method-assign]
     t0 = time.perf_counter()
     status = runner.run_job(job_id, worker="bench")
@@ -372,7 +375,7 @@ PHASES = [
 ]
 
 
-def phases(stack: Any, names: list[str], repeats: int) -> dict[str, Any]:
+def phases(stack: Any, names: list[str], repeats: int, heartbeat: bool = True) -> dict[str, Any]:
     from app.config import get_settings
     from app.db.session import reset_engine
     from workers.runner import warm_up
@@ -389,7 +392,7 @@ def phases(stack: Any, names: list[str], repeats: int) -> dict[str, Any]:
         warm_bare: list[dict[str, float]] = []
         for i in range(repeats):
             job = stack.post_job(spec)
-            svc.append(_in_child(functools.partial(_run_job_timed, job["id"])))
+            svc.append(_in_child(functools.partial(_run_job_timed, job["id"], heartbeat)))
             child_bare.append(_in_child(functools.partial(_bare_timed, spec)))
             if i == 0:
                 bare(with_epochs(spec, 1))  # warm this process, as in the overhead runs
@@ -428,6 +431,9 @@ def main() -> None:
     ap.add_argument("--backend", choices=["embedded", "postgres"], default="embedded")
     ap.add_argument("--specs", nargs="+", choices=list(SPECS), default=list(SPECS))
     ap.add_argument("--phases", type=int, metavar="N", help="profile the phases, N jobs a spec")
+    ap.add_argument(
+        "--no-heartbeat", action="store_true", help="--phases: without the runner's heartbeat"
+    )
     ap.add_argument("--bare-server", action="store_true", help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.bare_server:
@@ -437,7 +443,7 @@ def main() -> None:
     results: dict[str, Any] = {"backend": args.backend, "repeats": args.repeats}
     with running_stack(args.backend, env, worker=not args.phases) as stack:
         if args.phases:
-            results["phases"] = phases(stack, args.specs, args.phases)
+            results["phases"] = phases(stack, args.specs, args.phases, not args.no_heartbeat)
         else:
             bare_proc = BareProcess()
             try:
