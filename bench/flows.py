@@ -10,8 +10,12 @@ every realnvp/maf layer, soft-clamped log scales). normflows' planar and radial 
 have no inverse, so they cannot be trained by maximum likelihood there; ours (bisection
 along w, a quadratic in r) are reported alone.
 
-    python -m bench.flows                       # 5 seeds, ~40 minutes on one thread
+    python -m bench.flows                       # 5 seeds, ~15 minutes on one thread
     python -m bench.flows --steps 200 --seeds 1 --dry-run # a quick check
+
+normflows runs twice for RealNVP: with its default ``scale_map="exp"`` and with its
+``scale_map="sigmoid"`` (``PEERS``; ``--normflows`` picks). Every flow is built from its
+own dataset's ``DataInfo`` (dimension, preprocessing).
 
 The seed sets the initialisation and the batch stream of both sides. With 1,400 moons
 training points the last Adam iterate's test NLL moves by ±0.1 from seed to seed, so the
@@ -34,39 +38,55 @@ import torch
 from torch import Tensor, nn
 
 from bench.common import OUT, machine
-from models.data import load
+from models.data import DataInfo, Dataset, load
 from models.flow import Flow, FlowParams, Standardize, nll_loss
 
 Loss = Callable[[Tensor], Tensor]
 CHUNK = 50  # steps each side trains in its turn (train_side_by_side)
 
 
+# normflows' sides: the library name in the results, and the ``scale_map`` of its affine
+# coupling. "exp" is its default (RealNVP's, unbounded); "sigmoid" is its documented
+# Glow option, scale = sigmoid(s + 2), bounded in (0, 1). Its MAF
+# (``MaskedAffineAutoregressive``, nflows' transform) has no such option: its scale is
+# always sigmoid(s + 2) + 10⁻³, so a "sigmoid" MAF side would repeat the default one.
+PEERS = {"normflows": "exp", "normflows-sigmoid": "sigmoid"}
+
+
 def ours(
-    transform: str, layers: int, hidden: list[int], x_train: Tensor
+    transform: str, layers: int, hidden: list[int], data: Dataset
 ) -> tuple[nn.Module, Loss, Loss]:
-    flow = Flow(FlowParams(transform=transform, layers=layers, hidden=hidden), load("moons").info)
+    flow = Flow(FlowParams(transform=transform, layers=layers, hidden=hidden), data.info)
     assert isinstance(flow.pre, Standardize)
-    flow.pre.shift.copy_(x_train.mean(0))
-    flow.pre.scale.copy_(x_train.std(0))
+    flow.pre.shift.copy_(data.x_train.mean(0))
+    flow.pre.scale.copy_(data.x_train.std(0))
     return flow, lambda x: nll_loss(flow, x), flow.log_density
 
 
-def theirs(transform: str, layers: int, hidden: list[int]) -> tuple[nn.Module, Loss, Loss]:
+def theirs(
+    transform: str, layers: int, hidden: list[int], info: DataInfo, scale_map: str = "exp"
+) -> tuple[nn.Module, Loss, Loss]:
+    """normflows' flow of ``layers`` layers for data of ``info.input_shape``."""
     import normflows as nf
 
+    d = math.prod(info.input_shape)
+    d1 = d - d // 2  # the coupling's split ("channel"): the first ceil(d/2) features
     flows: list[nn.Module] = []
     for _ in range(layers):
-        if transform == "realnvp":
-            net = nf.nets.MLP([1, *hidden, 2], init_zeros=True)
-            flows += [nf.flows.AffineCouplingBlock(net), nf.flows.Permute(2, mode="swap")]
+        if transform == "realnvp":  # the net maps the first part to (shift, scale) of the rest
+            net = nf.nets.MLP([d1, *hidden, 2 * (d - d1)], init_zeros=True)
+            flows += [
+                nf.flows.AffineCouplingBlock(net, scale_map=scale_map),
+                nf.flows.Permute(d, mode="swap"),
+            ]
         else:  # maf: MADE with len(hidden) masked hidden layers of width hidden[0]
             flows += [
                 nf.flows.MaskedAffineAutoregressive(
-                    2, hidden[0], num_blocks=len(hidden) - 1, use_residual_blocks=False
+                    d, hidden[0], num_blocks=len(hidden) - 1, use_residual_blocks=False
                 ),
-                nf.flows.Permute(2, mode="swap"),
+                nf.flows.Permute(d, mode="swap"),
             ]
-    model = nf.NormalizingFlow(q0=nf.distributions.DiagGaussian(2), flows=flows)
+    model = nf.NormalizingFlow(q0=nf.distributions.DiagGaussian(d), flows=flows)
     return model, model.forward_kld, model.log_prob
 
 
@@ -125,14 +145,20 @@ def run_seed(args: argparse.Namespace, seed: int) -> list[dict[str, Any]]:
         data = load(dataset)
         x, x_test = data.x_train, data.x_test
         for transform in args.transforms:
-            sides = ["deepzoo", "normflows"] if transform in ("realnvp", "maf") else ["deepzoo"]
+            sides = ["deepzoo"]
+            if transform == "realnvp":
+                sides += args.normflows
+            elif transform == "maf" and "normflows" in args.normflows:
+                sides.append("normflows")  # its only scale map (PEERS)
             built = []
             for side in sides:
                 torch.manual_seed(seed)
                 if side == "deepzoo":
-                    built.append(ours(transform, args.layers, args.hidden, x))
+                    built.append(ours(transform, args.layers, args.hidden, data))
                 else:
-                    built.append(theirs(transform, args.layers, args.hidden))
+                    built.append(
+                        theirs(transform, args.layers, args.hidden, data.info, PEERS[side])
+                    )
             trained = train_side_by_side(
                 [(model, loss_fn) for model, loss_fn, _ in built],
                 x,
@@ -163,10 +189,13 @@ def run_seed(args: argparse.Namespace, seed: int) -> list[dict[str, Any]]:
 
 def summarise(rows: list[dict[str, Any]]) -> str:
     """Markdown: per dataset and transform, each side's test NLL (mean ± sd and median over
-    the seeds whose NLL is finite, and how many diverged to NaN), its wall and CPU ms/step,
-    and on how many seeds ours was the lower (a diverged run loses)."""
+    the seeds whose NLL is finite, and how many diverged to NaN), on how many seeds ours was
+    the lower against each normflows side (a diverged run loses), and each side's wall and
+    CPU ms/step. A normflows side that did not run for a row is left blank."""
 
     def ms(v: list[float], fmt: str) -> str:
+        if not v:
+            return ""
         ok = [x for x in v if math.isfinite(x)]
         if not ok:
             return "diverged"
@@ -177,11 +206,14 @@ def summarise(rows: list[dict[str, Any]]) -> str:
     def lower(a: float, b: float) -> bool:
         return math.isfinite(a) and (not math.isfinite(b) or a < b)
 
-    lines = [
-        "| dataset | transform | seeds | test NLL ours | test NLL normflows | ours lower on "
-        "| ms/step ours | ms/step normflows | CPU ms/step ours | CPU ms/step normflows |",
-        "|---|---|---|---|---|---|---|---|---|---|",
-    ]
+    peers = [lib for lib in PEERS if any(r["library"] == lib for r in rows)]
+    names = {"normflows": "normflows", "normflows-sigmoid": "normflows sigmoid"}
+    head = ["dataset", "transform", "seeds", "test NLL ours"]
+    for lib in peers:
+        head += [f"test NLL {names[lib]}", f"ours lower on ({names[lib]})"]
+    for unit in ("ms/step", "CPU ms/step"):
+        head += [f"{unit} ours", *(f"{unit} {names[lib]}" for lib in peers)]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     keys = dict.fromkeys((r["dataset"], r["transform"]) for r in rows)
     for dataset, transform in keys:
         side = {
@@ -190,30 +222,29 @@ def summarise(rows: list[dict[str, Any]]) -> str:
                 for r in rows
                 if (r["dataset"], r["transform"], r["library"]) == (dataset, transform, lib)
             }
-            for lib in ("deepzoo", "normflows")
+            for lib in ("deepzoo", *peers)
         }
-        ours_, theirs_ = side["deepzoo"], side["normflows"]
-        nll = [ours_[s]["test_nll"] for s in ours_]
-        step = [ours_[s]["ms_per_step"] for s in ours_]
-        cpu = [ours_[s].get("cpu_ms_per_step", math.nan) for s in ours_]
-        if theirs_:
+        ours_ = side["deepzoo"]
+        cells = [
+            dataset,
+            transform,
+            str(len(ours_)),
+            ms([r["test_nll"] for r in ours_.values()], ".3f"),
+        ]
+        for lib in peers:
+            theirs_ = side[lib]
             both = [s for s in ours_ if s in theirs_]
             wins = sum(lower(ours_[s]["test_nll"], theirs_[s]["test_nll"]) for s in both)
-            cells = [
-                ms([theirs_[s]["test_nll"] for s in theirs_], ".3f"),
-                f"{wins}/{len(both)}",
-                ms(step, ".1f"),
-                ms([theirs_[s]["ms_per_step"] for s in theirs_], ".1f"),
-                ms(cpu, ".2f"),
-                ms([theirs_[s].get("cpu_ms_per_step", math.nan) for s in theirs_], ".2f"),
-            ]
-        else:
-            cells = ["no inverse", "", ms(step, ".1f"), "", ms(cpu, ".2f"), ""]
-        lines.append(
-            f"| {dataset} | {transform} | {len(ours_)} | {ms(nll, '.3f')} | "
-            + " | ".join(cells)
-            + " |"
-        )
+            nll = ms([r["test_nll"] for r in theirs_.values()], ".3f")
+            if not theirs_ and lib == "normflows" and transform in ("planar", "radial"):
+                nll = "no inverse"
+            elif not theirs_ and lib == "normflows-sigmoid" and transform == "maf":
+                nll = "as normflows (its MAF's scale is a sigmoid)"
+            cells += [nll, f"{wins}/{len(both)}" if both else ""]
+        for key, fmt in (("ms_per_step", ".1f"), ("cpu_ms_per_step", ".2f")):
+            for lib in ("deepzoo", *peers):
+                cells.append(ms([r.get(key, math.nan) for r in side[lib].values()], fmt))
+        lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 
@@ -228,6 +259,13 @@ def main() -> None:
     p.add_argument("--lr", type=float, default=1e-3)
     p.add_argument("--seeds", type=int, default=5, help="how many seeds")
     p.add_argument("--first-seed", type=int, default=0, help="seeds first-seed … +seeds−1")
+    p.add_argument(
+        "--normflows",
+        nargs="*",
+        choices=list(PEERS),
+        default=list(PEERS),
+        help="normflows sides: its default scale map (exp) and its sigmoid option",
+    )
     p.add_argument("--dry-run", action="store_true", help="do not write bench/out/")
     p.add_argument(
         "--report",
