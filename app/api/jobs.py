@@ -325,6 +325,8 @@ def resume_job(
                         ],
                     )
                 spec["train"][key] = value
+    check_quota(session, principal.owner)  # its next checkpoint would fail the job again
+    check_served(spec["train"].get("device", "auto"))  # as POST /v1/jobs
     check_active_jobs(session, principal.owner)
     job.spec = spec
     job.status, job.error, job.finished_at = "queued", None, None

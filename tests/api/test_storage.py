@@ -95,6 +95,24 @@ def test_uploads_and_jobs_past_the_quota_are_refused(
     assert client.post("/v1/jobs", json=JOB).status_code == 201
 
 
+def test_resuming_past_the_quota_is_refused(
+    quota: TestClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A resume would write checkpoints too: an owner over the quota gets the same 422."""
+    client = quota
+    set_quota(monkeypatch, 3)
+    big = {**JOB, "params": {"hidden": [512, 256]}, "train": {"epochs": 1}}
+    done = client.post("/v1/jobs", json=big).json()
+    assert run_job(done["id"]) == "succeeded"  # ~1.6 MB of checkpoints
+    waiting = client.post("/v1/jobs", json=JOB).json()
+    assert client.post(f"/v1/jobs/{waiting['id']}/cancel").json()["status"] == "cancelled"
+    set_quota(monkeypatch, 1)
+    assert_storage_problem(client.post(f"/v1/jobs/{waiting['id']}/resume", json={}))
+    assert client.get(f"/v1/jobs/{waiting['id']}").json()["status"] == "cancelled"
+    set_quota(monkeypatch, 3)
+    assert client.post(f"/v1/jobs/{waiting['id']}/resume", json={}).status_code == 202
+
+
 def checkpoint_bytes() -> int:
     with session_scope() as s:
         return int(s.scalar(select(func.coalesce(func.sum(Checkpoint.size), 0))) or 0)

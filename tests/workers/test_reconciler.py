@@ -105,6 +105,17 @@ def test_a_job_for_a_queue_no_worker_serves_fails_after_the_grace_period() -> No
     assert exc.value.status == 422
     assert exc.value.extra["errors"][0]["path"] == "train.device"
     assert "no live worker serves the gpu queue" in exc.value.detail
+    # and so is resuming the failed one (it would wait for the same absent worker)
+    from app.api.jobs import resume_job
+    from app.auth import Principal
+
+    with session_scope() as s:
+        owner = s.get(Job, cuda).owner  # type: ignore[union-attr]
+        with pytest.raises(Problem) as exc:
+            resume_job(cuda, Principal("k", owner, True), s)
+    assert exc.value.status == 422
+    assert exc.value.extra["errors"][0]["path"] == "train.device"
+    assert job_row(cuda).status == "failed"
 
 
 def test_when_the_last_gpu_worker_leaves_its_jobs_fail_after_the_grace_period() -> None:
