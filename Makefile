@@ -33,7 +33,7 @@ test: $(DEV_STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
-	$(BIN)/python -m pytest -q -m "not slow"
+	$(BIN)/python -m pytest -q -m "not slow" --durations=20
 
 test-fast: $(DEV_STAMP)
 	$(BIN)/python -m pytest -q -m "not slow and not e2e"

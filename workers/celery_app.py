@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import os
 import signal
+import threading
 from typing import Any
 
 from celery import Celery, bootsteps
@@ -52,6 +53,11 @@ class Advertise(bootsteps.StartStopStep):
         self.node = ""
         self.started_at: float | None = None
         self.failing = False
+        # the Timer stops after this step: a tick due after ``stop`` must not write the
+        # entry back once it is withdrawn, nor one already running finish after it
+        self.lock = threading.Lock()
+        self.stopped = False
+        self.tref: Any = None
 
     def queues(self, worker: Any) -> list[str]:
         return sorted(worker.app.amqp.queues.consume_from or ())
@@ -59,11 +65,16 @@ class Advertise(bootsteps.StartStopStep):
     def start(self, worker: Any) -> None:
         self.node = str(worker.hostname)
         self.advertise(worker)
-        worker.timer.call_repeatedly(
+        self.tref = worker.timer.call_repeatedly(
             get_settings().worker_advertise_seconds, self.advertise, (worker,)
         )
 
     def advertise(self, worker: Any) -> None:
+        with self.lock:
+            if not self.stopped:
+                self._advertise(worker)
+
+    def _advertise(self, worker: Any) -> None:
         try:
             settings, queues = get_settings(), self.queues(worker)
             self.started_at = advertise(settings, self.node, queues, self.started_at)
@@ -76,6 +87,10 @@ class Advertise(bootsteps.StartStopStep):
             self.failing = True
 
     def stop(self, worker: Any) -> None:
+        with self.lock:
+            self.stopped = True
+        if self.tref is not None:
+            self.tref.cancel()
         if self.node:
             try:
                 withdraw(get_settings(), self.node, self.queues(worker))
