@@ -14,7 +14,7 @@ from sqlalchemy.orm import Session
 
 from app.db.models import Dataset, new_id
 from app.db.session import session_scope
-from app.problems import Problem
+from app.refusals import Refused
 from models import data as zoo_data
 from models.data import Task
 from models.data.upload import UPLOAD_ID, Parsed, load_upload, upload_info
@@ -72,18 +72,28 @@ def info_of(row: Dataset) -> zoo_data.DataInfo:
     )
 
 
+class DatasetUnavailable(Refused, LookupError):
+    """A job names an upload that does not exist or is another owner's (not revealed)."""
+
+    def __init__(self, dataset: str) -> None:
+        super().__init__(
+            f"dataset: no upload {dataset!r}; see GET /v1/datasets",
+            field="dataset",
+            message="no such upload",
+            kind="not_found",
+        )
+        self.dataset = dataset
+
+
 def job_data_info(session: Session, owner: str, dataset: str) -> zoo_data.DataInfo:
     """The DataInfo a job on ``dataset`` builds its model from; an upload must be the
-    caller's (422 naming ``dataset`` otherwise: another owner's upload is not revealed)."""
+    caller's (:class:`DatasetUnavailable` otherwise, a 422 naming ``dataset`` in the API:
+    another owner's upload is not revealed)."""
     if not is_upload_id(dataset):
         return zoo_data.load(dataset).info
     row = owned_dataset(session, owner, dataset)
     if row is None:
-        raise Problem(
-            422,
-            f"dataset: no upload {dataset!r}; see GET /v1/datasets",
-            errors=[{"path": "dataset", "message": "no such upload", "type": "not_found"}],
-        )
+        raise DatasetUnavailable(dataset)
     return info_of(row)
 
 

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -11,6 +13,8 @@ from fastapi.responses import JSONResponse
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.exc import TimeoutError as SQLAlchemyTimeoutError
 from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from app.refusals import Refused
 
 log = logging.getLogger("deepzoo.api")
 PROBLEM = "application/problem+json"
@@ -102,6 +106,20 @@ class Problem(Exception):
         super().__init__(detail)
         self.status, self.detail, self.title, self.type = status, detail, title, type_
         self.headers, self.extra = headers or {}, extra
+
+
+@contextmanager
+def refusals_as_problems() -> Iterator[None]:
+    """Answer a :class:`~app.refusals.Refused` raised by code the workers share (the
+    dataset, storage quota and live-worker checks) as its 422 problem."""
+    try:
+        yield
+    except Refused as exc:
+        raise Problem(
+            422,
+            exc.detail,
+            errors=[{"path": exc.field, "message": exc.message, "type": exc.kind}],
+        ) from None
 
 
 def problem_response(

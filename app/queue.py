@@ -1,4 +1,11 @@
-"""The API's own Celery client: it sends ``train_job`` by name and never imports workers/."""
+"""The Celery configuration shared by the API, which sends tasks, and the workers, which
+consume them.
+
+``celery_config`` and the queue names are the one definition both sides use
+(``workers.celery_app`` builds the worker's app from them). The API's client
+(``client``/``send_job``) sends ``train_job`` by name, so the API never imports workers/;
+the runner sends through the same client when it requeues a job.
+"""
 
 from __future__ import annotations
 

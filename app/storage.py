@@ -25,7 +25,7 @@ from sqlalchemy.orm import Session
 
 from app.config import get_settings
 from app.db.models import Checkpoint, Dataset, Job
-from app.problems import Problem
+from app.refusals import Refused
 
 MiB = 1024 * 1024
 
@@ -79,16 +79,20 @@ def describe(used: Usage, quota: int, incoming: int = 0) -> str:
     )
 
 
+class QuotaExceeded(Refused):
+    """The owner is at the storage quota, or the incoming bytes would take them over it."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason, field="storage", message=reason, kind="storage_quota")
+        self.reason = reason
+
+
 def check_quota(session: Session, owner: str, incoming: int = 0) -> None:
-    """422 naming ``storage`` when the owner is at the quota, or ``incoming`` bytes more
-    would take them over it."""
+    """:class:`QuotaExceeded` (a 422 naming ``storage`` in the API) when the owner is at
+    the quota, or ``incoming`` bytes more would take them over it."""
     reason = over_quota(session, owner, incoming)
     if reason is not None:
-        raise Problem(
-            422,
-            reason,
-            errors=[{"path": "storage", "message": reason, "type": "storage_quota"}],
-        )
+        raise QuotaExceeded(reason)
 
 
 def _mb(n: int) -> str:

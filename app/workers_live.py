@@ -42,8 +42,8 @@ from typing import Any
 import redis
 
 from app.config import Settings, get_settings
-from app.problems import field_problem
 from app.queue import queue_for
+from app.refusals import Refused
 
 log = logging.getLogger("deepzoo.workers_live")
 WORKER_PREFIX = "deepzoo:worker:"
@@ -165,9 +165,25 @@ def read_registry(settings: Settings | None = None) -> Registry | None:
     return Registry(now=now, since=since, workers=workers, last_served=last_served)
 
 
+class NoLiveWorker(Refused):
+    """Workers are live and none has served the queue a job's ``train.device`` needs."""
+
+    def __init__(self, queue: str, device: str, live: str) -> None:
+        message = (
+            f"no live worker serves the {queue} queue that device {device!r} needs "
+            f"(live workers serve: {live}); start a worker with -Q {queue} or choose "
+            "another device"
+        )
+        super().__init__(
+            f"train.device: {message}", field="train.device", message=message, kind="no_worker"
+        )
+        self.queue, self.device = queue, device
+
+
 def check_served(device: str, settings: Settings | None = None) -> None:
-    """POST /v1/jobs: 422 naming ``train.device`` when workers are live and none has
-    served this device's queue within the grace period."""
+    """POST /v1/jobs: :class:`NoLiveWorker` (a 422 naming ``train.device`` in the API)
+    when workers are live and none has served this device's queue within the grace
+    period."""
     settings = settings or get_settings()
     queue = queue_for(device)
     reg = read_registry(settings)
@@ -181,13 +197,7 @@ def check_served(device: str, settings: Settings | None = None) -> None:
     if reg.ever_served(queue) and unserved < settings.no_worker_grace_seconds:
         return  # its worker is restarting (a deploy): the job waits for it
     live = ", ".join(sorted(reg.live_queues())) or "none"
-    raise field_problem(
-        "train.device",
-        f"no live worker serves the {queue} queue that device {device!r} needs "
-        f"(live workers serve: {live}); start a worker with -Q {queue} or choose another "
-        "device",
-        kind="no_worker",
-    )
+    raise NoLiveWorker(queue, device, live)
 
 
 def unserved_queue_error(queue: str, device: str, unserved: float) -> str:

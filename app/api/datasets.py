@@ -16,7 +16,7 @@ from app.api.deps import CurrentPrincipal, SessionDep
 from app.config import get_settings
 from app.datasets import owned_dataset, store
 from app.db.models import Dataset, Job
-from app.problems import Problem, field_problem, problem_responses
+from app.problems import Problem, field_problem, problem_responses, refusals_as_problems
 from app.schemas import DatasetOut
 from app.storage import check_quota
 from models import data as zoo_data
@@ -95,13 +95,15 @@ def upload_dataset(
     count = session.scalar(select(func.count()).where(Dataset.owner == principal.owner)) or 0
     if count >= settings.max_datasets:
         raise Problem(409, f"at most {settings.max_datasets} uploads per owner; delete one")
-    check_quota(session, principal.owner)  # at the quota already: not worth parsing
+    with refusals_as_problems():
+        check_quota(session, principal.owner)  # at the quota already: not worth parsing
     try:
         parsed = parse(blob, target=target.strip() if target else None, task=task)
     except UploadError as exc:
         raise field_problem(exc.field, exc.message, exc.status) from None
     data = parsed.canonical()  # what is stored, and counted against the quota
-    check_quota(session, principal.owner, incoming=len(data))
+    with refusals_as_problems():
+        check_quota(session, principal.owner, incoming=len(data))
     row = store(session, principal.owner, label, blob, parsed, data)
     session.commit()
     response.headers["Location"] = f"/v1/datasets/{row.id}"

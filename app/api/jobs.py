@@ -31,7 +31,7 @@ from app.db.session import get_sessionmaker
 from app.events import GONE, STREAM_SLOTS, JobState, Slot, event_watch
 from app.inference import cache as model_cache
 from app.limits import check_active_jobs, check_batch_size, check_model_size
-from app.problems import Problem
+from app.problems import Problem, refusals_as_problems
 from app.provenance import code_provenance
 from app.queue import queue_for, send_job
 from app.schemas import (
@@ -127,11 +127,13 @@ def create_job(
         if existing is not None:
             return _replay(existing, digest), False
     check_active_jobs(session, principal.owner)
-    check_quota(session, principal.owner)  # 422 naming storage at the quota
-    info = job_data_info(session, principal.owner, spec.dataset)  # an upload must be theirs
+    with refusals_as_problems():
+        check_quota(session, principal.owner)  # 422 naming storage at the quota
+        info = job_data_info(session, principal.owner, spec.dataset)  # an upload must be theirs
     check_model_size(spec.model, info, spec.params)
     check_batch_size(spec.model, spec.params, data["train"]["batch_size"])
-    check_served(data["train"]["device"])  # 422 when live workers exist and none serves it
+    with refusals_as_problems():
+        check_served(data["train"]["device"])  # 422 when live workers exist and none serves it
     job = Job(
         id=new_id("job"),
         owner=principal.owner,
@@ -325,8 +327,9 @@ def resume_job(
                         ],
                     )
                 spec["train"][key] = value
-    check_quota(session, principal.owner)  # its next checkpoint would fail the job again
-    check_served(spec["train"].get("device", "auto"))  # as POST /v1/jobs
+    with refusals_as_problems():
+        check_quota(session, principal.owner)  # its next checkpoint would fail the job again
+        check_served(spec["train"].get("device", "auto"))  # as POST /v1/jobs
     check_active_jobs(session, principal.owner)
     job.spec = spec
     job.status, job.error, job.finished_at = "queued", None, None
