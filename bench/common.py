@@ -13,8 +13,7 @@ from typing import Any
 
 import torch
 
-from tests.conftest import fresh_pg_database, redis_url
-from tests.stack import Stack
+from bench.stack import Stack, fresh_pg_database, redis_url
 
 OUT = Path(__file__).resolve().parent / "out"
 
@@ -30,20 +29,14 @@ def running_stack(
         if backend == "embedded":
             stack = Stack(tmp, f"sqlite:///{tmp / 'deepzoo.db'}", None, extra_env)
         else:
-            stack = Stack(tmp, cleanup.enter_context(_pg()), redis_url(13), extra_env)
+            pg = cleanup.enter_context(fresh_pg_database())
+            stack = Stack(tmp, pg, redis_url(13), extra_env)
         cleanup.callback(stack.stop)
         if worker:
             stack.start()
         else:
             stack.start_api_only()
         yield stack
-
-
-@contextmanager
-def _pg() -> Iterator[str]:
-    # fresh_pg_database calls pytest.fail on error; outside pytest that raises too
-    with fresh_pg_database() as url:
-        yield url
 
 
 def percentile(values: list[float], q: float) -> float:

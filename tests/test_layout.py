@@ -3,10 +3,12 @@
 - The Celery worker never imports FastAPI or Starlette: the modules it shares with the API
   (``app.datasets``, ``app.storage``, ``app.workers_live``, …) raise plain exceptions
   (``app.refusals``) that the API routes translate into problems.
+- ``bench/`` imports only app/, workers/, models/ and third-party packages, never tests/.
 """
 
 from __future__ import annotations
 
+import ast
 import os
 import subprocess
 import sys
@@ -35,3 +37,20 @@ def test_the_worker_imports_neither_fastapi_nor_starlette() -> None:
     )
     assert done.returncode == 0, done.stderr
     assert done.stdout.split() == [], f"the worker imported: {done.stdout.split()}"
+
+
+def _imported_roots(path: Path) -> set[str]:
+    roots = set()
+    for node in ast.walk(ast.parse(path.read_text(), filename=str(path))):
+        if isinstance(node, ast.Import):
+            roots.update(alias.name.split(".")[0] for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+            roots.add(node.module.split(".")[0])
+    return roots
+
+
+def test_bench_does_not_import_tests() -> None:
+    files = sorted((ROOT / "bench").rglob("*.py"))
+    assert files
+    offenders = [str(p.relative_to(ROOT)) for p in files if "tests" in _imported_roots(p)]
+    assert offenders == []
