@@ -33,7 +33,7 @@ examples too; predict with the uniformly weighted mixture of the members.
   which is ``regression_summary``'s epistemic (variance of the μ_m) plus aleatoric
   (mean σ_m²). A homoscedastic ensemble (``heteroscedastic=false``) shares one noise
   variance fitted on the validation split after every epoch, the σ² maximising the
-  mixture log-likelihood (``mc_dropout.best_tau``'s grid). Classification averages
+  mixture log-likelihood (``uncertainty.best_tau``'s grid). Classification averages
   the members' softmax probabilities (``classification_summary``).
 - Metrics: ``val_ll``/``test_ll`` are the mixture's log-likelihood
   ``log (1/M) Σ_m N(y; μ_m, σ_m²)`` (the paper scores a Gaussian with the mixture's
@@ -57,12 +57,18 @@ import torch.nn.functional as F
 from pydantic import Field
 from torch import Tensor, nn
 
-from models.data import DataInfo, Dataset
+from models.data import PREDICTIVE_DATASETS, DataInfo, Dataset
 from models.family import Capability, Context, Family, Params
-from models.layers import ACTIVATIONS, ActivationName, Normalizer, head_width, train_epochs
-from models.mc_dropout import best_tau
-from models.mlp import PREDICTIVE_DATASETS, Hidden
+from models.layers import (
+    ACTIVATIONS,
+    ActivationName,
+    Hidden,
+    Normalizer,
+    head_width,
+    train_epochs,
+)
 from models.uncertainty import (
+    best_tau,
     classification_summary,
     heteroscedastic_loss,
     regression_summary,

@@ -66,6 +66,7 @@ not rank sample quality, so inference uses the latest.
 from __future__ import annotations
 
 import math
+from functools import partial
 from typing import Any, Literal
 
 import torch
@@ -73,11 +74,11 @@ import torch.nn.functional as F
 from pydantic import Field, model_validator
 from torch import Tensor, nn
 
+from models import gan_metrics
 from models.data import DataInfo, Dataset
 from models.family import Capability, Context, Diverged, Family, Params
 from models.generative import OptionError, SampleOptions
-from models.layers import minibatches
-from models.mlp import Width
+from models.layers import Width, minibatches
 from models.optim import Adam, RMSProp
 
 GAN_DATASETS = frozenset({"rings8", "grid25", "moons", "digits", "mnist5k"})
@@ -580,6 +581,17 @@ def drs_burn_in_logits(module: GAN) -> Tensor:
     return torch.cat(out)
 
 
+def _evaluate(module: GAN, data: Dataset, params: GANParams) -> dict[str, float]:
+    """``gan_metrics.evaluate`` with this objective's unsmoothed, unpenalised D loss."""
+    wasserstein = params.loss == "wasserstein"
+    d_loss = wasserstein_d_loss if wasserstein else d_loss_bce
+    return gan_metrics.evaluate(module, data, wasserstein=wasserstein, d_loss=d_loss)
+
+
+def _drs_metrics(module: GAN, info: DataInfo, logits: Tensor) -> dict[str, float]:
+    return gan_metrics.drs_metrics(module, info, logits, partial(drs_sample, module))
+
+
 def fit(module: nn.Module, data: Dataset, params: GANParams, ctx: Context) -> None:
     """Train G and D; with ``drs``, calibrate (``calibrate_drs``) at the end, before the
     last epoch's metrics and checkpoint, so that checkpoint holds the fine-tuned D and M.
@@ -591,8 +603,6 @@ def fit(module: nn.Module, data: Dataset, params: GANParams, ctx: Context) -> No
     that same step: an in-memory context keeps it, but the service's writer skips an
     offer not newer than the step it resumed from.
     """
-    from models.gan_metrics import drs_metrics, evaluate
-
     assert isinstance(module, GAN)
     module.to(ctx.device)
     x = data.x_train.flatten(1).to(ctx.device)
@@ -638,7 +648,7 @@ def fit(module: nn.Module, data: Dataset, params: GANParams, ctx: Context) -> No
             logits = calibrate_drs(module, x, y, params, ctx, step)
             if logits is None:
                 return  # no checkpoint: the resume redoes this last epoch, then calibrates
-            drs = drs_metrics(module, data.info, logits)
+            drs = _drs_metrics(module, data.info, logits)
         module.eval()
         d_loss = sum(d_losses) / len(d_losses)
         metrics = {
@@ -646,7 +656,7 @@ def fit(module: nn.Module, data: Dataset, params: GANParams, ctx: Context) -> No
             "d_loss": d_loss,
             "g_loss": sum(g for g, _ in g_losses) / len(g_losses),
             "g_grad_norm": sum(n for _, n in g_losses) / len(g_losses),
-            **evaluate(module, data, params, ctx),
+            **_evaluate(module, data, params),
             **drs,
         }
         ctx.log(count, **metrics)
@@ -657,7 +667,7 @@ def fit(module: nn.Module, data: Dataset, params: GANParams, ctx: Context) -> No
         if logits is None:
             return
         count = epoch if ctx.epochs is not None else step
-        ctx.log(count, **drs_metrics(module, data.info, logits))
+        ctx.log(count, **_drs_metrics(module, data.info, logits))
         ctx.checkpoint(count, _state(module, tr, epoch, step), best=True)
 
 

@@ -25,32 +25,62 @@
   numbers above on ``MODE_SAMPLES`` DRS samples from ``EVAL_SEED``, beside the plain
   samples' ``modes``, ``hq``, ... of the same step. (That step's ``d_real``, ``d_fake``,
   ``val_loss`` and ``js_from_d`` are those of the fine-tuned D.)
-- Images: a small classifier (``mlp``, trained once per process on the same dataset's
-  training split) labels ``IMAGE_SAMPLES`` samples: ``classes_covered`` (classes predicted
-  at least once), ``class_kl`` (KL of the predicted class histogram from uniform, nats),
-  ``class_frac_<c>`` (the histogram) and ``classifier_val_accuracy``.
+- Images: a small classifier (the ``mlp`` family's network and training: one hidden
+  layer of 128 ReLU units, 8 epochs; built here from ``models.layers``, trained once per
+  process on the same dataset's training split) labels ``IMAGE_SAMPLES`` samples:
+  ``classes_covered`` (classes predicted at least once), ``class_kl`` (KL of the
+  predicted class histogram from uniform, nats), ``class_frac_<c>`` (the histogram) and
+  ``classifier_val_accuracy``.
+
+The dependency is one-way: ``models.gan`` imports this module, never the reverse. What
+the metrics need of a GAN is the ``GANModule`` protocol; its discriminator loss and its
+DRS sampler come in as arguments.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Callable, Iterator
 from functools import lru_cache
-from typing import TYPE_CHECKING, Any
+from typing import Protocol
 
 import numpy as np
 import torch
-from torch import Tensor
+import torch.nn.functional as F
+from torch import Tensor, nn
 
+from models.context import LocalContext
 from models.data import DataInfo, Dataset, load
 from models.data.builtin import GRID25_STD, RINGS8_STD, mode_centres
-
-if TYPE_CHECKING:
-    from models.gan import GAN, GANParams
+from models.generative import OptionError, SampleOptions
+from models.layers import Normalizer, mlp_trunk, train_epochs
 
 MODE_SAMPLES = 2_500
 IMAGE_SAMPLES = 1_000
 MIXTURE_STD = {"rings8": RINGS8_STD, "grid25": GRID25_STD}
 EVAL_SEED = 12345  # the same latents at every evaluation, independent of training's RNG
+CLASSIFIER_WIDTH = 128
+CLASSIFIER_EPOCHS = 8
+
+DLoss = Callable[[Tensor, Tensor], Tensor]  # (real logits, fake logits) -> D's loss
+
+
+class GANModule(Protocol):
+    """What the metrics read of a ``models.gan.GAN``."""
+
+    @property
+    def g(self) -> Callable[..., Tensor]: ...  # (z, labels or None) -> samples (B, D)
+    @property
+    def d(self) -> Callable[..., Tensor]: ...  # (samples, labels or None) -> logits
+    @property
+    def latent_dim(self) -> int: ...
+    @property
+    def n_classes(self) -> int | None: ...
+    @property
+    def conditional(self) -> bool: ...
+    @property
+    def drs_max_logit(self) -> Tensor: ...
+    def parameters(self, recurse: bool = True) -> Iterator[nn.Parameter]: ...
 
 
 def mode_metrics(samples: np.ndarray, modes: np.ndarray, std: float) -> dict[str, float]:
@@ -84,25 +114,59 @@ def js_cells(counts: np.ndarray, n: int, k: int) -> float:
     return 0.5 * kl(p, m) + 0.5 * kl(q, m)
 
 
+class Classifier(nn.Module):
+    """The ``mlp`` family's network for classification (same layers and state_dict keys):
+    raw inputs (B, *input_shape) -> logits (B, C)."""
+
+    def __init__(self, info: DataInfo) -> None:
+        super().__init__()
+        in_dim = math.prod(info.input_shape)
+        self.normalizer = Normalizer(in_dim, info.target_dim)
+        self.trunk = mlp_trunk(in_dim, [CLASSIFIER_WIDTH], "relu")
+        self.head = nn.Linear(CLASSIFIER_WIDTH, info.n_classes or 1)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.head(self.trunk(self.normalizer.x(x.flatten(1))))
+
+
+def _fit_classifier(module: Classifier, data: Dataset, ctx: LocalContext) -> None:
+    """Cross-entropy training as the ``mlp`` family's ``fit`` does it."""
+    module.to(ctx.device)
+    x, y = data.x_train.to(ctx.device), data.y_train.to(ctx.device)
+    x_val, y_val = data.x_val.to(ctx.device), data.y_val.to(ctx.device)
+    module.normalizer.fit(x.flatten(1))
+    opt = ctx.make_optimizer(module.parameters())
+
+    def val_metrics() -> dict[str, float]:
+        out = module(x_val)
+        return {
+            "val_loss": float(F.cross_entropy(out, y_val)),
+            "val_accuracy": float((out.argmax(-1) == y_val).float().mean()),
+        }
+
+    train_epochs(
+        module, opt, x, y, ctx,
+        loss_fn=lambda xb, yb: F.cross_entropy(module(xb), yb),
+        evaluate=val_metrics,
+    )  # fmt: skip
+
+
 @lru_cache(maxsize=4)
 def image_classifier(name: str) -> tuple[torch.nn.Module, float]:
-    """An ``mlp`` trained briefly on the dataset's training split (cached per process);
-    its own RNG, so a GAN's training (and its exact resume) is not disturbed."""
-    from models.context import LocalContext
-    from models.mlp import FAMILY as MLP
-
+    """A ``Classifier`` trained briefly on the dataset's training split (cached per
+    process); its own RNG, so a GAN's training (and its exact resume) is not disturbed."""
     data = load(name)
-    params = MLP.params(hidden=[128])  # type: ignore[call-arg]
     with torch.random.fork_rng(devices=[]), torch.enable_grad():  # callers run no_grad
-        module = MLP.build(params, data.info)
-        MLP.fit(module, data, params, LocalContext(epochs=8, batch_size=64, seed=0))
+        module = Classifier(data.info)
+        ctx = LocalContext(epochs=CLASSIFIER_EPOCHS, batch_size=64, seed=0)
+        _fit_classifier(module, data, ctx)
     module.eval()
     with torch.no_grad():
         acc = float((module(data.x_val).argmax(-1) == data.y_val).float().mean())
     return module, acc
 
 
-def _eval_latents(module: GAN, n: int, dev: torch.device) -> tuple[Tensor, Tensor | None]:
+def _eval_latents(module: GANModule, n: int, dev: torch.device) -> tuple[Tensor, Tensor | None]:
     gen = torch.Generator().manual_seed(EVAL_SEED)
     z = torch.randn(n, module.latent_dim, generator=gen).to(dev)
     y = torch.randint(module.n_classes or 1, (n,), generator=gen).to(dev)
@@ -110,10 +174,11 @@ def _eval_latents(module: GAN, n: int, dev: torch.device) -> tuple[Tensor, Tenso
 
 
 @torch.no_grad()
-def evaluate(module: GAN, data: Dataset, params: GANParams, ctx: Any) -> dict[str, float]:
-    """Every diagnostic above for the module in eval mode."""
-    from models.gan import d_loss_bce, wasserstein_d_loss
-
+def evaluate(
+    module: GANModule, data: Dataset, *, wasserstein: bool, d_loss: DLoss
+) -> dict[str, float]:
+    """Every diagnostic above for the module in eval mode; ``d_loss`` is D's loss of the
+    GAN's objective without smoothing or penalty (``wasserstein``: the critic's)."""
     dev = next(module.parameters()).device
     info = data.info
     x_val = data.x_val.flatten(1).to(dev)
@@ -122,11 +187,11 @@ def evaluate(module: GAN, data: Dataset, params: GANParams, ctx: Any) -> dict[st
     fake = module.g(z, y_val)
     real_l, fake_l = module.d(x_val, y_val), module.d(fake, y_val)
     out: dict[str, float] = {}
-    if params.loss == "wasserstein":
-        out["val_loss"] = float(wasserstein_d_loss(real_l, fake_l))
+    if wasserstein:
+        out["val_loss"] = float(d_loss(real_l, fake_l))
         out["d_real"], out["d_fake"] = float(real_l.mean()), float(fake_l.mean())
     else:
-        loss = float(d_loss_bce(real_l, fake_l))
+        loss = float(d_loss(real_l, fake_l))
         out["val_loss"] = loss
         out["d_real"] = float(torch.sigmoid(real_l).mean())
         out["d_fake"] = float(torch.sigmoid(fake_l).mean())
@@ -142,11 +207,15 @@ def evaluate(module: GAN, data: Dataset, params: GANParams, ctx: Any) -> dict[st
 
 
 @torch.no_grad()
-def drs_metrics(module: GAN, info: DataInfo, logits: Tensor) -> dict[str, float]:
+def drs_metrics(
+    module: GANModule,
+    info: DataInfo,
+    logits: Tensor,
+    drs_sample: Callable[[SampleOptions], Tensor],
+) -> dict[str, float]:
     """The ``drs_*`` diagnostics above, for a module just calibrated on the burn-in
-    ``logits`` that ``models.gan.calibrate_drs`` returned."""
-    from models.gan import drs_sample
-    from models.generative import OptionError, SampleOptions
+    ``logits`` that ``models.gan.calibrate_drs`` returned; ``drs_sample`` draws from it
+    (``models.gan.drs_sample`` bound to the module)."""
 
     m = module.drs_max_logit.cpu()
     out = {
@@ -156,7 +225,7 @@ def drs_metrics(module: GAN, info: DataInfo, logits: Tensor) -> dict[str, float]
     modes = mode_centres(info.name)
     if modes is not None and info.input_shape == (2,):
         try:
-            x = drs_sample(module, SampleOptions(n=MODE_SAMPLES, seed=EVAL_SEED))
+            x = drs_sample(SampleOptions(n=MODE_SAMPLES, seed=EVAL_SEED))
         except OptionError:  # fewer than about 1 in 200 kept: no sample set to score
             return out
         scores = mode_metrics(x.cpu().double().numpy(), modes, MIXTURE_STD[info.name])
@@ -165,7 +234,9 @@ def drs_metrics(module: GAN, info: DataInfo, logits: Tensor) -> dict[str, float]
 
 
 @torch.no_grad()
-def class_metrics(module: GAN, name: str, n_classes: int, dev: torch.device) -> dict[str, float]:
+def class_metrics(
+    module: GANModule, name: str, n_classes: int, dev: torch.device
+) -> dict[str, float]:
     classifier, acc = image_classifier(name)
     z, y = _eval_latents(module, IMAGE_SAMPLES, dev)
     samples = module.g(z, y).cpu()

@@ -13,13 +13,18 @@ from __future__ import annotations
 import copy
 import math
 from collections.abc import Callable, Sequence
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import torch
+from pydantic import Field, Strict
 from torch import Tensor, nn
 
 from models.data import DataInfo
 from models.family import Context, Diverged
+
+Width = Annotated[int, Strict(), Field(ge=1, le=4096)]  # "64" and true are refused
+# hidden layer widths, the same bounds in every family: 1-8 layers of 1-4096 units
+Hidden = Annotated[list[Width], Field(min_length=1, max_length=8)]
 
 ActivationName = Literal["relu", "leaky_relu", "elu", "gelu", "tanh", "sigmoid"]
 

@@ -38,11 +38,18 @@ import torch.nn.functional as F
 from pydantic import Field
 from torch import Tensor, nn
 
-from models.data import DataInfo, Dataset
+from models.data import PREDICTIVE_DATASETS, DataInfo, Dataset
 from models.family import Capability, Context, Family, Params
-from models.layers import ActivationName, Normalizer, head_width, mlp_trunk, train_epochs
-from models.mlp import PREDICTIVE_DATASETS, Hidden
+from models.layers import (
+    ActivationName,
+    Hidden,
+    Normalizer,
+    head_width,
+    mlp_trunk,
+    train_epochs,
+)
 from models.uncertainty import (
+    best_tau,
     classification_summary,
     heteroscedastic_loss,
     inference_generator,
@@ -52,8 +59,6 @@ from models.uncertainty import (
     sampled_regression_metrics,
     weight_decay_for_precision,
 )
-
-TAU_GRID = torch.logspace(-2, 4, 121, dtype=torch.float64)  # noise var 1e-4..1e2 of Var[y]
 
 
 class MCDropoutParams(Params):
@@ -182,15 +187,6 @@ def raw_moments(module: MCDropoutNet, out: Tensor) -> tuple[Tensor, Tensor]:
     if module.heteroscedastic:
         return means, out[..., d:].exp() * norm.y_std**2
     return means, (norm.y_std**2 / module.tau).expand_as(means)
-
-
-def best_tau(means: Tensor, y: Tensor) -> float:
-    """τ on ``TAU_GRID`` maximising the MC log-likelihood; means (T, N, D), y (N, D) standardised"""
-    sq = (y - means).double().pow(2).sum(-1)  # (T, N)
-    d, tau = y.shape[-1], TAU_GRID.to(sq.device)[:, None, None]  # (K, 1, 1)
-    log_p = -0.5 * tau * sq + 0.5 * d * (tau.log() - math.log(2 * math.pi))  # (K, T, N)
-    ll = (torch.logsumexp(log_p, dim=1) - math.log(len(means))).mean(-1)  # (K,)
-    return float(TAU_GRID[int(ll.argmax())])  # int(): the grid stays on the CPU
 
 
 def evaluate(

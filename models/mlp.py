@@ -19,23 +19,16 @@ hidden layer), ``head.{weight,bias}``, and ``noise_var`` (regression only).
 from __future__ import annotations
 
 import math
-from typing import Annotated
 
 import torch
 import torch.nn.functional as F
-from pydantic import Field, Strict
+from pydantic import Field
 from torch import Tensor, nn
 
-from models.data import DataInfo, Dataset
+from models.data import PREDICTIVE_DATASETS, DataInfo, Dataset
 from models.family import Capability, Context, Family, Params
-from models.layers import ActivationName, Normalizer, mlp_trunk, train_epochs
+from models.layers import ActivationName, Hidden, Normalizer, mlp_trunk, train_epochs
 from models.uncertainty import classification_summary, regression_summary
-
-PREDICTIVE_DATASETS = frozenset({"sine_gap", "diabetes", "boston", "moons", "digits", "mnist5k"})
-
-Width = Annotated[int, Strict(), Field(ge=1, le=4096)]  # "64" and true are refused
-# hidden layer widths, the same bounds in every family: 1-8 layers of 1-4096 units
-Hidden = Annotated[list[Width], Field(min_length=1, max_length=8)]
 
 
 class MLPParams(Params):

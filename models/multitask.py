@@ -51,8 +51,7 @@ from torch import Tensor, nn
 
 from models.data import DataInfo, Dataset, TaskInfo
 from models.family import Capability, Context, Family, Params
-from models.layers import ActivationName, Normalizer, mlp_trunk, train_epochs
-from models.mlp import Hidden
+from models.layers import ActivationName, Hidden, Normalizer, mlp_trunk, train_epochs
 from models.uncertainty import LOG_2PI, classification_summary, regression_summary
 
 Weight = Annotated[float, Field(ge=0.0, le=1e3)]

@@ -37,7 +37,7 @@ def trains_on_uploads(family: Family) -> bool:
     trains on the built-in vector sets of ``mlp`` (``mc_dropout``, an ensemble, ...);
     sequence, graph, control and generative families train on other shapes.
     """
+    from models.data import PREDICTIVE_DATASETS
     from models.family import Capability
-    from models.mlp import PREDICTIVE_DATASETS
 
     return Capability.PREDICT in family.capabilities and bool(family.datasets & PREDICTIVE_DATASETS)

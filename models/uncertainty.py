@@ -25,6 +25,7 @@ import torch
 from torch import Tensor
 
 LOG_2PI = math.log(2 * math.pi)
+TAU_GRID = torch.logspace(-2, 4, 121, dtype=torch.float64)  # noise var 1e-4..1e2 of Var[y]
 
 # The generator stochastic inference layers (MC dropout's masks) draw from, when set: a
 # context variable, so each request (thread or task) has its own and none touches the
@@ -170,3 +171,12 @@ def sampled_regression_metrics(
     ll = float(mc_log_likelihood(y, means, variances).mean())
     rmse = float((y - means.mean(0)).pow(2).mean().sqrt())
     return {f"{split}_loss": -ll, f"{split}_rmse": rmse, f"{split}_ll": ll}
+
+
+def best_tau(means: Tensor, y: Tensor) -> float:
+    """τ on ``TAU_GRID`` maximising the MC log-likelihood; means (T, N, D), y (N, D) standardised"""
+    sq = (y - means).double().pow(2).sum(-1)  # (T, N)
+    d, tau = y.shape[-1], TAU_GRID.to(sq.device)[:, None, None]  # (K, 1, 1)
+    log_p = -0.5 * tau * sq + 0.5 * d * (tau.log() - math.log(2 * math.pi))  # (K, T, N)
+    ll = (torch.logsumexp(log_p, dim=1) - math.log(len(means))).mean(-1)  # (K,)
+    return float(TAU_GRID[int(ll.argmax())])  # int(): the grid stays on the CPU

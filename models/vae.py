@@ -48,8 +48,7 @@ from models import likelihoods as lik
 from models.data import DataInfo, Dataset
 from models.family import Capability, Context, Family, Params
 from models.generative import LogProb, OptionError, SampleOptions, bits_per_dim
-from models.layers import ACTIVATIONS, ActivationName, mlp_trunk, train_epochs
-from models.mlp import Hidden
+from models.layers import ACTIVATIONS, ActivationName, Hidden, mlp_trunk, train_epochs
 
 Likelihood = Literal["bernoulli", "gaussian", "discretized_logistic"]
 DATASETS = frozenset(

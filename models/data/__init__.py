@@ -22,6 +22,9 @@ import torch
 TaskKind = Literal["regression", "classification"]
 Task = Literal["regression", "classification", "multitask"]
 
+# the vector sets every predictive family trains on (``mlp``, ``mc_dropout``, ``ensemble``)
+PREDICTIVE_DATASETS = frozenset({"sine_gap", "diabetes", "boston", "moons", "digits", "mnist5k"})
+
 
 @dataclass(frozen=True)
 class TaskInfo:

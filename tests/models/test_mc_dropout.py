@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 import torch
 
-from models import mc_dropout
+from models import mc_dropout, uncertainty
 from models.context import LocalContext
 from models.data import Dataset, load
 from models.optim import OptimizerSpec
@@ -83,7 +83,7 @@ def test_heteroscedastic_tau_comes_from_weight_decay() -> None:
 def test_best_tau_recovers_the_noise_precision() -> None:
     g = torch.Generator().manual_seed(0)
     y = torch.randn(4000, 1, generator=g) * 0.5  # residual variance 0.25 -> τ = 4
-    assert mc_dropout.best_tau(torch.zeros(1, 4000, 1), y) == pytest.approx(4.0, rel=0.1)
+    assert uncertainty.best_tau(torch.zeros(1, 4000, 1), y) == pytest.approx(4.0, rel=0.1)
 
 
 def test_classification_metrics_and_summary() -> None:
