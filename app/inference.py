@@ -16,6 +16,7 @@ from typing import Any
 import torch
 from sqlalchemy.orm import Session
 
+from app.config import get_settings
 from app.db.models import Checkpoint, Job
 from app.db.ops import checkpoint_ok
 from app.problems import Problem
@@ -89,10 +90,12 @@ def load_model(session: Session, job: Job, checkpoint_id: str | None = None) -> 
 _CACHE: ModelCache | None = None
 
 
-def cache(size: int = 8) -> ModelCache:
+def cache() -> ModelCache:
+    """The process's cache, sized by ``DEEPZOO_INFERENCE_CACHE_SIZE`` whoever calls first
+    (a resume or a delete evicts through it before any inference does)."""
     global _CACHE
     if _CACHE is None:
-        _CACHE = ModelCache(size)
+        _CACHE = ModelCache(get_settings().inference_cache_size)
     return _CACHE
 
 

@@ -39,7 +39,7 @@ REVALIDATE_SECONDS = 30.0
 
 def loaded_model(session: SessionDep, principal: Principal, job_id: str) -> Loaded:
     """The job's model from the cache; the database is read only on a miss or to revalidate."""
-    models = cache(get_settings().inference_cache_size)
+    models = cache()
     item = models.get(job_id)
     if item is not None and item.owner != principal.owner:
         raise Problem(404, f"no job {job_id!r}")
