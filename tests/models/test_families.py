@@ -114,7 +114,9 @@ def test_hidden_widths_are_bounded(name: str) -> None:
     for bad in ([], [0], [4097], [8] * 9):
         with pytest.raises(ValidationError):
             params(hidden=bad)
-    assert params(hidden=[1] * 8)
+    # the bounds themselves are accepted, and kept as given
+    assert params(hidden=[1] * 8).hidden == [1] * 8
+    assert params(hidden=[4096]).hidden == [4096]
 
 
 @pytest.mark.parametrize(

@@ -48,7 +48,9 @@ def _torchgan_functional() -> types.ModuleType:
     (which imports only torch and pkgutil), resolves inside a stand-in package."""
     spec = importlib.util.find_spec("torchgan")
     if spec is None or not spec.submodule_search_locations:
-        pytest.skip("torchgan is not installed (make test installs it)")
+        # make test installs it (Makefile, --no-deps): a missing peer is a failure, not a
+        # silent skip that would let the loss comparisons stop running unnoticed
+        pytest.fail("torchgan is not installed: run make test, or pip install --no-deps torchgan")
     root = Path(next(iter(spec.submodule_search_locations)))
     name = "_torchgan_stub"
     if f"{name}.losses.functional" in sys.modules:
