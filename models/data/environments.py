@@ -53,7 +53,7 @@ class Environment:
     observation: Space
     action: Space
     max_episode_steps: int | None = None
-    kwargs: Mapping[str, Any] = field(default_factory=dict)  # JSON values for gymnasium.make
+    kwargs: Mapping[str, Any] = field(default_factory=dict, hash=False)  # JSON, for make()
     description: str = ""
 
     def make(self, **overrides: Any) -> Any:

@@ -48,7 +48,7 @@ class Landscape:
     function: str  # a key of FUNCTIONS
     bounds: tuple[tuple[float, float], tuple[float, float]]  # (x range, y range) to plot
     start: tuple[float, float]
-    params: Mapping[str, float] = field(default_factory=dict)
+    params: Mapping[str, float] = field(default_factory=dict, hash=False)
     minima: tuple[tuple[float, float], ...] = ()  # known global minima, for plots and tests
     description: str = ""
 

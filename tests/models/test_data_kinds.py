@@ -256,3 +256,9 @@ def test_a_builtin_of_another_kind(monkeypatch: pytest.MonkeyPatch, tmp_path: Pa
         assert not list(tmp_path.rglob("*.npz"))  # only tables are cached on disk
     finally:
         load_data.cache_clear()
+
+
+@pytest.mark.parametrize("name", ["graph", "environment", "landscape"])
+def test_kinds_with_mappings_stay_hashable(name: str) -> None:
+    make, _ = KINDS[name]
+    assert hash(make()) == hash(make())
