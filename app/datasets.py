@@ -1,8 +1,9 @@
 """Datasets for jobs: built-ins by name, users' uploads by id (``ds_…``) from the database.
 
 The API stores uploads here after ``models.data.upload.parse`` validated them; the
-runner loads a job's data through ``load_dataset``, so a worker on another host needs
-only the database URL.
+runner loads a job's data through ``load_job_data``, so a worker on another host needs
+only the database URL. A job's data is any data kind (``models.data.DataKind``); an
+upload is always a tensor table.
 """
 
 from __future__ import annotations
@@ -90,17 +91,25 @@ def job_data_info(session: Session, owner: str, dataset: str) -> zoo_data.DataIn
     caller's (:class:`DatasetUnavailable` otherwise, a 422 naming ``dataset`` in the API:
     another owner's upload is not revealed)."""
     if not is_upload_id(dataset):
-        return zoo_data.load(dataset).info
+        return zoo_data.load_data(dataset).info
     row = owned_dataset(session, owner, dataset)
     if row is None:
         raise DatasetUnavailable(dataset)
     return info_of(row)
 
 
-def load_dataset(name: str) -> zoo_data.Dataset:
-    """A job's data: a built-in (cached per process) or an upload read from the database."""
-    if not is_upload_id(name):
-        return zoo_data.load(name)
+def load_job_data(name: str) -> zoo_data.DataKind:
+    """A job's data, of any kind: a built-in (cached per process) or an upload read from
+    the database."""
+    return zoo_data.load_data(name) if not is_upload_id(name) else _load_upload(name)
+
+
+def load_dataset(name: str) -> zoo_data.TensorTable:
+    """A job's tensor table (a test split to evaluate on): a built-in or an upload."""
+    return zoo_data.load(name) if not is_upload_id(name) else _load_upload(name)
+
+
+def _load_upload(name: str) -> zoo_data.TensorTable:
     with session_scope() as s:
         row = s.get(Dataset, name)
         if row is None:

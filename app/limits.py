@@ -21,7 +21,7 @@ from torch.utils._pytree import tree_flatten
 from app.config import get_settings
 from app.db.models import Job
 from app.problems import Problem
-from models.data import DataInfo, load
+from models.data import DataInfo, load_data
 from models.registry import get_family
 
 log = logging.getLogger("deepzoo.limits")
@@ -69,9 +69,10 @@ def _lock_owner(session: Session, owner: str) -> None:
 
 def count_parameters(model: str, dataset: str | DataInfo, params: Any) -> int:
     """Parameters of the module this spec builds, counted on the meta device (no memory);
-    ``dataset`` is a built-in's name or an upload's ``DataInfo``."""
+    ``dataset`` is a built-in's name or an upload's ``DataInfo``. Any data kind: the
+    module is built from its ``DataInfo`` (``models.data.DataKind.info``)."""
     family = get_family(model)
-    info = load(dataset).info if isinstance(dataset, str) else dataset
+    info = load_data(dataset).info if isinstance(dataset, str) else dataset
     with torch.device("meta"):
         module = family.build(params, info)
     return sum(p.numel() for p in module.parameters())

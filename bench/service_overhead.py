@@ -47,7 +47,7 @@ import torch
 
 from bench.common import median, running_stack, save
 from models.context import LocalContext
-from models.data import load
+from models.data import load_data
 from models.optim import OptimizerSpec
 from models.registry import get_family
 from workers.runner import seed_everything
@@ -93,7 +93,7 @@ def bare(spec: dict[str, Any], timers: dict[str, float] | None = None) -> float:
     family = get_family(spec["model"])
     params = family.params(**spec.get("params", {}))
     seed_everything(spec["train"]["seed"])
-    data = load.__wrapped__(spec["dataset"])  # uncached: the worker loads it too
+    data = load_data.__wrapped__(spec["dataset"])  # uncached: the worker loads it too
     t1 = time.perf_counter()
     module = family.build(params, data.info)
     ctx = LocalContext(

@@ -21,7 +21,7 @@ from pydantic import BaseModel, ConfigDict
 from torch import nn
 
 if TYPE_CHECKING:
-    from models.data import DataInfo, Dataset
+    from models.data import DataInfo
     from models.generative import DecodeFn, EncodeFn, LogProbFn, SampleFn
 
 
@@ -81,7 +81,8 @@ class Context(Protocol):
 # Inference signatures. Inputs arrive as float tensors already checked for shape
 # against DataInfo; outputs are dicts of tensors/lists the API serialises.
 PredictFn = Callable[[nn.Module, torch.Tensor, int], dict[str, torch.Tensor]]
-FitFn = Callable[[nn.Module, "Dataset", Any, Context], None]
+# the data is the kind the family trains on (models.data.DataKind): a tensor table for most
+FitFn = Callable[[nn.Module, Any, Any, Context], None]
 BuildFn = Callable[[Any, "DataInfo"], nn.Module]
 
 

@@ -25,7 +25,7 @@ from app.db.models import Checkpoint, Job
 from app.db.session import session_scope
 from models.calibration import predict_batched, predictive_metrics
 from models.checkpoint import load_state
-from models.data import Dataset
+from models.data import DataKind, TensorTable
 from models.family import Capability, Family, Params
 from models.family import Context as _Context
 
@@ -50,14 +50,15 @@ def served_state(job_id: str) -> dict[str, torch.Tensor] | None:
 def calibration_metrics(
     family: Family,
     params: Params,
-    data: Dataset,
+    data: DataKind,
     state: dict[str, torch.Tensor],
     device: torch.device | None = None,
 ) -> dict[str, float] | None:
-    """``cal_*`` metrics of ``state`` on the test split, or None when not applicable."""
+    """``cal_*`` metrics of ``state`` on the test split, or None when not applicable (no
+    ``predict``, or data that is not a table with a test split)."""
     if family.predict is None or Capability.PREDICT not in family.capabilities:
         return None
-    if len(data.x_test) == 0:
+    if not isinstance(data, TensorTable) or len(data.x_test) == 0:
         return None
     module = family.build(params, data.info)
     module.load_state_dict(state)
@@ -70,7 +71,7 @@ def calibration_metrics(
 
 
 def log_calibration(
-    job_id: str, family: Family, params: Params, data: Dataset, ctx: _Context, step: int
+    job_id: str, family: Family, params: Params, data: DataKind, ctx: _Context, step: int
 ) -> None:
     """Evaluate the served checkpoint and log its metrics at ``step``; never fails the job."""
     if Capability.PREDICT not in family.capabilities:

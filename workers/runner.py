@@ -25,7 +25,7 @@ import torch
 from sqlalchemy import select, update
 
 from app.config import Settings, get_settings
-from app.datasets import load_dataset
+from app.datasets import load_job_data
 from app.db.models import Checkpoint, Job, new_id, utcnow
 from app.db.ops import (
     add_event,
@@ -462,11 +462,12 @@ class Runner:
                 self.settings.cuda_memory_fraction,
             )
             seed_everything(int(job.spec["train"]["seed"]))
-            data = load_dataset(job.dataset)  # a built-in, or an upload from the database
+            # any data kind (models.data.DataKind): a built-in, or an upload from the database
+            data = load_job_data(job.dataset)
             resume = self._load_resume()
             module = family.build(params, data.info).to(device)
             ctx = self.ctx = TrainContext(job, self.lease, self.settings, family, device, resume)
-            self._record_start(data.info, data.sha256(), device)
+            self._record_start(data.info, data.fingerprint(), device)
             heartbeat = Heartbeat(ctx, self.settings.heartbeat_seconds)
             heartbeat.start()
             family.fit(module, data, params, ctx)

@@ -117,14 +117,14 @@ def get_dataset(
     """A built-in with its task and shape, or one of the caller's uploads."""
     desc = zoo_data.catalog().get(dataset_id)
     if desc is not None:
-        info = zoo_data.load(dataset_id).info
+        about = zoo_data.load_data(dataset_id).describe()  # any data kind
         return DatasetOut(
             id=dataset_id,
             name=dataset_id,
             kind="builtin",
             description=desc,
-            task=info.task,
-            shape=[info.n_train, *info.input_shape],
+            task=about["task"],
+            shape=about["shape"],
         )
     row = owned_dataset(session, principal.owner, dataset_id)
     if row is None:

@@ -1,10 +1,33 @@
-"""The built-in datasets (each generated with a fixed seed or shipped by a package)."""
+"""The built-in datasets (each generated with a fixed seed or shipped by a package).
+
+``BUILTINS`` maps a name to its builder; ``models.data.load_data`` caches what it builds.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import TypeVar
+
 import numpy as np
 
-from models.data import Dataset, from_arrays, register, split
+from models.data.info import TaskInfo
+from models.data.kinds import DataKind
+from models.data.tables import TensorTable as Dataset
+from models.data.tables import from_arrays, split
+
+# name -> (builder, one-line description)
+BUILTINS: dict[str, tuple[Callable[[], DataKind], str]] = {}
+
+
+D = TypeVar("D", bound=DataKind)
+
+
+def register(name: str, description: str) -> Callable[[Callable[[], D]], Callable[[], D]]:
+    def deco(fn: Callable[[], D]) -> Callable[[], D]:
+        BUILTINS[name] = (fn, description)
+        return fn
+
+    return deco
 
 
 def sine_gap_noise_std(x: np.ndarray) -> np.ndarray:
@@ -226,8 +249,6 @@ def binary_entropy(p: float) -> float:
     "4 tasks on x in [-2,2]²: 2 regressions (noise std 0.1, 0.5), 2 binary labels (flip 2%, 25%)",
 )
 def multitask_synth() -> Dataset:
-    from models.data import TaskInfo
-
     rng = np.random.default_rng(20240606)
     n, noise = 2000, MULTITASK_SYNTH_NOISE
     x = rng.uniform(-2.0, 2.0, size=(n, 2))

@@ -4,7 +4,7 @@ An upload is a CSV table (a header row, numeric features, one target column) or 
 ``.npz`` archive with arrays ``x`` and ``y``. ``parse`` checks it within fixed bounds
 and returns ``Parsed``: float32 arrays plus what was inferred (task, classes). Its
 ``canonical()`` bytes, an ``.npz`` of float32 ``x`` and ``y`` (no pickle), are what a
-service stores; ``load_upload`` turns them back into a ``Dataset`` with a fixed split.
+service stores; ``load_upload`` turns them back into a tensor table with a fixed split.
 
 Hostile input is expected: nothing is unpickled; an ``.npz`` is refused on what its zip
 end record, zip directory and ``.npy`` headers declare (member count, sizes, dtypes,
@@ -34,7 +34,8 @@ from typing import IO, Literal
 
 import numpy as np
 
-from models.data import DataInfo, Dataset, Task, split
+from models.data.info import DataInfo, Task
+from models.data.tables import TensorTable, split
 
 Kind = Literal["table", "arrays"]
 UPLOAD_ID = r"^ds_[0-9a-f]{16}$"  # how a job spec names an upload
@@ -482,8 +483,10 @@ def _text_classes(labels: list[str], field_: str, limits: Limits) -> tuple[np.nd
     return np.fromiter((code[v] for v in labels), np.float32, len(labels)), uniq
 
 
-def load_upload(blob: bytes, *, name: str, task: Task, n_classes: int | None, seed: int) -> Dataset:
-    """A stored upload (``Parsed.canonical()``) as a ``Dataset``: one fixed 70/10/20 split
+def load_upload(
+    blob: bytes, *, name: str, task: Task, n_classes: int | None, seed: int
+) -> TensorTable:
+    """A stored upload (``Parsed.canonical()``) as a tensor table: one fixed 70/10/20 split
     for a given ``seed``, so every job on it compares."""
     with np.load(io.BytesIO(blob), allow_pickle=False) as z:
         x, y = z["x"], z["y"]

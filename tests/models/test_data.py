@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from models.data import DataInfo, catalog, load
+from models.data import DataInfo, catalog, load, load_data
 
 # name -> (task, features, classes, total examples)
 EXPECTED = {
@@ -52,7 +52,7 @@ def test_value_ranges() -> None:
 
 @pytest.mark.parametrize("name", ["diabetes", "boston", "moons", "digits"])
 def test_splits_are_fixed(name: str) -> None:
-    builder = load.__wrapped__  # bypass the per-process cache: build it again
+    builder = load_data.__wrapped__  # bypass the per-process cache: build it again
     assert builder(name).sha256() == builder(name).sha256() == load(name).sha256()
 
 
