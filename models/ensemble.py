@@ -65,8 +65,8 @@ from models.layers import (
     Hidden,
     Normalizer,
     head_width,
-    train_epochs,
 )
+from models.loop import final_test, train_epochs
 from models.uncertainty import (
     best_tau,
     classification_summary,
@@ -278,10 +278,9 @@ def fit(module: nn.Module, data: Dataset, params: EnsembleParams, ctx: Context) 
         module, opt, positions, positions, ctx, loss_fn=member_batch_loss, evaluate=validate
     )
     if finished:
-        module.eval()
-        with torch.no_grad():
-            metrics = evaluate(module, data.x_test.to(dev), data.y_test.to(dev), "test")
-        ctx.log(ctx.epochs if ctx.epochs is not None else ctx.steps or 0, **metrics)
+        final_test(
+            module, ctx, lambda: evaluate(module, data.x_test.to(dev), data.y_test.to(dev), "test")
+        )
 
 
 @torch.no_grad()

@@ -53,7 +53,8 @@ from models.context import LocalContext
 from models.data import DataInfo, Dataset, load
 from models.data.builtin import GRID25_STD, RINGS8_STD, mode_centres
 from models.generative import OptionError, SampleOptions
-from models.layers import Normalizer, mlp_trunk, train_epochs
+from models.layers import Normalizer, mlp_trunk
+from models.loop import train_epochs
 
 MODE_SAMPLES = 2_500
 IMAGE_SAMPLES = 1_000

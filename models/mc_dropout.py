@@ -46,8 +46,8 @@ from models.layers import (
     Normalizer,
     head_width,
     mlp_trunk,
-    train_epochs,
 )
+from models.loop import final_test, train_epochs
 from models.uncertainty import (
     best_tau,
     classification_summary,
@@ -243,9 +243,11 @@ def fit(module: nn.Module, data: Dataset, params: MCDropoutParams, ctx: Context)
         module, opt, x, y, ctx, loss_fn=lambda xb, yb: loss(module, xb, yb), evaluate=validate
     )
     if finished:
-        with torch.no_grad():
-            metrics = evaluate(module, data.x_test.to(dev), data.y_test.to(dev), "test", t)
-        ctx.log(ctx.epochs if ctx.epochs is not None else ctx.steps or 0, **metrics)
+        final_test(
+            module,
+            ctx,
+            lambda: evaluate(module, data.x_test.to(dev), data.y_test.to(dev), "test", t),
+        )
 
 
 @torch.no_grad()

@@ -48,7 +48,8 @@ from models import likelihoods as lik
 from models.data import DataInfo, Dataset
 from models.family import Capability, Context, Family, Params
 from models.generative import LogProb, OptionError, SampleOptions, bits_per_dim
-from models.layers import ACTIVATIONS, ActivationName, Hidden, mlp_trunk, train_epochs
+from models.layers import ACTIVATIONS, ActivationName, Hidden, mlp_trunk
+from models.loop import final_test, train_epochs
 
 Likelihood = Literal["bernoulli", "gaussian", "discretized_logistic"]
 DATASETS = frozenset(
@@ -422,9 +423,7 @@ def fit(module: nn.Module, data: Dataset, params: VAEParams, ctx: Context) -> No
 
     finished = train_epochs(vae, opt, x, y, ctx, loss_fn=loss_fn, evaluate=validate)
     if finished:
-        vae.eval()
-        step = ctx.epochs if ctx.epochs is not None else ctx.steps or 0
-        ctx.log(step, **test_metrics(vae, data, params.k_eval, ctx.seed))
+        final_test(vae, ctx, lambda: test_metrics(vae, data, params.k_eval, ctx.seed))
 
 
 def test_metrics(vae: VAE, data: Dataset, k: int, seed: int) -> dict[str, float]:
