@@ -107,20 +107,20 @@ class MCDropout(nn.Module):
 
     def __init__(self, p: float) -> None:
         super().__init__()
-        self.p = p
+        self.drop_prob = p
 
     def forward(self, x: Tensor) -> Tensor:
         gen = inference_generator()
-        if gen is None or self.p == 0:  # training, or inference outside seeded_inference
-            return F.dropout(x, self.p, training=True)
-        if self.p >= 1:
+        if gen is None or self.drop_prob == 0:  # training, or inference outside seeded_inference
+            return F.dropout(x, self.drop_prob, training=True)
+        if self.drop_prob >= 1:
             return torch.zeros_like(x)
         # masks from the request's own generator (drawn on its device, the CPU), inverted
-        keep = torch.rand(x.shape, generator=gen, device=gen.device).to(x.device) >= self.p
-        return x * keep / (1 - self.p)
+        keep = torch.rand(x.shape, generator=gen, device=gen.device).to(x.device) >= self.drop_prob
+        return x * keep / (1 - self.drop_prob)
 
     def extra_repr(self) -> str:
-        return f"p={self.p}"
+        return f"p={self.drop_prob}"
 
 
 class MCDropoutNet(nn.Module):

@@ -283,7 +283,7 @@ class Terms:
     log_qz: Tensor  # log q(z|x) (B,)
 
 
-def magic(t: Tensor) -> Tensor:
+def gradient_only(t: Tensor) -> Tensor:
     """Zero in value, ``t``'s gradient: surrogate terms leave the logged loss unchanged."""
     return t - t.detach()
 
@@ -318,9 +318,9 @@ def estimate(
         b = torch.zeros_like(signal) if baseline == "none" else vae.signal_mean.to(signal)
         if vae.baseline is not None:
             fitted = vae.baseline(u).squeeze(-1)  # b_ψ(x) fits f - moving average
-            loss = loss + magic((signal - b - fitted).pow(2).mean())
+            loss = loss + gradient_only((signal - b - fitted).pow(2).mean())
             b = b + fitted.detach()
-        loss = loss - magic(((signal - b) * log_qz).mean())
+        loss = loss - gradient_only(((signal - b) * log_qz).mean())
         if update_baseline:
             with torch.no_grad():
                 vae.signal_mean.mul_(MA_DECAY).add_((1 - MA_DECAY) * signal.double().mean())
