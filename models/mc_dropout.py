@@ -66,10 +66,8 @@ class MCDropoutParams(Params):
         default_factory=lambda: [64, 64],
         description="hidden layer widths from input to output (1-8 layers of 1-4096 units)",
     )
-    # GELU by default: on sine_gap, 4 seeds of [64, 64] x 200 epochs gave an epistemic
-    # variance in the gap 5.9-9.9x that in the data with GELU, 0.8-1.8x with ReLU (whose
-    # piecewise-linear interpolation between the two clusters barely varies under
-    # dropout), at the same test log-likelihood.
+    # GELU by default: far more epistemic variance in sine_gap's gap than ReLU, at the same
+    # test log-likelihood (docs/benchmarks.md, "Tuning history")
     activation: ActivationName = Field(
         "gelu", description="nonlinearity after each hidden layer (gelu: see the module notes)"
     )

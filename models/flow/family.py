@@ -1,4 +1,8 @@
-"""The ``flow`` family's training, evaluation and inference, and its ``FAMILY`` record."""
+"""The ``flow`` family's training (maximum likelihood, or the reverse KL of Rezende &
+Mohamed 2015 for a known target), evaluation (NLL, bits/dim of dequantised images as
+in Dinh et al. 2017; the reverse KL and log Z estimates), inference (sampling at a
+temperature; exact or importance-weighted log p) and its ``FAMILY`` record.
+"""
 
 from __future__ import annotations
 

@@ -1,5 +1,8 @@
-"""The ``gan`` family's training loop (D then G on each group of minibatches), inference
-and ``FAMILY`` record; see ``models.gan``.
+"""The ``gan`` family's training loop (Goodfellow et al. 2014, Algorithm 1: k D steps,
+then one G step), each loss's published optimizer (DCGAN's Adam β = (0.5, 0.999),
+Radford et al. 2016; WGAN's RMSProp, Arjovsky et al. 2017; WGAN-GP's Adam β = (0.5,
+0.9), Gulrajani et al. 2017), inference (G's samples, or DRS's, Azadi et al. 2019) and
+the ``FAMILY`` record; see ``models.gan``.
 """
 
 from __future__ import annotations
