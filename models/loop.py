@@ -86,7 +86,8 @@ def minibatches(n: int, batch_size: int, generator: torch.Generator) -> list[Ten
 def batch_count(n: int, batch_size: int) -> int:
     """How many minibatches ``minibatches`` cuts n examples into."""
     count = math.ceil(n / batch_size)
-    return count - 1 if count > 1 and n % batch_size == 1 else count
+    lone_last = n % batch_size == 1 or batch_size == 1  # a last batch of one, dropped
+    return count - 1 if count > 1 and lone_last else count
 
 
 def loop_state(
