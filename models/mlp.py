@@ -2,8 +2,8 @@
 
 What it shows: the activation functions of the notes, BatchNorm with its
 learnable affine map after normalisation (Ioffe & Szegedy 2015), ordinary
-dropout (Srivastava et al. 2014; off at inference, unlike ``mc_dropout``), and every optimizer of
-``models.optim``.
+dropout (Srivastava et al. 2014; off at inference, unlike ``mc_dropout``), and
+every optimizer of ``models.optim``.
 
 Regression trains on standardised targets with the mean squared error and
 reports a homoscedastic noise variance: the residual variance on the
