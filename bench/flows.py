@@ -39,7 +39,8 @@ from torch import Tensor, nn
 
 from bench.common import OUT, machine
 from models.data import DataInfo, Dataset, load
-from models.flow import Flow, FlowParams, Standardize, nll_loss
+from models.flow.bijectors import Standardize
+from models.flow.flow import Flow, FlowParams, nll_loss
 
 Loss = Callable[[Tensor], Tensor]
 CHUNK = 50  # steps each side trains in its turn (train_side_by_side)

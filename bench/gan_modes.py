@@ -94,7 +94,7 @@ def run_one(args: Job) -> dict[str, Any]:
     from models.context import LocalContext
     from models.data import load
     from models.data.builtin import mode_centres
-    from models.gan_metrics import MIXTURE_STD, MODE_SAMPLES, mode_metrics
+    from models.gan.metrics import MIXTURE_STD, MODE_SAMPLES, mode_metrics
     from models.generative import OptionError, SampleOptions
     from models.registry import get_family
 
@@ -118,7 +118,7 @@ def run_one(args: Job) -> dict[str, Any]:
         m = {"modes": 0.0, "modes_strict": 0.0, "hq": 0.0, "js_modes": math.log(2)}
         m["drs_error"] = str(exc)
     if getattr(params, "drs", False):
-        from models.gan import sample_plain
+        from models.gan.family import sample_plain
 
         plain = sample_plain(module, opts).double().numpy()
         m |= {

@@ -2,10 +2,13 @@
 
 Each family (``models.mlp``, ``models.mc_dropout``, ...) is one module ending in
 a ``FAMILY`` record (``models.family.Family``): its hyperparameters, datasets,
-capabilities, ``build``, ``fit`` and inference functions. ``models.registry``
+capabilities, ``build``, ``fit`` and inference functions. A family that holds a
+second reusable concept is a package instead (``models.gan``, ``models.flow``), its
+``FAMILY`` in ``family.py`` and re-exported by the package. ``models.registry``
 maps names to families, ``models.data`` holds the built-in datasets with fixed
-splits, ``models.optim`` the optimizers every job chooses from, and
-``models.context.LocalContext`` runs a ``fit`` without the service::
+splits, ``models.optim`` the optimizers every job chooses from, ``models.loop`` the
+shared training loop, ``models.layers`` and ``models.nets`` the shared building
+blocks, and ``models.context.LocalContext`` runs a ``fit`` without the service::
 
     from models.context import LocalContext
     from models.data import load

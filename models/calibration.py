@@ -1,5 +1,8 @@
 """Calibration of predictive distributions: proper scores, interval coverage, reliability.
 
+Proper scoring rules (Gneiting & Raftery 2007): the log score (NLL) and the Brier score
+(Brier 1950); expected calibration error and reliability diagrams as in Guo et al. 2017.
+
 Pure functions on tensors (no ``app`` or ``workers``): the runner logs them for
 the test split at the end of a job, the API draws them, a notebook calls them.
 

@@ -65,8 +65,8 @@ from models.layers import (
     Hidden,
     Normalizer,
     head_width,
-    train_epochs,
 )
+from models.loop import final_test, train_epochs
 from models.uncertainty import (
     best_tau,
     classification_summary,
@@ -83,9 +83,8 @@ class EnsembleParams(Params):
         default_factory=lambda: [64, 64],
         description="hidden layer widths of every member (1-8 layers of 1-4096 units)",
     )
-    # GELU by default: on sine_gap, [64, 64] x 300 epochs, 3 seeds, the epistemic variance in
-    # the gap was 44-138x that in the data with GELU, 6-15x with tanh and 1.0-14x with ReLU
-    # (whose members all interpolate the gap by nearly the same line), at equal test RMSE.
+    # GELU by default: far more epistemic variance in sine_gap's gap than tanh or ReLU, at
+    # equal test RMSE (docs/benchmarks.md, "Tuning history")
     activation: ActivationName = Field(
         "gelu", description="nonlinearity after each hidden layer (gelu: see the comment)"
     )
@@ -278,10 +277,9 @@ def fit(module: nn.Module, data: Dataset, params: EnsembleParams, ctx: Context) 
         module, opt, positions, positions, ctx, loss_fn=member_batch_loss, evaluate=validate
     )
     if finished:
-        module.eval()
-        with torch.no_grad():
-            metrics = evaluate(module, data.x_test.to(dev), data.y_test.to(dev), "test")
-        ctx.log(ctx.epochs if ctx.epochs is not None else ctx.steps or 0, **metrics)
+        final_test(
+            module, ctx, lambda: evaluate(module, data.x_test.to(dev), data.y_test.to(dev), "test")
+        )
 
 
 @torch.no_grad()

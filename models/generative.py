@@ -4,7 +4,9 @@ latent-variable models an encoder and a decoder.
 The API (``app/api/generative.py``) serves every generative family through these
 signatures alone, so a new family needs no route of its own. All tensors are in the
 data's own units (``DataInfo``): digits in 0..16, mnist5k in [0, 1], 2-D points as
-they are. Discrete data (``DataInfo.levels``) is modelled through dequantisation; a
+they are. Discrete data (``DataInfo.levels``) is modelled through uniform
+dequantisation (Uria et al. 2013; Theis et al. 2016, "A note on the evaluation of
+generative models"); a
 log-likelihood is then reported for the discrete data, ``log P(v)``, which for a
 density ``p`` on the dequantised values bounds it as
 ``log P(v) ≥ E_u log p((v + u)·Δ) + D log Δ`` with Δ the width of one level (and equals

@@ -1,5 +1,5 @@
-"""Pieces the predictive families share: activations, input/target normalisation,
-the fully connected trunk, and the minibatch loop that talks to the runner's ``ctx``.
+"""Pieces the families share: activations, hidden-width types, input/target
+normalisation and the fully connected trunk (the training loop is ``models.loop``).
 
 BatchNorm (Ioffe & Szegedy 2015) normalises each unit over the minibatch and
 then applies a learnable affine map γ x̂ + β, so the network can undo the
@@ -10,17 +10,14 @@ layer and the activation, as in the paper (§3.2).
 
 from __future__ import annotations
 
-import copy
-import math
 from collections.abc import Callable, Sequence
-from typing import Annotated, Any, Literal
+from typing import Annotated, Literal
 
 import torch
 from pydantic import Field, Strict
 from torch import Tensor, nn
 
 from models.data import DataInfo
-from models.family import Context, Diverged
 
 Width = Annotated[int, Strict(), Field(ge=1, le=4096)]  # "64" and true are refused
 # hidden layer widths, the same bounds in every family: 1-8 layers of 1-4096 units
@@ -110,136 +107,6 @@ def mlp_trunk(
             layers.append(dropout_layer(dropout))
         width = h
     return nn.Sequential(*layers)
-
-
-def minibatches(n: int, batch_size: int, generator: torch.Generator) -> list[Tensor]:
-    """A fresh random partition of range(n) into index batches.
-
-    A trailing batch of one example is dropped: BatchNorm cannot train on it,
-    and the example is in another batch next epoch.
-    """
-    batches = list(torch.randperm(n, generator=generator).split(batch_size))
-    if len(batches) > 1 and len(batches[-1]) == 1:
-        batches.pop()
-    return batches
-
-
-# --- the shared loop -------------------------------------------------------------------------
-#
-# Checkpoint state: {"model": module.state_dict(), "optimizer": opt.state_dict(),
-# "epoch": epochs begun and ended (a stopped epoch counts), "step": optimizer steps,
-# "best_val_loss": 0-d float64 tensor}. Metrics, progress and checkpoints are keyed by
-# the job's unit: the epoch number with ctx.epochs, the optimizer step with ctx.steps.
-
-LossFn = Callable[[Tensor, Tensor], Tensor]  # (x batch, y batch) -> scalar training loss
-EvalFn = Callable[[], dict[str, float]]  # validation metrics, must include "val_loss"
-
-
-def loop_state(
-    module: nn.Module, opt: torch.optim.Optimizer, epoch: int, step: int, best: float
-) -> dict[str, Any]:
-    """A snapshot: state_dict() aliases live tensors, which training would go on to change."""
-    return {
-        "model": copy.deepcopy(module.state_dict()),
-        "optimizer": copy.deepcopy(opt.state_dict()),
-        "epoch": epoch,
-        "step": step,
-        "best_val_loss": torch.tensor(best, dtype=torch.float64),
-    }
-
-
-def resume_from(
-    module: nn.Module, opt: torch.optim.Optimizer, state: dict[str, Any] | None
-) -> tuple[int, int, float]:
-    """Load a checkpoint's model and optimizer; returns (epoch, step, best val loss) so far."""
-    if state is None:
-        return 0, 0, math.inf
-    module.load_state_dict(state["model"])
-    opt.load_state_dict(state["optimizer"])
-    best = state.get("best_val_loss", math.inf)
-    return int(state["epoch"]), int(state.get("step", 0)), float(best)
-
-
-def _unit(ctx: Context, epoch: int, step: int) -> tuple[int, int]:
-    """(count, total) in the job's unit."""
-    if ctx.epochs is not None:
-        return epoch, ctx.epochs
-    assert ctx.steps is not None
-    return step, ctx.steps
-
-
-def _finished(ctx: Context, epoch: int, step: int) -> bool:
-    count, total = _unit(ctx, epoch, step)
-    return count >= total
-
-
-def train_epochs(
-    module: nn.Module,
-    opt: torch.optim.Optimizer,
-    x: Tensor,
-    y: Tensor,
-    ctx: Context,
-    *,
-    loss_fn: LossFn,
-    evaluate: EvalFn,
-) -> bool:
-    """Minibatch training until ctx.epochs or ctx.steps; returns False when ctx asked to stop.
-
-    Once per epoch: evaluate (eval mode, no grad), ``ctx.log``, ``ctx.progress``
-    and ``ctx.checkpoint`` (``best`` when val_loss improved). ``should_stop`` is
-    polled before every minibatch. A stopped, partial epoch is not checkpointed when
-    counting epochs: the last completed epoch is what is kept, and a resume (say after a
-    worker hands its job back) redoes the partial one, so the metric curve has no gap.
-    Counting steps, the partial epoch is checkpointed at its step count.
-    Raises ``Diverged`` on a non-finite training loss, before the update.
-    """
-    epoch, step, best = resume_from(module, opt, ctx.resume)
-    while not _finished(ctx, epoch, step):
-        epoch += 1
-        losses, step, stopped = _one_epoch(module, opt, x, y, ctx, loss_fn, step)
-        count, total = _unit(ctx, epoch, step)
-        if stopped:
-            if losses and ctx.steps is not None:
-                ctx.checkpoint(count, loop_state(module, opt, epoch, step, best))
-            return False
-        module.eval()
-        with torch.no_grad():
-            metrics = {"train_loss": float(torch.stack(losses).mean()), **evaluate()}
-        ctx.log(count, **metrics)
-        ctx.progress(count, total)
-        improved = metrics["val_loss"] < best
-        best = min(best, metrics["val_loss"])
-        ctx.checkpoint(count, loop_state(module, opt, epoch, step, best), best=improved)
-    return True
-
-
-def _one_epoch(
-    module: nn.Module,
-    opt: torch.optim.Optimizer,
-    x: Tensor,
-    y: Tensor,
-    ctx: Context,
-    loss_fn: LossFn,
-    step: int,
-) -> tuple[list[Tensor], int, bool]:
-    """One pass over shuffled minibatches: (batch losses, optimizer steps so far, stopped)."""
-    module.train()
-    losses: list[Tensor] = []
-    for idx in minibatches(len(x), ctx.batch_size, ctx.generator):
-        if ctx.steps is not None and step >= ctx.steps:
-            break
-        if ctx.should_stop():
-            return losses, step, True
-        idx = idx.to(x.device)
-        loss = loss_fn(x[idx], y[idx])
-        if not bool(torch.isfinite(loss)):
-            raise Diverged(step + 1)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        step += 1
-        losses.append(loss.detach())
-    return losses, step, False
 
 
 def head_width(info: DataInfo, heteroscedastic: bool) -> int:

@@ -46,8 +46,8 @@ from models.layers import (
     Normalizer,
     head_width,
     mlp_trunk,
-    train_epochs,
 )
+from models.loop import final_test, train_epochs
 from models.uncertainty import (
     best_tau,
     classification_summary,
@@ -66,10 +66,8 @@ class MCDropoutParams(Params):
         default_factory=lambda: [64, 64],
         description="hidden layer widths from input to output (1-8 layers of 1-4096 units)",
     )
-    # GELU by default: on sine_gap, 4 seeds of [64, 64] x 200 epochs gave an epistemic
-    # variance in the gap 5.9-9.9x that in the data with GELU, 0.8-1.8x with ReLU (whose
-    # piecewise-linear interpolation between the two clusters barely varies under
-    # dropout), at the same test log-likelihood.
+    # GELU by default: far more epistemic variance in sine_gap's gap than ReLU, at the same
+    # test log-likelihood (docs/benchmarks.md, "Tuning history")
     activation: ActivationName = Field(
         "gelu", description="nonlinearity after each hidden layer (gelu: see the module notes)"
     )
@@ -107,20 +105,20 @@ class MCDropout(nn.Module):
 
     def __init__(self, p: float) -> None:
         super().__init__()
-        self.p = p
+        self.drop_prob = p
 
     def forward(self, x: Tensor) -> Tensor:
         gen = inference_generator()
-        if gen is None or self.p == 0:  # training, or inference outside seeded_inference
-            return F.dropout(x, self.p, training=True)
-        if self.p >= 1:
+        if gen is None or self.drop_prob == 0:  # training, or inference outside seeded_inference
+            return F.dropout(x, self.drop_prob, training=True)
+        if self.drop_prob >= 1:
             return torch.zeros_like(x)
         # masks from the request's own generator (drawn on its device, the CPU), inverted
-        keep = torch.rand(x.shape, generator=gen, device=gen.device).to(x.device) >= self.p
-        return x * keep / (1 - self.p)
+        keep = torch.rand(x.shape, generator=gen, device=gen.device).to(x.device) >= self.drop_prob
+        return x * keep / (1 - self.drop_prob)
 
     def extra_repr(self) -> str:
-        return f"p={self.p}"
+        return f"p={self.drop_prob}"
 
 
 class MCDropoutNet(nn.Module):
@@ -243,9 +241,11 @@ def fit(module: nn.Module, data: Dataset, params: MCDropoutParams, ctx: Context)
         module, opt, x, y, ctx, loss_fn=lambda xb, yb: loss(module, xb, yb), evaluate=validate
     )
     if finished:
-        with torch.no_grad():
-            metrics = evaluate(module, data.x_test.to(dev), data.y_test.to(dev), "test", t)
-        ctx.log(ctx.epochs if ctx.epochs is not None else ctx.steps or 0, **metrics)
+        final_test(
+            module,
+            ctx,
+            lambda: evaluate(module, data.x_test.to(dev), data.y_test.to(dev), "test", t),
+        )
 
 
 @torch.no_grad()

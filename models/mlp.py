@@ -2,8 +2,8 @@
 
 What it shows: the activation functions of the notes, BatchNorm with its
 learnable affine map after normalisation (Ioffe & Szegedy 2015), ordinary
-dropout (off at inference, unlike ``mc_dropout``), and every optimizer of
-``models.optim``.
+dropout (Srivastava et al. 2014; off at inference, unlike ``mc_dropout``), and
+every optimizer of ``models.optim``.
 
 Regression trains on standardised targets with the mean squared error and
 reports a homoscedastic noise variance: the residual variance on the
@@ -27,7 +27,8 @@ from torch import Tensor, nn
 
 from models.data import PREDICTIVE_DATASETS, DataInfo, Dataset
 from models.family import Capability, Context, Family, Params
-from models.layers import ActivationName, Hidden, Normalizer, mlp_trunk, train_epochs
+from models.layers import ActivationName, Hidden, Normalizer, mlp_trunk
+from models.loop import final_test, train_epochs
 from models.uncertainty import classification_summary, regression_summary
 
 
@@ -115,10 +116,9 @@ def fit(module: nn.Module, data: Dataset, params: MLPParams, ctx: Context) -> No
         evaluate=lambda: evaluate(module, x_val, y_val, "val"),
     )  # fmt: skip
     if finished:  # held-out numbers once, for the final weights
-        module.eval()
-        with torch.no_grad():
-            metrics = evaluate(module, data.x_test.to(dev), data.y_test.to(dev), "test")
-        ctx.log(ctx.epochs if ctx.epochs is not None else ctx.steps or 0, **metrics)
+        final_test(
+            module, ctx, lambda: evaluate(module, data.x_test.to(dev), data.y_test.to(dev), "test")
+        )
 
 
 @torch.no_grad()

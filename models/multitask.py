@@ -51,7 +51,8 @@ from torch import Tensor, nn
 
 from models.data import DataInfo, Dataset, TaskInfo
 from models.family import Capability, Context, Family, Params
-from models.layers import ActivationName, Hidden, Normalizer, mlp_trunk, train_epochs
+from models.layers import ActivationName, Hidden, Normalizer, mlp_trunk
+from models.loop import final_test, train_epochs
 from models.uncertainty import LOG_2PI, classification_summary, regression_summary
 
 Weight = Annotated[float, Field(ge=0.0, le=1e3)]
@@ -227,10 +228,9 @@ def fit(module: nn.Module, data: Dataset, params: MultiTaskParams, ctx: Context)
         module, opt, x, y, ctx, loss_fn=lambda xb, yb: total_loss(module, xb, yb), evaluate=validate
     )
     if finished:
-        module.eval()
-        with torch.no_grad():
-            metrics = evaluate(module, data.x_test.to(dev), data.y_test.to(dev), "test")
-        ctx.log(ctx.epochs if ctx.epochs is not None else ctx.steps or 0, **metrics)
+        final_test(
+            module, ctx, lambda: evaluate(module, data.x_test.to(dev), data.y_test.to(dev), "test")
+        )
 
 
 @torch.no_grad()

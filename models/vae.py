@@ -48,7 +48,8 @@ from models import likelihoods as lik
 from models.data import DataInfo, Dataset
 from models.family import Capability, Context, Family, Params
 from models.generative import LogProb, OptionError, SampleOptions, bits_per_dim
-from models.layers import ACTIVATIONS, ActivationName, Hidden, mlp_trunk, train_epochs
+from models.layers import ACTIVATIONS, ActivationName, Hidden, mlp_trunk
+from models.loop import final_test, train_epochs
 
 Likelihood = Literal["bernoulli", "gaussian", "discretized_logistic"]
 DATASETS = frozenset(
@@ -282,7 +283,7 @@ class Terms:
     log_qz: Tensor  # log q(z|x) (B,)
 
 
-def magic(t: Tensor) -> Tensor:
+def gradient_only(t: Tensor) -> Tensor:
     """Zero in value, ``t``'s gradient: surrogate terms leave the logged loss unchanged."""
     return t - t.detach()
 
@@ -317,9 +318,9 @@ def estimate(
         b = torch.zeros_like(signal) if baseline == "none" else vae.signal_mean.to(signal)
         if vae.baseline is not None:
             fitted = vae.baseline(u).squeeze(-1)  # b_ψ(x) fits f - moving average
-            loss = loss + magic((signal - b - fitted).pow(2).mean())
+            loss = loss + gradient_only((signal - b - fitted).pow(2).mean())
             b = b + fitted.detach()
-        loss = loss - magic(((signal - b) * log_qz).mean())
+        loss = loss - gradient_only(((signal - b) * log_qz).mean())
         if update_baseline:
             with torch.no_grad():
                 vae.signal_mean.mul_(MA_DECAY).add_((1 - MA_DECAY) * signal.double().mean())
@@ -422,9 +423,7 @@ def fit(module: nn.Module, data: Dataset, params: VAEParams, ctx: Context) -> No
 
     finished = train_epochs(vae, opt, x, y, ctx, loss_fn=loss_fn, evaluate=validate)
     if finished:
-        vae.eval()
-        step = ctx.epochs if ctx.epochs is not None else ctx.steps or 0
-        ctx.log(step, **test_metrics(vae, data, params.k_eval, ctx.seed))
+        final_test(vae, ctx, lambda: test_metrics(vae, data, params.k_eval, ctx.seed))
 
 
 def test_metrics(vae: VAE, data: Dataset, k: int, seed: int) -> dict[str, float]:

@@ -29,8 +29,8 @@ from app.datasets import load_job_data
 from app.db.models import Checkpoint, Job, new_id, utcnow
 from app.db.ops import (
     add_event,
+    good_checkpoints_newest_first,
     insert_metrics,
-    latest_good_checkpoint,
     prune_checkpoints,
     relax_durability,
     retry_db,
@@ -527,7 +527,7 @@ class Runner:
 
     def _load_resume(self) -> dict[str, Any] | None:
         with session_scope() as s:
-            for ckpt in latest_good_checkpoint(s, self.job.id):
+            for ckpt in good_checkpoints_newest_first(s, self.job.id):
                 try:
                     state = load_state(ckpt.data)
                     log.info(

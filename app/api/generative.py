@@ -471,11 +471,11 @@ def density_png(
     ys = np.linspace(centre[1] - half, centre[1] + half, points)
     gx, gy = np.meshgrid(xs, ys)
     grid = torch.from_numpy(np.stack([gx.ravel(), gy.ravel()], 1)).float()
-    kk = k or item.family.default_log_prob_k
+    log_prob_k = k or item.family.default_log_prob_k
     fields = _fields("k", "points", k is not None)
-    result = _log_prob_bounded(item, grid, None, kk, fields, "points² × k")
+    result = _log_prob_bounded(item, grid, None, log_prob_k, fields, "points² × k")
     log_p = result.log_prob.double().numpy()
     log_p = log_p.reshape(points, points)
-    exact = "exact" if result.exact else f"bound, k={kk}"
+    exact = "exact" if result.exact else f"bound, k={log_prob_k}"
     title = f"{item.family.name} on {item.info.name} · learned density ({exact})"
     return PNGResponse(draw(xs, ys, log_p, data=data, title=title))

@@ -82,7 +82,7 @@ def checkpoint_ok(ckpt: Checkpoint) -> bool:
     return hashlib.sha256(ckpt.data).hexdigest() == ckpt.sha256
 
 
-def latest_good_checkpoint(session: Session, job_id: str) -> Iterator[Checkpoint]:
+def good_checkpoints_newest_first(session: Session, job_id: str) -> Iterator[Checkpoint]:
     """The job's checkpoints, newest first, skipping any whose bytes fail their sha256."""
     ids = session.scalars(
         select(Checkpoint.id)

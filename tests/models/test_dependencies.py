@@ -1,15 +1,16 @@
 """The import rules of ``models/`` (issue 13), checked on the source with ``ast``.
 
-- A family module (one whose ``FAMILY`` ``models.registry`` lists; ``gan_metrics`` is
-  part of ``gan``) imports no other family: what families share lives in the shared
-  modules (``models.layers``, ``models.data``, ``models.uncertainty``, ...).
+- A family (a module or package whose ``FAMILY`` ``models.registry`` lists; the modules
+  of a family package, ``models.gan.metrics``, are that family) imports no other family:
+  what families share lives in the shared modules (``models.layers``, ``models.loop``,
+  ``models.nets``, ``models.data``, ``models.uncertainty``, ...).
 - A shared module imports no family; only ``models.registry`` may import them all.
 - ``models`` imports nothing from ``app``, ``workers``, ``tests`` or ``bench``.
 - No import cycles among the modules of ``models``.
 
 Every import counts: at module level, inside a function and under ``TYPE_CHECKING``.
-A subpackage (``models.data``) is one unit: its ``__init__`` and its submodules
-(``models.data.builtin``) are one node of the graph.
+A subpackage (``models.data``, ``models.gan``) is one unit: its ``__init__`` and its
+submodules (``models.data.builtin``) are one node of the graph.
 """
 
 from __future__ import annotations
@@ -22,14 +23,13 @@ MODELS = Path(__file__).resolve().parents[2] / "models"
 ROOT = MODELS.parent
 FORBIDDEN = ("app", "workers", "tests", "bench")
 REGISTRY = "models.registry"
-FAMILY_PARTS = {"models.gan_metrics": "models.gan"}  # module -> the family it belongs to
 
 
 @dataclass(frozen=True)
 class Import:
-    source: str  # the importing module, e.g. "models.gan"
+    source: str  # the importing module, e.g. "models.gan.family"
     target: str  # the imported module, e.g. "models.mlp" (or a package: "models.data")
-    where: str  # "models/gan.py:80"
+    where: str  # "models/gan/family.py:80"
     text: str  # "from models.mlp import Width"
 
     def describe(self) -> str:
@@ -67,7 +67,7 @@ def imports(name: str, path: Path, known: set[str]) -> list[Import]:
                 a.name for a in node.names
             )
             targets = {base}
-            for alias in node.names:  # ``from models import gan_metrics``: a submodule
+            for alias in node.names:  # ``from models.gan import metrics``: a submodule
                 if f"{base}.{alias.name}" in known:
                     targets.add(f"{base}.{alias.name}")
             if targets != {base} and base == "models":
@@ -88,8 +88,9 @@ def all_imports() -> list[Import]:
 
 
 def families() -> dict[str, str]:
-    """Module -> family module, from ``models.registry``: the modules it imports whose
-    ``FAMILY`` it reads, plus ``FAMILY_PARTS``."""
+    """Unit -> family, from ``models.registry``: the modules (or packages) it imports whose
+    ``FAMILY`` it reads. Look modules up by ``unit``: a family package's modules belong
+    to it."""
     path = sources()[REGISTRY]
     tree = ast.parse(path.read_text(encoding="utf-8"))
     imported: dict[str, str] = {}  # local name -> module
@@ -105,23 +106,26 @@ def families() -> dict[str, str]:
         and isinstance(node.value, ast.Name)
         and node.value.id in imported
     }
-    out = {m: m for m in read}
-    out |= {part: fam for part, fam in FAMILY_PARTS.items() if fam in read}
-    return out
+    return {m: m for m in read}
 
 
 def test_the_registry_names_the_families() -> None:
     fams = families()
-    assert {"models.mlp", "models.gan", "models.vae", "models.gan_metrics"} <= set(fams), fams
+    assert {"models.mlp", "models.gan", "models.flow", "models.vae"} <= set(fams), fams
     assert set(fams) <= set(sources()), f"not in models/: {set(fams) - set(sources())}"
+    assert unit("models.gan.metrics") == "models.gan"  # a family package's part is the family
+    assert "models.nets" not in fams and "models.loop" not in fams  # shared modules
 
 
 def test_no_family_imports_another() -> None:
     fams = families()
     bad = [
-        f"{imp.describe()}: family {fams[imp.source]!r} imports family {fams[imp.target]!r}"
+        f"{imp.describe()}: family {fams[unit(imp.source)]!r} imports family "
+        f"{fams[unit(imp.target)]!r}"
         for imp in all_imports()
-        if imp.source in fams and imp.target in fams and fams[imp.source] != fams[imp.target]
+        if unit(imp.source) in fams
+        and unit(imp.target) in fams
+        and fams[unit(imp.source)] != fams[unit(imp.target)]
     ]
     assert not bad, "a family imports another (move the shared piece to a shared module):\n" + (
         "\n".join(bad)
@@ -131,9 +135,9 @@ def test_no_family_imports_another() -> None:
 def test_shared_modules_import_no_family() -> None:
     fams = families()
     bad = [
-        f"{imp.describe()}: shared module {imp.source!r} imports family {fams[imp.target]!r}"
+        f"{imp.describe()}: shared module {imp.source!r} imports family {fams[unit(imp.target)]!r}"
         for imp in all_imports()
-        if imp.source not in fams and imp.source != REGISTRY and imp.target in fams
+        if unit(imp.source) not in fams and imp.source != REGISTRY and unit(imp.target) in fams
     ]
     assert not bad, "a shared module of models/ imports a family:\n" + "\n".join(bad)
 

@@ -12,7 +12,7 @@ from torch import Tensor, nn
 from models import ensemble
 from models.context import LocalContext
 from models.data import Dataset, load
-from models.layers import minibatches
+from models.loop import minibatches
 from models.uncertainty import heteroscedastic_loss
 from tests.models._helpers import RecordingContext, tiny
 

@@ -13,23 +13,11 @@ from torch.autograd.functional import jacobian
 from models.context import LocalContext
 from models.data import load
 from models.densities import banana, ring_u1, target_stats
-from models.flow import (
-    MADE,
-    BatchNormFlow,
-    Flow,
-    FlowParams,
-    Logit,
-    Planar,
-    Radial,
-    Standardize,
-    Transform,
-    build,
-    fit,
-    log_prob,
-    make_layer,
-    sample,
-)
+from models.flow.bijectors import BatchNormFlow, Logit, Planar, Radial, Standardize, Transform
+from models.flow.family import fit, log_prob, sample
+from models.flow.flow import Flow, FlowParams, build, make_layer
 from models.generative import OptionError, SampleOptions
+from models.nets.made import MADE
 from models.optim import OptimizerSpec
 from tests.models._helpers import tiny
 
@@ -224,7 +212,7 @@ def test_radial_parameters_stay_in_the_invertible_set() -> None:
     layer = Radial(2)
     with torch.no_grad():
         layer.beta_raw.fill_(-20.0)
-        alpha, beta = layer._ab()
+        alpha, beta = layer._alpha_beta()
     assert float(alpha) > 0 and float(beta) >= -float(alpha)
 
 

@@ -20,23 +20,19 @@ from torch import nn
 from models.context import LocalContext
 from models.data import load
 from models.data.builtin import GRID25_STD, RINGS8_STD, grid25_modes, rings8_modes
-from models.gan import (
-    ConditionalBatchNorm,
-    GANParams,
-    Trainer,
-    build,
+from models.gan.family import Trainer, decode, sample
+from models.gan.losses import (
     d_loss_bce,
-    decode,
     gradient_penalty,
     max_likelihood_g_loss,
     minimax_g_loss,
     non_saturating_g_loss,
     r1_penalty,
-    sample,
     wasserstein_d_loss,
     wasserstein_g_loss,
 )
-from models.gan_metrics import js_cells, mode_metrics
+from models.gan.metrics import js_cells, mode_metrics
+from models.gan.nets import ConditionalBatchNorm, GANParams, build
 from models.generative import OptionError, SampleOptions
 from models.registry import REGISTRY
 from tests.models._helpers import tiny

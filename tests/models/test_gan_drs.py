@@ -14,16 +14,9 @@ from torch import Tensor, nn
 
 from models.checkpoint import dump_state, load_state
 from models.data import load
-from models.gan import (
-    DRS_CHUNK,
-    GAN,
-    GANParams,
-    build,
-    drs_calibrated,
-    fit,
-    sample,
-    sample_plain,
-)
+from models.gan.drs import DRS_CHUNK, drs_burn_in_logits, drs_calibrated
+from models.gan.family import fit, sample, sample_plain
+from models.gan.nets import GAN, GANParams, build
 from models.generative import OptionError, SampleOptions
 from tests.models._helpers import RecordingContext, tiny
 
@@ -134,7 +127,6 @@ def test_drs_samples_follow_the_data_where_g_does_not() -> None:
 
 def test_the_burn_in_maximum_also_recovers_the_data() -> None:
     """M from the burn-in (as ``calibrate_drs`` sets it) instead of the exact maximum."""
-    from models.gan import drs_burn_in_logits
 
     module = _known_gan()
     exact = float(module.drs_max_logit)
@@ -150,7 +142,6 @@ def test_a_quantile_m_keeps_g_where_the_ratio_passes_it() -> None:
     """M at the q-quantile of G's logits: the sampler then draws ∝ min(p_G, p_data/e^M),
     so a kept sample lies above M with probability P_G(l > M)/acceptance = (1 − q)/a,
     a = E_G min(1, e^{l − M}); below M the relative weights are exact DRS's."""
-    from models.gan import drs_burn_in_logits
 
     module = _known_gan()
     q = 0.9
@@ -166,7 +157,6 @@ def test_a_quantile_m_keeps_g_where_the_ratio_passes_it() -> None:
 
 
 def test_drs_samples_are_determined_by_the_seed_not_by_n() -> None:
-    from models.gan import drs_burn_in_logits
 
     module = _known_gan()
     logits = drs_burn_in_logits(module)
@@ -222,7 +212,6 @@ def test_fit_calibrates_before_the_last_checkpoint() -> None:
     assert {"modes", "hq", "drs_max_logit", "drs_acceptance", "drs_modes", "drs_hq"} <= set(last)
     assert 0 < last["drs_acceptance"] <= 1 and 0 <= last["drs_hq"] <= 1
     assert drs_calibrated(module) and float(module.drs_max_logit) == last["drs_max_logit"]
-    from models.gan import drs_burn_in_logits
 
     torch.testing.assert_close(  # M: the default 0.95 quantile of the burn-in logits
         module.drs_max_logit, torch.quantile(drs_burn_in_logits(module), 0.95)

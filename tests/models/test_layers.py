@@ -7,7 +7,8 @@ import typing
 import torch
 from torch import nn
 
-from models.layers import ACTIVATIONS, ActivationName, Normalizer, minibatches, mlp_trunk
+from models.layers import ACTIVATIONS, ActivationName, Normalizer, mlp_trunk
+from models.loop import minibatches
 
 
 def test_every_activation_name_has_a_module() -> None:

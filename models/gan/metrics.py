@@ -1,4 +1,5 @@
-"""GAN diagnostics, logged after every epoch (see ``models.gan``).
+"""GAN diagnostics, logged after every epoch (see ``models.gan``; the mode counts of
+PacGAN, Lin et al. 2018, and VEEGAN, Srivastava et al. 2017).
 
 - ``d_real``, ``d_fake``: mean D(x) = σ(l) on the validation split and on generated
   samples (the critic's mean value f for ``wasserstein``); ``val_loss``: D's loss on them
@@ -18,7 +19,7 @@
   (1 − e^{−9/2}) / K for an isotropic 2-D Gaussian), and of the samples, estimated by
   counting. By the data-processing inequality it estimates a lower bound on
   JS(p_data ‖ p_G).
-- With ``drs``, once at the end of training, after ``models.gan.calibrate_drs``:
+- With ``drs``, once at the end of training, after ``models.gan.drs.calibrate_drs``:
   ``drs_max_logit`` (M), ``drs_acceptance`` (the mean of min(1, exp(l − M)) over the
   burn-in proposals that set M: the expected fraction of proposals kept) and, for the 2-D
   mixtures, ``drs_modes``, ``drs_modes_strict``, ``drs_hq`` and ``drs_js_modes``: the
@@ -32,9 +33,9 @@
   predicted class histogram from uniform, nats), ``class_frac_<c>`` (the histogram) and
   ``classifier_val_accuracy``.
 
-The dependency is one-way: ``models.gan`` imports this module, never the reverse. What
-the metrics need of a GAN is the ``GANModule`` protocol; its discriminator loss and its
-DRS sampler come in as arguments.
+The dependency is one-way: ``models.gan.family`` imports this module, and this module
+imports nothing of the package. What the metrics need of a GAN is the ``GANModule``
+protocol; its discriminator loss and its DRS sampler come in as arguments.
 """
 
 from __future__ import annotations
@@ -53,7 +54,8 @@ from models.context import LocalContext
 from models.data import DataInfo, Dataset, load
 from models.data.builtin import GRID25_STD, RINGS8_STD, mode_centres
 from models.generative import OptionError, SampleOptions
-from models.layers import Normalizer, mlp_trunk, train_epochs
+from models.layers import Normalizer, mlp_trunk
+from models.loop import train_epochs
 
 MODE_SAMPLES = 2_500
 IMAGE_SAMPLES = 1_000
@@ -66,7 +68,7 @@ DLoss = Callable[[Tensor, Tensor], Tensor]  # (real logits, fake logits) -> D's 
 
 
 class GANModule(Protocol):
-    """What the metrics read of a ``models.gan.GAN``."""
+    """What the metrics read of a ``models.gan.nets.GAN``."""
 
     @property
     def g(self) -> Callable[..., Tensor]: ...  # (z, labels or None) -> samples (B, D)
@@ -214,8 +216,8 @@ def drs_metrics(
     drs_sample: Callable[[SampleOptions], Tensor],
 ) -> dict[str, float]:
     """The ``drs_*`` diagnostics above, for a module just calibrated on the burn-in
-    ``logits`` that ``models.gan.calibrate_drs`` returned; ``drs_sample`` draws from it
-    (``models.gan.drs_sample`` bound to the module)."""
+    ``logits`` that ``models.gan.drs.calibrate_drs`` returned; ``drs_sample`` draws from it
+    (``models.gan.drs.drs_sample`` bound to the module)."""
 
     m = module.drs_max_logit.cpu()
     out = {

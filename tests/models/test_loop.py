@@ -1,0 +1,43 @@
+"""The shared loop's bookkeeping: ``Budget`` in either unit, and ``final_test``'s step."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from models.context import LocalContext
+from models.loop import Budget, batch_count, final_test, minibatches
+
+
+def test_budget_counts_in_the_jobs_unit() -> None:
+    by_epochs, by_steps = Budget(epochs=3, steps=None), Budget(epochs=None, steps=40)
+    assert (by_epochs.total, by_epochs.final_step, by_steps.total) == (3, 3, 40)
+    assert by_epochs.count(2, 17) == 2 and by_steps.count(2, 17) == 17
+    assert not by_epochs.finished(2, 99) and by_epochs.finished(3, 0)
+    assert not by_steps.finished(9, 39) and by_steps.finished(0, 40)
+    assert by_epochs.total_steps(7) == 21 and by_steps.total_steps(7) == 40
+    assert by_epochs.steps_left(10**6) and by_steps.steps_left(39)
+    assert not by_steps.steps_left(40)
+    assert Budget.of(LocalContext(steps=5)) == Budget(epochs=None, steps=5)
+
+
+def test_batch_count_matches_minibatches() -> None:
+    g = torch.Generator().manual_seed(0)
+    for n in (1, 2, 7, 8, 9, 17, 64, 65):
+        for size in (1, 4, 8, 64):
+            assert batch_count(n, size) == len(minibatches(n, size, g)), (n, size)
+
+
+def test_final_test_logs_at_the_last_unit_in_eval_mode_without_grad() -> None:
+    module = nn.Linear(2, 1)
+    seen: list[tuple[bool, bool]] = []
+
+    def metrics() -> dict[str, float]:
+        seen.append((module.training, torch.is_grad_enabled()))
+        return {"test_loss": 1.5}
+
+    for ctx, step in ((LocalContext(epochs=4), 4), (LocalContext(steps=30), 30)):
+        module.train()
+        final_test(module, ctx, metrics)
+        assert ctx.history == [(step, {"test_loss": 1.5})]
+    assert seen == [(False, False), (False, False)]
