@@ -76,8 +76,8 @@ from torch import Tensor, nn
 
 from models import gan_metrics
 from models.data import DataInfo, Dataset
-from models.family import Capability, Context, Diverged, Family, Params
-from models.generative import OptionError, SampleOptions
+from models.family import Capability, Context, Decoder, Diverged, Family, Params
+from models.generative import OptionError, SampleOptions, latent_path
 from models.layers import Width, minibatches
 from models.optim import Adam, RMSProp
 
@@ -775,13 +775,14 @@ FAMILY = Family(
     "discriminator rejection sampling",
     params=GANParams,
     datasets=GAN_DATASETS,
-    capabilities=frozenset({Capability.SAMPLE}),
+    capabilities={
+        Capability.SAMPLE: sample,
+        Capability.DECODE: Decoder(decode, latent_dim=lambda p: p.latent_dim),
+        Capability.INTERPOLATE: latent_path,
+    },
     build=build,
     fit=fit,
     default_epochs=100,
     default_batch_size=256,
-    sample=sample,
-    decode=decode,
-    latent_dim=lambda p: p.latent_dim,
     min_batch_size=lambda p: max(p.pack, 2 if p.batchnorm else 1),
 )
