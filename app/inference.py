@@ -1,7 +1,7 @@
 """Trained models in the API process: an LRU cache of loaded checkpoints.
 
 Once warm, a request reads no database: the entry holds the job's owner, family,
-data shape and the module. Entries are keyed by (job, checkpoint), so a resumed
+data shape, hyperparameters and the module. Entries are keyed by (job, checkpoint), so a resumed
 job that produces a new checkpoint is loaded afresh.
 """
 
@@ -22,7 +22,7 @@ from app.db.ops import checkpoint_ok
 from app.problems import Problem
 from models.checkpoint import load_state
 from models.data import DataInfo
-from models.family import Family
+from models.family import Family, Params
 from models.registry import get_family
 
 
@@ -34,6 +34,7 @@ class Loaded:
     family: Family
     info: DataInfo
     module: torch.nn.Module
+    params: Params  # the job's hyperparameters, which built the module
     checked_at: float = 0.0
     parameters: int = 0  # of the module: a request's work is parameters × forward rows
     # memory per forward row of each inference call, measured once (app.limits.RowCost)
@@ -80,11 +81,12 @@ def load_model(session: Session, job: Job, checkpoint_id: str | None = None) -> 
         raise Problem(409, f"checkpoint {cid} is corrupt (sha256 mismatch); resume or retrain")
     family = get_family(job.model)
     info = DataInfo.from_json(job.data_info)
-    module = family.build(family.params(**job.spec["params"]), info)
+    params = family.params(**job.spec["params"])
+    module = family.build(params, info)
     module.load_state_dict(load_state(ckpt.data)["model"])
     module.eval()
     parameters = sum(p.numel() for p in module.parameters())
-    return Loaded(job.id, job.owner, cid, family, info, module, parameters=parameters)
+    return Loaded(job.id, job.owner, cid, family, info, module, params, parameters=parameters)
 
 
 _CACHE: ModelCache | None = None

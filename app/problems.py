@@ -15,6 +15,7 @@ from sqlalchemy.exc import TimeoutError as SQLAlchemyTimeoutError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from app.refusals import Refused
+from models.family import Unsupported
 
 log = logging.getLogger("deepzoo.api")
 PROBLEM = "application/problem+json"
@@ -213,6 +214,12 @@ def install(app: FastAPI) -> None:
             instance=request.url.path,
             errors=errors,
         )
+
+    @app.exception_handler(Unsupported)
+    async def _unsupported(request: Request, exc: Unsupported) -> JSONResponse:
+        # a capability the model lacks (``Family.capability``) or a view it cannot draw:
+        # 409 naming everything it can do, the catalog's ``capabilities``
+        return problem_response(409, str(exc), instance=request.url.path, capabilities=exc.can)
 
     @app.exception_handler(OperationalError)
     @app.exception_handler(SQLAlchemyTimeoutError)

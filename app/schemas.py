@@ -418,6 +418,28 @@ class SamplesOut(BaseModel):
     temperature: float
 
 
+class LogProbRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    inputs: list[Any] = Field(description="examples in the data's own shape and units")
+    labels: list[int] | None = Field(None, description="one class per input (conditional)")
+    k: Annotated[int | None, Field(ge=1, description="importance samples for a bound")] = None
+
+
+class EncodeRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    inputs: list[Any]
+    labels: list[int] | None = None
+
+
+class DecodeRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    latents: list[Any] = Field(description="latent vectors z, each of the model's latent size")
+    labels: list[int] | None = None
+
+
 class LogProbOut(BaseModel):
     job_id: str
     checkpoint: str

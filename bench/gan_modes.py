@@ -94,6 +94,7 @@ def run_one(args: Job) -> dict[str, Any]:
     from models.context import LocalContext
     from models.data import load
     from models.data.builtin import mode_centres
+    from models.family import Capability
     from models.gan.metrics import MIXTURE_STD, MODE_SAMPLES, mode_metrics
     from models.generative import OptionError, SampleOptions
     from models.registry import get_family
@@ -107,12 +108,12 @@ def run_one(args: Job) -> dict[str, Any]:
     ctx = LocalContext(steps=steps, batch_size=batch, seed=seed)
     t0 = time.perf_counter()
     fam.fit(module, data, params, ctx)
-    assert fam.sample is not None
+    sample = fam.capability(Capability.SAMPLE)
     opts = SampleOptions(n=MODE_SAMPLES, seed=10_000 + seed)
     centres = mode_centres(dataset)
     assert centres is not None
     try:
-        x = fam.sample(module, opts)  # DRS samples for a DRS configuration
+        x = sample(module, opts)  # DRS samples for a DRS configuration
         m: dict[str, Any] = mode_metrics(x.double().numpy(), centres, MIXTURE_STD[dataset])
     except OptionError as exc:  # DRS kept too few proposals: no sample set, a failed run
         m = {"modes": 0.0, "modes_strict": 0.0, "hq": 0.0, "js_modes": math.log(2)}

@@ -21,6 +21,7 @@ from bench.common import percentile, running_stack, save
 from bench.service_overhead import PRODUCTION_TIMING
 from models.checkpoint import load_state
 from models.data import DataInfo
+from models.family import Capability
 from models.registry import get_family
 
 SPEC = {
@@ -46,12 +47,12 @@ def bare_forward(job: dict[str, Any], blob: bytes, x: torch.Tensor, n: int) -> l
     module = family.build(family.params(**job["spec"]["params"]), info)
     module.load_state_dict(load_state(blob)["model"])
     module.eval()
-    assert family.predict is not None
+    predict = family.capability(Capability.PREDICT)
     times = []
     with torch.inference_mode():
         for _ in range(n + 10):
             t0 = time.perf_counter()
-            family.predict(module, x, T)
+            predict(module, x, T)
             times.append(time.perf_counter() - t0)
     return times[10:]
 

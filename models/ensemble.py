@@ -310,10 +310,9 @@ FAMILY = Family(
     description="deep ensemble: M independently initialised networks trained at once, mixed",
     params=EnsembleParams,
     datasets=PREDICTIVE_DATASETS,
-    capabilities=frozenset({Capability.PREDICT}),
+    capabilities={Capability.PREDICT: predict},
     build=build,
     fit=fit,
     default_epochs=200,
-    predict=predict,
     mc_passes=passes,
 )

@@ -2,9 +2,9 @@
 
 A *family* is one model kind (``mlp``, ``mc_dropout``, ...). It declares its
 hyperparameters (``Params``), the built-in datasets it trains on, what it can
-do once trained (``capabilities``), how to build its ``nn.Module`` and how to
-train it. The runner (``workers/``) and the API (``app/``) never branch on the
-family: they only go through this record.
+do once trained (``capabilities``: each capability mapped to its function), how
+to build its ``nn.Module`` and how to train it. The runner (``workers/``) and the
+API (``app/``) never branch on the family: they only go through this record.
 
 This module imports nothing from ``app`` or ``workers``: ``models`` is a library.
 """
@@ -12,9 +12,11 @@ This module imports nothing from ``app`` or ``workers``: ``models`` is a library
 from __future__ import annotations
 
 import enum
-from collections.abc import Callable
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Protocol
+import inspect
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from types import MappingProxyType
+from typing import TYPE_CHECKING, Any, Literal, Protocol, overload
 
 import torch
 from pydantic import BaseModel, ConfigDict
@@ -22,15 +24,23 @@ from torch import nn
 
 if TYPE_CHECKING:
     from models.data import DataInfo
-    from models.generative import DecodeFn, EncodeFn, LogProbFn, SampleFn
+    from models.generative import DecodeFn, EncodeFn, InterpolateFn, LogProbFn, SampleFn
 
 
 class Capability(enum.StrEnum):
+    """What a trained model answers; ``Family.capabilities`` maps each one it declares to
+    its function (signatures: ``CapabilityFn`` below)."""
+
+    PREDICT = "predict"
     SAMPLE = "sample"
     LOG_PROB = "log_prob"
-    PREDICT = "predict"
+    ENCODE = "encode"
+    DECODE = "decode"
+    INTERPOLATE = "interpolate"
     ACT = "act"
+    ROLLOUT = "rollout"
     EMBED = "embed"
+    NEIGHBORS = "neighbors"
     TRAJECTORY = "trajectory"
 
 
@@ -78,12 +88,51 @@ class Context(Protocol):
     def progress(self, step: int, total: int) -> None: ...
 
 
-# Inference signatures. Inputs arrive as float tensors already checked for shape
-# against DataInfo; outputs are dicts of tensors/lists the API serialises.
-PredictFn = Callable[[nn.Module, torch.Tensor, int], dict[str, torch.Tensor]]
+# Inference signatures, one per capability. Inputs arrive as float tensors already checked
+# for shape against DataInfo; outputs are tensors (or dicts of them) the API serialises.
+# The generative ones (SampleFn, LogProbFn, EncodeFn, DecodeFn, InterpolateFn) are
+# documented in models/generative.py.
+PredictFn = Callable[[nn.Module, torch.Tensor, int], dict[str, torch.Tensor]]  # x, T passes
 # the data is the kind the family trains on (models.data.DataKind): a tensor table for most
 FitFn = Callable[[nn.Module, Any, Any, Context], None]
 BuildFn = Callable[[Any, "DataInfo"], nn.Module]
+
+
+@dataclass(frozen=True)
+class Decoder:
+    """DECODE's declaration: ``decode`` (module, z (n, latent_dim), labels | None) ->
+    (n, *input_shape), and ``latent_dim`` (the family's params -> the size of z), which
+    the API needs to read latents before it decodes them."""
+
+    decode: DecodeFn
+    latent_dim: Callable[[Any], int]
+
+    def __call__(
+        self, module: nn.Module, z: torch.Tensor, labels: torch.Tensor | None
+    ) -> torch.Tensor:
+        return self.decode(module, z, labels)
+
+
+# capability -> the positional arguments its function takes (the signatures above); the
+# reserved capabilities (act, rollout, embed, neighbors, trajectory) get theirs with the
+# first family that serves them, and are only checked to be callable until then
+ARITY: dict[Capability, int] = {
+    Capability.PREDICT: 3,  # module, x, T
+    Capability.SAMPLE: 2,  # module, SampleOptions
+    Capability.LOG_PROB: 4,  # module, x, labels, k
+    Capability.ENCODE: 3,  # module, x, labels
+    Capability.DECODE: 3,  # module, z, labels (a Decoder)
+    Capability.INTERPOLATE: 3,  # z_a, z_b, steps
+}
+
+
+class Unsupported(LookupError):
+    """A capability (or a view built on one) the model does not have; the API answers 409
+    naming what it can do (``can``: the catalog's ``capabilities``)."""
+
+    def __init__(self, family: Family, what: str, why: str = "") -> None:
+        self.family, self.what, self.can = family.name, what, family.can
+        super().__init__(f"model {family.name!r} cannot {what}{why}; it can: {', '.join(self.can)}")
 
 
 @dataclass(frozen=True)
@@ -92,25 +141,17 @@ class Family:
     description: str
     params: type[Params]
     datasets: frozenset[str]
-    capabilities: frozenset[Capability]
+    # capability -> its function, one entry per capability (``capability()`` reads it typed)
+    capabilities: Mapping[Capability, Callable[..., Any]] = field(hash=False)
     build: BuildFn
     fit: FitFn
     default_epochs: int = 50
     default_batch_size: int = 64
-    # capability -> callable; each declared capability must have one
-    predict: PredictFn | None = None
     # stochastic passes when a predict request does not say (1 for deterministic models)
     default_mc_samples: int = 1
     # (module, requested T) -> the passes predict really runs, which responses echo: an
     # ensemble its M members, a deterministic model 1; None: T itself (MC dropout)
     mc_passes: Callable[[nn.Module, int], int] | None = None
-    # generative families (models/generative.py): sample, log_prob; latent-variable
-    # models also encode and decode (VAEs) or decode only (GANs: z -> x)
-    sample: SampleFn | None = None
-    log_prob: LogProbFn | None = None
-    encode: EncodeFn | None = None
-    decode: DecodeFn | None = None
-    latent_dim: Callable[[Any], int] | None = None  # params -> size of z, for decode
     # importance samples for a bound when a log-prob request does not say
     default_log_prob_k: int = 1
     # params -> the smallest minibatch the model trains on (batch statistics need 2, a
@@ -118,15 +159,60 @@ class Family:
     min_batch_size: Callable[[Any], int] | None = None
 
     def __post_init__(self) -> None:
-        needs = {
-            Capability.PREDICT: self.predict,
-            Capability.SAMPLE: self.sample,
-            Capability.LOG_PROB: self.log_prob,
-        }
-        for capability, fn in needs.items():
-            if capability in self.capabilities and fn is None:
-                raise TypeError(
-                    f"family {self.name!r} declares {capability.value} without its function"
-                )
-        if (self.decode is None) != (self.latent_dim is None):
-            raise TypeError(f"family {self.name!r}: decode and latent_dim go together")
+        for capability, fn in self.capabilities.items():
+            _check(self.name, capability, fn)
+        declared = self.capabilities
+        if Capability.INTERPOLATE in declared and Capability.DECODE not in declared:
+            raise TypeError(f"family {self.name!r} declares interpolate without decode")
+        object.__setattr__(self, "capabilities", MappingProxyType(dict(self.capabilities)))
+
+    @property
+    def can(self) -> list[str]:
+        """The capabilities' names, sorted: what the catalog and a 409 list."""
+        return sorted(c.value for c in self.capabilities)
+
+    @overload
+    def capability(self, c: Literal[Capability.PREDICT]) -> PredictFn: ...
+    @overload
+    def capability(self, c: Literal[Capability.SAMPLE]) -> SampleFn: ...
+    @overload
+    def capability(self, c: Literal[Capability.LOG_PROB]) -> LogProbFn: ...
+    @overload
+    def capability(self, c: Literal[Capability.ENCODE]) -> EncodeFn: ...
+    @overload
+    def capability(self, c: Literal[Capability.DECODE]) -> Decoder: ...
+    @overload
+    def capability(self, c: Literal[Capability.INTERPOLATE]) -> InterpolateFn: ...
+    @overload
+    def capability(self, c: Capability) -> Callable[..., Any]: ...
+    def capability(self, c: Capability) -> Callable[..., Any]:
+        """The function declared for ``c``; ``Unsupported`` (the API's 409) without one."""
+        fn = self.capabilities.get(c)
+        if fn is None:
+            raise Unsupported(self, c.value)
+        return fn
+
+
+def _check(family: str, capability: Any, fn: Any) -> None:
+    """TypeError unless ``fn`` can serve ``capability`` (called at import, by ``Family``)."""
+    if not isinstance(capability, Capability):
+        raise TypeError(f"family {family!r}: {capability!r} is not a Capability")
+    if fn is None or not callable(fn):
+        raise TypeError(f"family {family!r} declares {capability.value} without its function")
+    if capability is Capability.DECODE and not isinstance(fn, Decoder):
+        raise TypeError(f"family {family!r}: decode is declared as a Decoder(decode, latent_dim)")
+    arity = ARITY.get(capability)
+    if arity is None:
+        return
+    target = fn.decode if isinstance(fn, Decoder) else fn
+    try:
+        signature = inspect.signature(target)
+    except (TypeError, ValueError):  # a builtin without one: nothing to check
+        return
+    try:
+        signature.bind(*range(arity))
+    except TypeError:
+        raise TypeError(
+            f"family {family!r}: its {capability.value} function {signature} does not take "
+            f"the {arity} positional arguments of a {capability.value} function"
+        ) from None

@@ -53,10 +53,21 @@ class LogProb:
     k: int | None = None  # importance samples behind a bound
 
 
+# The capabilities' signatures (models.family.Capability -> function). Options are explicit
+# arguments except the sampler's, which are many: labels are (N,) int64 classes for a
+# conditional model or None; k the importance samples of a bound (1: the plain ELBO).
 SampleFn = Callable[[nn.Module, SampleOptions], Tensor]  # -> (n, *input_shape)
 LogProbFn = Callable[[nn.Module, Tensor, Tensor | None, int], LogProb]  # x, labels, k
 EncodeFn = Callable[[nn.Module, Tensor, Tensor | None], dict[str, Tensor]]  # -> mean, log_var
 DecodeFn = Callable[[nn.Module, Tensor, Tensor | None], Tensor]  # z, labels -> (n, *shape)
+InterpolateFn = Callable[[Tensor, Tensor, int], Tensor]  # z_a (D,), z_b (D,), steps -> (steps, D)
+
+
+def latent_path(z_a: Tensor, z_b: Tensor, steps: int) -> Tensor:
+    """The straight line from ``z_a`` to ``z_b`` in ``steps`` points, ends included: the
+    INTERPOLATE of a latent-variable model with a Gaussian prior (the API decodes it)."""
+    t = torch.linspace(0, 1, steps)[:, None]  # (steps, 1)
+    return (1 - t) * z_a.cpu() + t * z_b.cpu()  # (steps, D)
 
 
 def level_width(info: DataInfo) -> float | None:

@@ -269,10 +269,9 @@ FAMILY = Family(
     description="MC dropout: dropout at inference, heteroscedastic head, model precision τ",
     params=MCDropoutParams,
     datasets=PREDICTIVE_DATASETS,
-    capabilities=frozenset({Capability.PREDICT}),
+    capabilities={Capability.PREDICT: predict},
     build=build,
     fit=fit,
     default_epochs=200,
-    predict=predict,
     default_mc_samples=100,
 )

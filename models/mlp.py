@@ -142,11 +142,10 @@ FAMILY = Family(
     description="fully connected network: activations, BatchNorm with learnable affine, dropout",
     params=MLPParams,
     datasets=PREDICTIVE_DATASETS,
-    capabilities=frozenset({Capability.PREDICT}),
+    capabilities={Capability.PREDICT: predict},
     build=build,
     fit=fit,
     default_epochs=50,
-    predict=predict,
     mc_passes=lambda module, t: 1,
     min_batch_size=lambda p: 2 if p.batchnorm else 1,
 )

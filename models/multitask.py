@@ -267,10 +267,9 @@ FAMILY = Family(
     description="shared trunk, one head per task, losses weighed by learned task uncertainty",
     params=MultiTaskParams,
     datasets=frozenset({"multitask_synth"}),
-    capabilities=frozenset({Capability.PREDICT}),
+    capabilities={Capability.PREDICT: predict},
     build=build,
     fit=fit,
     default_epochs=100,
-    predict=predict,
     mc_passes=lambda module, t: 1,
 )

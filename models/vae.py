@@ -46,8 +46,8 @@ from torch import Tensor, nn
 
 from models import likelihoods as lik
 from models.data import DataInfo, Dataset
-from models.family import Capability, Context, Family, Params
-from models.generative import LogProb, OptionError, SampleOptions, bits_per_dim
+from models.family import Capability, Context, Decoder, Family, Params
+from models.generative import LogProb, OptionError, SampleOptions, bits_per_dim, latent_path
 from models.layers import ACTIVATIONS, ActivationName, Hidden, mlp_trunk
 from models.loop import final_test, train_epochs
 
@@ -498,14 +498,15 @@ FAMILY = Family(
     "β, conditional; importance-weighted log p bound",
     params=VAEParams,
     datasets=DATASETS,
-    capabilities=frozenset({Capability.SAMPLE, Capability.LOG_PROB}),
+    capabilities={
+        Capability.SAMPLE: sample,
+        Capability.LOG_PROB: log_prob,
+        Capability.ENCODE: encode,
+        Capability.DECODE: Decoder(decode, latent_dim),
+        Capability.INTERPOLATE: latent_path,
+    },
     build=build,
     fit=fit,
     default_epochs=50,
-    sample=sample,
-    log_prob=log_prob,
-    encode=encode,
-    decode=decode,
-    latent_dim=latent_dim,
     default_log_prob_k=100,
 )

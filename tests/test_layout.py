@@ -4,6 +4,8 @@
   (``app.datasets``, ``app.storage``, ``app.workers_live``, …) raise plain exceptions
   (``app.refusals``) that the API routes translate into problems.
 - ``bench/`` imports only app/, workers/, models/ and third-party packages, never tests/.
+- The routers in ``app/api`` never import each other; they share ``app.api.deps`` and
+  ``app.api.common``.
 """
 
 from __future__ import annotations
@@ -54,3 +56,35 @@ def test_bench_does_not_import_tests() -> None:
     assert files
     offenders = [str(p.relative_to(ROOT)) for p in files if "tests" in _imported_roots(p)]
     assert offenders == []
+
+
+API_SHARED = {"app.api.deps", "app.api.common"}  # what the routers may share
+
+
+def _app_api_imports(path: Path) -> set[str]:
+    """The ``app.api`` modules a module imports (``from app.api import x`` counts as x)."""
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text(), filename=str(path))):
+        if isinstance(node, ast.Import):
+            found.update(a.name for a in node.names if a.name.startswith("app.api."))
+        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+            if node.module == "app.api":
+                found.update(f"app.api.{a.name}" for a in node.names)
+            elif node.module.startswith("app.api."):
+                found.add(node.module)
+        elif isinstance(node, ast.ImportFrom) and node.level > 0:
+            found.add(f"app.api.{node.module or ''}")  # relative: another app.api module
+    return found
+
+
+def test_routers_do_not_import_each_other() -> None:
+    """A module in app/api imports only deps and common from app/api: what two routers
+    share lives there, never in a router."""
+    files = sorted((ROOT / "app" / "api").glob("*.py"))
+    assert len(files) > 5
+    offenders = {
+        str(p.relative_to(ROOT)): sorted(_app_api_imports(p) - API_SHARED)
+        for p in files
+        if _app_api_imports(p) - API_SHARED
+    }
+    assert offenders == {}

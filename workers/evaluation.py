@@ -4,7 +4,7 @@ The runner calls ``log_calibration`` after a successful fit of a family with the
 ``predict`` capability. It describes the model inference serves: the weights of
 the job's ``checkpoint`` (best by validation, else the latest), reloaded from the
 database, not the module's final in-memory weights (they differ when the last
-epoch was not the best). Predictions go through ``family.predict`` with the
+epoch was not the best). Predictions go through the family's PREDICT function with the
 family's ``default_mc_samples``, in batches, exactly as ``POST .../predict`` would.
 
 Names: ``cal_nll``, ``cal_rmse``, ``cal_coverage_95``, ``cal_width_95`` (regression,
@@ -56,14 +56,15 @@ def calibration_metrics(
 ) -> dict[str, float] | None:
     """``cal_*`` metrics of ``state`` on the test split, or None when not applicable (no
     ``predict``, or data that is not a table with a test split)."""
-    if family.predict is None or Capability.PREDICT not in family.capabilities:
+    if Capability.PREDICT not in family.capabilities:
         return None
     if not isinstance(data, TensorTable) or len(data.x_test) == 0:
         return None
     module = family.build(params, data.info)
     module.load_state_dict(state)
     module.to(device or torch.device("cpu")).eval()
-    out = predict_batched(family.predict, module, data.x_test, family.default_mc_samples)
+    predict = family.capability(Capability.PREDICT)
+    out = predict_batched(predict, module, data.x_test, family.default_mc_samples)
     metrics = predictive_metrics(out, data.y_test, data.info.task)
     if metrics is None:
         return None

@@ -5,7 +5,6 @@ from __future__ import annotations
 from fastapi import APIRouter
 
 from app.api.deps import CurrentPrincipal
-from app.api.inference import capabilities_of
 from app.problems import Problem
 from app.schemas import ModelOut
 from models.family import Family
@@ -18,7 +17,7 @@ def model_out(f: Family) -> ModelOut:
     return ModelOut(
         name=f.name,
         description=f.description,
-        capabilities=capabilities_of(f),
+        capabilities=f.can,
         datasets=sorted(f.datasets),
         params_schema=f.params.model_json_schema(),
         default_epochs=f.default_epochs,

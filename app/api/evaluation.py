@@ -7,8 +7,8 @@
 - ``POST /v1/jobs/{id}/acquire``: the k pool inputs an acquisition function ranks
   highest (BALD, max entropy, epistemic variance), best first.
 
-Every route goes through the predict endpoint's machinery: the rate limiter, the
-cached model (``loaded_model``, owner checked), the capability check, input parsing.
+Every route goes through the predict endpoint's machinery: ``LoadedModel`` (the rate
+limiter, the cached model, owner checked), the capability check, input parsing.
 """
 
 from __future__ import annotations
@@ -22,30 +22,17 @@ import torch
 from fastapi import APIRouter, Query
 from fastapi.responses import JSONResponse, Response
 
-from app.api.deps import CurrentPrincipal, SessionDep, owned_job
-from app.api.inference import (
-    bounded_predict,
-    cannot,
-    loaded_model,
-    parse_inputs,
-    refuse_non_finite,
-    require,
-)
-from app.datasets import load_dataset
+from app.api.common import PNG, PNGResponse, bounded_predict, parse_inputs, refuse_non_finite
+from app.api.deps import JobModel, LoadedModel, job_dataset
 from app.db.models import Job
 from app.inference import Loaded, to_jsonable
-from app.limits import INFERENCE_LIMITER
 from app.plots import coverage_png, reliability_png, uncertainty_png
 from app.problems import Problem
-from app.schemas import BINARY, AcquireOut, AcquireRequest, CalibrationOut
+from app.schemas import AcquireOut, AcquireRequest, CalibrationOut
 from models import calibration as cal
-from models.data import Dataset
-from models.family import Capability
+from models.family import Capability, Unsupported
 
 router = APIRouter(prefix="/v1/jobs", tags=["evaluation"])
-PNG: dict[int | str, dict[str, Any]] = {
-    200: {"content": {"image/png": {"schema": BINARY}}, "description": "a PNG image"}
-}
 MCSamples = Annotated[
     int | None, Query(ge=1, description="stochastic passes T (default: the model's own)")
 ]
@@ -53,18 +40,6 @@ Seed = Annotated[
     int,
     Query(ge=0, le=2**63 - 1, description="seeds the stochastic passes"),
 ]
-
-
-class PNGResponse(Response):
-    media_type = "image/png"
-
-
-def job_dataset(job: Job) -> Dataset:
-    """The data a job trained on: a built-in, or the owner's upload from the database."""
-    try:
-        return load_dataset(job.dataset)
-    except (KeyError, LookupError):
-        raise Problem(409, f"dataset {job.dataset!r} of job {job.id} is not available") from None
 
 
 def missing(out: dict[str, torch.Tensor], keys: tuple[str, ...], item: Loaded) -> None:
@@ -85,7 +60,7 @@ def _title(job: Job, mc: int, seed: int) -> str:
 def single_task(item: Loaded, what: str) -> None:
     """409 for a multitask model on a view drawn for one task (calibration, acquire)."""
     if item.info.task == "multitask":
-        raise cannot(
+        raise Unsupported(
             item.family,
             what,
             f" on {item.info.name!r}: it predicts several tasks and {what} ranks or bins "
@@ -93,19 +68,16 @@ def single_task(item: Loaded, what: str) -> None:
         )
 
 
-def _prepare(job_id: str, principal: CurrentPrincipal, session: SessionDep) -> tuple[Loaded, Job]:
-    INFERENCE_LIMITER.take(principal.key_id)
-    item = loaded_model(session, principal, job_id)
-    job = owned_job(session, principal, job_id)
-    require(item, Capability.PREDICT)
+def _prepare(model: JobModel) -> tuple[Loaded, Job]:
+    item = model.load()
+    job = model.job()
+    item.family.capability(Capability.PREDICT)  # 409 naming what it can do
     return item, job
 
 
 @router.get("/{job_id}/plot.png", response_class=PNGResponse, responses=PNG)
 def plot_png(
-    job_id: str,
-    principal: CurrentPrincipal,
-    session: SessionDep,
+    model: LoadedModel,
     mc_samples: MCSamples = None,
     seed: Seed = 0,
     points: Annotated[int, Query(ge=10, le=2000, description="grid size")] = 400,
@@ -113,7 +85,7 @@ def plot_png(
 ) -> Response:
     """1-D regression: predictive mean, epistemic and total (epistemic + aleatoric) bands,
     the training data, over the data's range with 15% margins; below, both σ against x."""
-    item, job = _prepare(job_id, principal, session)
+    item, job = _prepare(model)
     info = item.info
     if info.task != "regression" or info.input_shape != (1,) or info.target_dim != 1:
         raise Problem(
@@ -194,29 +166,25 @@ Bins = Annotated[int, Query(ge=2, le=50, description="equal-width confidence bin
     "/{job_id}/calibration", response_model=None, responses={200: {"model": CalibrationOut}}
 )
 def calibration(
-    job_id: str,
-    principal: CurrentPrincipal,
-    session: SessionDep,
+    model: LoadedModel,
     mc_samples: MCSamples = None,
     bins: Bins = cal.DEFAULT_BINS,
     seed: Seed = 0,
 ) -> JSONResponse:
     """Test-split calibration: metrics, and reliability bins or the coverage curve."""
-    item, job = _prepare(job_id, principal, session)
+    item, job = _prepare(model)
     return JSONResponse(split_calibration(item, job, mc_samples, bins, seed))
 
 
 @router.get("/{job_id}/reliability.png", response_class=PNGResponse, responses=PNG)
 def reliability(
-    job_id: str,
-    principal: CurrentPrincipal,
-    session: SessionDep,
+    model: LoadedModel,
     mc_samples: MCSamples = None,
     bins: Bins = cal.DEFAULT_BINS,
     seed: Seed = 0,
 ) -> Response:
     """Reliability diagram (classification) or coverage calibration curve (regression)."""
-    item, job = _prepare(job_id, principal, session)
+    item, job = _prepare(model)
     result = split_calibration(item, job, mc_samples, bins, seed)
     title = _title(job, result["mc_samples"], seed) + f" · test n={result['n_test']}"
     m = result["metrics"]
@@ -238,14 +206,11 @@ SCORES = {"bald": "mutual_information", "max_entropy": "predictive_entropy"}
 
 
 @router.post("/{job_id}/acquire", response_model=None, responses={200: {"model": AcquireOut}})
-def acquire(
-    job_id: str, body: AcquireRequest, principal: CurrentPrincipal, session: SessionDep
-) -> JSONResponse:
+def acquire(body: AcquireRequest, model: LoadedModel) -> JSONResponse:
     """Active learning: the ``k`` pool inputs with the highest acquisition score, best first
     (ties by pool index)."""
-    INFERENCE_LIMITER.take(principal.key_id)
-    item = loaded_model(session, principal, job_id)
-    require(item, Capability.PREDICT)
+    item = model.load()
+    item.family.capability(Capability.PREDICT)  # 409 naming what it can do
     single_task(item, "acquire")
     x = parse_inputs(body.pool, item.info.input_shape, field="pool")
     if body.k > len(x):
@@ -278,7 +243,7 @@ def acquire(
     items = [{"index": i, "input": body.pool[i], "score": scores[i]} for i in order]
     return JSONResponse(
         {
-            "job_id": job_id,
+            "job_id": item.job_id,
             "checkpoint": item.checkpoint_id,
             "strategy": strategy,
             "mc_samples": mc,

@@ -2,8 +2,8 @@
 log-likelihoods, the encoder and decoder of latent-variable models, and pictures
 (sample grids and scatters, latent interpolations, 2-D density heat maps).
 
-Each route goes through ``models.generative``'s signatures on the ``Family`` record;
-no route knows a family by name.
+Each route calls the functions the ``Family`` record maps its capabilities to
+(signatures in ``models.generative``); no route knows a family by name.
 """
 
 from __future__ import annotations
@@ -16,27 +16,26 @@ import numpy as np
 import torch
 from fastapi import APIRouter, Query
 from fastapi.responses import JSONResponse, Response
-from pydantic import BaseModel, ConfigDict, Field
 
-from app.api.deps import CurrentPrincipal, SessionDep, owned_job
-from app.api.evaluation import PNG, PNGResponse, job_dataset
-from app.api.inference import cannot, loaded_model, parse_inputs, require
-from app.auth import Principal
+from app.api.common import PNG, PNGResponse, parse_inputs, run_inference
+from app.api.deps import JobModel, LoadedModel
 from app.config import get_settings
-from app.inference import Loaded, load_model, to_jsonable
-from app.limits import (
-    INFERENCE_LIMITER,
-    MAX_INFERENCE_WORK,
-    MAX_PNG_SAMPLES,
-    RowCost,
-    check_work,
-    chunk_size,
-)
+from app.inference import Loaded, to_jsonable
+from app.limits import MAX_INFERENCE_WORK, MAX_PNG_SAMPLES, RowCost, check_work, chunk_size
 from app.problems import Problem, field_problem
-from app.schemas import BINARY, DecodeOut, EncodeOut, LogProbOut, SamplesOut
+from app.schemas import (
+    BINARY,
+    DecodeOut,
+    DecodeRequest,
+    EncodeOut,
+    EncodeRequest,
+    LogProbOut,
+    LogProbRequest,
+    SamplesOut,
+)
 from models.data.builtin import mode_centres
 from models.family import Capability
-from models.generative import LogProb, OptionError, SampleOptions, bits_per_dim
+from models.generative import LogProb, SampleOptions, bits_per_dim
 
 router = APIRouter(prefix="/v1/jobs", tags=["generative"])
 log = logging.getLogger("deepzoo.generative")
@@ -77,16 +76,6 @@ def _fields(first: str, second: str, explicit_first: bool) -> list[str]:
     return [first, second] if explicit_first else [second, first]
 
 
-def _model(
-    session: SessionDep, principal: Principal, job_id: str, checkpoint: str | None = None
-) -> Loaded:
-    INFERENCE_LIMITER.take(principal.key_id)
-    item = loaded_model(session, principal, job_id)
-    if checkpoint is not None and checkpoint != item.checkpoint_id:
-        item = load_model(session, owned_job(session, principal, job_id), checkpoint)
-    return item
-
-
 def _labels(
     item: Loaded, raw: list[int] | None, n: int, field: str = "labels"
 ) -> torch.Tensor | None:
@@ -103,26 +92,14 @@ def _labels(
     return torch.tensor(raw, dtype=torch.int64)
 
 
-def _call(fn: Any, *args: Any, field: str | None = None) -> Any:
-    """Run a family function; its ``OptionError`` becomes a 422 naming the option (or
-    ``field``: the query parameter a route turned into the family's argument)."""
-    try:
-        with torch.inference_mode():
-            return fn(*args)
-    except OptionError as exc:
-        raise field_problem(field or exc.field, str(exc)) from None
-
-
 def _samples(item: Loaded, opts: SampleOptions) -> torch.Tensor:
     """n samples, their work bounded (parameters × n; a proposal sampler stops at the same
     bound) and their memory under the budget (422 on ``n`` beyond either)."""
-    require(item, Capability.SAMPLE)
+    sample = item.family.capability(Capability.SAMPLE)
     if opts.label is not None:
         classes = item.info.n_classes
         if classes is None or not 0 <= opts.label < classes:
             raise field_problem("label", f"label {opts.label} is not a class of {item.info.name}")
-    sample = item.family.sample
-    assert sample is not None
     check_work(item.parameters, opts.n, ["n"], "n samples")
     max_rows = MAX_INFERENCE_WORK // max(item.parameters, 1)
 
@@ -138,7 +115,7 @@ def _samples(item: Loaded, opts: SampleOptions) -> torch.Tensor:
             kind="too_costly",
         )
     opts = SampleOptions(opts.n, opts.seed, opts.label, opts.temperature, max_rows=max_rows)
-    return _call(sample, item.module, opts).detach().cpu().float()
+    return run_inference(sample, item.module, opts).detach().cpu().float()
 
 
 # --- samples -----------------------------------------------------------------------------
@@ -156,9 +133,7 @@ def _samples(item: Loaded, opts: SampleOptions) -> torch.Tensor:
     },
 )
 def samples(
-    job_id: str,
-    principal: CurrentPrincipal,
-    session: SessionDep,
+    model: LoadedModel,
     n: Annotated[int, Query(ge=1, description="how many samples (DEEPZOO_MAX_SAMPLES)")] = 16,
     seed: Annotated[int, Query(ge=0, le=2**63 - 1, description="same seed, same samples")] = 0,
     label: Annotated[int | None, Query(ge=0, description="class, for conditional models")] = None,
@@ -173,7 +148,7 @@ def samples(
     limit = get_settings().max_samples
     if n > limit:
         raise field_problem("n", f"at most {limit} samples per request", kind="less_than_equal")
-    item = _model(session, principal, job_id, checkpoint)
+    item = model.load(checkpoint)
     if format == "png" and item.info.image_shape is not None and n > MAX_PNG_SAMPLES:
         raise field_problem(
             "n", f"a PNG grid draws at most {MAX_PNG_SAMPLES} images", kind="less_than_equal"
@@ -181,10 +156,10 @@ def samples(
     opts = SampleOptions(n=n, seed=seed, label=label, temperature=temperature)
     x = _samples(item, opts)
     if format == "png":
-        return PNGResponse(_samples_png(item, x, opts, session, principal, job_id))
+        return PNGResponse(_samples_png(item, x, opts, model))
     return JSONResponse(
         {
-            "job_id": job_id,
+            "job_id": item.job_id,
             "checkpoint": item.checkpoint_id,
             "samples": to_jsonable(x),
             "seed": seed,
@@ -195,14 +170,7 @@ def samples(
     )
 
 
-def _samples_png(
-    item: Loaded,
-    x: torch.Tensor,
-    opts: SampleOptions,
-    session: SessionDep,
-    principal: Principal,
-    job_id: str,
-) -> bytes:
+def _samples_png(item: Loaded, x: torch.Tensor, opts: SampleOptions, model: JobModel) -> bytes:
     from app.plots import image_grid_png, scatter_png
 
     info = item.info
@@ -214,7 +182,7 @@ def _samples_png(
         images = x.reshape(len(x), *info.image_shape).numpy()
         return image_grid_png(images, value_max=info.value_max or 1.0, title=title)
     if info.input_shape == (2,):
-        data = job_dataset(owned_job(session, principal, job_id)).x_train.numpy()
+        data = model.dataset().x_train.numpy()
         return scatter_png(x.numpy(), data=data, modes=mode_centres(info.name), title=title)
     raise Problem(409, f"no picture for {info.name}'s data (neither images nor 2-D points)")
 
@@ -222,22 +190,12 @@ def _samples_png(
 # --- log-likelihood ----------------------------------------------------------------------
 
 
-class LogProbRequest(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    inputs: list[Any] = Field(description="examples in the data's own shape and units")
-    labels: list[int] | None = Field(None, description="one class per input (conditional)")
-    k: Annotated[int | None, Field(ge=1, description="importance samples for a bound")] = None
-
-
 @router.post("/{job_id}/log-prob", response_model=None, responses={200: {"model": LogProbOut}})
-def log_prob(
-    job_id: str, body: LogProbRequest, principal: CurrentPrincipal, session: SessionDep
-) -> JSONResponse:
+def log_prob(body: LogProbRequest, model: LoadedModel) -> JSONResponse:
     """log p(x) per input in nats and bits per dimension: ``exact`` for flows, a lower
     bound with ``k`` importance samples for a VAE."""
-    item = _model(session, principal, job_id)
-    require(item, Capability.LOG_PROB)
+    item = model.load()
+    item.family.capability(Capability.LOG_PROB)  # 409 naming what it can do, before parsing
     x = parse_inputs(body.inputs, item.info.input_shape)
     k = body.k or item.family.default_log_prob_k
     settings = get_settings()
@@ -250,7 +208,7 @@ def log_prob(
     lp = out.log_prob.detach().cpu().double()
     return JSONResponse(
         {
-            "job_id": job_id,
+            "job_id": item.job_id,
             "checkpoint": item.checkpoint_id,
             "log_prob": to_jsonable(lp),
             "bits_per_dim": to_jsonable(bits_per_dim(lp, item.info)),
@@ -270,8 +228,7 @@ def _log_prob_bounded(
 ) -> LogProb:
     """log p of ``x`` with ``k`` importance samples: work (parameters × inputs × k) bounded,
     inputs chunked under the memory budget (each chunk reseeds the family's fixed noise)."""
-    fn = item.family.log_prob
-    assert fn is not None
+    fn = item.family.capability(Capability.LOG_PROB)
     check_work(item.parameters, len(x) * k, fields, what)
     shape, probe_labels = item.info.input_shape, _probe_labels(item, labels is not None)
     per_call = _per_call(
@@ -283,7 +240,9 @@ def _log_prob_bounded(
         f"{k} importance samples",
     )
     parts: list[LogProb] = [
-        _call(fn, item.module, chunk, None if labels is None else labels[i : i + per_call], k)
+        run_inference(
+            fn, item.module, chunk, None if labels is None else labels[i : i + per_call], k
+        )
         for i, chunk in zip(range(0, len(x), per_call), x.split(per_call), strict=True)
     ]
     lp = torch.cat([p.log_prob.detach().cpu() for p in parts])
@@ -293,7 +252,7 @@ def _log_prob_bounded(
 def _chunked_call(
     item: Loaded,
     key: str,
-    fn: Any,
+    fn: Callable[..., Any],
     x: torch.Tensor,
     labels: torch.Tensor | None,
     field: str,
@@ -313,7 +272,7 @@ def _chunked_call(
         key,
     )
     parts = [
-        _call(
+        run_inference(
             fn,
             item.module,
             chunk,
@@ -330,55 +289,32 @@ def _chunked_call(
 # --- encoder and decoder -------------------------------------------------------------------
 
 
-class EncodeRequest(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    inputs: list[Any]
-    labels: list[int] | None = None
-
-
-class DecodeRequest(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    latents: list[Any] = Field(description="latent vectors z, each of the model's latent size")
-    labels: list[int] | None = None
-
-
 @router.post("/{job_id}/encode", response_model=None, responses={200: {"model": EncodeOut}})
-def encode(
-    job_id: str, body: EncodeRequest, principal: CurrentPrincipal, session: SessionDep
-) -> JSONResponse:
+def encode(body: EncodeRequest, model: LoadedModel) -> JSONResponse:
     """The approximate posterior q(z|x) of each input: its ``mean`` and ``log_var``."""
-    item = _model(session, principal, job_id)
-    if item.family.encode is None:
-        raise cannot(item.family, "encode", " (it has no encoder)")
+    item = model.load()
+    encoder = item.family.capability(Capability.ENCODE)
     x = parse_inputs(body.inputs, item.info.input_shape)
     labels = _labels(item, body.labels, len(x))
-    out = _chunked_call(item, "encode", item.family.encode, x, labels, "inputs")
-    return JSONResponse({"job_id": job_id, "checkpoint": item.checkpoint_id, **to_jsonable(out)})
-
-
-@router.post("/{job_id}/decode", response_model=None, responses={200: {"model": DecodeOut}})
-def decode(
-    job_id: str, body: DecodeRequest, principal: CurrentPrincipal, session: SessionDep
-) -> JSONResponse:
-    """Latents z -> the decoder's output in the data's units (its mean, or probabilities
-    for binary data)."""
-    item = _model(session, principal, job_id)
-    if item.family.decode is None or item.family.latent_dim is None:
-        raise cannot(item.family, "decode", " (it has no decoder)")
-    dim = item.family.latent_dim(item.family.params(**_spec_params(session, principal, job_id)))
-    z = parse_inputs(body.latents, (dim,), field="latents")
-    labels = _labels(item, body.labels, len(z))
-    # the family's label errors name the field this route reads: ``labels``
-    out = _chunked_call(item, "decode", item.family.decode, z, labels, "latents", "labels")
+    out = _chunked_call(item, "encode", encoder, x, labels, "inputs")
     return JSONResponse(
-        {"job_id": job_id, "checkpoint": item.checkpoint_id, "outputs": to_jsonable(out)}
+        {"job_id": item.job_id, "checkpoint": item.checkpoint_id, **to_jsonable(out)}
     )
 
 
-def _spec_params(session: SessionDep, principal: Principal, job_id: str) -> dict[str, Any]:
-    return dict(owned_job(session, principal, job_id).spec["params"])
+@router.post("/{job_id}/decode", response_model=None, responses={200: {"model": DecodeOut}})
+def decode(body: DecodeRequest, model: LoadedModel) -> JSONResponse:
+    """Latents z -> the decoder's output in the data's units (its mean, or probabilities
+    for binary data)."""
+    item = model.load()
+    decoder = item.family.capability(Capability.DECODE)
+    z = parse_inputs(body.latents, (decoder.latent_dim(item.params),), field="latents")
+    labels = _labels(item, body.labels, len(z))
+    # the family's label errors name the field this route reads: ``labels``
+    out = _chunked_call(item, "decode", decoder, z, labels, "latents", "labels")
+    return JSONResponse(
+        {"job_id": item.job_id, "checkpoint": item.checkpoint_id, "outputs": to_jsonable(out)}
+    )
 
 
 # --- pictures ---------------------------------------------------------------------------
@@ -386,9 +322,7 @@ def _spec_params(session: SessionDep, principal: Principal, job_id: str) -> dict
 
 @router.get("/{job_id}/interpolate.png", response_class=PNGResponse, responses=PNG)
 def interpolate_png(
-    job_id: str,
-    principal: CurrentPrincipal,
-    session: SessionDep,
+    model: LoadedModel,
     a: Annotated[
         int,
         Query(
@@ -407,21 +341,21 @@ def interpolate_png(
     are the latents drawn from seeds ``a`` and ``b``."""
     from app.plots import image_grid_png
 
-    item = _model(session, principal, job_id)
+    item = model.load()
     fam, info = item.family, item.info
-    if fam.decode is None or fam.latent_dim is None:
-        raise cannot(fam, "interpolate", " (it has no decoder)")
+    path = fam.capability(Capability.INTERPOLATE)
+    decoder = fam.capability(Capability.DECODE)  # a family declares interpolate with it
     if info.image_shape is None:
         raise Problem(409, f"interpolation is drawn for images; {info.name} holds none")
-    job = owned_job(session, principal, job_id)
-    dim = fam.latent_dim(fam.params(**job.spec["params"]))
+    dim = decoder.latent_dim(item.params)
     labels = None
     if label is not None:
         if info.n_classes is None or label >= info.n_classes:
             raise field_problem("label", f"label {label} is not a class of {info.name}")
         labels = torch.full((steps,), label, dtype=torch.int64)
-    if fam.encode is not None:
-        data = job_dataset(job)
+    if Capability.ENCODE in fam.capabilities:
+        encoder = fam.capability(Capability.ENCODE)
+        data = model.dataset()
         test = data.x_test
         for field, i in (("a", a), ("b", b)):
             if i >= len(test):
@@ -429,16 +363,15 @@ def interpolate_png(
         own = None  # the ends' true classes, for an encoder q(z|x, y)
         if label is not None and info.n_classes is not None:
             own = data.y_test[[a, b]].long()
-        ends = _call(fam.encode, item.module, test[[a, b]], own, field="label")
+        ends = run_inference(encoder, item.module, test[[a, b]], own, field="label")
         za, zb = ends["mean"][0].float(), ends["mean"][1].float()
         how = f"test examples {a} → {b}" + ("" if label is None else f" as label {label}")
     else:
         za = torch.randn(dim, generator=torch.Generator().manual_seed(a))
         zb = torch.randn(dim, generator=torch.Generator().manual_seed(b))
         how = f"seeds {a} → {b}"
-    t = torch.linspace(0, 1, steps)[:, None]
-    z = (1 - t) * za.cpu() + t * zb.cpu()
-    x = _chunked_call(item, "decode", fam.decode, z, labels, "steps", "label").float()
+    z = path(za, zb, steps)  # (steps, dim)
+    x = _chunked_call(item, "decode", decoder, z, labels, "steps", "label").float()
     images = x.reshape(steps, *info.image_shape).numpy()
     title = f"{fam.name} on {info.name} · {how}"
     return PNGResponse(
@@ -448,9 +381,7 @@ def interpolate_png(
 
 @router.get("/{job_id}/density.png", response_class=PNGResponse, responses=PNG)
 def density_png(
-    job_id: str,
-    principal: CurrentPrincipal,
-    session: SessionDep,
+    model: LoadedModel,
     points: Annotated[int, Query(ge=16, le=400, description="grid points per axis")] = 150,
     k: Annotated[
         int | None, Query(ge=1, le=1000, description="importance samples (bounds)")
@@ -459,23 +390,22 @@ def density_png(
     """For 2-D data: the learned density as a heat map, the training data on top."""
     from app.plots import density_png as draw
 
-    item = _model(session, principal, job_id)
-    require(item, Capability.LOG_PROB)
+    item = model.load()
+    item.family.capability(Capability.LOG_PROB)  # 409 naming what it can do
     if item.info.input_shape != (2,):
         raise Problem(409, f"the density is drawn for 2-D data; {item.info.name} is not")
-    job = owned_job(session, principal, job_id)
-    data = job_dataset(job).x_train.numpy()
+    data = model.dataset().x_train.numpy()
     lo, hi = data.min(0), data.max(0)
     centre, half = (lo + hi) / 2, (hi - lo).max() / 2 * 1.15
     xs = np.linspace(centre[0] - half, centre[0] + half, points)
     ys = np.linspace(centre[1] - half, centre[1] + half, points)
     gx, gy = np.meshgrid(xs, ys)
     grid = torch.from_numpy(np.stack([gx.ravel(), gy.ravel()], 1)).float()
-    log_prob_k = k or item.family.default_log_prob_k
+    importance = k or item.family.default_log_prob_k
     fields = _fields("k", "points", k is not None)
-    result = _log_prob_bounded(item, grid, None, log_prob_k, fields, "points² × k")
+    result = _log_prob_bounded(item, grid, None, importance, fields, "points² × k")
     log_p = result.log_prob.double().numpy()
     log_p = log_p.reshape(points, points)
-    exact = "exact" if result.exact else f"bound, k={log_prob_k}"
+    exact = "exact" if result.exact else f"bound, k={importance}"
     title = f"{item.family.name} on {item.info.name} · learned density ({exact})"
     return PNGResponse(draw(xs, ys, log_p, data=data, title=title))

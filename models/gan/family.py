@@ -16,7 +16,7 @@ import torch
 from torch import Tensor, nn
 
 from models.data import DataInfo, Dataset
-from models.family import Capability, Context, Diverged, Family
+from models.family import Capability, Context, Decoder, Diverged, Family
 from models.gan import metrics as gan_metrics
 from models.gan.drs import calibrate_drs, drs_calibrated, drs_sample
 from models.gan.losses import (
@@ -27,7 +27,7 @@ from models.gan.losses import (
     wasserstein_d_loss,
 )
 from models.gan.nets import GAN, GANParams, build, labels_for
-from models.generative import SampleOptions
+from models.generative import SampleOptions, latent_path
 from models.loop import Budget, batch_count, minibatches
 from models.optim import Adam, RMSProp
 
@@ -263,13 +263,14 @@ FAMILY = Family(
     "discriminator rejection sampling",
     params=GANParams,
     datasets=GAN_DATASETS,
-    capabilities=frozenset({Capability.SAMPLE}),
+    capabilities={
+        Capability.SAMPLE: sample,
+        Capability.DECODE: Decoder(decode, latent_dim=lambda p: p.latent_dim),
+        Capability.INTERPOLATE: latent_path,
+    },
     build=build,
     fit=fit,
     default_epochs=100,
     default_batch_size=256,
-    sample=sample,
-    decode=decode,
-    latent_dim=lambda p: p.latent_dim,
     min_batch_size=lambda p: max(p.pack, 2 if p.batchnorm else 1),
 )

@@ -16,7 +16,7 @@ import pytest
 import torch
 from fastapi.testclient import TestClient
 
-from app.api.inference import bounded_predict, parse_inputs
+from app.api.common import bounded_predict, parse_inputs
 from app.config import get_settings
 from app.inference import Loaded
 from app.problems import Problem
@@ -28,9 +28,10 @@ from tests.api.test_evaluation import PNG_MAGIC, trained
 def built(model: str, dataset: str, **params: Any) -> Loaded:
     """A model as the API holds it, weights as initialised (the bounds do not read them)."""
     family, info = get_family(model), load(dataset).info
-    module = family.build(family.params(**params), info).eval()
+    hyper = family.params(**params)
+    module = family.build(hyper, info).eval()
     n = sum(p.numel() for p in module.parameters())
-    return Loaded("job_x", "owner", "ckpt", family, info, module, parameters=n)
+    return Loaded("job_x", "owner", "ckpt", family, info, module, hyper, parameters=n)
 
 
 def refused(fn: Any) -> dict[str, Any]:
@@ -66,7 +67,7 @@ def test_the_25m_parameter_model_refuses_big_requests_quickly(
 
 MEASURE = """
 import json, resource, time, torch
-from app.api.inference import bounded_predict
+from app.api.common import bounded_predict
 from tests.api.test_inference_bounds import built
 item = built("mc_dropout", "digits", hidden=[256, 256])
 x = torch.rand(__N__, 64) * 16

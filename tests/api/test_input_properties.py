@@ -11,7 +11,7 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 from pydantic import ValidationError
 
-from app.api.inference import parse_inputs
+from app.api.common import parse_inputs
 from app.api.jobs import SPEC_ADAPTER
 from app.problems import Problem, validation_errors
 

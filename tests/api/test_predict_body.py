@@ -7,14 +7,14 @@ import torch
 from app.api.inference import prediction_body
 from app.schemas import PredictOut
 from models.data import load
+from models.family import Capability
 from models.registry import get_family
 
 
 def test_multitask_outputs_are_grouped_per_task_with_intervals() -> None:
     fam, data = get_family("multitask"), load("multitask_synth")
     module = fam.build(fam.params(hidden=[4]), data.info)
-    assert fam.predict is not None
-    out = fam.predict(module, data.x_test[:3], 1)
+    out = fam.capability(Capability.PREDICT)(module, data.x_test[:3], 1)
     body = prediction_body(data.info, out, 0.9)
     assert set(body) == {"tasks"}
     assert list(body["tasks"]) == [t.name for t in data.info.tasks]
@@ -30,6 +30,6 @@ def test_multitask_outputs_are_grouped_per_task_with_intervals() -> None:
 def test_single_task_body_is_unchanged() -> None:
     fam, data = get_family("mlp"), load("sine_gap")
     module = fam.build(fam.params(hidden=[4]), data.info)
-    assert fam.predict is not None
-    body = prediction_body(data.info, fam.predict(module, data.x_test[:2], 1), 0.95)
+    predict = fam.capability(Capability.PREDICT)
+    body = prediction_body(data.info, predict(module, data.x_test[:2], 1), 0.95)
     assert set(body) == {"mean", "epistemic_var", "aleatoric_var", "total_var", "interval"}

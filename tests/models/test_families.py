@@ -28,9 +28,9 @@ def tiny_params(family: Family, **overrides: Any) -> Params:
 
 
 def predict(family: Family, module: nn.Module, x: torch.Tensor, t: int = 5) -> dict[str, Any]:
-    assert family.predict is not None
+    predict_fn = family.capability(Capability.PREDICT)
     torch.manual_seed(123)  # MC dropout samples masks: same seed, same masks
-    return family.predict(module, x, t)
+    return predict_fn(module, x, t)
 
 
 def infer(family: Family, module: nn.Module, x: torch.Tensor) -> dict[str, Any]:
@@ -38,10 +38,11 @@ def infer(family: Family, module: nn.Module, x: torch.Tensor) -> dict[str, Any]:
     if Capability.PREDICT in family.capabilities:
         return predict(family, module, x)
     out: dict[str, Any] = {}
-    if family.log_prob is not None:
-        out["log_prob"] = family.log_prob(module, x, None, 2).log_prob
-    if family.sample is not None:
-        out["samples"] = family.sample(module, SampleOptions(n=len(x), seed=5))
+    if Capability.LOG_PROB in family.capabilities:
+        out["log_prob"] = family.capability(Capability.LOG_PROB)(module, x, None, 2).log_prob
+    if Capability.SAMPLE in family.capabilities:
+        sample = family.capability(Capability.SAMPLE)
+        out["samples"] = sample(module, SampleOptions(n=len(x), seed=5))
     return out
 
 

@@ -11,6 +11,7 @@ import torch.nn.functional as F
 from models.context import LocalContext
 from models.data import load
 from models.data.builtin import MULTITASK_SYNTH_NOISE, binary_entropy
+from models.family import Capability
 from models.multitask import (
     FAMILY,
     MultiTaskNet,
@@ -139,9 +140,9 @@ def test_predict_reports_each_task_in_raw_units() -> None:
     data = tiny("multitask_synth")
     params = MultiTaskParams(hidden=[8])
     module = FAMILY.build(params, data.info)
-    assert isinstance(module, MultiTaskNet) and FAMILY.predict is not None
+    assert isinstance(module, MultiTaskNet)
     FAMILY.fit(module, data, params, LocalContext(epochs=1, batch_size=32))
-    out = FAMILY.predict(module, data.x_test[:5], 1)
+    out = FAMILY.capability(Capability.PREDICT)(module, data.x_test[:5], 1)
     y_std = data.y_train[:, 1].std(unbiased=False)
     expected = module.log_var[1].exp() * y_std**2
     torch.testing.assert_close(out["reg_noisy.aleatoric_var"], expected.expand(5, 1).detach())

@@ -1,0 +1,100 @@
+"""``Family.capabilities``: one function per capability, checked when the record is made
+(at import), and read back typed through ``Family.capability``."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+import torch
+from torch import nn
+
+from models.family import Capability, Decoder, Family, Params, Unsupported
+from models.generative import LogProb, latent_path
+from models.registry import REGISTRY
+
+
+def predict(module: nn.Module, x: torch.Tensor, mc_samples: int) -> dict[str, torch.Tensor]:
+    return {"mean": x}
+
+
+def log_prob(module: nn.Module, x: torch.Tensor, labels: Any, k: int) -> LogProb:
+    return LogProb(torch.zeros(len(x)), exact=True)
+
+
+def decode(module: nn.Module, z: torch.Tensor, labels: Any) -> torch.Tensor:
+    return z
+
+
+def family(capabilities: dict[Any, Any]) -> Family:
+    return Family(
+        name="toy",
+        description="a record under test",
+        params=Params,
+        datasets=frozenset({"moons"}),
+        capabilities=capabilities,
+        build=lambda params, info: nn.Identity(),
+        fit=lambda module, data, params, ctx: None,
+    )
+
+
+def test_a_capability_without_its_function_is_refused() -> None:
+    with pytest.raises(TypeError, match="declares sample without its function"):
+        family({Capability.PREDICT: predict, Capability.SAMPLE: None})
+    with pytest.raises(TypeError, match="declares log_prob without its function"):
+        family({Capability.LOG_PROB: "log_prob"})
+
+
+def test_a_function_of_the_wrong_shape_is_refused() -> None:
+    with pytest.raises(TypeError, match="predict function"):
+        family({Capability.PREDICT: log_prob})  # takes 4 arguments, predict passes 3
+    with pytest.raises(TypeError, match="log_prob function"):
+        family({Capability.LOG_PROB: predict})  # takes 3, log_prob passes 4
+    with pytest.raises(TypeError, match="Decoder"):
+        family({Capability.DECODE: decode})  # a decoder says its latent size too
+    with pytest.raises(TypeError, match="interpolate without decode"):
+        family({Capability.INTERPOLATE: latent_path})
+    with pytest.raises(TypeError, match="not a Capability"):
+        family({"predict": predict})
+
+
+def test_capability_returns_the_declared_function_or_names_what_it_can() -> None:
+    toy = family(
+        {
+            Capability.PREDICT: predict,
+            Capability.DECODE: Decoder(decode, latent_dim=lambda params: 3),
+            Capability.INTERPOLATE: latent_path,
+        }
+    )
+    assert toy.capability(Capability.PREDICT) is predict
+    decoder = toy.capability(Capability.DECODE)
+    assert decoder.latent_dim(Params()) == 3 and torch.equal(
+        decoder(nn.Identity(), torch.ones(2, 3), None), torch.ones(2, 3)
+    )
+    assert toy.can == ["decode", "interpolate", "predict"]
+    with pytest.raises(Unsupported) as err:
+        toy.capability(Capability.SAMPLE)
+    assert err.value.can == ["decode", "interpolate", "predict"]
+    assert str(err.value) == "model 'toy' cannot sample; it can: decode, interpolate, predict"
+    with pytest.raises(TypeError):
+        toy.capabilities[Capability.SAMPLE] = predict  # type: ignore[index]
+
+
+def test_latent_path_is_the_straight_line_with_its_ends() -> None:
+    za, zb = torch.zeros(3), torch.tensor([2.0, 4.0, 6.0])
+    path = latent_path(za, zb, 3)
+    assert path.shape == (3, 3)
+    torch.testing.assert_close(path, torch.tensor([[0.0, 0, 0], [1, 2, 3], [2, 4, 6]]))
+
+
+def test_the_registry_lists_what_each_family_answers() -> None:
+    can = {name: fam.can for name, fam in REGISTRY.items()}
+    assert can == {
+        "mlp": ["predict"],
+        "mc_dropout": ["predict"],
+        "ensemble": ["predict"],
+        "multitask": ["predict"],
+        "flow": ["log_prob", "sample"],
+        "vae": ["decode", "encode", "interpolate", "log_prob", "sample"],
+        "gan": ["decode", "interpolate", "sample"],
+    }
