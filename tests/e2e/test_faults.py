@@ -7,8 +7,8 @@ import time
 
 import pytest
 
-from tests.e2e.test_training import SINE, assert_clean_curve
 from tests.stack import Stack, wait_until
+from tests.support.e2e import SINE, assert_clean_curve
 
 pytestmark = pytest.mark.e2e
 SHORT = {**SINE, "train": {"epochs": 15}}

@@ -14,7 +14,7 @@ from models.context import LocalContext
 from models.data import Dataset, load
 from models.layers import minibatches
 from models.uncertainty import heteroscedastic_loss
-from tests.models._helpers import RecordingContext, tiny
+from tests.support.data import RecordingContext, tiny
 
 
 def fitted(

@@ -31,7 +31,7 @@ from models.flow import (
 )
 from models.generative import OptionError, SampleOptions
 from models.optim import OptimizerSpec
-from tests.models._helpers import tiny
+from tests.support.data import tiny
 
 TRANSFORMS = ["planar", "radial", "realnvp", "maf"]
 # (transform, conditioner activation): the conditioned transforms with a smooth one too

@@ -39,7 +39,7 @@ from models.gan import (
 from models.gan_metrics import js_cells, mode_metrics
 from models.generative import OptionError, SampleOptions
 from models.registry import REGISTRY
-from tests.models._helpers import tiny
+from tests.support.data import tiny
 
 
 def _torchgan_functional() -> types.ModuleType:

@@ -13,7 +13,7 @@ from models.context import LocalContext
 from models.data import Dataset, load
 from models.optim import OptimizerSpec
 from models.uncertainty import model_precision, weight_decay_for_precision
-from tests.models._helpers import RecordingContext, tiny
+from tests.support.data import RecordingContext, tiny
 
 
 def fitted(

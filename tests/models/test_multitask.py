@@ -21,7 +21,7 @@ from models.multitask import (
     uncertainty_weighted_loss,
 )
 from models.optim import OptimizerSpec
-from tests.models._helpers import tiny
+from tests.support.data import tiny
 
 REG, CLS = True, False
 

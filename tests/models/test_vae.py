@@ -19,7 +19,7 @@ from models.context import LocalContext
 from models.data import from_arrays
 from models.generative import OptionError, SampleOptions
 from models.vae import FAMILY, VAE, VAEParams, estimate, iwae_bound
-from tests.models._helpers import RecordingContext, tiny
+from tests.support.data import RecordingContext, tiny
 
 D, K, SIGMA = 3, 2, 0.5
 
