@@ -225,6 +225,7 @@ def test_classification_entropy_decomposition_on_digits() -> None:
     assert (total <= math.log(10) + 1e-6).all()
 
 
+@pytest.mark.slow  # trains to quality
 def test_sine_gap_epistemic_in_the_gap_aleatoric_grows_with_x() -> None:
     """Members agree where there is data and disagree in the gap (−1, 1)."""
     data = load("sine_gap")

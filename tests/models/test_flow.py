@@ -262,6 +262,7 @@ def fit_flow(dataset: str, steps: int, lr: float = 3e-3, n_train: int = 160, **p
     return module, ctx
 
 
+@pytest.mark.slow  # trains to quality
 @pytest.mark.parametrize(
     ("transform", "layers", "lr"),
     [("realnvp", 4, 3e-3), ("maf", 4, 3e-3), ("radial", 6, 3e-2), ("planar", 8, 3e-2)],
@@ -274,6 +275,7 @@ def test_short_fit_on_moons_lowers_nll(transform: str, layers: int, lr: float) -
     assert "test_nll" in ctx.history[-1][1]
 
 
+@pytest.mark.slow  # trains to quality
 def test_reverse_kl_under_estimates_variance_forward_kl_does_not() -> None:
     """rings8's own density as the target: reverse KL (mode-seeking) collapses onto few of
     the 8 modes; maximum likelihood on samples of the same density spreads over all."""
@@ -291,6 +293,7 @@ def test_reverse_kl_under_estimates_variance_forward_kl_does_not() -> None:
     assert rev.history[-1][1]["test_nll"] > fwd.history[-1][1]["test_nll"]  # mass missing
 
 
+@pytest.mark.slow  # trains to quality
 def test_reverse_kl_fits_an_energy_and_bounds_log_z() -> None:
     _, ctx = fit_flow(
         "moons", 200, objective="reverse_kl", target="ring_u1", transform="maf", layers=4,

@@ -371,6 +371,7 @@ def _js_tail() -> float:
 # --- training --------------------------------------------------------------------------------
 
 
+@pytest.mark.slow  # trains to quality
 def test_short_rings8_training_covers_several_modes() -> None:
     fam, data = REGISTRY["gan"], load("rings8")
     params = fam.params(loss="non_saturating", pack=4, hidden_g=[64, 64], hidden_d=[64, 64])

@@ -95,6 +95,7 @@ def test_classification_metrics_and_summary() -> None:
     assert (out["mutual_information"] > 0).all()
 
 
+@pytest.mark.slow  # trains to quality
 def test_sine_gap_epistemic_in_the_gap_aleatoric_grows_with_x() -> None:
     """Gal & Ghahramani 2016, Fig. 2-style check on sine_gap (σ(x) = 0.05 + 0.1|x|)."""
     data = load("sine_gap")

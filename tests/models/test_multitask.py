@@ -163,6 +163,7 @@ def test_metrics_are_logged_per_task() -> None:
     assert epoch["val_loss"] == pytest.approx(sum(epoch[f"val_{n}_nll"] for n in names))
 
 
+@pytest.mark.slow  # trains to quality
 def test_learned_sigmas_rank_tasks_by_their_true_noise() -> None:
     """30 epochs on multitask_synth (~1 s): σ per task near the generating noise.
 
