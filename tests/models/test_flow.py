@@ -262,6 +262,12 @@ def fit_flow(dataset: str, steps: int, lr: float = 3e-3, n_train: int = 160, **p
     return module, ctx
 
 
+def test_fit_logs_the_variance_ratio_and_the_test_nll() -> None:
+    _, ctx = fit_flow("moons", 6, transform="realnvp", layers=2, hidden=[8])
+    assert {"train_loss", "val_loss", "var_ratio"} <= set(ctx.history[0][1])
+    assert "test_nll" in ctx.history[-1][1]
+
+
 @pytest.mark.slow  # trains to quality
 @pytest.mark.parametrize(
     ("transform", "layers", "lr"),
