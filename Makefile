@@ -1,12 +1,13 @@
 # DeepZoo: `make run` serves the API and one worker on the embedded default;
-# `make test` runs the whole suite. Both create .venv when it is missing.
+# `make test` runs the whole suite but the tests that train to quality, which
+# `make test-slow` runs. All create .venv when it is missing.
 PY ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 DEV_STAMP := $(VENV)/.installed-dev
 
-.PHONY: run test test-fast lint format typecheck bench clean
+.PHONY: run test test-slow test-fast lint format typecheck bench clean
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -34,6 +35,10 @@ test: $(DEV_STAMP)
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
 	$(BIN)/python -m pytest -q -m "not slow" --durations=20
+
+# the tests that train to quality (@pytest.mark.slow): CI runs them after `make test`
+test-slow: $(DEV_STAMP)
+	$(BIN)/python -m pytest -q -m slow --durations=10
 
 test-fast: $(DEV_STAMP)
 	$(BIN)/python -m pytest -q -m "not slow and not e2e"

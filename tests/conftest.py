@@ -4,28 +4,12 @@ real Redis; ``api_env`` points the settings at a migrated one. Nothing of ours i
 from __future__ import annotations
 
 from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
 from sqlalchemy import text
 
-from bench import stack as shared
-
-
-@contextmanager
-def _required() -> Iterator[None]:
-    try:
-        yield
-    except shared.ServiceUnavailable as exc:
-        pytest.fail(f"{exc} (.ci/run starts it)")
-
-
-@contextmanager
-def fresh_pg_database() -> Iterator[str]:
-    """A new PostgreSQL database, dropped afterwards (bench/stack.py's)."""
-    with _required(), shared.fresh_pg_database("deepzoo_t") as url:
-        yield url
+from tests.support.services import fresh_pg_database, redis_url, reset_caches
 
 
 @pytest.fixture(scope="session")
@@ -35,30 +19,11 @@ def pg_database() -> Iterator[str]:
         yield url
 
 
-def redis_url(db: int) -> str:
-    """The machine's Redis, database ``db`` emptied (bench/stack.py's)."""
-    with _required():
-        return shared.redis_url(db)
-
-
 @pytest.fixture(params=["sqlite", "postgresql"])
 def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
     if request.param == "sqlite":
         return f"sqlite:///{tmp_path / 'deepzoo.db'}"
     return request.getfixturevalue("pg_database")
-
-
-def _reset_caches() -> None:
-    from app import auth, inference, provenance, queue
-    from app.config import get_settings
-    from app.db.session import reset_engine
-
-    get_settings.cache_clear()
-    reset_engine()
-    queue.client.cache_clear()
-    auth.KEY_CACHE._items.clear()
-    inference._CACHE = None
-    provenance.code_provenance.cache_clear()
 
 
 @pytest.fixture
@@ -68,7 +33,7 @@ def api_env(database_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) 
     monkeypatch.setenv("DEEPZOO_DATA_DIR", str(tmp_path / "data"))
     monkeypatch.setenv("DEEPZOO_API_KEY", "dz_test_admin_key_0123456789")
     monkeypatch.setenv("DEEPZOO_RECONCILE_SECONDS", "3600")
-    _reset_caches()
+    reset_caches()
     from app.db import migrate
     from app.db.session import get_engine
 
@@ -77,4 +42,4 @@ def api_env(database_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) 
             conn.execute(text("DROP SCHEMA public CASCADE; CREATE SCHEMA public"))
     migrate.upgrade()
     yield database_url
-    _reset_caches()
+    reset_caches()

@@ -1,4 +1,4 @@
-"""The code's layering: what the worker and the benchmarks may import.
+"""The code's layering: what the worker, the benchmarks and the tests may import.
 
 - The Celery worker never imports FastAPI or Starlette: the modules it shares with the API
   (``app.datasets``, ``app.storage``, ``app.workers_live``, …) raise plain exceptions
@@ -6,6 +6,8 @@
 - ``bench/`` imports only app/, workers/, models/ and third-party packages, never tests/.
 - The routers in ``app/api`` never import each other; they share ``app.api.deps`` and
   ``app.api.common``.
+- A test imports no other test module and no conftest: shared helpers are in
+  ``tests/support`` (and ``tests/stack.py``) or are fixtures.
 """
 
 from __future__ import annotations
@@ -88,3 +90,46 @@ def test_routers_do_not_import_each_other() -> None:
         if _app_api_imports(p) - API_SHARED
     }
     assert offenders == {}
+
+
+SHARED_TEST_MODULES = ("tests.support", "tests.stack")  # helpers any test may import
+
+
+def _imported_modules(path: Path) -> list[str]:
+    """Every module a file imports (``.`` prefixes for relative imports)."""
+    names = []
+    for node in ast.walk(ast.parse(path.read_text(), filename=str(path))):
+        if isinstance(node, ast.Import):
+            names += [alias.name for alias in node.names]
+        elif isinstance(node, ast.ImportFrom):
+            names.append("." * node.level + (node.module or ""))
+    return names
+
+
+def _may_import(module: str) -> bool:
+    if module.startswith(".") or module.split(".")[0] == "conftest":
+        return False
+    if module.split(".")[0] != "tests":
+        return True
+    return any(module == m or module.startswith(m + ".") for m in SHARED_TEST_MODULES)
+
+
+def test_tests_import_no_other_test_module_nor_a_conftest() -> None:
+    """Shared helpers live in tests/support (or are conftest fixtures): a test module
+    imported by another runs its tests' imports twice and ties the two together."""
+    files = sorted((ROOT / "tests").rglob("*.py"))
+    assert any(p.name.startswith("test_") for p in files)
+    offenders = [
+        f"{p.relative_to(ROOT)}: {m}"
+        for p in files
+        for m in _imported_modules(p)
+        if not _may_import(m)
+    ]
+    assert offenders == []
+
+
+def test_the_import_rule_sees_what_it_forbids() -> None:
+    assert not _may_import("tests.conftest") and not _may_import("tests.api.test_jobs")
+    assert not _may_import("conftest") and not _may_import(".test_runner")
+    assert _may_import("tests.support.jobs") and _may_import("tests.stack")
+    assert not _may_import("tests.stacks") and _may_import("models.registry")

@@ -18,7 +18,7 @@ from fastapi.testclient import TestClient
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from tests.models.test_upload import csv_text, npz_variant
+from tests.support.uploads import bool_y_npz, csv_text, npz_variant, wide_header_csv
 
 ADMIN = {"Authorization": "Bearer dz_test_admin_key_0123456789"}
 
@@ -356,8 +356,6 @@ def test_uploads_are_refused_before_they_are_expanded(client: TestClient) -> Non
     """The review's two cases over HTTP: refused from the .npy headers and from the first
     MiB of the CSV header line, in well under a second each (they took 5 s and 2 s, and
     +2.3 GB and +0.6 GB, before)."""
-    from tests.models.test_upload_memory import bool_y_npz, wide_header_csv
-
     for blob, form, status in ((bool_y_npz(), {}, 422), (wide_header_csv(), {"target": "y"}, 413)):
         t0 = time.monotonic()
         r = upload(client, blob, **form)

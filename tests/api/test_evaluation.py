@@ -4,21 +4,10 @@ SQLite/PostgreSQL, the runner without a worker)."""
 from __future__ import annotations
 
 import statistics
-from typing import Any
 
 from fastapi.testclient import TestClient
 
-from workers.runner import run_job
-
-PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
-
-
-def trained(client: TestClient, spec: dict[str, Any]) -> str:
-    r = client.post("/v1/jobs", json=spec)
-    assert r.status_code == 201, r.text
-    job_id = r.json()["id"]
-    assert run_job(job_id) == "succeeded"
-    return str(job_id)
+from tests.support.jobs import PNG_MAGIC, trained
 
 
 def sine_gap_job(client: TestClient) -> str:

@@ -11,7 +11,7 @@ import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import select
 
-from tests.api.test_jobs import SPEC
+from tests.support.jobs import SPEC
 
 
 def _events(client: TestClient, job_id: str, last: str | None = None) -> list[tuple[int, str]]:

@@ -3,25 +3,9 @@ SQLite/PostgreSQL, the runner without a worker)."""
 
 from __future__ import annotations
 
-from typing import Any
-
 from fastapi.testclient import TestClient
 
-from tests.api.test_evaluation import PNG_MAGIC, trained
-
-TINY = {"hidden_g": [16], "hidden_d": [16], "latent_dim": 4, "conv_width": 4}
-
-
-def gan_job(client: TestClient, dataset: str, steps: int = 5, **params: Any) -> str:
-    return trained(
-        client,
-        {
-            "model": "gan",
-            "dataset": dataset,
-            "params": {**TINY, **params},
-            "train": {"steps": steps, "batch_size": 256},
-        },
-    )
+from tests.support.jobs import GAN_TINY, PNG_MAGIC, gan_job
 
 
 def test_samples_json_png_and_label_on_a_2d_gan(client: TestClient) -> None:
@@ -107,7 +91,7 @@ def test_drs_job_samples_and_refuses_a_critic(client: TestClient) -> None:
         json={
             "model": "gan",
             "dataset": "rings8",
-            "params": {**TINY, "drs": True, "loss": "wasserstein"},
+            "params": {**GAN_TINY, "drs": True, "loss": "wasserstein"},
             "train": {"steps": 5},
         },
     )

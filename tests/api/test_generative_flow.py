@@ -9,7 +9,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from models.data import load
-from tests.api.test_evaluation import PNG_MAGIC, trained
+from tests.support.jobs import PNG_MAGIC, trained
 
 MOONS = {
     "model": "flow",

@@ -18,20 +18,10 @@ from fastapi.testclient import TestClient
 
 from app.api.common import bounded_predict, parse_inputs
 from app.config import get_settings
-from app.inference import Loaded
 from app.problems import Problem
 from models.data import load
 from models.registry import get_family
-from tests.api.test_evaluation import PNG_MAGIC, trained
-
-
-def built(model: str, dataset: str, **params: Any) -> Loaded:
-    """A model as the API holds it, weights as initialised (the bounds do not read them)."""
-    family, info = get_family(model), load(dataset).info
-    hyper = family.params(**params)
-    module = family.build(hyper, info).eval()
-    n = sum(p.numel() for p in module.parameters())
-    return Loaded("job_x", "owner", "ckpt", family, info, module, hyper, parameters=n)
+from tests.support.jobs import PNG_MAGIC, built, gan_job, trained
 
 
 def refused(fn: Any) -> dict[str, Any]:
@@ -68,7 +58,7 @@ def test_the_25m_parameter_model_refuses_big_requests_quickly(
 MEASURE = """
 import json, resource, time, torch
 from app.api.common import bounded_predict
-from tests.api.test_inference_bounds import built
+from tests.support.jobs import built
 item = built("mc_dropout", "digits", hidden=[256, 256])
 x = torch.rand(__N__, 64) * 16
 bounded_predict(item, x[:8], 10, 0)  # warm: kernels, thread pools, the memory probe
@@ -246,7 +236,6 @@ def test_generative_routes_are_bounded(client: TestClient) -> None:
 
 
 def test_conditional_gan_decode_names_labels(client: TestClient) -> None:
-    from tests.api.test_gan_samples import gan_job
 
     job = gan_job(client, "digits", conditional=True)
     r = client.post(f"/v1/jobs/{job}/decode", json={"latents": [[0.0] * 4]})

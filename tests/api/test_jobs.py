@@ -6,12 +6,7 @@ from typing import Any
 
 from fastapi.testclient import TestClient
 
-SPEC: dict[str, Any] = {
-    "model": "mlp",
-    "dataset": "sine_gap",
-    "params": {"hidden": [8]},
-    "train": {"epochs": 2},
-}
+from tests.support.jobs import SPEC
 
 
 def test_create_get_list(client: TestClient) -> None:

@@ -9,7 +9,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy import text
 
-from tests.conftest import _reset_caches
+from tests.support.services import reset_caches
 
 JOBS = sa.table(
     "jobs",
@@ -47,7 +47,7 @@ def test_0003_old_flow_jobs_keep_their_architecture(database_url: str, monkeypat
     their checkpoints hold); a flow that names it and other families are left alone; the
     downgrade takes the key out again."""
     monkeypatch.setenv("DEEPZOO_DATABASE_URL", database_url)
-    _reset_caches()
+    reset_caches()
     from app.db import migrate
     from app.db.session import get_engine
     from models.registry import get_family
@@ -81,7 +81,7 @@ def test_0003_old_flow_jobs_keep_their_architecture(database_url: str, monkeypat
 
     migrate.downgrade("0002")
     assert params() == {"job_old": old, "job_named": old, "job_vae": {"latent_dim": 2}}
-    _reset_caches()
+    reset_caches()
 
 
 EVENTS = sa.table(
@@ -99,7 +99,7 @@ def test_0004_events_numbered_per_job(database_url: str, monkeypatch: Any) -> No
     ``event_seq`` the last of them, so the next event continues the count; the downgrade
     drops both columns."""
     monkeypatch.setenv("DEEPZOO_DATABASE_URL", database_url)
-    _reset_caches()
+    reset_caches()
     from app.db import migrate
     from app.db.ops import add_event
     from app.db.session import get_engine, session_scope
@@ -146,4 +146,4 @@ def test_0004_events_numbered_per_job(database_url: str, monkeypatch: Any) -> No
     columns = {c["name"] for c in sa.inspect(get_engine()).get_columns("job_events")}
     assert "seq" not in columns
     assert "event_seq" not in {c["name"] for c in sa.inspect(get_engine()).get_columns("jobs")}
-    _reset_caches()
+    reset_caches()

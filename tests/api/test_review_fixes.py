@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 from fastapi.testclient import TestClient
 
-from tests.api.test_jobs import SPEC
+from tests.support.jobs import SPEC
 
 
 def _paths(r: Any) -> list[str]:

@@ -8,7 +8,7 @@ from typing import Any
 from fastapi.testclient import TestClient
 
 from models.data import load
-from tests.api.test_evaluation import PNG_MAGIC, trained
+from tests.support.jobs import PNG_MAGIC, trained
 
 
 def vae_job(client: TestClient, dataset: str = "digits_bin", **params: Any) -> str:

@@ -19,8 +19,9 @@ from models.checkpoint import dump_state, load_state
 from models.family import Capability
 from models.generative import SampleOptions
 from models.registry import REGISTRY
-from tests.models._helpers import TINY_PARAMS, RecordingContext, tiny
 from tests.stack import Stack
+from tests.support.data import RecordingContext, tiny
+from tests.support.smoke import smoke_params
 
 pytestmark = [
     pytest.mark.cuda,
@@ -102,7 +103,7 @@ def test_every_family_fits_and_predicts_on_the_gpu(name: str, dataset: str) -> N
     """Each family's fit and predict on CUDA: every buffer and tensor on the one device,
     the metrics finite, and the state loadable on the CPU (how the API serves it)."""
     fam, data = REGISTRY[name], tiny(dataset)
-    params = fam.params(**TINY_PARAMS.get(name, {}))
+    params = smoke_params(fam)
     module = fam.build(params, data.info).to("cuda")
     ctx = RecordingContext(epochs=2, batch_size=32, device="cuda")
     fam.fit(module, data, params, ctx)

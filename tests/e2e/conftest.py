@@ -7,8 +7,8 @@ from contextlib import ExitStack
 
 import pytest
 
-from tests.conftest import fresh_pg_database, redis_url
 from tests.stack import Stack
+from tests.support.services import fresh_pg_database, redis_url
 
 
 @pytest.fixture(scope="session", params=["sqlite", "postgresql"])

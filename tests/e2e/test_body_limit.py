@@ -21,8 +21,8 @@ from starlette.responses import JSONResponse
 from starlette.routing import Route
 
 from app.main import DRAIN_MAX_BYTES, BodyLimitMiddleware
-from tests.conftest import redis_url
 from tests.stack import ADMIN_KEY, Stack, free_port, wait_until
+from tests.support.services import redis_url
 
 pytestmark = pytest.mark.e2e
 

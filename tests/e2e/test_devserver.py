@@ -123,26 +123,37 @@ def _ended(d: DevServer, job_id: str) -> dict[str, Any] | None:
     return j if j["status"] in {"succeeded", "failed"} else None
 
 
+def _handed_back(d: DevServer, job_id: str, sig: int) -> None:
+    """Stop the devserver with ``sig`` while the job trains: it is queued again, with its
+    checkpoint and no attempt spent."""
+    wait_until(lambda: _running_past(d, job_id, 2), 90, "the job to train")
+    assert d.stop(sig) == 0, d.log()
+    status, attempts, step, checkpoints = d.row(job_id)
+    assert (status, attempts) == ("queued", 0), (sig, status, attempts, d.log())
+    assert 0 < step < EPOCHS and checkpoints >= 1
+
+
+def _post(d: DevServer, seed: int) -> str:
+    r = d.client.post("/v1/jobs", json={**JOB, "train": {**JOB["train"], "seed": seed}})
+    assert r.status_code == 201, r.text
+    return str(r.json()["id"])
+
+
 def test_stopping_make_run_hands_the_job_back_and_spends_no_attempt(devserver: DevServer) -> None:
+    """Ctrl-C hands the job back and the next start resumes it to the end; a plain kill
+    hands back the next job the same way (two starts: each costs seconds)."""
     d = devserver
     d.start()
-    r = d.client.post("/v1/jobs", json=JOB)
-    assert r.status_code == 201, r.text
-    jid = r.json()["id"]
-    step = 0
-    for sig in (signal.SIGINT, signal.SIGTERM):  # Ctrl-C, then a plain kill
-        past = step + 2
-        wait_until(lambda: _running_past(d, jid, past), 90, "the job to train")  # noqa: B023
-        assert d.stop(sig) == 0, d.log()
-        status, attempts, step, checkpoints = d.row(jid)
-        assert (status, attempts) == ("queued", 0), (sig, status, attempts, d.log())
-        assert 0 < step < EPOCHS and checkpoints >= 1
-        d.start()  # resumes it from the checkpoint
-    done = wait_until(lambda: _ended(d, jid), 120, "the job to end")
+    first = _post(d, 7)
+    _handed_back(d, first, signal.SIGINT)  # Ctrl-C
+    d.start()  # resumes it from the checkpoint
+    done = wait_until(lambda: _ended(d, first), 120, "the job to end")
     assert done["status"] == "succeeded" and done["attempts"] == 1, done
-    with d.client.stream("GET", f"/v1/jobs/{jid}/events") as ev:
+    with d.client.stream("GET", f"/v1/jobs/{first}/events") as ev:
         text = "".join(ev.iter_text())
-    assert text.count('"handed_back": true') == 2, text
-    rows = d.client.get(f"/v1/jobs/{jid}/metrics", params={"name": "train_loss"}).json()
+    assert text.count('"handed_back": true') == 1, text
+    rows = d.client.get(f"/v1/jobs/{first}/metrics", params={"name": "train_loss"}).json()
     assert sorted(m["step"] for m in rows["metrics"]) == list(range(1, EPOCHS + 1))
-    d.stop(signal.SIGTERM)
+
+    second = _post(d, 8)
+    _handed_back(d, second, signal.SIGTERM)  # a plain kill

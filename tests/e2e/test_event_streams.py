@@ -13,8 +13,8 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.conftest import fresh_pg_database, redis_url
 from tests.stack import ADMIN_KEY, Stack, wait_until
+from tests.support.services import fresh_pg_database, redis_url
 
 KEYS, PER_KEY = 10, 20
 BOUND_S = 2.0  # generous: a loaded 2-core machine answers in tens of ms

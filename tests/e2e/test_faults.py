@@ -7,8 +7,8 @@ import time
 
 import pytest
 
-from tests.e2e.test_training import SINE, assert_clean_curve
 from tests.stack import Stack, wait_until
+from tests.support.e2e import SINE, assert_clean_curve
 
 pytestmark = pytest.mark.e2e
 SHORT = {**SINE, "train": {"epochs": 15}}
@@ -46,6 +46,9 @@ def test_two_workers_each_job_once_and_a_dead_workers_job_moves(stack: Stack) ->
             stack.start_worker("w1")
 
 
+# the API's restart and the worker's kills are the same code on either database (both run
+# test_training's kill and hand-back): these run on PostgreSQL, the deployed one
+@pytest.mark.parametrize("stack", ["postgresql"], indirect=True)
 def test_sse_client_reconnects_across_an_api_restart(stack: Stack) -> None:
     job = stack.post_job({**SINE, "train": {"epochs": 60, "seed": 4}})
     first = stack.follow_events(job["id"], limit=4)
@@ -75,6 +78,7 @@ def test_redis_loses_everything_and_no_job_is_lost(stack: Stack) -> None:
         assert_clean_curve(stack, jid, "train_loss", last)
 
 
+@pytest.mark.parametrize("stack", ["postgresql"], indirect=True)
 def test_repeated_kill_9_over_many_jobs(stack: Stack) -> None:
     """Kill the worker mid-job three times while four jobs go through: every job
     succeeds, each kill costs exactly one attempt, and no curve has a gap or a double."""

@@ -21,9 +21,9 @@ from pathlib import Path
 import pytest
 from sqlalchemy import create_engine, text
 
-from tests.conftest import redis_url
-from tests.e2e.test_training import SINE, assert_clean_curve
 from tests.stack import Stack, free_port, wait_until
+from tests.support.e2e import SINE, assert_clean_curve
+from tests.support.services import redis_url
 
 pytestmark = pytest.mark.e2e
 

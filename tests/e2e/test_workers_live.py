@@ -10,8 +10,8 @@ import pytest
 
 from app.config import Settings
 from app.workers_live import read_registry, worker_ttl
-from tests.e2e.test_training import SINE
 from tests.stack import Stack, wait_until
+from tests.support.e2e import SINE
 
 pytestmark = pytest.mark.e2e
 CUDA = {**SINE, "train": {"epochs": 5, "device": "cuda"}}

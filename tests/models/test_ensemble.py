@@ -14,7 +14,7 @@ from models.context import LocalContext
 from models.data import Dataset, load
 from models.loop import minibatches
 from models.uncertainty import heteroscedastic_loss
-from tests.models._helpers import RecordingContext, tiny
+from tests.support.data import RecordingContext, tiny
 
 
 def fitted(
@@ -225,6 +225,7 @@ def test_classification_entropy_decomposition_on_digits() -> None:
     assert (total <= math.log(10) + 1e-6).all()
 
 
+@pytest.mark.slow  # trains to quality
 def test_sine_gap_epistemic_in_the_gap_aleatoric_grows_with_x() -> None:
     """Members agree where there is data and disagree in the gap (−1, 1)."""
     data = load("sine_gap")

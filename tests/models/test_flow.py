@@ -19,7 +19,7 @@ from models.flow.flow import Flow, FlowParams, build, make_layer
 from models.generative import OptionError, SampleOptions
 from models.nets.made import MADE
 from models.optim import OptimizerSpec
-from tests.models._helpers import tiny
+from tests.support.data import tiny
 
 TRANSFORMS = ["planar", "radial", "realnvp", "maf"]
 # (transform, conditioner activation): the conditioned transforms with a smooth one too
@@ -250,6 +250,13 @@ def fit_flow(dataset: str, steps: int, lr: float = 3e-3, n_train: int = 160, **p
     return module, ctx
 
 
+def test_fit_logs_the_variance_ratio_and_the_test_nll() -> None:
+    _, ctx = fit_flow("moons", 6, transform="realnvp", layers=2, hidden=[8])
+    assert {"train_loss", "val_loss", "var_ratio"} <= set(ctx.history[0][1])
+    assert "test_nll" in ctx.history[-1][1]
+
+
+@pytest.mark.slow  # trains to quality
 @pytest.mark.parametrize(
     ("transform", "layers", "lr"),
     [("realnvp", 4, 3e-3), ("maf", 4, 3e-3), ("radial", 6, 3e-2), ("planar", 8, 3e-2)],
@@ -262,6 +269,7 @@ def test_short_fit_on_moons_lowers_nll(transform: str, layers: int, lr: float) -
     assert "test_nll" in ctx.history[-1][1]
 
 
+@pytest.mark.slow  # trains to quality
 def test_reverse_kl_under_estimates_variance_forward_kl_does_not() -> None:
     """rings8's own density as the target: reverse KL (mode-seeking) collapses onto few of
     the 8 modes; maximum likelihood on samples of the same density spreads over all."""
@@ -279,6 +287,7 @@ def test_reverse_kl_under_estimates_variance_forward_kl_does_not() -> None:
     assert rev.history[-1][1]["test_nll"] > fwd.history[-1][1]["test_nll"]  # mass missing
 
 
+@pytest.mark.slow  # trains to quality
 def test_reverse_kl_fits_an_energy_and_bounds_log_z() -> None:
     _, ctx = fit_flow(
         "moons", 200, objective="reverse_kl", target="ring_u1", transform="maf", layers=4,

@@ -35,7 +35,7 @@ from models.gan.metrics import js_cells, mode_metrics
 from models.gan.nets import ConditionalBatchNorm, GANParams, build
 from models.generative import OptionError, SampleOptions
 from models.registry import REGISTRY
-from tests.models._helpers import tiny
+from tests.support.data import tiny
 
 
 def _torchgan_functional() -> types.ModuleType:
@@ -367,6 +367,7 @@ def _js_tail() -> float:
 # --- training --------------------------------------------------------------------------------
 
 
+@pytest.mark.slow  # trains to quality
 def test_short_rings8_training_covers_several_modes() -> None:
     fam, data = REGISTRY["gan"], load("rings8")
     params = fam.params(loss="non_saturating", pack=4, hidden_g=[64, 64], hidden_d=[64, 64])

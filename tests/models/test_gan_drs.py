@@ -18,7 +18,7 @@ from models.gan.drs import DRS_CHUNK, drs_burn_in_logits, drs_calibrated
 from models.gan.family import fit, sample, sample_plain
 from models.gan.nets import GAN, GANParams, build
 from models.generative import OptionError, SampleOptions
-from tests.models._helpers import RecordingContext, tiny
+from tests.support.data import RecordingContext, tiny
 
 TINY: dict[str, Any] = {"hidden_g": [8], "hidden_d": [8], "latent_dim": 2}
 P_G = (0.0, 2.0)  # G's samples: N(0, 2² I₂)

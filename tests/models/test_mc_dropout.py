@@ -13,7 +13,7 @@ from models.context import LocalContext
 from models.data import Dataset, load
 from models.optim import OptimizerSpec
 from models.uncertainty import model_precision, weight_decay_for_precision
-from tests.models._helpers import RecordingContext, tiny
+from tests.support.data import RecordingContext, tiny
 
 
 def fitted(
@@ -95,6 +95,7 @@ def test_classification_metrics_and_summary() -> None:
     assert (out["mutual_information"] > 0).all()
 
 
+@pytest.mark.slow  # trains to quality
 def test_sine_gap_epistemic_in_the_gap_aleatoric_grows_with_x() -> None:
     """Gal & Ghahramani 2016, Fig. 2-style check on sine_gap (σ(x) = 0.05 + 0.1|x|)."""
     data = load("sine_gap")

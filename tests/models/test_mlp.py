@@ -12,7 +12,7 @@ from models import mlp
 from models.context import LocalContext
 from models.layers import ActivationName
 from models.optim import OptimizerName, OptimizerSpec
-from tests.models._helpers import tiny
+from tests.support.data import tiny
 
 
 def test_predict_is_deterministic_even_with_dropout() -> None:

@@ -22,7 +22,7 @@ from models.multitask import (
     uncertainty_weighted_loss,
 )
 from models.optim import OptimizerSpec
-from tests.models._helpers import tiny
+from tests.support.data import tiny
 
 REG, CLS = True, False
 
@@ -164,6 +164,7 @@ def test_metrics_are_logged_per_task() -> None:
     assert epoch["val_loss"] == pytest.approx(sum(epoch[f"val_{n}_nll"] for n in names))
 
 
+@pytest.mark.slow  # trains to quality
 def test_learned_sigmas_rank_tasks_by_their_true_noise() -> None:
     """30 epochs on multitask_synth (~1 s): σ per task near the generating noise.
 

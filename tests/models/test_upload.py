@@ -13,81 +13,10 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from models.data.upload import Parsed, UploadError, load_upload, parse, split_sizes
+from tests.support.uploads import NAMES, csv_text, npz_variant
 
 FAST = settings(max_examples=300, deadline=None, suppress_health_check=list(HealthCheck))
 FIELDS = {"file", "target", "task"}
-
-GOOD_CELLS = st.sampled_from(["1", "-2.5", "0", "3e4", " 7 ", "2", "1_0"])
-BAD_CELLS = st.sampled_from(["", "nan", "inf", "1e39", "abc", '"4,5"', "cat", "\x00"])
-NAMES = st.sampled_from(["a", "b", "c", "y", "price"])
-ODD_NAMES = st.sampled_from(["", " y ", "a", '"q,r"', "\ufeffa"])
-
-
-@st.composite
-def csv_text(draw: st.DrawFn) -> tuple[bytes, str | None]:
-    """Mostly a well-formed table; sometimes one thing wrong with it."""
-    names = draw(st.lists(NAMES, min_size=1, max_size=5, unique=True))
-    n_rows = draw(st.sampled_from([3, 9, 10, 12, 30]))
-    rows = [[draw(GOOD_CELLS) for _ in names] for _ in range(n_rows)]
-    target: str | None = draw(st.sampled_from(names))
-    fault = draw(st.sampled_from(["none", "none", "cell", "name", "ragged", "target", "header"]))
-    if fault == "cell":
-        rows[draw(st.integers(0, n_rows - 1))][draw(st.integers(0, len(names) - 1))] = draw(
-            BAD_CELLS
-        )
-    elif fault == "name":
-        names[draw(st.integers(0, len(names) - 1))] = draw(ODD_NAMES)
-    elif fault == "ragged":
-        rows[draw(st.integers(0, n_rows - 1))].append("1")
-    elif fault == "target":
-        target = draw(st.one_of(st.none(), ODD_NAMES))
-    lines = [] if fault == "header" else [",".join(names)]
-    lines += [",".join(r) for r in rows]
-    sep = draw(st.sampled_from(["\n", "\r\n", "\n\n"]))
-    return sep.join(lines).encode(), target
-
-
-DTYPES = st.sampled_from(["f8", "f4", "i8", "u1", "?", "f2"])
-ODD_DTYPES = st.sampled_from(["U3", "c8", "O", "M8[s]", "V4"])
-
-
-@st.composite
-def npz_variant(draw: st.DrawFn) -> bytes:
-    """Mostly a well-formed archive; sometimes odd keys, dtypes, values or bytes."""
-    rows = draw(st.sampled_from([10, 12, 30]))
-    arrays: dict[str, Any] = {
-        "x": draw(st.sampled_from([(rows,), (rows, 3), (rows, 2, 2), (rows, 1, 2, 2)])),
-        "y": draw(st.sampled_from([(rows,), (rows, 1), (rows, 2)])),
-    }
-    for key, shape in list(arrays.items()):
-        values = np.random.default_rng(rows).normal(size=shape) * 3
-        arrays[key] = values.astype(draw(DTYPES))
-    fault = draw(st.sampled_from(["none", "none", "keys", "dtype", "value", "rows", "bytes"]))
-    if fault == "keys":
-        arrays[draw(st.sampled_from(["z", "y"]))] = np.zeros(rows)
-        arrays.pop(draw(st.sampled_from(["x", "y", "w"])), None)
-    elif fault == "dtype":
-        dtype = draw(ODD_DTYPES)
-        arrays["x"] = (
-            np.zeros(arrays["x"].shape, dtype=dtype)
-            if dtype != "O"
-            else np.empty(rows, dtype=object)
-        )
-    elif fault == "value":
-        arrays["x"] = arrays["x"].astype("f8")
-        arrays["x"].flat[0] = draw(st.sampled_from([np.nan, np.inf, 1e39]))
-    elif fault == "rows":
-        arrays["y"] = arrays["y"][: draw(st.integers(0, rows - 1))]
-    buf = io.BytesIO()
-    (np.savez_compressed if draw(st.booleans()) else np.savez)(buf, **arrays)
-    blob = buf.getvalue()
-    if fault == "bytes":
-        cut = draw(st.integers(0, len(blob) - 1))
-        if draw(st.booleans()):
-            blob = blob[:cut]
-        else:
-            blob = blob[:cut] + bytes([blob[cut] ^ 0xFF]) + blob[cut + 1 :]
-    return blob
 
 
 def check(blob: bytes, target: str | None = None, task: Any = None) -> Parsed | None:

@@ -5,94 +5,22 @@ numpy's array buffers as well as Python objects."""
 
 from __future__ import annotations
 
-import io
 import tracemalloc
-import zipfile
 from collections.abc import Callable
 
-import numpy as np
 import pytest
 
 from models.data.upload import UploadError, parse
-
-MiB = 1024 * 1024
-
-
-def _member(zf: zipfile.ZipFile, name: str, shape: tuple[int, ...], dtype: str) -> None:
-    """An .npy member of zeros, deflated as it is written (the test never holds it whole)."""
-    header = io.BytesIO()
-    np.lib.format.write_array_header_1_0(
-        header, {"descr": np.dtype(dtype).str, "fortran_order": False, "shape": shape}
-    )
-    info = zipfile.ZipInfo(name)
-    info.compress_type = zipfile.ZIP_DEFLATED
-    left = int(np.prod(shape)) * np.dtype(dtype).itemsize
-    chunk = bytes(MiB)
-    with zf.open(info, "w", force_zip64=True) as f:
-        f.write(header.getvalue())
-        while left > 0:
-            f.write(chunk[: min(left, MiB)])
-            left -= MiB
-
-
-def bool_y_npz() -> bytes:
-    """The review's case: 126 KB whose y is bool (1M, 128): 128 MB as stored, 1 GB as
-    float64, and np.unique sorted it before the target count was checked (+2.3 GB)."""
-    buf = io.BytesIO()
-    with zipfile.ZipFile(buf, "w") as zf:
-        _member(zf, "x.npy", (1_000_000, 1), "<f4")
-        _member(zf, "y.npy", (1_000_000, 128), "|b1")
-    return buf.getvalue()
-
-
-def many_rows_npz() -> bytes:
-    """x and y disagree on rows, and both declare more than allowed."""
-    buf = io.BytesIO()
-    with zipfile.ZipFile(buf, "w") as zf:
-        _member(zf, "x.npy", (2_000_000, 1), "|u1")
-        _member(zf, "y.npy", (1_500_000,), "|u1")
-    return buf.getvalue()
-
-
-def many_members_zip() -> bytes:
-    """40,000 empty members: zipfile builds an object for each before names are checked."""
-    buf = io.BytesIO()
-    with zipfile.ZipFile(buf, "w") as zf:
-        for i in range(40_000):
-            zf.writestr(str(i), b"")
-    return buf.getvalue()
-
-
-def long_npy_header() -> bytes:
-    """A version-2 .npy header declaring 100 MB of header text (numpy reads it all, then
-    refuses it for being over 10,000 bytes)."""
-    buf = io.BytesIO()
-    with zipfile.ZipFile(buf, "w") as zf:
-        for name in ("x.npy", "y.npy"):
-            info = zipfile.ZipInfo(name)
-            info.compress_type = zipfile.ZIP_DEFLATED
-            with zf.open(info, "w", force_zip64=True) as f:
-                f.write(b"\x93NUMPY\x02\x00" + (100 * MiB).to_bytes(4, "little"))
-                for _ in range(100):
-                    f.write(b" " * MiB)
-    return buf.getvalue()
-
-
-def wide_header_csv() -> bytes:
-    """The review's other case: a 45 MB header line (5 million column names)."""
-    return (",".join(f"c{i}" for i in range(5_000_000)) + ",y\n1,2\n").encode()
-
-
-def quoted_newlines_csv() -> bytes:
-    """One record of 2.5 million quoted one-newline fields: every physical line is short."""
-    return ("a,y\n" + '"\n",' * 2_500_000 + "1\n").encode()
-
-
-def long_label_csv() -> bytes:
-    """20,000 one-letter labels and one of 4,000 characters: as a numpy string array every
-    label took 16 KB (320 MB here; 16 GB at the million-row limit)."""
-    return ("a,y\n" + "1,a\n" * 20_000 + "1," + "b" * 4_000 + "\n").encode()
-
+from tests.support.uploads import (
+    MiB,
+    bool_y_npz,
+    long_label_csv,
+    long_npy_header,
+    many_members_zip,
+    many_rows_npz,
+    quoted_newlines_csv,
+    wide_header_csv,
+)
 
 CASES: list[tuple[str, Callable[[], bytes], str | None, int | None]] = [
     ("bool y (1M, 128)", bool_y_npz, None, 422),

@@ -20,7 +20,7 @@ from models.data import from_arrays
 from models.family import Capability
 from models.generative import OptionError, SampleOptions
 from models.vae import FAMILY, VAE, VAEParams, estimate, iwae_bound
-from tests.models._helpers import RecordingContext, tiny
+from tests.support.data import RecordingContext, tiny
 
 D, K, SIGMA = 3, 2, 0.5
 

@@ -11,7 +11,7 @@ from app.db.models import Job, Metric
 from app.db.session import session_scope
 from models.data import load
 from models.registry import get_family
-from tests.workers.test_runner import job_row, new_job
+from tests.support.jobs import job_row, new_job
 from workers.evaluation import calibration_metrics, served_state
 from workers.runner import run_job
 

@@ -24,7 +24,7 @@ from app.workers_live import (
     withdraw,
     worker_ttl,
 )
-from tests.workers.test_runner import TINY, job_row, new_job
+from tests.support.jobs import TINY, job_row, new_job
 from workers.runner import claim
 
 

@@ -19,7 +19,7 @@ from app.db.ops import prune_checkpoints
 from app.db.session import session_scope
 from app.storage import usage
 from models.data.upload import parse
-from tests.workers.test_runner import ME, TINY, job_row, new_job
+from tests.support.jobs import ME, TINY, job_row, new_job
 from workers.runner import run_job
 
 

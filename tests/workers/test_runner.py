@@ -4,39 +4,15 @@ checkpoint fallback, divergence, time limit and cancellation."""
 from __future__ import annotations
 
 from datetime import timedelta
-from typing import Any
 
 import pytest
 from sqlalchemy import select, update
 
-from app.api.jobs import SPEC_ADAPTER, create_job
-from app.auth import Principal
 from app.config import get_settings
 from app.db.models import Checkpoint, Job, Metric, utcnow
 from app.db.session import session_scope
+from tests.support.jobs import TINY, job_row, new_job
 from workers.runner import LeaseLost, TrainContext, claim, run_job
-
-ME = Principal("key_test", "owner_test", False)
-TINY: dict[str, Any] = {
-    "model": "mlp",
-    "dataset": "sine_gap",
-    "params": {"hidden": [8]},
-    "train": {"epochs": 4},
-}
-
-
-def new_job(spec: dict[str, Any] = TINY) -> str:
-    with session_scope() as s:
-        job, _ = create_job(s, ME, SPEC_ADAPTER.validate_python(spec))
-        return job.id
-
-
-def job_row(job_id: str) -> Job:
-    with session_scope() as s:
-        job = s.get(Job, job_id)
-        assert job is not None
-        s.expunge(job)
-        return job
 
 
 def test_duplicate_delivery_does_nothing() -> None:

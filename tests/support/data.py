@@ -1,4 +1,4 @@
-"""Shared helpers: sliced built-in datasets and a context that records like the runner."""
+"""Sliced built-in datasets, and a context that records like the runner."""
 
 from __future__ import annotations
 
@@ -10,17 +10,6 @@ import torch
 
 from models.context import LocalContext
 from models.data import Dataset, from_arrays, load
-
-# per family: the smallest network that still exercises every layer kind
-TINY_PARAMS: dict[str, dict[str, Any]] = {
-    "mlp": {"hidden": [8], "batchnorm": True, "dropout": 0.1},
-    "mc_dropout": {"hidden": [8, 8], "mc_samples_eval": 4},
-    "ensemble": {"members": 3, "hidden": [8, 8]},
-    "multitask": {"hidden": [8]},
-    "flow": {"transform": "realnvp", "layers": 2, "hidden": [8]},
-    "vae": {"hidden": [8], "z_dim": 2, "k_eval": 4, "grad_var_samples": 2},
-    "gan": {"hidden_g": [8], "hidden_d": [8], "latent_dim": 2, "conv_width": 4},
-}
 
 
 @cache

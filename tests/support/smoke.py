@@ -1,0 +1,238 @@
+"""The smoke table: every registered family on a tiny configuration, and one checker per
+capability a family may declare. ``tests/models/test_smoke.py`` runs them.
+
+A new family adds one row to ``SMOKE`` (a family without a row fails, rather than train
+its full default). A family that declares a capability with no checker in ``CHECKERS``
+fails too: write the checker with the capability.
+
+``declared``, ``capability_fn``, ``with_capability`` and ``latent_size`` are the only
+functions here that read the ``Family`` record's capability map.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from models.data import Dataset
+from models.family import Capability, Family, Params
+from models.generative import LogProb, SampleOptions
+
+
+@dataclass(frozen=True)
+class Smoke:
+    """One family's tiny run: ``params`` the smallest network that still exercises every
+    layer kind, ``train`` the context's budget (``epochs`` or ``steps``, at least 2 so a
+    run can stop halfway and resume), on the first rows of ``dataset`` and of each of
+    ``also`` (the other kinds of data the family takes: another task, images, bits)."""
+
+    dataset: str
+    params: dict[str, Any]
+    train: dict[str, int] = field(default_factory=lambda: {"epochs": 2})
+    batch_size: int = 32
+    also: tuple[str, ...] = ()
+
+    @property
+    def datasets(self) -> tuple[str, ...]:
+        return (self.dataset, *self.also)
+
+
+SMOKE: dict[str, Smoke] = {
+    "mlp": Smoke(
+        "moons", {"hidden": [8], "batchnorm": True, "dropout": 0.1}, also=("diabetes", "digits")
+    ),
+    "mc_dropout": Smoke(
+        "moons", {"hidden": [8, 8], "mc_samples_eval": 4}, also=("sine_gap", "digits")
+    ),
+    "ensemble": Smoke("moons", {"members": 3, "hidden": [8, 8]}, also=("sine_gap", "digits")),
+    "multitask": Smoke("multitask_synth", {"hidden": [8]}),
+    "flow": Smoke("moons", {"transform": "realnvp", "layers": 2, "hidden": [8]}, also=("digits",)),
+    "vae": Smoke(
+        "digits_bin",
+        {"hidden": [8], "z_dim": 2, "k_eval": 4, "grad_var_samples": 2},
+        also=("moons", "digits"),
+    ),
+    "gan": Smoke(
+        "moons",
+        {"hidden_g": [8], "hidden_d": [8], "latent_dim": 2, "conv_width": 4},
+        also=("digits",),
+    ),
+}
+
+
+def smoke_params(family: Family, **overrides: Any) -> Params:
+    """The family's tiny ``Params`` (its smoke row's, with ``overrides``)."""
+    return family.params(**{**SMOKE[family.name].params, **overrides})
+
+
+# --- the family record's capabilities: read here only --------------------------------------
+
+
+def declared(family: Family) -> set[str]:
+    """What the family answers: the keys of its capability map (as the catalog lists them)."""
+    return {c.value for c in family.capabilities}
+
+
+def capability_fn(family: Family, capability: str) -> Callable[..., Any]:
+    """The function behind one declared capability."""
+    return family.capability(Capability(capability))
+
+
+def with_capability(family: Family, capability: str) -> Family:
+    """The family declaring one capability more (for the test that an unchecked one fails)."""
+    extra = {Capability(capability): lambda *args: None}
+    return dataclasses.replace(family, capabilities={**family.capabilities, **extra})
+
+
+def latent_size(family: Family, params: Params) -> int:
+    """The size of z that the family's decoder takes."""
+    return family.capability(Capability.DECODE).latent_dim(params)
+
+
+# --- one checker per capability -------------------------------------------------------------
+
+
+@dataclass
+class Probe:
+    """A built (or trained) module of a family, and the data it was built for."""
+
+    family: Family
+    params: Params
+    module: nn.Module
+    data: Dataset
+    n: int = 5
+
+    @property
+    def x(self) -> Tensor:
+        return self.data.x_test[: self.n]
+
+
+# a checker calls the capability with fixed seeds, asserts what its answer must be, and
+# returns the tensors it got (a checkpoint's round trip must give them back exactly)
+Checker = Callable[[Probe], dict[str, Tensor]]
+
+
+def check_predict(p: Probe) -> dict[str, Tensor]:
+    """Single-task keys, or ``<task>.<key>`` for each task of a multitask set."""
+    torch.manual_seed(123)  # MC dropout samples masks: same seed, same masks
+    out: dict[str, Tensor] = capability_fn(p.family, Capability.PREDICT)(p.module, p.x, 5)
+    info = p.data.info
+    if info.task == "multitask":
+        for t in info.tasks:
+            sub = {k.split(".", 1)[1]: v for k, v in out.items() if k.startswith(f"{t.name}.")}
+            _check_task_output(sub, t.kind, t.dim, t.n_classes, p.n)
+        assert sum(k.count(".") for k in out) == len(out)  # every key belongs to one task
+    else:
+        _check_task_output(out, info.task, info.target_dim, info.n_classes, p.n)
+    return out
+
+
+def _check_task_output(
+    out: dict[str, Tensor], kind: str, target_dim: int, n_classes: int | None, n: int
+) -> None:
+    shapes: dict[str, tuple[int, ...]]
+    if kind == "regression":
+        keys = {"mean", "epistemic_var", "aleatoric_var", "total_var"}
+        shapes = dict.fromkeys(keys, (n, target_dim))
+    else:
+        c = n_classes or 0
+        shapes = {"probs": (n, c)} | dict.fromkeys(
+            ["predictive_entropy", "expected_entropy", "mutual_information"], (n,)
+        )
+    assert {k: tuple(v.shape) for k, v in out.items()} == shapes
+    assert all(torch.isfinite(v).all() for v in out.values())
+    if kind == "classification":
+        torch.testing.assert_close(out["probs"].sum(-1), torch.ones(n))
+    else:
+        assert (out["epistemic_var"] >= 0).all() and (out["aleatoric_var"] >= 0).all()
+
+
+def check_sample(p: Probe) -> dict[str, Tensor]:
+    """``n`` finite samples in the data's shape; the same seed draws the same ones."""
+    fn = capability_fn(p.family, Capability.SAMPLE)
+    drawn: Tensor = fn(p.module, SampleOptions(n=p.n, seed=5))
+    assert drawn.shape == (p.n, *p.data.info.input_shape)
+    assert bool(torch.isfinite(drawn).all())
+    assert torch.equal(drawn, fn(p.module, SampleOptions(n=p.n, seed=5)))
+    return {"samples": drawn}
+
+
+def check_log_prob(p: Probe) -> dict[str, Tensor]:
+    """One finite log-likelihood per input; a bound says how many samples it took."""
+    torch.manual_seed(123)  # a bound draws its importance samples
+    out = capability_fn(p.family, Capability.LOG_PROB)(p.module, p.x, None, 2)
+    assert isinstance(out, LogProb)
+    assert out.log_prob.shape == (p.n,) and bool(torch.isfinite(out.log_prob).all())
+    assert out.exact or out.k is not None
+    return {"log_prob": out.log_prob}
+
+
+def check_encode(p: Probe) -> dict[str, Tensor]:
+    """The posterior's ``mean`` and ``log_var`` per input, of the decoder's latent size."""
+    torch.manual_seed(123)
+    out: dict[str, Tensor] = capability_fn(p.family, "encode")(p.module, p.x, None)
+    d = latent_size(p.family, p.params)
+    assert {k: tuple(v.shape) for k, v in out.items()} == {
+        "mean": (p.n, d),
+        "log_var": (p.n, d),
+    }
+    assert all(bool(torch.isfinite(v).all()) for v in out.values())
+    return out
+
+
+def check_decode(p: Probe) -> dict[str, Tensor]:
+    """Latents z -> finite outputs in the data's shape."""
+    z = torch.randn(
+        p.n, latent_size(p.family, p.params), generator=torch.Generator().manual_seed(7)
+    )
+    x: Tensor = capability_fn(p.family, "decode")(p.module, z, None)
+    assert x.shape == (p.n, *p.data.info.input_shape) and bool(torch.isfinite(x).all())
+    return {"decoded": x}
+
+
+def check_interpolate(p: Probe) -> dict[str, Tensor]:
+    """The family's path between two encodings (or two drawn latents), ends included,
+    decoded: finite outputs in the data's shape, starting where the first end decodes."""
+    decode = capability_fn(p.family, "decode")
+    if "encode" in declared(p.family):
+        ends = capability_fn(p.family, "encode")(p.module, p.x[:2], None)["mean"]
+    else:
+        d = latent_size(p.family, p.params)
+        ends = torch.randn(2, d, generator=torch.Generator().manual_seed(7))
+    path = capability_fn(p.family, "interpolate")(ends[0], ends[1], 4)  # (4, d)
+    assert path.shape == (4, ends.shape[1])
+    torch.testing.assert_close(path[[0, -1]], ends.cpu())  # ends included
+    x: Tensor = decode(p.module, path, None)
+    assert x.shape == (4, *p.data.info.input_shape) and bool(torch.isfinite(x).all())
+    torch.testing.assert_close(x[:1], decode(p.module, ends[:1], None))
+    return {"path": x}
+
+
+# keyed by capability (a ``Capability`` is its own value, so its name finds it too); act,
+# rollout, embed, neighbors and trajectory get theirs with the first family declaring them
+CHECKERS: dict[str, Checker] = {
+    Capability.PREDICT: check_predict,
+    Capability.SAMPLE: check_sample,
+    Capability.LOG_PROB: check_log_prob,
+    Capability.ENCODE: check_encode,
+    Capability.DECODE: check_decode,
+    Capability.INTERPOLATE: check_interpolate,
+}
+
+
+def unchecked(family: Family) -> set[str]:
+    """Capabilities the family declares that no checker answers (each fails the smoke test)."""
+    return declared(family) - CHECKERS.keys()
+
+
+def check_all(p: Probe) -> dict[str, dict[str, Tensor]]:
+    """Every declared capability through its checker: capability -> the tensors it gave."""
+    missing = unchecked(p.family)
+    names = sorted(map(str, missing))
+    assert not missing, f"{p.family.name} declares {names}: add a checker to CHECKERS"
+    return {str(c): CHECKERS[c](p) for c in sorted(declared(p.family))}
