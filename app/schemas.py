@@ -23,7 +23,6 @@ from pydantic import (
 )
 from pydantic_core import PydanticCustomError
 
-from models.data import Task
 from models.data.upload import UPLOAD_ID
 from models.family import Family
 from models.optim import OptimizerSpec
@@ -229,14 +228,18 @@ class DatasetOut(BaseModel):
     """A built-in (``kind`` builtin) or an upload (``table`` from CSV, ``arrays`` from NPZ).
 
     ``shape``: built-ins ``[n_train, *input_shape]``, uploads ``[n_rows, *input_shape]``.
-    ``task`` is any of ``models.data.Task`` (a built-in may be ``multitask``; an upload is
-    regression or classification). The upload-only fields are null for built-ins."""
+    ``task`` is the task its data kind declared (``models.data.kinds``): ``regression``,
+    ``classification`` or ``multitask`` for tables and image sets (an upload is one of the
+    first two), or a new kind's own (``control``, ``embedding``, ...). The upload-only
+    fields are null for built-ins."""
 
     id: str
     name: str
     kind: Literal["builtin", "table", "arrays"]
     description: str
-    task: Task | None = None
+    task: str | None = Field(
+        None, description="regression, classification, multitask, or another data kind's task"
+    )
     shape: list[int] | None = None
     n_rows: int | None = None
     n_features: int | None = None
