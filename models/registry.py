@@ -6,7 +6,7 @@ from models.family import Family
 
 
 def _families() -> dict[str, Family]:
-    from models import ensemble, flow, gan, mc_dropout, mlp, multitask, vae
+    from models import ensemble, flow, gan, made, mc_dropout, mlp, multitask, vae
 
     families = [
         mlp.FAMILY,
@@ -16,6 +16,7 @@ def _families() -> dict[str, Family]:
         flow.FAMILY,
         vae.FAMILY,
         gan.FAMILY,
+        made.FAMILY,
     ]
     return {f.name: f for f in families}
 

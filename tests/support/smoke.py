@@ -62,6 +62,11 @@ SMOKE: dict[str, Smoke] = {
         {"hidden_g": [8], "hidden_d": [8], "latent_dim": 2, "conv_width": 4},
         also=("digits",),
     ),
+    "made": Smoke(
+        "digits_bin",
+        {"hidden": [8], "order": "random", "num_masks": 2, "inference_masks": 2},
+        also=("moons",),
+    ),
 }
 
 

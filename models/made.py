@@ -1,0 +1,305 @@
+"""``made``: masked autoencoder for distribution estimation (Germain et al. 2015, "MADE:
+Masked Autoencoder for Distribution Estimation").
+
+An autoregressive model p(x) = Π_i p(x_i | x_<i) (the notes, §7.1) whose conditionals all
+come out of one pass of a fully connected network with masked weights
+(``models.nets.made.MADE``): output i sees only the inputs before i in the order. The
+likelihood is exact, so training maximises log p(x) itself, and sampling is sequential:
+one batched pass per dimension, in the order.
+
+- ``likelihood``: ``bernoulli`` for binary data (one logit per pixel; log P(x) is a
+  probability, no dequantisation), ``mog`` for real-valued data (per dimension a mixture
+  of ``components`` Gaussians: weights, means, log scales, on standardised values);
+  ``auto`` picks by the data.
+- ``order``: ``natural`` (x_1, x_2, ...) or ``random`` (a permutation drawn per mask).
+- ``num_masks`` > 1: connectivity-agnostic training (§4.2): each step uses the next of
+  ``num_masks`` fixed masks (seed m: the order if random and the hidden degrees), so the
+  one network learns many orderings; ``inference_masks`` averages the model over the
+  first of them at test time, log p(x) = log (1/M) Σ_m p_m(x) (§4.3), and sampling
+  draws each sample's mask uniformly from the same M (so samples follow that mixture).
+
+Checkpoint ``state["model"]`` keys: ``made.net.<k>.{weight,bias,mask}`` (the masks of the
+last mask used), ``shift``, ``scale`` (standardisation of real-valued data), ``step``
+(training steps taken: which mask comes next).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Literal, Self
+
+import torch
+import torch.nn.functional as F
+from pydantic import Field, model_validator
+from torch import Tensor, nn
+
+from models.data import DataInfo, Dataset
+from models.family import Capability, Context, Family, Params
+from models.generative import LogProb, OptionError, SampleOptions, bits_per_dim
+from models.layers import ActivationName, Hidden
+from models.loop import final_test, train_epochs
+from models.nets.made import MADE
+
+Likelihood = Literal["bernoulli", "mog"]
+DATASETS = frozenset({"digits_bin", "mnist5k_bin", "moons", "rings8", "grid25", "checkerboard"})
+LOG_SCALE_MIN = -7.0  # the smallest log scale of a mixture component (standardised units)
+
+
+class MADEParams(Params):
+    hidden: Hidden = Field(default_factory=lambda: [500], description="hidden layer widths")
+    activation: ActivationName = Field("relu", description="nonlinearity of the hidden layers")
+    order: Literal["natural", "random"] = Field(
+        "natural", description="input order: natural, or a random permutation per mask"
+    )
+    num_masks: int = Field(
+        1,
+        ge=1,
+        le=256,
+        description="masks cycled through in training, one per step (connectivity-agnostic "
+        "training when > 1: order and hidden degrees redrawn from seeds 0..num_masks-1)",
+    )
+    inference_masks: int = Field(
+        1,
+        ge=1,
+        le=256,
+        description="masks the test log-likelihood and sampling average over (the first of "
+        "the num_masks): log p = log mean_m p_m",
+    )
+    likelihood: Literal["auto", "bernoulli", "mog"] = Field(
+        "auto",
+        description="conditionals p(x_i | x_<i): bernoulli (binary data), mog (a mixture "
+        "of Gaussians per dimension, real-valued data); auto picks by the data",
+    )
+    components: int = Field(5, ge=1, le=64, description="mog: Gaussians per dimension")
+
+    @model_validator(mode="after")
+    def _masks(self) -> Self:
+        if self.inference_masks > self.num_masks:
+            raise ValueError(
+                f"inference_masks ({self.inference_masks}) averages over trained masks: "
+                f"at most num_masks ({self.num_masks})"
+            )
+        return self
+
+
+def resolve_likelihood(name: str, info: DataInfo) -> Likelihood:
+    """The likelihood ``auto`` stands for, or a ValueError for one the data cannot take."""
+    binary = info.levels == 2
+    continuous = info.levels is None
+    if name == "auto":
+        if binary:
+            return "bernoulli"
+        if continuous:
+            return "mog"
+        raise ValueError(f"made models binary or real-valued data; {info.name} is neither")
+    if name == "bernoulli" and not binary:
+        raise ValueError(f"likelihood bernoulli needs binary data; {info.name} is not")
+    if name == "mog" and not continuous:
+        raise ValueError(f"likelihood mog needs real-valued data; {info.name} is discrete")
+    return name  # type: ignore[return-value]
+
+
+class MADEModel(nn.Module):
+    """The MADE and what it needs to read its data: ``log_prob(x)`` in the data's units
+    (averaged over masks), ``sample(n, ...)``, ``use_mask(m)``."""
+
+    shift: Tensor
+    scale: Tensor
+    step: Tensor
+
+    def __init__(self, params: MADEParams, info: DataInfo) -> None:
+        super().__init__()
+        self.params, self.info = params, info
+        self.likelihood = resolve_likelihood(params.likelihood, info)
+        self.d = d = math.prod(info.input_shape)
+        self.k = 1 if self.likelihood == "bernoulli" else 3 * params.components
+        self.made = MADE(
+            self.order_of(0), params.hidden, params.activation, k=self.k, zero_init=False
+        )
+        self.register_buffer("shift", torch.zeros(d))
+        self.register_buffer("scale", torch.ones(d))
+        self.register_buffer("step", torch.zeros((), dtype=torch.long))
+
+    # --- masks ---
+
+    def order_of(self, m: int) -> Tensor:
+        """Mask m's order: order[j] is the position of input j."""
+        if self.params.order == "natural":
+            return torch.arange(self.d, device="cpu")
+        gen = torch.Generator().manual_seed(m)
+        return torch.randperm(self.d, generator=gen, device="cpu")
+
+    def use_mask(self, m: int) -> None:
+        """Rewrite the masks to mask m (m = 0 with one mask: the fixed hidden degrees)."""
+        self.made.set_masks(self.order_of(m), None if self.params.num_masks == 1 else m)
+
+    def inference_masks(self) -> range:
+        return range(self.params.inference_masks)
+
+    # --- densities in network units u ---
+
+    def units(self, x: Tensor) -> Tensor:
+        """Data -> network units: binary pixels as 0/1, real values standardised."""
+        x = x.flatten(1)
+        if self.likelihood == "bernoulli":
+            return x / (self.info.value_max or 1.0)
+        return (x - self.shift) / self.scale
+
+    def _mixture(self, out: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """(B, 3K, ...) -> log weights, means, log scales (B, K, ...) each."""
+        logits, mean, log_scale = out.unflatten(1, (3, self.params.components)).unbind(1)
+        return logits.log_softmax(1), mean, log_scale.clamp_min(LOG_SCALE_MIN)
+
+    def log_prob_units(self, u: Tensor) -> Tensor:
+        """log p_m(u) under the current mask (B,): Σ_i log p(u_i | u_<i)."""
+        out = self.made.outputs(u)  # (B, k, D)
+        if self.likelihood == "bernoulli":
+            logits = out[:, 0]
+            return -F.binary_cross_entropy_with_logits(logits, u, reduction="none").sum(1)
+        log_w, mean, log_scale = self._mixture(out)
+        z = (u[:, None] - mean) * torch.exp(-log_scale)
+        log_n = -0.5 * z.pow(2) - log_scale - 0.5 * math.log(2 * math.pi)
+        return torch.logsumexp(log_w + log_n, 1).sum(1)
+
+    def log_prob(self, x: Tensor) -> Tensor:
+        """log p(x) (B,) in the data's units: log (1/M) Σ_m p_m(x) over the inference masks
+        (a probability for binary data, a density for real values)."""
+        u = self.units(x)
+        per_mask = []
+        for m in self.inference_masks():
+            self.use_mask(m)
+            per_mask.append(self.log_prob_units(u))
+        log_p = torch.logsumexp(torch.stack(per_mask), 0) - math.log(len(per_mask))
+        if self.likelihood == "mog":
+            log_p = log_p - self.scale.log().sum()
+        return log_p
+
+    # --- sampling ---
+
+    @torch.no_grad()
+    def sample(self, n: int, temperature: float, generator: torch.Generator) -> Tensor:
+        """n samples (n, D) in the data's units; each sample's mask drawn uniformly from the
+        inference masks; one batched pass per dimension, in the mask's order."""
+        dev = self.shift.device
+        n_masks = len(self.inference_masks())
+        which = torch.randint(n_masks, (n,), generator=generator, device=generator.device)
+        u = torch.zeros(n, self.d, device=dev)
+        for m in self.inference_masks():
+            rows = (which == m).nonzero().squeeze(1).to(dev)
+            if len(rows) == 0:
+                continue
+            self.use_mask(m)
+            u[rows] = self._sample_mask(len(rows), m, temperature, generator)
+        if self.likelihood == "bernoulli":
+            return u * (self.info.value_max or 1.0)
+        return u * self.scale + self.shift
+
+    def _sample_mask(self, n: int, m: int, temperature: float, gen: torch.Generator) -> Tensor:
+        dev = self.shift.device
+        u = torch.zeros(n, self.d, device=dev)
+        for i in torch.argsort(self.order_of(m)).tolist():  # dimensions in the order
+            out = self.made.outputs(u)[:, :, i]  # (n, k)
+            if self.likelihood == "bernoulli":
+                p = torch.sigmoid(out[:, 0] / temperature)
+                draw = torch.rand(n, generator=gen, device=gen.device).to(dev)
+                u[:, i] = (draw < p).float()
+            else:
+                log_w, mean, log_scale = self._mixture(out)  # (n, K) each
+                c = torch.multinomial(log_w.exp().cpu(), 1, generator=gen).to(dev)  # (n, 1)
+                mu = mean.gather(1, c).squeeze(1)
+                s = log_scale.gather(1, c).squeeze(1).exp() * temperature
+                eps = torch.randn(n, generator=gen, device=gen.device).to(dev)
+                u[:, i] = mu + s * eps
+        return u
+
+
+def build(params: MADEParams, info: DataInfo) -> MADEModel:
+    """The model; a likelihood the data cannot take raises ``ValueError`` (the API's 422)."""
+    return MADEModel(params, info)
+
+
+def device_of(module: MADEModel) -> torch.device:
+    return module.shift.device
+
+
+# --- training -------------------------------------------------------------------------------
+
+
+def fit(module: nn.Module, data: Dataset, params: MADEParams, ctx: Context) -> None:
+    assert isinstance(module, MADEModel)
+    dev = ctx.device
+    module.to(dev)
+    x, y = data.x_train.to(dev).flatten(1), data.y_train.to(dev)
+    if module.likelihood == "mog":
+        module.shift.copy_(x.mean(0))
+        module.scale.copy_(x.std(0).clamp_min(1e-3))
+    opt = ctx.make_optimizer(module.parameters())
+
+    def loss_fn(xb: Tensor, _: Tensor) -> Tensor:
+        m = int(module.step) % params.num_masks
+        module.use_mask(m)
+        module.step += 1
+        return -module.log_prob_units(module.units(xb)).mean()
+
+    def validate() -> dict[str, float]:
+        return evaluate(module, data, "val")
+
+    if train_epochs(module, opt, x, y, ctx, loss_fn=loss_fn, evaluate=validate):
+        final_test(module, ctx, lambda: evaluate(module, data, "test"))
+
+
+def evaluate(module: MADEModel, data: Dataset, split: str) -> dict[str, float]:
+    """NLL on the split (nats per example, averaged over the inference masks); bits per
+    dimension for binary images."""
+    x = (data.x_val if split == "val" else data.x_test).to(device_of(module)).flatten(1)
+    log_p = torch.cat([module.log_prob(xb) for xb in x.split(512)])
+    nll = float(-log_p.mean())
+    out = {f"{split}_nll": nll, f"{split}_loss": nll}
+    if module.likelihood == "bernoulli":
+        out[f"{split}_bits_per_dim"] = float(bits_per_dim(log_p, data.info).mean())
+    return out
+
+
+# --- inference ------------------------------------------------------------------------------
+
+
+def sample(module: nn.Module, opts: SampleOptions) -> Tensor:
+    """n samples at ``temperature`` (Bernoulli logits / T; mixture scales × T)."""
+    assert isinstance(module, MADEModel)
+    if opts.label is not None:
+        raise OptionError("label", "made models are unconditional: leave label out")
+    if opts.temperature <= 0:
+        raise OptionError("temperature", "temperature must be positive")
+    module.eval()
+    x = module.sample(opts.n, opts.temperature, opts.generator())
+    return x.view(opts.n, *module.info.input_shape)
+
+
+def log_prob(module: nn.Module, x: Tensor, labels: Tensor | None, k: int) -> LogProb:
+    """Exact log p: for binary data log P(x), a sum of Bernoulli log-probabilities; for
+    real values the density. ``k`` is unused (nothing is sampled)."""
+    assert isinstance(module, MADEModel)
+    if labels is not None:
+        raise OptionError("labels", "made models are unconditional: leave labels out")
+    module.eval()
+    x = x.to(device_of(module)).flatten(1)
+    if module.likelihood == "bernoulli":
+        top = module.info.value_max or 1.0
+        if bool(((x != 0) & (x != top)).any()):
+            raise OptionError("inputs", f"{module.info.name} is binary: values are 0 or {top:g}")
+    with torch.no_grad():
+        return LogProb(module.log_prob(x), exact=True)
+
+
+FAMILY = Family(
+    name="made",
+    description="MADE: masked autoregressive autoencoder, exact log p (Bernoulli or mixture "
+    "of Gaussians conditionals), sequential sampling, order-agnostic training",
+    params=MADEParams,
+    datasets=DATASETS,
+    capabilities={Capability.SAMPLE: sample, Capability.LOG_PROB: log_prob},
+    build=build,
+    fit=fit,
+    default_epochs=100,
+    default_batch_size=128,
+)
