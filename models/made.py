@@ -26,7 +26,9 @@ last mask used), ``shift``, ``scale`` (standardisation of real-valued data), ``s
 from __future__ import annotations
 
 import math
+import threading
 from typing import Literal, Self
+from weakref import WeakKeyDictionary
 
 import torch
 import torch.nn.functional as F
@@ -43,6 +45,21 @@ from models.nets.made import MADE
 Likelihood = Literal["bernoulli", "mog"]
 DATASETS = frozenset({"digits_bin", "mnist5k_bin", "moons", "rings8", "grid25", "checkerboard"})
 LOG_SCALE_MIN = -7.0  # the smallest log scale of a mixture component (standardised units)
+
+# Masks live in the module's buffers and a multi-mask model rewrites them per mask, while
+# the API serves one cached module to concurrent requests: each module's mask changes
+# and the passes that read them hold its lock (a weak map: the module stays deep-copyable).
+_MASK_LOCKS: WeakKeyDictionary[nn.Module, threading.RLock] = WeakKeyDictionary()
+_MASK_LOCKS_GUARD = threading.Lock()
+
+
+def mask_lock(module: nn.Module) -> threading.RLock:
+    """The lock guarding ``module``'s masks (one per module, made on first use)."""
+    with _MASK_LOCKS_GUARD:
+        lock = _MASK_LOCKS.get(module)
+        if lock is None:
+            lock = _MASK_LOCKS[module] = threading.RLock()
+        return lock
 
 
 class MADEParams(Params):
@@ -164,6 +181,10 @@ class MADEModel(nn.Module):
     def log_prob(self, x: Tensor) -> Tensor:
         """log p(x) (B,) in the data's units: log (1/M) Σ_m p_m(x) over the inference masks
         (a probability for binary data, a density for real values)."""
+        with mask_lock(self):
+            return self._log_prob_locked(x)
+
+    def _log_prob_locked(self, x: Tensor) -> Tensor:
         u = self.units(x)
         per_mask = []
         for m in self.inference_masks():
@@ -180,6 +201,10 @@ class MADEModel(nn.Module):
     def sample(self, n: int, temperature: float, generator: torch.Generator) -> Tensor:
         """n samples (n, D) in the data's units; each sample's mask drawn uniformly from the
         inference masks; one batched pass per dimension, in the mask's order."""
+        with mask_lock(self):
+            return self._sample_locked(n, temperature, generator)
+
+    def _sample_locked(self, n: int, temperature: float, generator: torch.Generator) -> Tensor:
         dev = self.shift.device
         n_masks = len(self.inference_masks())
         which = torch.randint(n_masks, (n,), generator=generator, device=generator.device)
