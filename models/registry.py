@@ -6,7 +6,7 @@ from models.family import Family
 
 
 def _families() -> dict[str, Family]:
-    from models import ensemble, flow, gan, made, mc_dropout, mlp, multitask, vae
+    from models import ensemble, flow, gan, made, mc_dropout, mlp, multitask, nade, vae
 
     families = [
         mlp.FAMILY,
@@ -17,6 +17,7 @@ def _families() -> dict[str, Family]:
         vae.FAMILY,
         gan.FAMILY,
         made.FAMILY,
+        nade.FAMILY,
     ]
     return {f.name: f for f in families}
 

@@ -67,6 +67,7 @@ SMOKE: dict[str, Smoke] = {
         {"hidden": [8], "order": "random", "num_masks": 2, "inference_masks": 2},
         also=("moons",),
     ),
+    "nade": Smoke("digits_bin", {"hidden": 8, "order": "random"}, also=("moons",)),
 }
 
 

@@ -1,0 +1,275 @@
+"""``nade``: the neural autoregressive distribution estimator (Larochelle & Murray 2011,
+"The Neural Autoregressive Distribution Estimator"; real-valued RNADE: Uria, Murray &
+Larochelle 2013, "RNADE: The real-valued neural autoregressive density-estimator").
+
+An autoregressive model p(x) = Π_d p(x_{o_d} | x_{o_<d}) (the notes, §7.1) in one fixed
+order o, whose conditionals share one hidden layer: with weights W (H × D) and bias c,
+
+    a_1 = c,    a_{d+1} = a_d + W[:, o_d] x_{o_d},    h_d = act(a_d),
+
+and p(x_{o_d} | x_{o_<d}) read from h_d by per-dimension output weights V[o_d], b[o_d].
+Each a_d extends the previous one by one column, so all D hidden vectors cost O(DH) per
+example; here they come out of one cumulative sum over the ordered columns W[:, o] x_o
+(shifted by one). The likelihood is exact, so training maximises log p(x) itself, and
+sampling is sequential: one batched step per dimension, in the order, updating the
+running sum a as it goes.
+
+- ``likelihood``: ``bernoulli`` for binary data (one logit per pixel; log P(x) is a
+  probability, no dequantisation), ``mog`` for real-valued data (RNADE: per dimension a
+  mixture of ``components`` Gaussians, weights, means and log scales from h_d, on
+  standardised values); ``auto`` picks by the data.
+- ``order``: ``natural`` (x_1, x_2, ...) or ``random`` (one permutation, seed 0, kept as
+  the ``perm`` buffer).
+- ``activation``: ``sigmoid`` (NADE) or ``relu`` (as RNADE allows).
+
+Checkpoint ``state["model"]`` keys: ``W`` (H, D), ``c`` (H), ``V`` (D, k, H), ``b`` (D, k)
+(k = 1 for bernoulli, 3 × components for mog), ``perm`` (the order: perm[d] is the
+dimension at position d), ``shift``, ``scale`` (standardisation of real-valued data).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Literal
+
+import torch
+import torch.nn.functional as F
+from pydantic import Field
+from torch import Tensor, nn
+
+from models.data import DataInfo, Dataset
+from models.family import Capability, Context, Family, Params
+from models.generative import LogProb, OptionError, SampleOptions, bits_per_dim
+from models.loop import final_test, train_epochs
+
+Likelihood = Literal["bernoulli", "mog"]
+DATASETS = frozenset({"digits_bin", "mnist5k_bin", "moons", "rings8", "grid25", "checkerboard"})
+LOG_SCALE_MIN = -7.0  # the smallest log scale of a mixture component (standardised units)
+
+
+class NADEParams(Params):
+    hidden: int = Field(500, ge=1, le=4096, description="width of the one hidden layer")
+    activation: Literal["sigmoid", "relu"] = Field(
+        "sigmoid", description="nonlinearity of the hidden layer: sigmoid (NADE) or relu (RNADE)"
+    )
+    order: Literal["natural", "random"] = Field(
+        "natural", description="input order: natural, or a fixed random permutation (seed 0)"
+    )
+    likelihood: Literal["auto", "bernoulli", "mog"] = Field(
+        "auto",
+        description="conditionals p(x_i | x_<i): bernoulli (binary data), mog (a mixture "
+        "of Gaussians per dimension, real-valued data); auto picks by the data",
+    )
+    components: int = Field(5, ge=1, le=64, description="mog: Gaussians per dimension")
+
+
+def resolve_likelihood(name: str, info: DataInfo) -> Likelihood:
+    """The likelihood ``auto`` stands for, or a ValueError for one the data cannot take."""
+    binary = info.levels == 2
+    continuous = info.levels is None
+    if name == "auto":
+        if binary:
+            return "bernoulli"
+        if continuous:
+            return "mog"
+        raise ValueError(f"nade models binary or real-valued data; {info.name} is neither")
+    if name == "bernoulli" and not binary:
+        raise ValueError(f"likelihood bernoulli needs binary data; {info.name} is not")
+    if name == "mog" and not continuous:
+        raise ValueError(f"likelihood mog needs real-valued data; {info.name} is discrete")
+    return name  # type: ignore[return-value]
+
+
+class NADEModel(nn.Module):
+    """The NADE and what it needs to read its data: ``log_prob(x)`` in the data's units,
+    ``outputs(u)`` (every conditional's parameters), ``sample(n, ...)``."""
+
+    perm: Tensor
+    shift: Tensor
+    scale: Tensor
+
+    def __init__(self, params: NADEParams, info: DataInfo) -> None:
+        super().__init__()
+        self.params, self.info = params, info
+        self.likelihood = resolve_likelihood(params.likelihood, info)
+        self.d = d = math.prod(info.input_shape)
+        self.k = k = 1 if self.likelihood == "bernoulli" else 3 * params.components
+        h = params.hidden
+        self.W = nn.Parameter(torch.empty(h, d).uniform_(-1, 1) / math.sqrt(d))
+        self.c = nn.Parameter(torch.zeros(h))
+        self.V = nn.Parameter(torch.empty(d, k, h).uniform_(-1, 1) / math.sqrt(h))
+        self.b = nn.Parameter(torch.zeros(d, k))
+        if params.order == "natural":
+            perm = torch.arange(d)
+        else:
+            perm = torch.randperm(d, generator=torch.Generator().manual_seed(0))
+        self.register_buffer("perm", perm)
+        self.register_buffer("shift", torch.zeros(d))
+        self.register_buffer("scale", torch.ones(d))
+
+    def act(self, a: Tensor) -> Tensor:
+        return torch.sigmoid(a) if self.params.activation == "sigmoid" else F.relu(a)
+
+    # --- densities in network units u ---
+
+    def units(self, x: Tensor) -> Tensor:
+        """Data -> network units: binary pixels as 0/1, real values standardised."""
+        x = x.flatten(1)
+        if self.likelihood == "bernoulli":
+            return x / (self.info.value_max or 1.0)
+        return (x - self.shift) / self.scale
+
+    def hiddens(self, u: Tensor) -> Tensor:
+        """h_d for every position d of the order (B, H, D): act(c + Σ_{e<d} W[:, o_e] u_{o_e}),
+        one cumulative sum over the ordered columns (O(DH) per example)."""
+        steps = self.W[:, self.perm][None] * u[:, self.perm][:, None]  # (B, H, D)
+        running = steps.cumsum(2)
+        a = torch.cat([torch.zeros_like(running[..., :1]), running[..., :-1]], 2)
+        return self.act(a + self.c[None, :, None])
+
+    def outputs(self, u: Tensor) -> Tensor:
+        """Every conditional's parameters (B, k, D), column i for dimension i (data order)."""
+        h = self.hiddens(u)  # (B, H, D), by position
+        out = torch.einsum("bhd,dkh->bkd", h, self.V[self.perm]) + self.b[self.perm].T
+        return out[:, :, torch.argsort(self.perm)]
+
+    def _mixture(self, out: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """(B, 3K, ...) -> log weights, means, log scales (B, K, ...) each."""
+        logits, mean, log_scale = out.unflatten(1, (3, self.params.components)).unbind(1)
+        return logits.log_softmax(1), mean, log_scale.clamp_min(LOG_SCALE_MIN)
+
+    def log_prob_units(self, u: Tensor) -> Tensor:
+        """log p(u) (B,): Σ_i log p(u_i | u_<i)."""
+        out = self.outputs(u)  # (B, k, D)
+        if self.likelihood == "bernoulli":
+            logits = out[:, 0]
+            return -F.binary_cross_entropy_with_logits(logits, u, reduction="none").sum(1)
+        log_w, mean, log_scale = self._mixture(out)
+        z = (u[:, None] - mean) * torch.exp(-log_scale)
+        log_n = -0.5 * z.pow(2) - log_scale - 0.5 * math.log(2 * math.pi)
+        return torch.logsumexp(log_w + log_n, 1).sum(1)
+
+    def log_prob(self, x: Tensor) -> Tensor:
+        """log p(x) (B,) in the data's units (a probability for binary data, a density for
+        real values: the standardisation's log-Jacobian counted)."""
+        log_p = self.log_prob_units(self.units(x))
+        if self.likelihood == "mog":
+            log_p = log_p - self.scale.log().sum()
+        return log_p
+
+    # --- sampling ---
+
+    @torch.no_grad()
+    def sample(self, n: int, temperature: float, gen: torch.Generator) -> Tensor:
+        """n samples (n, D) in the data's units: one batched step per dimension, in the
+        order, the running sum a updated by each drawn value."""
+        dev = self.shift.device
+        u = torch.zeros(n, self.d, device=dev)
+        a = self.c[None].expand(n, -1).clone()  # (n, H)
+        for i in self.perm.tolist():
+            out = self.act(a) @ self.V[i].T + self.b[i]  # (n, k)
+            if self.likelihood == "bernoulli":
+                p = torch.sigmoid(out[:, 0] / temperature)
+                draw = torch.rand(n, generator=gen, device=gen.device).to(dev)
+                u[:, i] = (draw < p).float()
+            else:
+                log_w, mean, log_scale = self._mixture(out)  # (n, K) each
+                c = torch.multinomial(log_w.exp().cpu(), 1, generator=gen).to(dev)  # (n, 1)
+                mu = mean.gather(1, c).squeeze(1)
+                s = log_scale.gather(1, c).squeeze(1).exp() * temperature
+                eps = torch.randn(n, generator=gen, device=gen.device).to(dev)
+                u[:, i] = mu + s * eps
+            a = a + u[:, i, None] * self.W[:, i][None]
+        if self.likelihood == "bernoulli":
+            return u * (self.info.value_max or 1.0)
+        return u * self.scale + self.shift
+
+
+def build(params: NADEParams, info: DataInfo) -> NADEModel:
+    """The model; a likelihood the data cannot take raises ``ValueError`` (the API's 422)."""
+    return NADEModel(params, info)
+
+
+def device_of(module: NADEModel) -> torch.device:
+    return module.shift.device
+
+
+# --- training -------------------------------------------------------------------------------
+
+
+def fit(module: nn.Module, data: Dataset, params: NADEParams, ctx: Context) -> None:
+    assert isinstance(module, NADEModel)
+    dev = ctx.device
+    module.to(dev)
+    x, y = data.x_train.to(dev).flatten(1), data.y_train.to(dev)
+    if module.likelihood == "mog":
+        module.shift.copy_(x.mean(0))
+        module.scale.copy_(x.std(0).clamp_min(1e-3))
+    opt = ctx.make_optimizer(module.parameters())
+
+    def loss_fn(xb: Tensor, _: Tensor) -> Tensor:
+        return -module.log_prob_units(module.units(xb)).mean()
+
+    def validate() -> dict[str, float]:
+        return evaluate(module, data, "val")
+
+    if train_epochs(module, opt, x, y, ctx, loss_fn=loss_fn, evaluate=validate):
+        final_test(module, ctx, lambda: evaluate(module, data, "test"))
+
+
+def evaluate(module: NADEModel, data: Dataset, split: str) -> dict[str, float]:
+    """NLL on the split (nats per example); bits per dimension for binary images."""
+    x = (data.x_val if split == "val" else data.x_test).to(device_of(module)).flatten(1)
+    with torch.no_grad():
+        log_p = torch.cat([module.log_prob(xb) for xb in x.split(512)])
+    nll = float(-log_p.mean())
+    out = {f"{split}_nll": nll, f"{split}_loss": nll}
+    if module.likelihood == "bernoulli":
+        out[f"{split}_bits_per_dim"] = float(bits_per_dim(log_p, data.info).mean())
+    return out
+
+
+# --- inference ------------------------------------------------------------------------------
+
+
+def sample(module: nn.Module, opts: SampleOptions) -> Tensor:
+    """n samples at ``temperature`` (Bernoulli logits / T; mixture scales × T)."""
+    assert isinstance(module, NADEModel)
+    if opts.label is not None:
+        raise OptionError("label", "nade models are unconditional: leave label out")
+    if opts.temperature <= 0:
+        raise OptionError("temperature", "temperature must be positive")
+    module.eval()
+    x = module.sample(opts.n, opts.temperature, opts.generator())
+    return x.view(opts.n, *module.info.input_shape)
+
+
+def log_prob(module: nn.Module, x: Tensor, labels: Tensor | None, k: int) -> LogProb:
+    """Exact log p: for binary data log P(x), a sum of Bernoulli log-probabilities; for
+    real values the density. ``k`` is unused (nothing is sampled)."""
+    assert isinstance(module, NADEModel)
+    if labels is not None:
+        raise OptionError("labels", "nade models are unconditional: leave labels out")
+    module.eval()
+    x = x.to(device_of(module)).flatten(1)
+    if module.likelihood == "bernoulli":
+        top = module.info.value_max or 1.0
+        if bool(((x != 0) & (x != top)).any()):
+            raise OptionError("inputs", f"{module.info.name} is binary: values are 0 or {top:g}")
+    with torch.no_grad():
+        return LogProb(module.log_prob(x), exact=True)
+
+
+FAMILY = Family(
+    name="nade",
+    description="NADE/RNADE: autoregressive density estimator with one shared hidden layer "
+    "(O(DH) running sum), exact log p (Bernoulli or mixture of Gaussians conditionals), "
+    "sequential sampling",
+    params=NADEParams,
+    datasets=DATASETS,
+    capabilities={Capability.SAMPLE: sample, Capability.LOG_PROB: log_prob},
+    build=build,
+    fit=fit,
+    default_epochs=100,
+    default_batch_size=128,
+)
