@@ -31,20 +31,25 @@ from typing import Literal, Self
 from weakref import WeakKeyDictionary
 
 import torch
-import torch.nn.functional as F
 from pydantic import Field, model_validator
 from torch import Tensor, nn
 
+from models.autoregressive import (
+    conditional_log_prob,
+    draw_conditional,
+    evaluate,
+    log_prob_capability,
+    outputs_per_dim,
+    resolve_likelihood,
+    sample_capability,
+)
 from models.data import DataInfo, Dataset
 from models.family import Capability, Context, Family, Params
-from models.generative import LogProb, OptionError, SampleOptions, bits_per_dim
 from models.layers import ActivationName, Hidden
 from models.loop import final_test, train_epochs
 from models.nets.made import MADE
 
-Likelihood = Literal["bernoulli", "mog"]
 DATASETS = frozenset({"digits_bin", "mnist5k_bin", "moons", "rings8", "grid25", "checkerboard"})
-LOG_SCALE_MIN = -7.0  # the smallest log scale of a mixture component (standardised units)
 
 # Masks live in the module's buffers and a multi-mask model rewrites them per mask, while
 # the API serves one cached module to concurrent requests: each module's mask changes
@@ -99,23 +104,6 @@ class MADEParams(Params):
         return self
 
 
-def resolve_likelihood(name: str, info: DataInfo) -> Likelihood:
-    """The likelihood ``auto`` stands for, or a ValueError for one the data cannot take."""
-    binary = info.levels == 2
-    continuous = info.levels is None
-    if name == "auto":
-        if binary:
-            return "bernoulli"
-        if continuous:
-            return "mog"
-        raise ValueError(f"made models binary or real-valued data; {info.name} is neither")
-    if name == "bernoulli" and not binary:
-        raise ValueError(f"likelihood bernoulli needs binary data; {info.name} is not")
-    if name == "mog" and not continuous:
-        raise ValueError(f"likelihood mog needs real-valued data; {info.name} is discrete")
-    return name  # type: ignore[return-value]
-
-
 class MADEModel(nn.Module):
     """The MADE and what it needs to read its data: ``log_prob(x)`` in the data's units
     (averaged over masks), ``sample(n, ...)``, ``use_mask(m)``."""
@@ -127,9 +115,9 @@ class MADEModel(nn.Module):
     def __init__(self, params: MADEParams, info: DataInfo) -> None:
         super().__init__()
         self.params, self.info = params, info
-        self.likelihood = resolve_likelihood(params.likelihood, info)
+        self.likelihood = resolve_likelihood("made", params.likelihood, info)
         self.d = d = math.prod(info.input_shape)
-        self.k = 1 if self.likelihood == "bernoulli" else 3 * params.components
+        self.k = outputs_per_dim(self.likelihood, params.components)
         self.made = MADE(
             self.order_of(0), params.hidden, params.activation, k=self.k, zero_init=False
         )
@@ -162,21 +150,10 @@ class MADEModel(nn.Module):
             return x / (self.info.value_max or 1.0)
         return (x - self.shift) / self.scale
 
-    def _mixture(self, out: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-        """(B, 3K, ...) -> log weights, means, log scales (B, K, ...) each."""
-        logits, mean, log_scale = out.unflatten(1, (3, self.params.components)).unbind(1)
-        return logits.log_softmax(1), mean, log_scale.clamp_min(LOG_SCALE_MIN)
-
     def log_prob_units(self, u: Tensor) -> Tensor:
         """log p_m(u) under the current mask (B,): Σ_i log p(u_i | u_<i)."""
         out = self.made.outputs(u)  # (B, k, D)
-        if self.likelihood == "bernoulli":
-            logits = out[:, 0]
-            return -F.binary_cross_entropy_with_logits(logits, u, reduction="none").sum(1)
-        log_w, mean, log_scale = self._mixture(out)
-        z = (u[:, None] - mean) * torch.exp(-log_scale)
-        log_n = -0.5 * z.pow(2) - log_scale - 0.5 * math.log(2 * math.pi)
-        return torch.logsumexp(log_w + log_n, 1).sum(1)
+        return conditional_log_prob(self.likelihood, out, u, self.params.components)
 
     def log_prob(self, x: Tensor) -> Tensor:
         """log p(x) (B,) in the data's units: log (1/M) Σ_m p_m(x) over the inference masks
@@ -224,17 +201,9 @@ class MADEModel(nn.Module):
         u = torch.zeros(n, self.d, device=dev)
         for i in torch.argsort(self.order_of(m)).tolist():  # dimensions in the order
             out = self.made.outputs(u)[:, :, i]  # (n, k)
-            if self.likelihood == "bernoulli":
-                p = torch.sigmoid(out[:, 0] / temperature)
-                draw = torch.rand(n, generator=gen, device=gen.device).to(dev)
-                u[:, i] = (draw < p).float()
-            else:
-                log_w, mean, log_scale = self._mixture(out)  # (n, K) each
-                c = torch.multinomial(log_w.exp().cpu(), 1, generator=gen).to(dev)  # (n, 1)
-                mu = mean.gather(1, c).squeeze(1)
-                s = log_scale.gather(1, c).squeeze(1).exp() * temperature
-                eps = torch.randn(n, generator=gen, device=gen.device).to(dev)
-                u[:, i] = mu + s * eps
+            u[:, i] = draw_conditional(
+                self.likelihood, out, self.params.components, temperature, gen
+            )
         return u
 
 
@@ -273,47 +242,10 @@ def fit(module: nn.Module, data: Dataset, params: MADEParams, ctx: Context) -> N
         final_test(module, ctx, lambda: evaluate(module, data, "test"))
 
 
-def evaluate(module: MADEModel, data: Dataset, split: str) -> dict[str, float]:
-    """NLL on the split (nats per example, averaged over the inference masks); bits per
-    dimension for binary images."""
-    x = (data.x_val if split == "val" else data.x_test).to(device_of(module)).flatten(1)
-    log_p = torch.cat([module.log_prob(xb) for xb in x.split(512)])
-    nll = float(-log_p.mean())
-    out = {f"{split}_nll": nll, f"{split}_loss": nll}
-    if module.likelihood == "bernoulli":
-        out[f"{split}_bits_per_dim"] = float(bits_per_dim(log_p, data.info).mean())
-    return out
-
-
 # --- inference ------------------------------------------------------------------------------
 
-
-def sample(module: nn.Module, opts: SampleOptions) -> Tensor:
-    """n samples at ``temperature`` (Bernoulli logits / T; mixture scales × T)."""
-    assert isinstance(module, MADEModel)
-    if opts.label is not None:
-        raise OptionError("label", "made models are unconditional: leave label out")
-    if opts.temperature <= 0:
-        raise OptionError("temperature", "temperature must be positive")
-    module.eval()
-    x = module.sample(opts.n, opts.temperature, opts.generator())
-    return x.view(opts.n, *module.info.input_shape)
-
-
-def log_prob(module: nn.Module, x: Tensor, labels: Tensor | None, k: int) -> LogProb:
-    """Exact log p: for binary data log P(x), a sum of Bernoulli log-probabilities; for
-    real values the density. ``k`` is unused (nothing is sampled)."""
-    assert isinstance(module, MADEModel)
-    if labels is not None:
-        raise OptionError("labels", "made models are unconditional: leave labels out")
-    module.eval()
-    x = x.to(device_of(module)).flatten(1)
-    if module.likelihood == "bernoulli":
-        top = module.info.value_max or 1.0
-        if bool(((x != 0) & (x != top)).any()):
-            raise OptionError("inputs", f"{module.info.name} is binary: values are 0 or {top:g}")
-    with torch.no_grad():
-        return LogProb(module.log_prob(x), exact=True)
+sample = sample_capability("made", MADEModel)
+log_prob = log_prob_capability("made", MADEModel)
 
 
 FAMILY = Family(
