@@ -4,7 +4,6 @@ sampling against the model's own probabilities, and a tiny fit."""
 
 from __future__ import annotations
 
-import itertools
 import math
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
@@ -20,30 +19,7 @@ from models.family import Capability
 from models.generative import OptionError, SampleOptions
 from models.made import FAMILY, MADEModel, MADEParams, evaluate
 from tests.support.data import tiny
-
-
-def binary_info(d: int) -> DataInfo:
-    return DataInfo(
-        name=f"bits{d}",
-        task="classification",
-        input_shape=(d,),
-        target_dim=1,
-        n_classes=2,
-        n_train=0,
-        levels=2,
-        value_max=1.0,
-    )
-
-
-def real_info(d: int) -> DataInfo:
-    return DataInfo(
-        name=f"real{d}",
-        task="regression",
-        input_shape=(d,),
-        target_dim=1,
-        n_classes=None,
-        n_train=0,
-    )
+from tests.support.densities import all_binary, binary_info, real_info
 
 
 def model(info: DataInfo, **params: Any) -> MADEModel:
@@ -51,10 +27,6 @@ def model(info: DataInfo, **params: Any) -> MADEModel:
     module = FAMILY.build(MADEParams(**params), info)
     assert isinstance(module, MADEModel)
     return module.eval()
-
-
-def all_binary(d: int) -> torch.Tensor:
-    return torch.tensor(list(itertools.product([0.0, 1.0], repeat=d)))
 
 
 @pytest.mark.parametrize("order", ["natural", "random"])

@@ -5,7 +5,6 @@ probabilities, and a tiny fit."""
 
 from __future__ import annotations
 
-import itertools
 from typing import Any
 
 import pytest
@@ -19,30 +18,7 @@ from models.family import Capability
 from models.generative import OptionError, SampleOptions
 from models.nade import FAMILY, NADEModel, NADEParams, evaluate
 from tests.support.data import tiny
-
-
-def binary_info(d: int) -> DataInfo:
-    return DataInfo(
-        name=f"bits{d}",
-        task="classification",
-        input_shape=(d,),
-        target_dim=1,
-        n_classes=2,
-        n_train=0,
-        levels=2,
-        value_max=1.0,
-    )
-
-
-def real_info(d: int) -> DataInfo:
-    return DataInfo(
-        name=f"real{d}",
-        task="regression",
-        input_shape=(d,),
-        target_dim=1,
-        n_classes=None,
-        n_train=0,
-    )
+from tests.support.densities import all_binary, binary_info, real_info
 
 
 def model(info: DataInfo, **params: Any) -> NADEModel:
@@ -53,10 +29,6 @@ def model(info: DataInfo, **params: Any) -> NADEModel:
         module.c.normal_()
         module.b.normal_()
     return module.eval()
-
-
-def all_binary(d: int) -> torch.Tensor:
-    return torch.tensor(list(itertools.product([0.0, 1.0], repeat=d)))
 
 
 def naive_outputs(m: NADEModel, u: torch.Tensor) -> torch.Tensor:
