@@ -6,21 +6,24 @@ models to come): p(x) = Π_i p(x_i | x_<i) with exact log-likelihoods (the notes
   2013: per dimension a mixture of K Gaussians, 3K numbers: logits, means, log scales, on
   standardised values). ``resolve_likelihood`` picks one for ``auto`` and refuses a
   mismatch; ``conditional_log_prob`` scores, ``draw_conditional`` samples one dimension.
-- The capabilities and the evaluation, written once over ``ExactDensity``: a module
-  with ``info``, ``likelihood``, ``log_prob(x)`` and ``sample(n, temperature, gen)``.
+- ``AutoregressiveDensity``, the base of each family's module (the data's units, the
+  log-Jacobian, the training loss), and what is written once over it: ``fit_density``,
+  ``evaluate``, and the SAMPLE and LOG_PROB capabilities.
 """
 
 from __future__ import annotations
 
 import math
-from typing import Literal, Protocol
+from typing import Literal
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 from models.data import DataInfo, Dataset
+from models.family import Context
 from models.generative import LogProb, LogProbFn, OptionError, SampleFn, SampleOptions, bits_per_dim
+from models.loop import final_test, train_epochs
 
 Likelihood = Literal["bernoulli", "mog"]
 LOG_SCALE_MIN = -7.0  # the smallest log scale of a mixture component (standardised units)
@@ -88,19 +91,82 @@ def draw_conditional(
     return mu + s * eps
 
 
-class ExactDensity(Protocol):
-    """An autoregressive module as the shared capabilities see it."""
+class AutoregressiveDensity(nn.Module):
+    """Base of an autoregressive family's module: the data's units and the training loss.
 
-    info: DataInfo
-    likelihood: Likelihood
-    shift: Tensor  # on the module's device
+    Binary data is modelled as 0/1; real values standardised by the ``shift`` and
+    ``scale`` buffers (fitted on the training split), whose log-Jacobian ``log_prob``
+    adds back so densities are in the data's own units. A subclass gives
+    ``log_prob_units`` (the network's Σ_i log p(u_i | u_<i)) and ``sample``.
+    """
 
-    def log_prob(self, x: Tensor) -> Tensor: ...  # (B, D) data units -> (B,)
-    def sample(self, n: int, temperature: float, gen: torch.Generator) -> Tensor: ...
-    def eval(self) -> nn.Module: ...
+    shift: Tensor
+    scale: Tensor
+
+    def __init__(self, info: DataInfo, likelihood: Likelihood) -> None:
+        super().__init__()
+        self.info, self.likelihood = info, likelihood
+        self.d = d = math.prod(info.input_shape)
+        self.register_buffer("shift", torch.zeros(d))
+        self.register_buffer("scale", torch.ones(d))
+
+    def units(self, x: Tensor) -> Tensor:
+        """Data -> network units: binary pixels as 0/1, real values standardised."""
+        x = x.flatten(1)
+        if self.likelihood == "bernoulli":
+            return x / (self.info.value_max or 1.0)
+        return (x - self.shift) / self.scale
+
+    def from_units(self, u: Tensor) -> Tensor:
+        """Network units -> data (the inverse of ``units``)."""
+        if self.likelihood == "bernoulli":
+            return u * (self.info.value_max or 1.0)
+        return u * self.scale + self.shift
+
+    def log_jacobian(self) -> Tensor | float:
+        """What turns a density of the units into one of the data: −Σ log scale."""
+        return -self.scale.log().sum() if self.likelihood == "mog" else 0.0
+
+    def standardise(self, x: Tensor) -> None:
+        """Fit ``shift`` and ``scale`` to the training inputs (real values only)."""
+        if self.likelihood == "mog":
+            self.shift.copy_(x.mean(0))
+            self.scale.copy_(x.std(0).clamp_min(1e-3))
+
+    def log_prob_units(self, u: Tensor) -> Tensor:
+        raise NotImplementedError
+
+    def log_prob(self, x: Tensor) -> Tensor:
+        """log p(x) (B,) in the data's units (a probability for binary data, a density for
+        real values)."""
+        return self.log_prob_units(self.units(x)) + self.log_jacobian()
+
+    def training_loss(self, x: Tensor) -> Tensor:
+        """The minibatch loss: −log p of the units, averaged."""
+        return -self.log_prob_units(self.units(x)).mean()
+
+    def sample(self, n: int, temperature: float, gen: torch.Generator) -> Tensor:
+        raise NotImplementedError
 
 
-def evaluate(module: ExactDensity, data: Dataset, split: str) -> dict[str, float]:
+def fit_density(module: AutoregressiveDensity, data: Dataset, ctx: Context) -> None:
+    """Maximum likelihood with the shared loop: standardise, then ``train_epochs`` on
+    ``module.training_loss``, validation NLL each epoch, the test NLL at the end."""
+    dev = ctx.device
+    module.to(dev)
+    x, y = data.x_train.to(dev).flatten(1), data.y_train.to(dev)
+    module.standardise(x)
+    opt = ctx.make_optimizer(module.parameters())
+    finished = train_epochs(
+        module, opt, x, y, ctx,
+        loss_fn=lambda xb, _: module.training_loss(xb),
+        evaluate=lambda: evaluate(module, data, "val"),
+    )  # fmt: skip
+    if finished:
+        final_test(module, ctx, lambda: evaluate(module, data, "test"))
+
+
+def evaluate(module: AutoregressiveDensity, data: Dataset, split: str) -> dict[str, float]:
     """NLL on the split (nats per example); bits per dimension for binary images."""
     x = (data.x_val if split == "val" else data.x_test).to(module.shift.device).flatten(1)
     with torch.no_grad():
@@ -112,13 +178,13 @@ def evaluate(module: ExactDensity, data: Dataset, split: str) -> dict[str, float
     return out
 
 
-def sample_capability(family: str, kind: type[nn.Module]) -> SampleFn:
-    """SAMPLE for an unconditional ``kind`` module: n samples at ``temperature``
+def sample_capability(family: str) -> SampleFn:
+    """SAMPLE for an unconditional family's ``AutoregressiveDensity``: n samples at ``temperature``
     (Bernoulli logits / T; mixture scales × T), in the data's shape."""
 
     def sample(module: nn.Module, opts: SampleOptions) -> Tensor:
-        assert isinstance(module, kind)
-        density: ExactDensity = module  # type: ignore[assignment]
+        assert isinstance(module, AutoregressiveDensity)
+        density = module
         if opts.label is not None:
             raise OptionError("label", f"{family} models are unconditional: leave label out")
         if opts.temperature <= 0:
@@ -130,14 +196,14 @@ def sample_capability(family: str, kind: type[nn.Module]) -> SampleFn:
     return sample
 
 
-def log_prob_capability(family: str, kind: type[nn.Module]) -> LogProbFn:
-    """LOG_PROB for an unconditional ``kind`` module, exact: for binary data log P(x), a
-    sum of Bernoulli log-probabilities (inputs must be 0 or the top level); for real
-    values the density. ``k`` is unused (nothing is sampled)."""
+def log_prob_capability(family: str) -> LogProbFn:
+    """LOG_PROB for an unconditional family's ``AutoregressiveDensity``, exact: for binary
+    data log P(x), a sum of Bernoulli log-probabilities (inputs must be 0 or the top
+    level); for real values the density. ``k`` is unused (nothing is sampled)."""
 
     def log_prob(module: nn.Module, x: Tensor, labels: Tensor | None, k: int) -> LogProb:
-        assert isinstance(module, kind)
-        density: ExactDensity = module  # type: ignore[assignment]
+        assert isinstance(module, AutoregressiveDensity)
+        density = module
         if labels is not None:
             raise OptionError("labels", f"{family} models are unconditional: leave labels out")
         density.eval()

@@ -35,9 +35,10 @@ from pydantic import Field, model_validator
 from torch import Tensor, nn
 
 from models.autoregressive import (
+    AutoregressiveDensity,
     conditional_log_prob,
     draw_conditional,
-    evaluate,
+    fit_density,
     log_prob_capability,
     outputs_per_dim,
     resolve_likelihood,
@@ -46,7 +47,6 @@ from models.autoregressive import (
 from models.data import DataInfo, Dataset
 from models.family import Capability, Context, Family, Params
 from models.layers import ActivationName, Hidden
-from models.loop import final_test, train_epochs
 from models.nets.made import MADE
 
 DATASETS = frozenset({"digits_bin", "mnist5k_bin", "moons", "rings8", "grid25", "checkerboard"})
@@ -104,25 +104,19 @@ class MADEParams(Params):
         return self
 
 
-class MADEModel(nn.Module):
+class MADEModel(AutoregressiveDensity):
     """The MADE and what it needs to read its data: ``log_prob(x)`` in the data's units
     (averaged over masks), ``sample(n, ...)``, ``use_mask(m)``."""
 
-    shift: Tensor
-    scale: Tensor
     step: Tensor
 
     def __init__(self, params: MADEParams, info: DataInfo) -> None:
-        super().__init__()
-        self.params, self.info = params, info
-        self.likelihood = resolve_likelihood("made", params.likelihood, info)
-        self.d = d = math.prod(info.input_shape)
+        super().__init__(info, resolve_likelihood("made", params.likelihood, info))
+        self.params = params
         self.k = outputs_per_dim(self.likelihood, params.components)
         self.made = MADE(
             self.order_of(0), params.hidden, params.activation, k=self.k, zero_init=False
         )
-        self.register_buffer("shift", torch.zeros(d))
-        self.register_buffer("scale", torch.ones(d))
         self.register_buffer("step", torch.zeros((), dtype=torch.long))
 
     # --- masks ---
@@ -143,17 +137,16 @@ class MADEModel(nn.Module):
 
     # --- densities in network units u ---
 
-    def units(self, x: Tensor) -> Tensor:
-        """Data -> network units: binary pixels as 0/1, real values standardised."""
-        x = x.flatten(1)
-        if self.likelihood == "bernoulli":
-            return x / (self.info.value_max or 1.0)
-        return (x - self.shift) / self.scale
-
     def log_prob_units(self, u: Tensor) -> Tensor:
         """log p_m(u) under the current mask (B,): Σ_i log p(u_i | u_<i)."""
         out = self.made.outputs(u)  # (B, k, D)
         return conditional_log_prob(self.likelihood, out, u, self.params.components)
+
+    def training_loss(self, x: Tensor) -> Tensor:
+        """The next mask of the cycle (by the step count in the checkpoint), then −log p."""
+        self.use_mask(int(self.step) % self.params.num_masks)
+        self.step += 1
+        return super().training_loss(x)
 
     def log_prob(self, x: Tensor) -> Tensor:
         """log p(x) (B,) in the data's units: log (1/M) Σ_m p_m(x) over the inference masks
@@ -168,9 +161,7 @@ class MADEModel(nn.Module):
             self.use_mask(m)
             per_mask.append(self.log_prob_units(u))
         log_p = torch.logsumexp(torch.stack(per_mask), 0) - math.log(len(per_mask))
-        if self.likelihood == "mog":
-            log_p = log_p - self.scale.log().sum()
-        return log_p
+        return log_p + self.log_jacobian()
 
     # --- sampling ---
 
@@ -192,9 +183,7 @@ class MADEModel(nn.Module):
                 continue
             self.use_mask(m)
             u[rows] = self._sample_mask(len(rows), m, temperature, generator)
-        if self.likelihood == "bernoulli":
-            return u * (self.info.value_max or 1.0)
-        return u * self.scale + self.shift
+        return self.from_units(u)
 
     def _sample_mask(self, n: int, m: int, temperature: float, gen: torch.Generator) -> Tensor:
         dev = self.shift.device
@@ -212,40 +201,18 @@ def build(params: MADEParams, info: DataInfo) -> MADEModel:
     return MADEModel(params, info)
 
 
-def device_of(module: MADEModel) -> torch.device:
-    return module.shift.device
-
-
 # --- training -------------------------------------------------------------------------------
 
 
 def fit(module: nn.Module, data: Dataset, params: MADEParams, ctx: Context) -> None:
     assert isinstance(module, MADEModel)
-    dev = ctx.device
-    module.to(dev)
-    x, y = data.x_train.to(dev).flatten(1), data.y_train.to(dev)
-    if module.likelihood == "mog":
-        module.shift.copy_(x.mean(0))
-        module.scale.copy_(x.std(0).clamp_min(1e-3))
-    opt = ctx.make_optimizer(module.parameters())
-
-    def loss_fn(xb: Tensor, _: Tensor) -> Tensor:
-        m = int(module.step) % params.num_masks
-        module.use_mask(m)
-        module.step += 1
-        return -module.log_prob_units(module.units(xb)).mean()
-
-    def validate() -> dict[str, float]:
-        return evaluate(module, data, "val")
-
-    if train_epochs(module, opt, x, y, ctx, loss_fn=loss_fn, evaluate=validate):
-        final_test(module, ctx, lambda: evaluate(module, data, "test"))
+    fit_density(module, data, ctx)
 
 
 # --- inference ------------------------------------------------------------------------------
 
-sample = sample_capability("made", MADEModel)
-log_prob = log_prob_capability("made", MADEModel)
+sample = sample_capability("made")
+log_prob = log_prob_capability("made")
 
 
 FAMILY = Family(

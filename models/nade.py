@@ -38,9 +38,10 @@ from pydantic import Field
 from torch import Tensor, nn
 
 from models.autoregressive import (
+    AutoregressiveDensity,
     conditional_log_prob,
     draw_conditional,
-    evaluate,
+    fit_density,
     log_prob_capability,
     outputs_per_dim,
     resolve_likelihood,
@@ -48,7 +49,6 @@ from models.autoregressive import (
 )
 from models.data import DataInfo, Dataset
 from models.family import Capability, Context, Family, Params
-from models.loop import final_test, train_epochs
 
 DATASETS = frozenset({"digits_bin", "mnist5k_bin", "moons", "rings8", "grid25", "checkerboard"})
 
@@ -69,21 +69,17 @@ class NADEParams(Params):
     components: int = Field(5, ge=1, le=64, description="mog: Gaussians per dimension")
 
 
-class NADEModel(nn.Module):
+class NADEModel(AutoregressiveDensity):
     """The NADE and what it needs to read its data: ``log_prob(x)`` in the data's units,
     ``outputs(u)`` (every conditional's parameters), ``sample(n, ...)``."""
 
     perm: Tensor
-    shift: Tensor
-    scale: Tensor
 
     def __init__(self, params: NADEParams, info: DataInfo) -> None:
-        super().__init__()
-        self.params, self.info = params, info
-        self.likelihood = resolve_likelihood("nade", params.likelihood, info)
-        self.d = d = math.prod(info.input_shape)
+        super().__init__(info, resolve_likelihood("nade", params.likelihood, info))
+        self.params = params
         self.k = k = outputs_per_dim(self.likelihood, params.components)
-        h = params.hidden
+        d, h = self.d, params.hidden
         self.W = nn.Parameter(torch.empty(h, d).uniform_(-1, 1) / math.sqrt(d))
         self.c = nn.Parameter(torch.zeros(h))
         self.V = nn.Parameter(torch.empty(d, k, h).uniform_(-1, 1) / math.sqrt(h))
@@ -93,20 +89,11 @@ class NADEModel(nn.Module):
         else:
             perm = torch.randperm(d, generator=torch.Generator().manual_seed(0))
         self.register_buffer("perm", perm)
-        self.register_buffer("shift", torch.zeros(d))
-        self.register_buffer("scale", torch.ones(d))
 
     def act(self, a: Tensor) -> Tensor:
         return torch.sigmoid(a) if self.params.activation == "sigmoid" else F.relu(a)
 
     # --- densities in network units u ---
-
-    def units(self, x: Tensor) -> Tensor:
-        """Data -> network units: binary pixels as 0/1, real values standardised."""
-        x = x.flatten(1)
-        if self.likelihood == "bernoulli":
-            return x / (self.info.value_max or 1.0)
-        return (x - self.shift) / self.scale
 
     def hiddens(self, u: Tensor) -> Tensor:
         """h_d for every position d of the order (B, H, D): act(c + Σ_{e<d} W[:, o_e] u_{o_e}),
@@ -127,14 +114,6 @@ class NADEModel(nn.Module):
         out = self.outputs(u)  # (B, k, D)
         return conditional_log_prob(self.likelihood, out, u, self.params.components)
 
-    def log_prob(self, x: Tensor) -> Tensor:
-        """log p(x) (B,) in the data's units (a probability for binary data, a density for
-        real values: the standardisation's log-Jacobian counted)."""
-        log_p = self.log_prob_units(self.units(x))
-        if self.likelihood == "mog":
-            log_p = log_p - self.scale.log().sum()
-        return log_p
-
     # --- sampling ---
 
     @torch.no_grad()
@@ -150,9 +129,7 @@ class NADEModel(nn.Module):
                 self.likelihood, out, self.params.components, temperature, gen
             )
             a = a + u[:, i, None] * self.W[:, i][None]
-        if self.likelihood == "bernoulli":
-            return u * (self.info.value_max or 1.0)
-        return u * self.scale + self.shift
+        return self.from_units(u)
 
 
 def build(params: NADEParams, info: DataInfo) -> NADEModel:
@@ -160,37 +137,18 @@ def build(params: NADEParams, info: DataInfo) -> NADEModel:
     return NADEModel(params, info)
 
 
-def device_of(module: NADEModel) -> torch.device:
-    return module.shift.device
-
-
 # --- training -------------------------------------------------------------------------------
 
 
 def fit(module: nn.Module, data: Dataset, params: NADEParams, ctx: Context) -> None:
     assert isinstance(module, NADEModel)
-    dev = ctx.device
-    module.to(dev)
-    x, y = data.x_train.to(dev).flatten(1), data.y_train.to(dev)
-    if module.likelihood == "mog":
-        module.shift.copy_(x.mean(0))
-        module.scale.copy_(x.std(0).clamp_min(1e-3))
-    opt = ctx.make_optimizer(module.parameters())
-
-    def loss_fn(xb: Tensor, _: Tensor) -> Tensor:
-        return -module.log_prob_units(module.units(xb)).mean()
-
-    def validate() -> dict[str, float]:
-        return evaluate(module, data, "val")
-
-    if train_epochs(module, opt, x, y, ctx, loss_fn=loss_fn, evaluate=validate):
-        final_test(module, ctx, lambda: evaluate(module, data, "test"))
+    fit_density(module, data, ctx)
 
 
 # --- inference ------------------------------------------------------------------------------
 
-sample = sample_capability("nade", NADEModel)
-log_prob = log_prob_capability("nade", NADEModel)
+sample = sample_capability("nade")
+log_prob = log_prob_capability("nade")
 
 
 FAMILY = Family(

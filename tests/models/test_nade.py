@@ -12,11 +12,12 @@ import torch
 from pydantic import ValidationError
 from torch.autograd.functional import jacobian
 
+from models.autoregressive import evaluate
 from models.context import LocalContext
 from models.data import DataInfo, load
 from models.family import Capability
 from models.generative import OptionError, SampleOptions
-from models.nade import FAMILY, NADEModel, NADEParams, evaluate
+from models.nade import FAMILY, NADEModel, NADEParams
 from tests.support.data import tiny
 from tests.support.densities import all_binary, binary_info, real_info
 
