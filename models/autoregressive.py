@@ -148,6 +148,11 @@ class AutoregressiveDensity(nn.Module):
     def sample(self, n: int, temperature: float, gen: torch.Generator) -> Tensor:
         raise NotImplementedError
 
+    def sample_rows(self, n: int) -> int:
+        """The full-model forward rows ``sample(n)`` costs, for the API's bound on work:
+        one pass per dimension over the n rows, unless a subclass does better."""
+        return n * self.d
+
 
 def fit_density(module: AutoregressiveDensity, data: Dataset, ctx: Context) -> None:
     """Maximum likelihood with the shared loop: standardise, then ``train_epochs`` on
@@ -189,6 +194,12 @@ def sample_capability(family: str) -> SampleFn:
             raise OptionError("label", f"{family} models are unconditional: leave label out")
         if opts.temperature <= 0:
             raise OptionError("temperature", "temperature must be positive")
+        rows = density.sample_rows(opts.n)
+        if opts.max_rows is not None and rows > opts.max_rows:  # the request's bound on work
+            most = opts.max_rows * opts.n // rows
+            raise OptionError(
+                "n", f"{opts.n} samples take {rows} forward rows (sequential); at most {most}"
+            )
         density.eval()
         x = density.sample(opts.n, opts.temperature, opts.generator())
         return x.view(opts.n, *density.info.input_shape)

@@ -185,3 +185,14 @@ def test_concurrent_requests_on_one_module_see_their_own_masks() -> None:
         )
     assert all(torch.equal(lp, expected) for lp in logs)
     assert all(torch.equal(s, drawn) for s in samples)
+
+
+def test_sampling_counts_one_forward_per_dimension_against_the_bound() -> None:
+    """The API bounds work by forward rows; a MADE sample costs D passes, so n samples
+    over the bound are refused at ``n`` before any pass."""
+    module = model(binary_info(9), hidden=[16])
+    fn = FAMILY.capability(Capability.SAMPLE)
+    assert fn(module, SampleOptions(n=10, max_rows=90)).shape == (10, 9)
+    with pytest.raises(OptionError, match="take 99 forward rows") as refused:
+        fn(module, SampleOptions(n=11, max_rows=90))
+    assert refused.value.field == "n" and "at most 10" in str(refused.value)

@@ -194,3 +194,13 @@ def test_a_tiny_fit_lowers_the_test_nll() -> None:
     ((_, after),) = ctx.metric("test_nll")
     assert after < before - 2.0
     assert ctx.metric("test_loss") and ctx.metric("test_bits_per_dim")
+
+
+def test_sampling_costs_one_forward_against_the_bound() -> None:
+    """NADE's running sum makes a whole sequential sample cost about one forward row."""
+    module = model(binary_info(9), hidden=8)
+    fn = FAMILY.capability(Capability.SAMPLE)
+    assert fn(module, SampleOptions(n=90, max_rows=90)).shape == (90, 9)
+    with pytest.raises(OptionError) as refused:
+        fn(module, SampleOptions(n=91, max_rows=90))
+    assert refused.value.field == "n"
