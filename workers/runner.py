@@ -453,6 +453,7 @@ class Runner:
         self.ctx: TrainContext | None = None
         device: torch.device | None = None
         heartbeat: Heartbeat | None = None
+        self.heartbeat: Heartbeat | None = None
         try:
             family = get_family(job.model)
             params = family.params(**job.spec["params"])
@@ -468,7 +469,7 @@ class Runner:
             module = family.build(params, data.info).to(device)
             ctx = self.ctx = TrainContext(job, self.lease, self.settings, family, device, resume)
             self._record_start(data.info, data.fingerprint(), device)
-            heartbeat = Heartbeat(ctx, self.settings.heartbeat_seconds)
+            heartbeat = self.heartbeat = Heartbeat(ctx, self.settings.heartbeat_seconds)
             heartbeat.start()
             family.fit(module, data, params, ctx)
             ctx.flush()
@@ -583,7 +584,19 @@ class Runner:
         log.info("job %s handed back (worker shutting down)", self.job.id)
         return "handed_back"
 
+    def _stop_heartbeat(self) -> int:
+        """Stop the heartbeat thread; the step of the last progress event it sent."""
+        if self.heartbeat is None:
+            return -1
+        self.heartbeat.done.set()
+        self.heartbeat.join(timeout=5)
+        return self.heartbeat._sent_step
+
     def _finish(self, status: str, error: str | None) -> str:
+        # a job shorter than one heartbeat would otherwise end with no progress event at all;
+        # the heartbeat stops first so that the last progress event precedes the status
+        sent_step = self._stop_heartbeat()
+
         def write() -> None:
             with session_scope() as s:
                 job = s.get(Job, self.job.id)
@@ -594,6 +607,11 @@ class Runner:
                 if self.ctx is not None:  # the heartbeat may not have written the last step
                     job.progress_step, job.progress_total = self.ctx._progress
                     job.eta_seconds = 0.0 if status == "succeeded" else None
+                    if job.progress_step != sent_step and job.progress_total > 0:
+                        progress = progress_json(
+                            job.progress_step, job.progress_total, job.eta_seconds
+                        )
+                        add_event(s, job, "progress", progress)
                 payload: dict[str, Any] = {"status": status}
                 if error:
                     payload["error"] = error

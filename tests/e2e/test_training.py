@@ -20,7 +20,9 @@ def test_a_job_streams_its_events_and_serves_predictions_metrics_and_checkpoints
     statuses = [data["status"] for _, kind, data in events if kind == "status"]
     assert statuses[0] == "queued" and statuses[-1] == "succeeded", statuses
     assert "running" in statuses
-    assert any(kind == "progress" for _, kind, _ in events)
+    # however short the job (shorter than one heartbeat), its last progress event is 100 %
+    progress = [data for _, kind, data in events if kind == "progress"]
+    assert progress and progress[-1]["fraction"] == 1.0, progress
     assert any(kind == "metrics" for _, kind, _ in events)
     ids = [i for i, _, _ in events]
     assert ids == list(range(1, len(ids) + 1))  # the job's own events, API's and worker's
