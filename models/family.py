@@ -24,7 +24,15 @@ from torch import nn
 
 if TYPE_CHECKING:
     from models.data import DataInfo
-    from models.generative import DecodeFn, EncodeFn, InterpolateFn, LogProbFn, SampleFn
+    from models.generative import (
+        CompleteFn,
+        DecodeFn,
+        EncodeFn,
+        InterpolateFn,
+        LogProbFn,
+        ReceptiveFieldFn,
+        SampleFn,
+    )
 
 
 class Capability(enum.StrEnum):
@@ -37,6 +45,8 @@ class Capability(enum.StrEnum):
     ENCODE = "encode"
     DECODE = "decode"
     INTERPOLATE = "interpolate"
+    RECEPTIVE_FIELD = "receptive_field"
+    COMPLETE = "complete"
     ACT = "act"
     ROLLOUT = "rollout"
     EMBED = "embed"
@@ -123,6 +133,8 @@ ARITY: dict[Capability, int] = {
     Capability.ENCODE: 3,  # module, x, labels
     Capability.DECODE: 3,  # module, z, labels (a Decoder)
     Capability.INTERPOLATE: 3,  # z_a, z_b, steps
+    Capability.RECEPTIVE_FIELD: 2,  # module, position
+    Capability.COMPLETE: 4,  # module, x, observed, SampleOptions
 }
 
 
@@ -183,6 +195,10 @@ class Family:
     def capability(self, c: Literal[Capability.DECODE]) -> Decoder: ...
     @overload
     def capability(self, c: Literal[Capability.INTERPOLATE]) -> InterpolateFn: ...
+    @overload
+    def capability(self, c: Literal[Capability.RECEPTIVE_FIELD]) -> ReceptiveFieldFn: ...
+    @overload
+    def capability(self, c: Literal[Capability.COMPLETE]) -> CompleteFn: ...
     @overload
     def capability(self, c: Capability) -> Callable[..., Any]: ...
     def capability(self, c: Capability) -> Callable[..., Any]:

@@ -61,6 +61,14 @@ LogProbFn = Callable[[nn.Module, Tensor, Tensor | None, int], LogProb]  # x, lab
 EncodeFn = Callable[[nn.Module, Tensor, Tensor | None], dict[str, Tensor]]  # -> mean, log_var
 DecodeFn = Callable[[nn.Module, Tensor, Tensor | None], Tensor]  # z, labels -> (n, *shape)
 InterpolateFn = Callable[[Tensor, Tensor, int], Tensor]  # z_a (D,), z_b (D,), steps -> (steps, D)
+# autoregressive models: which inputs the conditional of one dimension (its flat index in
+# the input, row * W + col for an image) depends on, as a map (*input_shape) of gradient
+# magnitudes (zero where an input cannot influence it, its own position included); and
+# completions of x (N, *input_shape) where only ``observed`` (*input_shape, bool) is kept,
+# the rest drawn from the model's conditionals (seed, temperature, label, max_rows from the
+# options; n == N): the result keeps x where observed
+ReceptiveFieldFn = Callable[[nn.Module, int], Tensor]
+CompleteFn = Callable[[nn.Module, Tensor, Tensor, SampleOptions], Tensor]
 
 
 def latent_path(z_a: Tensor, z_b: Tensor, steps: int) -> Tensor:

@@ -219,6 +219,38 @@ def check_interpolate(p: Probe) -> dict[str, Tensor]:
     return {"path": x}
 
 
+def check_receptive_field(p: Probe) -> dict[str, Tensor]:
+    """For the first and the last position: a finite, non-negative map in the data's shape
+    that is zero at the position itself (a conditional never sees its own value); some
+    input influences one of them."""
+    fn = capability_fn(p.family, Capability.RECEPTIVE_FIELD)
+    d = p.data.x_test[0].numel()
+    maps = {}
+    for k in (0, d - 1):
+        m: Tensor = fn(p.module, k)
+        assert m.shape == p.data.info.input_shape, (m.shape, p.data.info.input_shape)
+        assert bool(torch.isfinite(m).all()) and bool((m >= 0).all())
+        assert float(m.flatten()[k]) == 0.0
+        maps[f"field_{k}"] = m
+    assert sum(float(m.sum()) for m in maps.values()) > 0
+    return maps
+
+
+def check_complete(p: Probe) -> dict[str, Tensor]:
+    """Completions of the inputs with their first half (flat order) observed: finite, in
+    the data's shape, equal to the inputs where observed; the same seed, the same ones."""
+    fn = capability_fn(p.family, Capability.COMPLETE)
+    shape = p.data.info.input_shape
+    d = p.x[0].numel()
+    observed = (torch.arange(d) < d // 2).view(shape)
+    opts = SampleOptions(n=p.n, seed=5)
+    out: Tensor = fn(p.module, p.x, observed, opts)
+    assert out.shape == (p.n, *shape) and bool(torch.isfinite(out).all())
+    torch.testing.assert_close(out[:, observed], p.x[:, observed].to(out))
+    assert torch.equal(out, fn(p.module, p.x, observed, opts))
+    return {"completions": out}
+
+
 # keyed by capability (a ``Capability`` is its own value, so its name finds it too); act,
 # rollout, embed, neighbors and trajectory get theirs with the first family declaring them
 CHECKERS: dict[str, Checker] = {
@@ -228,6 +260,8 @@ CHECKERS: dict[str, Checker] = {
     Capability.ENCODE: check_encode,
     Capability.DECODE: check_decode,
     Capability.INTERPOLATE: check_interpolate,
+    Capability.RECEPTIVE_FIELD: check_receptive_field,
+    Capability.COMPLETE: check_complete,
 }
 
 
