@@ -25,6 +25,7 @@ from tests.support.densities import (
     binary_info,
     completion_frequencies,
     conditional_by_enumeration,
+    independent_bernoulli_nll,
     real_info,
 )
 
@@ -307,3 +308,18 @@ def test_log_prob_counts_a_pass_per_inference_mask() -> None:
     assert FAMILY.log_prob_passes is not None
     module = model(binary_info(6), hidden=[16], num_masks=5, inference_masks=4)
     assert FAMILY.log_prob_passes(module) == 4
+
+
+@pytest.mark.slow
+def test_a_short_fit_on_digits_bin_beats_independent_pixels_by_far() -> None:
+    """100 epochs on digits_bin (a few seconds on one core): the test NLL was 17.9 nats
+    (seeds 0 to 2) against 24.4 for independent Bernoulli pixels fitted on the same
+    training split; asserted at least 4.5 nats below."""
+    data = load("digits_bin")
+    baseline = independent_bernoulli_nll(data.x_train, data.x_test)
+    params = MADEParams(hidden=[200])
+    ctx = LocalContext(epochs=100, batch_size=64, seed=0)  # seeds the initial weights too
+    module = FAMILY.build(params, data.info)
+    FAMILY.fit(module, data, params, ctx)
+    ((_, nll),) = ctx.metric("test_nll")
+    assert nll < baseline - 4.5, (nll, baseline)

@@ -24,6 +24,7 @@ from tests.support.densities import (
     binary_info,
     completion_frequencies,
     conditional_by_enumeration,
+    independent_bernoulli_nll,
     real_info,
 )
 
@@ -286,3 +287,18 @@ def test_completion_costs_one_forward_against_the_bound() -> None:
     with pytest.raises(OptionError) as refused:
         fn(module, x[:1].expand(91, 9), top, SampleOptions(n=91, max_rows=90))
     assert refused.value.field == "n"
+
+
+@pytest.mark.slow
+def test_a_short_fit_on_digits_bin_beats_independent_pixels_by_far() -> None:
+    """60 epochs on digits_bin (about 10 s on one core): the test NLL was 18.7 nats
+    (seeds 0 to 2) against 24.4 for independent Bernoulli pixels fitted on the same
+    training split; asserted at least 4.5 nats below."""
+    data = load("digits_bin")
+    baseline = independent_bernoulli_nll(data.x_train, data.x_test)
+    params = NADEParams(hidden=100)
+    ctx = LocalContext(epochs=60, batch_size=64, seed=0)  # seeds the initial weights too
+    module = FAMILY.build(params, data.info)
+    FAMILY.fit(module, data, params, ctx)
+    ((_, nll),) = ctx.metric("test_nll")
+    assert nll < baseline - 4.5, (nll, baseline)
