@@ -172,7 +172,11 @@ def receptive_field_png(field: np.ndarray, *, row: int, col: int, title: str) ->
     h, w = field.shape
     fig = _figure(max(4.0, 0.32 * w + 2.0), max(3.6, 0.32 * h + 1.0))
     ax = fig.subplots()
-    ax.add_patch(Rectangle((-0.5, -0.5), w, h, facecolor="#d9d9d9", edgecolor="none", hatch="///"))
+    ax.add_patch(
+        Rectangle(
+            (-0.5, -0.5), w, h, facecolor="#d9d9d9", edgecolor="#9a9a9a", hatch="///", zorder=-1
+        )
+    )
     top = float(field.max())
     if top > 0:
         shown = np.ma.masked_where(field <= 0, np.maximum(field, top * 1e-4))
