@@ -21,6 +21,7 @@ from app.api.deps import LoadedModel
 from app.inference import Loaded
 from app.limits import MAX_INFERENCE_WORK, RowCost, check_work, chunk_size
 from app.problems import Problem, field_problem
+from app.schemas import ReceptiveFieldOut
 from models.family import Capability
 from models.generative import OptionError, SampleOptions
 
@@ -80,7 +81,9 @@ def receptive_field_png(model: LoadedModel, row: Row = 0, col: Col = 0) -> PNGRe
     return PNGResponse(draw(field.numpy(), row=row, col=col, title=title))
 
 
-@router.get("/{job_id}/receptive-field", response_model=None)
+@router.get(
+    "/{job_id}/receptive-field", response_model=None, responses={200: {"model": ReceptiveFieldOut}}
+)
 def receptive_field(model: LoadedModel, row: Row = 0, col: Col = 0) -> JSONResponse:
     """The numbers behind receptive-field.png: ``field`` (H × W, channels summed) of
     gradient magnitudes, 0 exactly where a pixel cannot influence pixel (``row``,
