@@ -193,8 +193,9 @@ def main() -> None:
             for seed in args.seeds:
                 row = train_one(model, data, run, seed)
                 rows.append(row)
-                print(f"{name} {model} seed {seed}: test NLL {row['test_nll']:.2f} nats "
-                      f"({row['kind']}), {row['train_cpu_seconds']:.0f} CPU s", flush=True)  # fmt: skip
+                nll, kind, cpu = row["test_nll"], row["kind"], row["train_cpu_seconds"]
+                print(f"{name} {model} seed {seed}: test NLL {nll:.2f} nats ({kind}), "
+                      f"{cpu:.0f} CPU s", flush=True)  # fmt: skip
         result["datasets"][name] = {
             "configs": {m: CONFIGS[name][m].__dict__ for m in args.models},
             "rows": rows,
