@@ -21,7 +21,7 @@ from app.api.common import PNG, PNGResponse
 from app.api.deps import CurrentPrincipal, SessionDep
 from app.auth import Principal
 from app.db.models import Job
-from app.limits import count_parameters
+from app.limits import INFERENCE_LIMITER, count_parameters
 from app.problems import field_problem
 from app.schemas import LeaderboardEntry, LeaderboardMetric, LeaderboardOut
 from models.data import DataInfo, load_data
@@ -205,10 +205,11 @@ def get_leaderboard_png(
     limit: Annotated[int, Query(ge=1, le=MAX_BARS)] = 25,
 ) -> PNGResponse:
     """The leaderboard as horizontal bars, best on top: exact values, bounds and estimates
-    (with their standard errors) told apart."""
+    (with their standard errors) told apart. Drawing takes the inference rate limit."""
     from app.plots import leaderboard_png
 
     board = leaderboard(session, principal, dataset, metric, limit)
+    INFERENCE_LIMITER.take(principal.key_id)  # a figure costs CPU, as inference does
     bars = []
     for e in board.entries:
         value = e.nll if metric == "nll" else e.bits_per_dim
@@ -226,5 +227,5 @@ def _stderr_in(metric: LeaderboardMetric, e: LeaderboardEntry) -> float | None:
     if metric == "nll":
         return e.stderr
     if e.nll and e.bits_per_dim is not None:
-        return e.stderr * e.bits_per_dim / e.nll
+        return e.stderr * abs(e.bits_per_dim / e.nll)  # the same 1 / (D ln 2)
     return None
