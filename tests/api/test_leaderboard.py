@@ -11,6 +11,9 @@ from typing import Any
 import pytest
 from fastapi.testclient import TestClient
 
+from app.db.models import Job
+from app.db.session import session_scope
+from app.plots import leaderboard_png
 from tests.support.jobs import PNG_MAGIC, built, trained
 
 TINY: dict[str, dict[str, Any]] = {
@@ -101,6 +104,25 @@ def test_continuous_data_lists_likelihood_families_only(client: TestClient) -> N
     assert e["nll"] == pytest.approx(final(client, flow, "test_nll"))
     r = client.get("/v1/leaderboard", params={"dataset": "moons", "metric": "bits_per_dim"})
     assert r.status_code == 422 and r.json()["errors"][0]["path"] == "metric"
+
+    # a job from before the runner recorded parameters and train_seconds: counted on the
+    # meta device, and timed from started_at to finished_at
+    with session_scope() as s:
+        row = s.get(Job, flow)
+        assert row is not None
+        wall = (row.finished_at - row.started_at).total_seconds()  # type: ignore[operator]
+        row.provenance = {
+            k: v for k, v in row.provenance.items() if k not in ("parameters", "train_seconds")
+        }
+    (old,) = client.get("/v1/leaderboard", params={"dataset": "moons"}).json()["entries"]
+    assert old["parameters"] == e["parameters"]
+    assert old["training_seconds"] == pytest.approx(wall)
+
+
+def test_estimates_get_error_bars() -> None:
+    """No family reports an estimate yet (rbm will): the figure draws one with its error bar."""
+    bars = [("nade abc123", 40.0, "exact", None), ("rbm def456", 41.0, "estimate", 0.5)]
+    assert leaderboard_png(bars, title="digits_bin: test NLL", unit="nats").startswith(PNG_MAGIC)
 
 
 def test_empty_board_and_bad_queries(client: TestClient) -> None:
