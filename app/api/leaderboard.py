@@ -174,10 +174,10 @@ def _training_seconds(job: Job, provenance: dict[str, Any]) -> float | None:
     return None
 
 
-Dataset = Annotated[
+DatasetQuery = Annotated[
     str, Query(max_length=64, description="a built-in dataset a likelihood family trains on")
 ]
-Metric = Annotated[
+MetricQuery = Annotated[
     LeaderboardMetric,
     Query(description="nll (nats per example) or bits_per_dim (discrete data); lower is better"),
 ]
@@ -187,8 +187,8 @@ Metric = Annotated[
 def get_leaderboard(
     principal: CurrentPrincipal,
     session: SessionDep,
-    dataset: Dataset,
-    metric: Metric = "nll",
+    dataset: DatasetQuery,
+    metric: MetricQuery = "nll",
     limit: Annotated[int, Query(ge=1, le=MAX_ENTRIES)] = 100,
 ) -> LeaderboardOut:
     """The caller's succeeded jobs of the likelihood families on ``dataset``, best first,
@@ -200,8 +200,8 @@ def get_leaderboard(
 def get_leaderboard_png(
     principal: CurrentPrincipal,
     session: SessionDep,
-    dataset: Dataset,
-    metric: Metric = "nll",
+    dataset: DatasetQuery,
+    metric: MetricQuery = "nll",
     limit: Annotated[int, Query(ge=1, le=MAX_BARS)] = 25,
 ) -> PNGResponse:
     """The leaderboard as horizontal bars, best on top: exact values, bounds and estimates
