@@ -266,3 +266,46 @@ def _square_limits(ax: Any, points: np.ndarray) -> None:
     ax.set_xlim(centre[0] - half, centre[0] + half)
     ax.set_ylim(centre[1] - half, centre[1] + half)
     ax.set_aspect("equal")
+
+
+# the leaderboard's kinds of number: colour and hatch (printed in grey they still differ)
+KIND_STYLE = {
+    "exact": ("#3f7cc4", ""),
+    "bound": ("#f6c48a", "//"),
+    "estimate": ("#8fbf88", ".."),
+}
+KIND_LABEL = {"exact": "exact log P", "bound": "bound", "estimate": "estimate ± 1 s.e."}
+
+
+def leaderboard_png(
+    bars: Sequence[tuple[str, float, str, float | None]], *, title: str, unit: str
+) -> bytes:
+    """Horizontal bars (label, value, kind, stderr), best first on top; one style per kind
+    (exact, bound, estimate) with a legend, error bars (±1 standard error) on estimates.
+    No bars: a figure saying so."""
+    fig = _figure(7.0, max(2.2, 0.32 * len(bars) + 1.4))
+    ax = fig.subplots()
+    ax.set_title(f"{title} (lower is better)", fontsize=9)
+    if not bars:
+        ax.set_axis_off()
+        ax.text(0.5, 0.5, "no finished likelihood jobs on this dataset yet", ha="center",
+                va="center", fontsize=9, transform=ax.transAxes)  # fmt: skip
+        return _png(fig)
+    y = np.arange(len(bars))
+    for kind, (colour, hatch) in KIND_STYLE.items():
+        rows = [i for i, b in enumerate(bars) if b[2] == kind]
+        if not rows:
+            continue
+        errors = [bars[i][3] or 0.0 for i in rows] if kind == "estimate" else None
+        drawn = ax.barh(
+            y[rows], [bars[i][1] for i in rows], xerr=errors, color=colour, hatch=hatch,
+            edgecolor="#555555", lw=0.5, capsize=3, label=KIND_LABEL[kind],
+        )  # fmt: skip
+        ax.bar_label(drawn, fmt="%.4g", padding=3, fontsize=7)
+    ax.set_yticks(y, [b[0] for b in bars], fontsize=8)
+    ax.invert_yaxis()  # rank 1 on top
+    ax.set_xlabel(unit)
+    ax.axvline(0.0, color="#222222", lw=0.6)
+    ax.margins(x=0.12)  # room for the values
+    ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8, frameon=False)
+    return _png(fig)

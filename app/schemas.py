@@ -24,7 +24,7 @@ from pydantic import (
 from pydantic_core import PydanticCustomError
 
 from models.data.upload import UPLOAD_ID
-from models.family import Family
+from models.family import Family, LikelihoodKind
 from models.optim import OptimizerSpec
 from models.registry import REGISTRY, trains_on_uploads
 
@@ -477,6 +477,43 @@ class DecodeOut(BaseModel):
     job_id: str
     checkpoint: str
     outputs: list[Vector] = Field(description="one row per latent, in the data's units")
+
+
+LeaderboardMetric = Literal["nll", "bits_per_dim"]
+
+
+class LeaderboardEntry(BaseModel):
+    """One finished job's test log-likelihood on the dataset's fixed test split."""
+
+    rank: int = Field(description="1 is the best (the lowest value of the metric)")
+    job_id: str
+    name: str | None
+    model: str
+    params: dict[str, Any] = Field(description="the job's params that differ from the defaults")
+    nll: float | None = Field(description="test negative log-likelihood, nats per example")
+    bits_per_dim: float | None = Field(
+        description="the same in bits per dimension; null on continuous data"
+    )
+    kind: LikelihoodKind = Field(
+        description="exact: log P itself; bound: the NLL is an upper bound (variational, "
+        "importance-weighted or dequantisation); estimate: a stochastic estimate (see stderr)"
+    )
+    stderr: float | None = Field(description="standard error of an estimate, nats")
+    samples: int | None = Field(description="importance samples behind a bound or an estimate")
+    parameters: int | None = Field(description="parameters of the trained model")
+    training_seconds: float | None = Field(
+        description="worker time spent training, summed over the job's runs"
+    )
+    epochs: int | None
+    steps: int | None
+    finished_at: datetime | None
+
+
+class LeaderboardOut(BaseModel):
+    dataset: str
+    metric: LeaderboardMetric = Field(description="what entries are ranked by, lower is better")
+    split: Literal["test"] = "test"
+    entries: list[LeaderboardEntry]
 
 
 class Ready(BaseModel):

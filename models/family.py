@@ -138,6 +138,57 @@ ARITY: dict[Capability, int] = {
 }
 
 
+# what a reported test log-likelihood is: exact log P; a bound on it (variational,
+# importance-weighted or dequantisation: the NLL is an upper bound); a stochastic estimate
+# (annealed importance sampling) with a standard error
+LikelihoodKind = Literal["exact", "bound", "estimate"]
+LIKELIHOOD_KINDS: tuple[LikelihoodKind, ...] = ("exact", "bound", "estimate")
+
+
+@dataclass(frozen=True)
+class LikelihoodReport:
+    """A likelihood family's test log-likelihood: the metrics its ``fit`` logs for the final
+    weights on the dataset's fixed test split, and what kind of number they are. The
+    leaderboard (``GET /v1/leaderboard``) ranks jobs by them; a family without a report
+    is not a likelihood family.
+
+    ``nll`` names −log p(x) per test example in nats; ``bits_per_dim`` the same in bits per
+    dimension (reported on discrete data only: bits of a density are no code length);
+    ``kind`` is a ``LikelihoodKind``, or (DataInfo, params) -> one where it depends on the
+    data; ``stderr`` names an estimate's standard error (nats), ``samples`` the importance
+    samples (or chains) behind a bound or an estimate.
+    """
+
+    nll: str
+    bits_per_dim: str | None = None
+    kind: LikelihoodKind | Callable[[DataInfo, Any], LikelihoodKind] = "exact"
+    stderr: str | None = None
+    samples: str | None = None
+
+    def __post_init__(self) -> None:
+        if not callable(self.kind) and self.kind not in LIKELIHOOD_KINDS:
+            raise TypeError(f"likelihood kind {self.kind!r} is not one of {LIKELIHOOD_KINDS}")
+
+    def kind_for(self, info: DataInfo, params: Any) -> LikelihoodKind:
+        kind = self.kind(info, params) if callable(self.kind) else self.kind
+        if kind not in LIKELIHOOD_KINDS:
+            raise ValueError(f"likelihood kind {kind!r} is not one of {LIKELIHOOD_KINDS}")
+        return kind
+
+    def bits_metric(self, info: DataInfo) -> str | None:
+        """``bits_per_dim`` on discrete data (``DataInfo.levels``), None on continuous data."""
+        return self.bits_per_dim if info.levels is not None else None
+
+    def metric_names(self, info: DataInfo) -> tuple[str, ...]:
+        """The metrics a finished fit on data ``info`` logs for this report."""
+        names = (self.nll, self.bits_metric(info), self.stderr, self.samples)
+        return tuple(n for n in names if n is not None)
+
+
+# the usual declaration: an exact test NLL logged as ``test_nll`` and ``test_bits_per_dim``
+EXACT_TEST_NLL = LikelihoodReport("test_nll", "test_bits_per_dim", "exact")
+
+
 class Unsupported(LookupError):
     """A capability (or a view built on one) the model does not have; the API answers 409
     naming what it can do (``can``: the catalog's ``capabilities``)."""
@@ -172,6 +223,9 @@ class Family:
     # params -> the smallest minibatch the model trains on (batch statistics need 2, a
     # PacGAN discriminator a whole pack); None: 1. The API refuses a smaller batch_size.
     min_batch_size: Callable[[Any], int] | None = None
+    # the test log-likelihood its fit logs (the leaderboard ranks by it); None: not a
+    # likelihood family
+    likelihood: LikelihoodReport | None = None
 
     def __post_init__(self) -> None:
         for capability, fn in self.capabilities.items():

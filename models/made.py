@@ -48,7 +48,7 @@ from models.autoregressive import (
     sample_capability,
 )
 from models.data import DataInfo, Dataset
-from models.family import Capability, Context, Family, Params
+from models.family import EXACT_TEST_NLL, Capability, Context, Family, Params
 from models.layers import ActivationName, Hidden
 from models.nets.made import MADE
 
@@ -257,4 +257,5 @@ FAMILY = Family(
     default_epochs=100,
     default_batch_size=128,
     log_prob_passes=log_prob_passes,
+    likelihood=EXACT_TEST_NLL,
 )

@@ -50,7 +50,7 @@ from models.autoregressive import (
     sample_capability,
 )
 from models.data import DataInfo, Dataset
-from models.family import Capability, Context, Family, Params
+from models.family import EXACT_TEST_NLL, Capability, Context, Family, Params
 
 DATASETS = frozenset({"digits_bin", "mnist5k_bin", "moons", "rings8", "grid25", "checkerboard"})
 
@@ -205,4 +205,5 @@ FAMILY = Family(
     fit=fit,
     default_epochs=100,
     default_batch_size=128,
+    likelihood=EXACT_TEST_NLL,
 )

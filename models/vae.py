@@ -46,7 +46,7 @@ from torch import Tensor, nn
 
 from models import likelihoods as lik
 from models.data import DataInfo, Dataset
-from models.family import Capability, Context, Decoder, Family, Params
+from models.family import Capability, Context, Decoder, Family, LikelihoodReport, Params
 from models.generative import LogProb, OptionError, SampleOptions, bits_per_dim, latent_path
 from models.layers import ACTIVATIONS, ActivationName, Hidden, mlp_trunk
 from models.loop import final_test, train_epochs
@@ -509,4 +509,6 @@ FAMILY = Family(
     fit=fit,
     default_epochs=50,
     default_log_prob_k=100,
+    # the importance-weighted bound with k_eval samples (logged as test_k)
+    likelihood=LikelihoodReport("test_iwae_nll", "test_iwae_bpd", "bound", samples="test_k"),
 )

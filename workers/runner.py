@@ -448,6 +448,7 @@ class Runner:
         self.job, self.lease, self.settings, self.worker = job, lease, settings, worker
 
     def run(self) -> str:
+        self.started = time.monotonic()  # this run's share of provenance.train_seconds
         job = self.job
         ctx: TrainContext | None = None
         self.ctx: TrainContext | None = None
@@ -468,7 +469,8 @@ class Runner:
             resume = self._load_resume()
             module = family.build(params, data.info).to(device)
             ctx = self.ctx = TrainContext(job, self.lease, self.settings, family, device, resume)
-            self._record_start(data.info, data.fingerprint(), device)
+            parameters = sum(p.numel() for p in module.parameters())  # as inference counts
+            self._record_start(data.info, data.fingerprint(), device, parameters)
             heartbeat = self.heartbeat = Heartbeat(ctx, self.settings.heartbeat_seconds)
             heartbeat.start()
             family.fit(module, data, params, ctx)
@@ -544,7 +546,9 @@ class Runner:
                     )
         return None
 
-    def _record_start(self, info: DataInfo, data_hash: str, device: torch.device) -> None:
+    def _record_start(
+        self, info: DataInfo, data_hash: str, device: torch.device, parameters: int
+    ) -> None:
         def write() -> None:
             with session_scope() as s:
                 job = s.get(Job, self.job.id)
@@ -555,6 +559,7 @@ class Runner:
                 job.provenance = {
                     **(job.provenance or {}),
                     "dataset_sha256": data_hash,
+                    "parameters": parameters,
                     "device": str(device),
                     "worker": self.worker,
                     "torch": torch.__version__,
@@ -574,6 +579,7 @@ class Runner:
                     raise LeaseLost(self.job.id)
                 job.status, job.lease, job.sent_at = "queued", None, utcnow()
                 job.attempts = max(0, job.attempts - 1)
+                job.provenance = self._with_train_seconds(job.provenance)
                 add_event(s, job, "status", {"status": "queued", "handed_back": True})
 
         try:
@@ -583,6 +589,14 @@ class Runner:
         send_job(self.job.id, self.job.queue, attempt_tag=f"h-{uuid.uuid4().hex[:8]}")
         log.info("job %s handed back (worker shutting down)", self.job.id)
         return "handed_back"
+
+    def _with_train_seconds(self, provenance: dict[str, Any] | None) -> dict[str, Any]:
+        """``provenance`` with this run's seconds added to ``train_seconds``: the worker
+        time a job took, summed over its runs (a resume's wait between them is not in it,
+        nor a run whose worker was lost)."""
+        before = float((provenance or {}).get("train_seconds", 0.0))
+        spent = time.monotonic() - self.started
+        return {**(provenance or {}), "train_seconds": round(before + spent, 3)}
 
     def _stop_heartbeat(self) -> int:
         """Stop the heartbeat thread; the step of the last progress event it sent."""
@@ -604,6 +618,7 @@ class Runner:
                     raise LeaseLost(self.job.id)
                 job.status, job.error, job.finished_at = status, error, utcnow()
                 job.lease, job.cancel_requested = None, False
+                job.provenance = self._with_train_seconds(job.provenance)
                 if self.ctx is not None:  # the heartbeat may not have written the last step
                     job.progress_step, job.progress_total = self.ctx._progress
                     job.eta_seconds = 0.0 if status == "succeeded" else None

@@ -11,9 +11,9 @@ import math
 import torch
 from torch import Tensor, nn
 
-from models.data import Dataset
+from models.data import DataInfo, Dataset
 from models.densities import target_log_density, target_stats
-from models.family import Capability, Context, Family
+from models.family import Capability, Context, Family, LikelihoodKind, LikelihoodReport
 from models.flow.flow import (
     Flow,
     FlowParams,
@@ -128,6 +128,12 @@ def log_prob(module: nn.Module, x: Tensor, labels: Tensor | None, k: int) -> Log
     return LogProb(discrete_log_prob(module, x, k, gen), exact=False, k=k)
 
 
+def test_nll_kind(info: DataInfo, params: FlowParams) -> LikelihoodKind:
+    """``test_nll`` is the exact density on continuous data; on discrete pixels a
+    dequantisation bound on log P (one draw of the noise, ``evaluate``)."""
+    return "exact" if level_width(info) is None else "bound"
+
+
 FAMILY = Family(
     name="flow",
     description="normalizing flows (planar, radial, realnvp, maf): exact log p, sampling, "
@@ -141,4 +147,5 @@ FAMILY = Family(
     default_batch_size=128,
     default_log_prob_k=8,
     min_batch_size=lambda p: 2 if p.uses_batchnorm() else 1,
+    likelihood=LikelihoodReport("test_nll", "test_bits_per_dim", test_nll_kind),
 )

@@ -9,7 +9,8 @@ import pytest
 import torch
 from torch import nn
 
-from models.family import Capability, Decoder, Family, Params, Unsupported
+from models.data import load
+from models.family import Capability, Decoder, Family, LikelihoodReport, Params, Unsupported
 from models.generative import LogProb, latent_path
 from models.registry import REGISTRY
 
@@ -101,3 +102,21 @@ def test_the_registry_lists_what_each_family_answers() -> None:
         "gan": ["decode", "interpolate", "sample"],
     }
     assert {name: can[name] for name in expected} == expected
+
+
+def test_likelihood_reports_say_what_kind_of_number_they_are() -> None:
+    """Exact (nade, made), a bound (vae's importance-weighted one), and for a flow what the
+    data makes it: an exact density on 2-D points, a dequantisation bound on pixels."""
+    digits, moons, bits = load("digits").info, load("moons").info, load("digits_bin").info
+    report = {n: f.likelihood for n, f in REGISTRY.items() if f.likelihood is not None}
+    assert {"nade", "made", "vae", "flow"} <= report.keys()
+    assert "mlp" not in report and "gan" not in report
+    kind = {n: r.kind_for(bits if n != "flow" else digits, None) for n, r in report.items()}
+    assert kind["nade"] == kind["made"] == "exact" and kind["vae"] == kind["flow"] == "bound"
+    assert report["flow"].kind_for(moons, None) == "exact"
+    assert report["vae"].metric_names(bits) == ("test_iwae_nll", "test_iwae_bpd", "test_k")
+    assert report["nade"].metric_names(moons) == ("test_nll",)  # no bits/dim of a density
+    with pytest.raises(TypeError, match="likelihood kind"):
+        LikelihoodReport("test_nll", kind="guess")  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="likelihood kind"):
+        LikelihoodReport("test_nll", kind=lambda info, params: "guess").kind_for(moons, None)  # type: ignore[arg-type,return-value]

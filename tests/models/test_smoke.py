@@ -15,7 +15,7 @@ from torch import nn
 
 from models.checkpoint import dump_state, load_state
 from models.data import Dataset, load
-from models.family import Family, Params
+from models.family import LIKELIHOOD_KINDS, Family, Params
 from models.registry import REGISTRY
 from tests.support.data import RecordingContext, tiny
 from tests.support.smoke import (
@@ -157,3 +157,33 @@ def test_checkpoint_round_trip_answers_the_same(name: str, dataset: str) -> None
 def test_every_declared_capability_is_checked(name: str) -> None:
     fam = REGISTRY[name]
     assert declared(fam) and not unchecked(fam), sorted(map(str, unchecked(fam)))
+
+
+@pytest.mark.parametrize("name", list(SMOKE))
+def test_a_family_that_scores_inputs_reports_its_test_likelihood(name: str) -> None:
+    """LOG_PROB makes a likelihood family: it declares the test NLL the leaderboard ranks."""
+    fam = REGISTRY[name]
+    if "log_prob" in declared(fam):
+        assert fam.likelihood is not None, f"{name} declares log_prob but no LikelihoodReport"
+
+
+@pytest.mark.parametrize(
+    ("name", "dataset"), [(n, d) for n, d in CASES if REGISTRY[n].likelihood is not None]
+)
+def test_the_likelihood_report_names_metrics_the_fit_logs(name: str, dataset: str) -> None:
+    """Every metric the report names for this data is among the final step's, finite, and
+    bits per dimension are the NLL over D ln 2."""
+    fam, info = REGISTRY[name], load(dataset).info
+    report = fam.likelihood
+    assert report is not None
+    _, ctx = fitted(name, dataset)
+    last = ctx.history[-1][0]
+    final = {k: v for step, m in ctx.history if step == last for k, v in m.items()}
+    assert set(report.metric_names(info)) <= final.keys(), (report, sorted(final))
+    assert all(math.isfinite(final[k]) for k in report.metric_names(info))
+    assert report.kind_for(info, smoke_params(fam)) in LIKELIHOOD_KINDS
+    bits = report.bits_metric(info)
+    assert (bits is None) == (info.levels is None)
+    if bits is not None:
+        dims = math.prod(info.input_shape)
+        assert final[bits] == pytest.approx(final[report.nll] / (dims * math.log(2)), rel=1e-5)

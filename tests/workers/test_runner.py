@@ -57,6 +57,8 @@ def test_run_resume_and_corrupt_checkpoint_fallback() -> None:
     assert run_job(job_id) == "succeeded"
     job = job_row(job_id)
     assert job.checkpoint_id and job.data_info and job.progress_step == 4
+    first_run = job.provenance["train_seconds"]  # worker time, summed over runs
+    assert first_run > 0 and job.provenance["parameters"] == 8 + 8 + 8 + 1  # mlp [8], x in R
     with session_scope() as s:
         steps = s.scalars(
             select(Metric.step).where(Metric.job_id == job_id, Metric.name == "train_loss")
@@ -83,6 +85,7 @@ def test_run_resume_and_corrupt_checkpoint_fallback() -> None:
         ).all()
         ckpt_steps = s.scalars(select(Checkpoint.step).where(Checkpoint.job_id == job_id)).all()
     assert sorted(r.step for r in rows) == [1, 2, 3, 4, 5, 6]  # replayed steps not doubled
+    assert job_row(job_id).provenance["train_seconds"] > first_run
     # resumed from step 3 (the corrupt step-4 checkpoint skipped), not from scratch
     assert previous_step == 3 and sorted(ckpt_steps) == [1, 2, 3, 4, 4, 5, 6]
 
