@@ -26,6 +26,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from app import problems
 from app.api import (
+    autoregressive,
     catalog,
     datasets,
     evaluation,
@@ -273,7 +274,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     problems.install(app)
     add_docs(app)
     v1_errors = problems.problem_responses(401, 403, 404, 409, 413, 422, 429, 503)
-    routers = (catalog, datasets, jobs, inference, evaluation, generative, keys)
+    routers = (catalog, datasets, jobs, inference, evaluation, generative, autoregressive, keys)
     for router in (r.router for r in routers):
         app.include_router(router, responses=v1_errors)
     app.include_router(health.router, responses=problems.problem_responses(503))

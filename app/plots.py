@@ -162,6 +162,72 @@ def image_grid_png(
     return _png(fig)
 
 
+def receptive_field_png(field: np.ndarray, *, row: int, col: int, title: str) -> bytes:
+    """An influence map (H, W) of gradient magnitudes on pixel (row, col): every pixel
+    with some influence coloured on a log scale (down to 10⁻⁴ of the largest, so weak
+    ones show), pixels with none (exactly zero) hatched grey, the pixel itself outlined."""
+    from matplotlib.colors import LogNorm
+    from matplotlib.patches import Patch, Rectangle
+
+    h, w = field.shape
+    fig = _figure(max(4.0, 0.32 * w + 2.0), max(3.6, 0.32 * h + 1.0))
+    ax = fig.subplots()
+    ax.add_patch(
+        Rectangle(
+            (-0.5, -0.5), w, h, facecolor="#d9d9d9", edgecolor="#9a9a9a", hatch="///", zorder=-1
+        )
+    )
+    top = float(field.max())
+    if top > 0:
+        shown = np.ma.masked_where(field <= 0, np.maximum(field, top * 1e-4))
+        image = ax.imshow(
+            shown, cmap="viridis", norm=LogNorm(top * 1e-4, top), interpolation="nearest"
+        )
+        fig.colorbar(image, ax=ax, label="influence (Σ |∂ conditional / ∂ pixel|)")
+    ax.add_patch(
+        Rectangle((col - 0.5, row - 0.5), 1, 1, fill=False, edgecolor="#e8590c", linewidth=2.5)
+    )
+    ax.set_xlim(-0.5, w - 0.5)
+    ax.set_ylim(h - 0.5, -0.5)
+    ax.set_aspect("equal")
+    ax.set_xticks(range(0, w, max(1, w // 8)))
+    ax.set_yticks(range(0, h, max(1, h // 8)))
+    handles = [
+        Patch(facecolor="#d9d9d9", hatch="///", label="no influence (0)"),
+        Patch(facecolor="none", edgecolor="#e8590c", linewidth=2, label=f"pixel ({row}, {col})"),
+    ]
+    ax.legend(handles=handles, loc="upper center", bbox_to_anchor=(0.5, -0.06), ncol=2, fontsize=7)
+    ax.set_title(title, fontsize=8)
+    return _png(fig)
+
+
+def completions_png(
+    originals: np.ndarray, completions: np.ndarray, *, keep_rows: int, value_max: float, title: str
+) -> bytes:
+    """A row per image: the original (C, H, W), its first ``keep_rows`` rows (the rest
+    grey), then its completions (n, S, C, H, W); all in 0..value_max."""
+    n, s = completions.shape[:2]
+    cols = s + 2
+    fig = _figure(max(3.0, 0.9 * cols), max(2.0, 0.9 * n + 0.5))
+    fig.suptitle(title, fontsize=8)
+    axes = np.atleast_2d(fig.subplots(n, cols, squeeze=False))
+    heads = ["original", "top half", *(f"completion {j + 1}" for j in range(s))]
+    for i in range(n):
+        observed = originals[i].copy()
+        observed[:, keep_rows:] = (value_max or 1.0) / 2
+        row = [originals[i], observed, *completions[i]]
+        for j, (ax, img) in enumerate(zip(axes[i], row, strict=True)):
+            ax.set_axis_off()
+            img = np.clip(img / (value_max or 1.0), 0.0, 1.0)
+            if img.shape[0] == 1:
+                ax.imshow(img[0], cmap="gray", vmin=0.0, vmax=1.0, interpolation="nearest")
+            else:
+                ax.imshow(np.moveaxis(img, 0, -1), interpolation="nearest")
+            if i == 0:
+                ax.set_title(heads[j], fontsize=6)
+    return _png(fig)
+
+
 def scatter_png(
     samples: np.ndarray, *, data: np.ndarray, modes: np.ndarray | None, title: str
 ) -> bytes:

@@ -421,6 +421,18 @@ class SamplesOut(BaseModel):
     temperature: float
 
 
+class ReceptiveFieldOut(BaseModel):
+    job_id: str
+    checkpoint: str
+    row: int
+    col: int
+    field: list[list[float]] = Field(
+        description="H × W: the influence of each input pixel on the conditional of pixel "
+        "(row, col), Σ |gradient| (channels summed); exactly 0 where it has none"
+    )
+    influences: int = Field(description="how many pixels influence it (field > 0)")
+
+
 class LogProbRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
 

@@ -14,6 +14,7 @@ models to come): p(x) = Π_i p(x_i | x_<i) with exact log-likelihoods (the notes
 from __future__ import annotations
 
 import math
+from contextlib import AbstractContextManager, nullcontext
 from typing import Literal
 
 import torch
@@ -21,8 +22,17 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from models.data import DataInfo, Dataset
-from models.family import Context
-from models.generative import LogProb, LogProbFn, OptionError, SampleFn, SampleOptions, bits_per_dim
+from models.family import Context, Unsupported
+from models.generative import (
+    CompleteFn,
+    LogProb,
+    LogProbFn,
+    OptionError,
+    ReceptiveFieldFn,
+    SampleFn,
+    SampleOptions,
+    bits_per_dim,
+)
 from models.loop import final_test, train_epochs
 
 Likelihood = Literal["bernoulli", "mog"]
@@ -103,9 +113,9 @@ class AutoregressiveDensity(nn.Module):
     shift: Tensor
     scale: Tensor
 
-    def __init__(self, info: DataInfo, likelihood: Likelihood) -> None:
+    def __init__(self, info: DataInfo, likelihood: Likelihood, components: int = 1) -> None:
         super().__init__()
-        self.info, self.likelihood = info, likelihood
+        self.info, self.likelihood, self.components = info, likelihood, components
         self.d = d = math.prod(info.input_shape)
         self.register_buffer("shift", torch.zeros(d))
         self.register_buffer("scale", torch.ones(d))
@@ -152,6 +162,40 @@ class AutoregressiveDensity(nn.Module):
         """The full-model forward rows ``sample(n)`` costs, for the API's bound on work:
         one pass per dimension over the n rows, unless a subclass does better."""
         return n * self.d
+
+    # --- what receptive fields and completions read (one entry per inference mask) ---
+
+    def positions(self) -> list[Tensor]:
+        """Each inference mask's order as positions: ``positions()[m][j]`` is the place of
+        input j in mask m's order (one mask unless a subclass averages over several)."""
+        raise NotImplementedError
+
+    def outputs_of(self, m: int, u: Tensor) -> Tensor:
+        """Every conditional's parameters (B, k, D) under mask m at the units ``u`` (B, D)
+        (column i: dimension i). A caller holding several masks' results holds ``locked``."""
+        raise NotImplementedError
+
+    def locked(self) -> AbstractContextManager[object]:
+        """Held around a run of ``outputs_of`` calls (a multi-mask model rewrites its masks)."""
+        return nullcontext()
+
+    def complete_rows(self, n: int, drawn: int) -> int:
+        """The full-model forward rows completing n inputs with ``drawn`` dimensions to
+        draw costs: one pass per drawn dimension, plus with several masks one pass per
+        mask to weigh them, unless a subclass does better."""
+        masks = len(self.positions())
+        return n * drawn + (n * masks if masks > 1 else 0)
+
+    def complete_mask(
+        self, m: int, u: Tensor, drawn: Tensor, temperature: float, gen: torch.Generator
+    ) -> Tensor:
+        """``u`` (n, D) with the dimensions ``drawn`` (flat indices, in mask m's order)
+        drawn one batched pass each from mask m's conditionals (the others kept)."""
+        u = u.clone()
+        for i in drawn.tolist():
+            out = self.outputs_of(m, u)[:, :, i]  # (n, k)
+            u[:, i] = draw_conditional(self.likelihood, out, self.components, temperature, gen)
+        return u
 
 
 def fit_density(module: AutoregressiveDensity, data: Dataset, ctx: Context) -> None:
@@ -228,3 +272,147 @@ def log_prob_capability(family: str) -> LogProbFn:
             return LogProb(density.log_prob(x), exact=True)
 
     return log_prob
+
+
+# inputs the receptive field averages the gradient magnitudes over (binary, or standard
+# normal units), drawn from this seed: the map is a fixed function of the weights
+FIELD_INPUTS, FIELD_SEED = 8, 0
+
+
+def receptive_field_capability(family: str) -> ReceptiveFieldFn:
+    """RECEPTIVE_FIELD for an ``AutoregressiveDensity``: Σ |∂ out_j(position) / ∂ u_l| over
+    every parameter j of the conditional of dimension ``position``, ``FIELD_INPUTS``
+    fixed random inputs and every inference mask; exactly zero where input l cannot
+    influence it (the masks, the order), its own position included."""
+
+    def receptive_field(module: nn.Module, position: int) -> Tensor:
+        assert isinstance(module, AutoregressiveDensity)
+        density = module
+        if not 0 <= position < density.d:
+            raise OptionError(
+                "position", f"{family}: position {position} is not in 0..{density.d - 1}"
+            )
+        density.eval()
+        dev = density.shift.device
+        # autograd, also when called in the API's inference mode: tensors made outside it
+        with torch.inference_mode(False), torch.enable_grad(), density.locked():
+            gen = torch.Generator().manual_seed(FIELD_SEED)
+            if density.likelihood == "bernoulli":
+                raw = (torch.rand(FIELD_INPUTS, density.d, generator=gen) < 0.5).float()
+            else:
+                raw = torch.randn(FIELD_INPUTS, density.d, generator=gen)
+            field = torch.zeros(density.d, device=dev)
+            for m in range(len(density.positions())):
+                u = raw.to(dev).requires_grad_(True)
+                out = density.outputs_of(m, u)[:, :, position]  # (R, k)
+                for j in range(out.shape[1]):  # rows are independent: one backward per j
+                    (grad,) = torch.autograd.grad(out[:, j].sum(), u, retain_graph=True)
+                    field += grad.abs().sum(0).detach()
+        return field.cpu().view(density.info.input_shape)
+
+    return receptive_field
+
+
+def complete_capability(family: str) -> CompleteFn:
+    """COMPLETE for an unconditional ``AutoregressiveDensity``: the dimensions not
+    ``observed`` drawn one batched pass each in the model's order, the observed ones kept.
+
+    This is an exact draw from p(x_unobserved | x_observed) when every observed dimension
+    comes before every unobserved one in the order (``order: natural`` and the top rows
+    of an image observed): the conditionals of the unobserved dimensions then see all of
+    the observed ones and nothing else is summed out. With several inference masks
+    (``made``) each row's mask is drawn from its posterior p(m | x_observed) ∝ p_m(x_observed),
+    then completed under it, so the draw is exact for the averaged model too. Any other
+    observed set (a random order) would need the observed dimensions that come late in the
+    order marginalised: refused with ``Unsupported`` (the API's 409), saying to train with
+    order natural.
+    """
+
+    def complete(module: nn.Module, x: Tensor, observed: Tensor, opts: SampleOptions) -> Tensor:
+        assert isinstance(module, AutoregressiveDensity)
+        density = module
+        if opts.label is not None:
+            raise OptionError("label", f"{family} models are unconditional: leave label out")
+        if opts.temperature <= 0:
+            raise OptionError("temperature", "temperature must be positive")
+        shape = density.info.input_shape
+        if tuple(observed.shape) != shape or tuple(x.shape[1:]) != shape:
+            raise OptionError("inputs", f"inputs and observed have the data's shape {list(shape)}")
+        dev = density.shift.device
+        seen = observed.to(dev).flatten().bool()  # (D,)
+        x = x.to(dev).flatten(1).float()
+        n = len(x)
+        if density.likelihood == "bernoulli":
+            top = density.info.value_max or 1.0
+            if bool(((x[:, seen] != 0) & (x[:, seen] != top)).any()):
+                name = density.info.name
+                raise OptionError("inputs", f"{name} is binary: values are 0 or {top:g}")
+        positions = [p.to(dev) for p in density.positions()]
+        for pos in positions:
+            if (
+                bool(seen.any())
+                and bool((~seen).any())
+                and bool(pos[seen].max() > pos[~seen].min())
+            ):
+                _refuse_order(family)
+        drawn_count = int((~seen).sum())
+        rows = density.complete_rows(n, drawn_count)
+        if opts.max_rows is not None and rows > opts.max_rows:  # the request's bound on work
+            most = opts.max_rows * n // max(rows, 1)
+            raise OptionError(
+                "n", f"completing {n} inputs takes {rows} forward rows (sequential); at most {most}"
+            )
+        density.eval()
+        gen = opts.generator()
+        u = torch.where(seen, density.units(x), torch.zeros((), device=dev))
+        with torch.no_grad(), density.locked():
+            which = _posterior_masks(density, u, seen, gen)
+            for m, pos in enumerate(positions):
+                rows_m = (which == m).nonzero().squeeze(1)
+                if len(rows_m) == 0 or drawn_count == 0:
+                    continue
+                order = torch.argsort(pos)  # dimensions in mask m's order
+                drawn = order[~seen[order]]
+                u[rows_m] = density.complete_mask(m, u[rows_m], drawn, opts.temperature, gen)
+        out = torch.where(seen, x, density.from_units(u))
+        return out.view(n, *shape)
+
+    return complete
+
+
+def _posterior_masks(
+    density: AutoregressiveDensity, u: Tensor, seen: Tensor, gen: torch.Generator
+) -> Tensor:
+    """Each row's mask (n,), drawn from p(m | u_seen) ∝ p_m(u_seen) (all 0 with one mask):
+    the observed dimensions are a prefix of every mask's order, so p_m(u_seen) is the
+    product of their conditionals under mask m."""
+    n, masks = len(u), len(density.positions())
+    if masks == 1 or not bool(seen.any()):
+        if masks == 1:
+            return torch.zeros(n, dtype=torch.long, device=u.device)
+        return torch.randint(masks, (n,), generator=gen, device=gen.device).to(u.device)
+    log_w = torch.stack(
+        [
+            conditional_log_prob(
+                density.likelihood,
+                density.outputs_of(m, u)[:, :, seen],
+                u[:, seen],
+                density.components,
+            )
+            for m in range(masks)
+        ],
+        1,
+    )  # (n, M)
+    return torch.multinomial(log_w.softmax(1).cpu(), 1, generator=gen).squeeze(1).to(u.device)
+
+
+def _refuse_order(family: str) -> None:
+    from models.registry import get_family  # the record, for the 409's list of what it can do
+
+    raise Unsupported(
+        get_family(family),
+        "complete these inputs",
+        ": an exact completion needs every observed dimension before every unobserved "
+        "one in the model's order, and this model's order puts some observed ones after "
+        "(train it with order natural to complete images from their top rows)",
+    )

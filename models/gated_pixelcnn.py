@@ -148,7 +148,7 @@ def fit(module: nn.Module, data: Dataset, params: GatedPixelCNNParams, ctx: Cont
     fit_pixels(module, data, ctx)
 
 
-FAMILY = Family(
+FAMILY: Family = Family(
     name="gated_pixelcnn",
     description="Gated PixelCNN: vertical and horizontal stacks with gated tanh·sigmoid "
     "units (no blind spot), optionally class-conditional, a softmax over grey levels per "
@@ -159,10 +159,12 @@ FAMILY = Family(
         Capability.SAMPLE: sample_capability(),
         Capability.LOG_PROB: log_prob_capability(),
         Capability.RECEPTIVE_FIELD: receptive_field_capability(),
-        Capability.COMPLETE: complete_capability(),
+        Capability.COMPLETE: complete_capability(lambda: FAMILY),  # the record its 409 names
     },
     build=build,
     fit=fit,
+    # a conditional model's marginal log p(x) runs one forward per class
+    log_prob_passes=lambda module: max(1, getattr(module, "n_classes", 0)),
     default_epochs=50,
     default_batch_size=64,
 )

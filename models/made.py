@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import math
 import threading
+from contextlib import AbstractContextManager
 from typing import Literal, Self
 from weakref import WeakKeyDictionary
 
@@ -36,11 +37,13 @@ from torch import Tensor, nn
 
 from models.autoregressive import (
     AutoregressiveDensity,
+    complete_capability,
     conditional_log_prob,
     draw_conditional,
     fit_density,
     log_prob_capability,
     outputs_per_dim,
+    receptive_field_capability,
     resolve_likelihood,
     sample_capability,
 )
@@ -111,7 +114,8 @@ class MADEModel(AutoregressiveDensity):
     step: Tensor
 
     def __init__(self, params: MADEParams, info: DataInfo) -> None:
-        super().__init__(info, resolve_likelihood("made", params.likelihood, info))
+        likelihood = resolve_likelihood("made", params.likelihood, info)
+        super().__init__(info, likelihood, params.components)
         self.params = params
         self.k = outputs_per_dim(self.likelihood, params.components)
         self.made = MADE(
@@ -163,6 +167,19 @@ class MADEModel(AutoregressiveDensity):
         log_p = torch.logsumexp(torch.stack(per_mask), 0) - math.log(len(per_mask))
         return log_p + self.log_jacobian()
 
+    # --- receptive fields and completions ---
+
+    def positions(self) -> list[Tensor]:
+        """Each inference mask's order as positions (order_of)."""
+        return [self.order_of(m) for m in self.inference_masks()]
+
+    def outputs_of(self, m: int, u: Tensor) -> Tensor:
+        self.use_mask(m)
+        return self.made.outputs(u)
+
+    def locked(self) -> AbstractContextManager[object]:
+        return mask_lock(self)
+
     # --- sampling ---
 
     @torch.no_grad()
@@ -213,6 +230,14 @@ def fit(module: nn.Module, data: Dataset, params: MADEParams, ctx: Context) -> N
 
 sample = sample_capability("made")
 log_prob = log_prob_capability("made")
+receptive_field = receptive_field_capability("made")
+complete = complete_capability("made")
+
+
+def log_prob_passes(module: nn.Module) -> int:
+    """log p averages over the inference masks: one forward per mask per input."""
+    assert isinstance(module, MADEModel)
+    return len(module.inference_masks())
 
 
 FAMILY = Family(
@@ -221,9 +246,15 @@ FAMILY = Family(
     "of Gaussians conditionals), sequential sampling, order-agnostic training",
     params=MADEParams,
     datasets=DATASETS,
-    capabilities={Capability.SAMPLE: sample, Capability.LOG_PROB: log_prob},
+    capabilities={
+        Capability.SAMPLE: sample,
+        Capability.LOG_PROB: log_prob,
+        Capability.RECEPTIVE_FIELD: receptive_field,
+        Capability.COMPLETE: complete,
+    },
     build=build,
     fit=fit,
     default_epochs=100,
     default_batch_size=128,
+    log_prob_passes=log_prob_passes,
 )

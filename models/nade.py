@@ -39,11 +39,13 @@ from torch import Tensor, nn
 
 from models.autoregressive import (
     AutoregressiveDensity,
+    complete_capability,
     conditional_log_prob,
     draw_conditional,
     fit_density,
     log_prob_capability,
     outputs_per_dim,
+    receptive_field_capability,
     resolve_likelihood,
     sample_capability,
 )
@@ -76,7 +78,8 @@ class NADEModel(AutoregressiveDensity):
     perm: Tensor
 
     def __init__(self, params: NADEParams, info: DataInfo) -> None:
-        super().__init__(info, resolve_likelihood("nade", params.likelihood, info))
+        likelihood = resolve_likelihood("nade", params.likelihood, info)
+        super().__init__(info, likelihood, params.components)
         self.params = params
         self.k = k = outputs_per_dim(self.likelihood, params.components)
         d, h = self.d, params.hidden
@@ -113,6 +116,34 @@ class NADEModel(AutoregressiveDensity):
         """log p(u) (B,): Σ_i log p(u_i | u_<i)."""
         out = self.outputs(u)  # (B, k, D)
         return conditional_log_prob(self.likelihood, out, u, self.params.components)
+
+    # --- receptive fields and completions ---
+
+    def positions(self) -> list[Tensor]:
+        """The one order as positions: input j comes at place argsort(perm)[j]."""
+        return [torch.argsort(self.perm)]
+
+    def outputs_of(self, m: int, u: Tensor) -> Tensor:
+        return self.outputs(u)
+
+    def complete_rows(self, n: int, drawn: int) -> int:
+        """The running sum makes a completion cost one forward, as sampling does: n rows."""
+        return n
+
+    def complete_mask(
+        self, m: int, u: Tensor, drawn: Tensor, temperature: float, gen: torch.Generator
+    ) -> Tensor:
+        """The running sum a started from the observed dimensions (which all come before
+        the ``drawn`` ones in the order), then one step per drawn dimension."""
+        u = u.clone()
+        kept = torch.ones(self.d, dtype=torch.bool, device=u.device)
+        kept[drawn] = False
+        a = self.c[None] + u[:, kept] @ self.W[:, kept].T  # (n, H)
+        for i in drawn.tolist():
+            out = self.act(a) @ self.V[i].T + self.b[i]  # (n, k)
+            u[:, i] = draw_conditional(self.likelihood, out, self.components, temperature, gen)
+            a = a + u[:, i, None] * self.W[:, i][None]
+        return u
 
     # --- sampling ---
 
@@ -153,6 +184,8 @@ def fit(module: nn.Module, data: Dataset, params: NADEParams, ctx: Context) -> N
 
 sample = sample_capability("nade")
 log_prob = log_prob_capability("nade")
+receptive_field = receptive_field_capability("nade")
+complete = complete_capability("nade")
 
 
 FAMILY = Family(
@@ -162,7 +195,12 @@ FAMILY = Family(
     "sequential sampling",
     params=NADEParams,
     datasets=DATASETS,
-    capabilities={Capability.SAMPLE: sample, Capability.LOG_PROB: log_prob},
+    capabilities={
+        Capability.SAMPLE: sample,
+        Capability.LOG_PROB: log_prob,
+        Capability.RECEPTIVE_FIELD: receptive_field,
+        Capability.COMPLETE: complete,
+    },
     build=build,
     fit=fit,
     default_epochs=100,

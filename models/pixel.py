@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import math
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Literal
 
@@ -35,7 +35,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from models.data import DataInfo, Dataset
-from models.family import Context
+from models.family import Context, Family, Unsupported
 from models.generative import (
     CompleteFn,
     LogProb,
@@ -139,18 +139,21 @@ class PixelDensity(nn.Module):
         v = x.reshape(len(x), -1).float() / self.value_max * (self.levels - 1)
         return v.round().clamp(0, self.levels - 1).long()
 
-    def check_inputs(self, x: Tensor, field: str = "inputs") -> None:
-        """OptionError on ``field`` unless x is (N, ...) of D values on the data's levels."""
+    def check_inputs(self, x: Tensor, observed: Tensor | None = None) -> None:
+        """OptionError on ``inputs`` unless x is (N, ...) of D values on the data's levels
+        (only where ``observed`` (D,) bool, when given)."""
         name = self.info.name
         if x.dim() < 1 or x[0].numel() != self.d:
-            raise OptionError(field, f"{name} images have {self.d} pixels ({self.h} × {self.w})")
+            raise OptionError("inputs", f"{name} images have {self.d} pixels ({self.h} × {self.w})")
         v = x.reshape(len(x), -1).float() / self.value_max * (self.levels - 1)
+        if observed is not None:
+            v = v[:, observed.to(v.device)]
         off = ~torch.isfinite(v) | ((v - v.round()).abs() > LEVEL_TOLERANCE)
         off |= (v < -LEVEL_TOLERANCE) | (v > self.levels - 1 + LEVEL_TOLERANCE)
         if bool(off.any()):
             step = self.value_max / (self.levels - 1)
             raise OptionError(
-                field,
+                "inputs",
                 f"{name} pixels are one of {self.levels} levels: multiples of {step:g} "
                 f"from 0 to {self.value_max:g}",
             )
@@ -238,19 +241,20 @@ class PixelDensity(nn.Module):
         exactly where the input cannot influence the pixel (itself and all after it). The
         inputs are N(0, 2²), wider than the data's [−1, 1], so that more of a ReLU net's
         units are active in some probe (a unit dead in every probe hides its paths)."""
-        gen = torch.Generator().manual_seed(0)
         dev = self.device
-        u = torch.randn(FIELD_PROBES, 1, self.h, self.w, generator=gen) * 2
-        u = u.to(dev).requires_grad_()
-        labels = None
-        if self.conditional:
-            labels = torch.randint(self.n_classes, (FIELD_PROBES,), generator=gen).to(dev)
-        direction = torch.randn(FIELD_PROBES, self.levels, generator=gen).to(dev)
         r, c = divmod(position, self.w)
-        with torch.enable_grad(), exact_zeros():
+        # autograd, also when called in the API's inference mode: tensors made outside it
+        with torch.inference_mode(False), torch.enable_grad(), exact_zeros():
+            gen = torch.Generator().manual_seed(0)
+            u = torch.randn(FIELD_PROBES, 1, self.h, self.w, generator=gen) * 2
+            u = u.to(dev).requires_grad_()
+            labels = None
+            if self.conditional:
+                labels = torch.randint(self.n_classes, (FIELD_PROBES,), generator=gen).to(dev)
+            direction = torch.randn(FIELD_PROBES, self.levels, generator=gen).to(dev)
             out = self.net(u, labels)[:, :, r, c]
             (grad,) = torch.autograd.grad((out * direction).sum(), u)
-        return grad.abs().sum(0).flatten().detach()
+        return grad.abs().sum(0).flatten().detach().cpu()
 
 
 _EXACT_ZEROS_LOCK = threading.Lock()
@@ -341,7 +345,7 @@ def _check_options(module: PixelDensity, opts: SampleOptions, rows: int) -> None
     if opts.max_rows is not None and rows > opts.max_rows:  # the request's bound on work
         most = opts.max_rows * opts.n // max(rows, 1)
         raise OptionError(
-            "n", f"{opts.n} images take {rows} forward rows (one per pixel); at most {most}"
+            "n", f"{opts.n} images take {rows} forward rows (sequential); at most {most}"
         )
 
 
@@ -402,32 +406,56 @@ def receptive_field_capability() -> ReceptiveFieldFn:
     return receptive_field
 
 
-def complete_capability() -> CompleteFn:
+def complete_capability(record: Callable[[], Family]) -> CompleteFn:
     """COMPLETE: x (N, ...) kept where ``observed``, every other pixel drawn in raster order
     from its conditional given all pixels before it (``temperature``, the seeded generator).
-    When the observed pixels are a raster prefix (the top half), each completion is an exact
-    draw from p(rest | observed). A conditional model completes as class ``label``; without
-    one, each row's class is drawn from its posterior π_y p(observed | y), the product of the
-    observed pixels' conditionals (exact for a raster prefix)."""
+    The observed pixels must come before all the others in raster order (the top rows of
+    an image, a raster prefix): each completion is then an exact draw from
+    p(rest | observed). Any other observed set would need the late observed pixels summed
+    out: refused with ``Unsupported`` (the API's 409; ``record`` gives the family's record,
+    which it names). A conditional model completes as class
+    ``label``; without one, each row's class is drawn from its posterior
+    π_y p(observed | y) (the product of the observed pixels' conditionals), so the draw is
+    exact for the marginal model too."""
 
     def complete(module: nn.Module, x: Tensor, observed: Tensor, opts: SampleOptions) -> Tensor:
         assert isinstance(module, PixelDensity)
         n = len(x)
         labels = _labels_for(module, opts.label, n)
-        module.check_inputs(x)
         if observed.numel() != module.d:
-            raise OptionError("observed", f"give one flag per pixel ({module.d})")
+            shape = list(module.info.input_shape)
+            raise OptionError("inputs", f"inputs and observed have the data's shape {shape}")
         seen = observed.reshape(-1).bool().cpu()
-        _check_options(module, opts, n * int((~seen).sum()))
+        module.check_inputs(x, seen)
+        if bool(seen.any()) and bool((~seen).any()):
+            if int(seen.nonzero().max()) > int((~seen).nonzero().min()):
+                _refuse_observed(record())
+        drawn = int((~seen).sum())
+        weigh = module.conditional and labels is None and bool(seen.any())
+        _check_options(module, opts, n * drawn + (n * module.n_classes if weigh else 0))
         module.eval()
         gen = opts.generator()
-        idx = module.index(x.to(module.device))
+        idx = torch.where(seen.to(module.device), module.index(x.to(module.device)), 0)
         if module.conditional and labels is None:
-            labels = _posterior_labels(module, idx, seen, gen)
+            if weigh:
+                labels = _posterior_labels(module, idx, seen, gen)
+            else:  # nothing observed: the classes' prior
+                pi = module.log_pi.exp().cpu()
+                labels = torch.multinomial(pi, n, replacement=True, generator=gen)
+                labels = labels.to(module.device)
         done = module.fill(idx, ~seen, labels, opts.temperature, gen)
         return module.from_index(done).view(n, *module.info.input_shape)
 
     return complete
+
+
+def _refuse_observed(family: Family) -> None:
+    raise Unsupported(
+        family,
+        "complete these inputs",
+        ": an exact completion needs every observed pixel before every unobserved one in "
+        "raster order (the top rows of an image observed)",
+    )
 
 
 @torch.no_grad()

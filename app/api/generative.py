@@ -226,10 +226,15 @@ def _log_prob_bounded(
     fields: list[str],
     what: str = "inputs × k",
 ) -> LogProb:
-    """log p of ``x`` with ``k`` importance samples: work (parameters × inputs × k) bounded,
-    inputs chunked under the memory budget (each chunk reseeds the family's fixed noise)."""
+    """log p of ``x`` with ``k`` importance samples: work (parameters × inputs × k × the
+    family's passes per input, e.g. a MADE's inference masks) bounded, inputs chunked
+    under the memory budget (each chunk reseeds the family's fixed noise)."""
     fn = item.family.capability(Capability.LOG_PROB)
-    check_work(item.parameters, len(x) * k, fields, what)
+    passes = item.family.log_prob_passes
+    per_input = 1 if passes is None else max(1, passes(item.module))
+    if per_input > 1:
+        what = f"{what} × {per_input} passes per input"
+    check_work(item.parameters, len(x) * k * per_input, fields, what)
     shape, probe_labels = item.info.input_shape, _probe_labels(item, labels is not None)
     per_call = _per_call(
         item,

@@ -62,6 +62,28 @@ def test_grey_images_sample_and_score_exactly(
         assert labelled.status_code == 422 and labelled.json()["errors"][0]["path"] == "label"
         assert given.status_code == 422 and given.json()["errors"][0]["path"] == "labels"
 
+    # the receptive field of pixel (5, 2): only pixels before it in raster order; pixelcnn
+    # (7 × 7 mask A, one 3 × 3 mask-B block) misses (4, 6) and (4, 7), its blind spot, and
+    # the rows more than 4 up; gated_pixelcnn sees (4, 6)
+    r = client.get(f"/v1/jobs/{jid}/receptive-field", params={"row": 5, "col": 2})
+    assert r.status_code == 200, r.text
+    field = r.json()["field"]
+    influenced = {(i, j) for i in range(8) for j in range(8) if field[i][j] > 0}
+    before = {(i, j) for i in range(8) for j in range(8) if i * 8 + j < 5 * 8 + 2}
+    assert influenced and influenced <= before and r.json()["influences"] == len(influenced)
+    if model == "pixelcnn":
+        assert not influenced & {(4, 6), (4, 7), *((0, j) for j in range(8))}
+    else:
+        assert (4, 6) in influenced
+    png = client.get(f"/v1/jobs/{jid}/receptive-field.png", params={"row": 7, "col": 7})
+    assert png.status_code == 200 and png.content.startswith(PNG_MAGIC), png.text
+    url = f"/v1/jobs/{jid}/completions.png"
+    a = client.get(url, params={"n": 2, "samples": 2, "seed": 4})
+    assert a.status_code == 200 and a.content.startswith(PNG_MAGIC), a.text
+    assert client.get(url, params={"n": 2, "samples": 2, "seed": 4}).content == a.content
+    labelled = client.get(url, params={"n": 2, "samples": 2, "label": 3})
+    assert labelled.status_code == (200 if params.get("conditional") else 422), labelled.text
+
 
 def test_data_that_is_not_grey_images_is_a_422_at_params(client: TestClient) -> None:
     r = client.post("/v1/jobs", json={"model": "pixelcnn", "dataset": "moons", "params": TINY})

@@ -12,14 +12,21 @@ import torch
 from pydantic import ValidationError
 from torch.autograd.functional import jacobian
 
-from models.autoregressive import evaluate
+from models.autoregressive import AutoregressiveDensity, evaluate
 from models.context import LocalContext
 from models.data import DataInfo, load
-from models.family import Capability
+from models.family import Capability, Unsupported
 from models.generative import OptionError, SampleOptions
 from models.nade import FAMILY, NADEModel, NADEParams
 from tests.support.data import tiny
-from tests.support.densities import all_binary, binary_info, real_info
+from tests.support.densities import (
+    all_binary,
+    binary_info,
+    completion_frequencies,
+    conditional_by_enumeration,
+    independent_bernoulli_nll,
+    real_info,
+)
 
 
 def model(info: DataInfo, **params: Any) -> NADEModel:
@@ -204,3 +211,94 @@ def test_sampling_costs_one_forward_against_the_bound() -> None:
     with pytest.raises(OptionError) as refused:
         fn(module, SampleOptions(n=91, max_rows=90))
     assert refused.value.field == "n"
+
+
+@pytest.mark.parametrize("order", ["natural", "random"])
+def test_receptive_field_is_exactly_the_inputs_before(order: str) -> None:
+    """Input j influences dimension k's conditional iff j comes before k in the order
+    (natural: exactly j < k); zero elsewhere, k included."""
+    module = model(binary_info(7), hidden=16, order=order)
+    fn = FAMILY.capability(Capability.RECEPTIVE_FIELD)
+    (pos,) = module.positions()
+    for k in range(7):
+        with torch.inference_mode():  # as the API calls it
+            field = fn(module, k)
+        assert field.shape == (7,) and bool((field >= 0).all())
+        assert torch.equal(field > 0, pos < pos[k]), (k, field)
+        if order == "natural":
+            assert torch.equal(field > 0, torch.arange(7) < k)
+
+
+@pytest.mark.parametrize(
+    "given", [[1.0, float("nan"), float("nan")], [0.0, 1.0, float("nan")], [float("nan")] * 3]
+)
+def test_completions_follow_the_exact_conditional(given: list[float]) -> None:
+    """Order natural, the first bits observed: the completions of 3 binary dimensions (the
+    running sum started from the observed ones) are drawn as often as
+    p(x_unobserved | x_observed) says, enumerated from log_prob."""
+    module = model(binary_info(3), hidden=16)
+    with torch.no_grad():  # sharper conditionals, so a wrong rule shows
+        for p in module.parameters():
+            p.mul_(3.0)
+    target = torch.tensor(given)
+    observed = ~torch.isnan(target)
+    n = 40_000
+    x = torch.nan_to_num(target).expand(n, 3)
+    fn = FAMILY.capability(Capability.COMPLETE)
+    drawn = fn(module, x, observed, SampleOptions(n=n, seed=0))
+    assert torch.equal(drawn[:, observed], x[:, observed])
+    with torch.no_grad():
+        expected = conditional_by_enumeration(module.log_prob(all_binary(3)), target)
+    torch.testing.assert_close(completion_frequencies(drawn), expected, atol=0.01, rtol=0)
+
+
+def test_the_running_sum_completion_equals_the_generic_one() -> None:
+    """NADE's running-sum completion draws what one full forward per drawn dimension
+    (the base class's) draws from the same generator."""
+    module = model(binary_info(9), hidden=16, order="random")
+    (pos,) = module.positions()
+    x = (torch.rand(6, 9, generator=torch.Generator().manual_seed(1)) < 0.5).float()
+    order = torch.argsort(pos)
+    drawn = order[4:]  # the first four in the order observed
+    fast = module.complete_mask(0, x, drawn, 1.0, torch.Generator().manual_seed(2))
+    slow = AutoregressiveDensity.complete_mask(
+        module, 0, x, drawn, 1.0, torch.Generator().manual_seed(2)
+    )
+    assert torch.equal(fast, slow) and torch.equal(fast[:, order[:4]], x[:, order[:4]])
+
+
+def test_completion_in_a_random_order_is_refused_unless_the_observed_come_first() -> None:
+    module = model(binary_info(6), hidden=8, order="random")
+    fn = FAMILY.capability(Capability.COMPLETE)
+    x = torch.ones(4, 6)
+    with pytest.raises(Unsupported, match="order natural"):
+        fn(module, x, torch.arange(6) < 3, SampleOptions(n=4))
+    (pos,) = module.positions()
+    first = pos < 3  # the first three of the order: a prefix, so exact
+    out = fn(module, x, first, SampleOptions(n=4))
+    assert torch.equal(out[:, first], x[:, first])
+
+
+def test_completion_costs_one_forward_against_the_bound() -> None:
+    module = model(binary_info(9), hidden=8)
+    fn = FAMILY.capability(Capability.COMPLETE)
+    x, top = torch.ones(90, 9), torch.arange(9) < 3
+    assert fn(module, x, top, SampleOptions(n=90, max_rows=90)).shape == (90, 9)
+    with pytest.raises(OptionError) as refused:
+        fn(module, x[:1].expand(91, 9), top, SampleOptions(n=91, max_rows=90))
+    assert refused.value.field == "n"
+
+
+@pytest.mark.slow
+def test_a_short_fit_on_digits_bin_beats_independent_pixels_by_far() -> None:
+    """60 epochs on digits_bin (about 10 s on one core): the test NLL was 18.7 nats
+    (seeds 0 to 2) against 24.4 for independent Bernoulli pixels fitted on the same
+    training split; asserted at least 4.5 nats below."""
+    data = load("digits_bin")
+    baseline = independent_bernoulli_nll(data.x_train, data.x_test)
+    params = NADEParams(hidden=100)
+    ctx = LocalContext(epochs=60, batch_size=64, seed=0)  # seeds the initial weights too
+    module = FAMILY.build(params, data.info)
+    FAMILY.fit(module, data, params, ctx)
+    ((_, nll),) = ctx.metric("test_nll")
+    assert nll < baseline - 4.5, (nll, baseline)

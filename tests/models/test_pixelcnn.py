@@ -15,7 +15,7 @@ from torch.autograd.functional import jacobian
 
 from models.context import LocalContext
 from models.data import DataInfo, load
-from models.family import Capability, Family
+from models.family import Capability, Family, Unsupported
 from models.gated_pixelcnn import FAMILY as GATED
 from models.generative import OptionError, SampleOptions
 from models.pixel import MaskedConv2d, PixelDensity, causal_mask, evaluate
@@ -262,7 +262,7 @@ def test_bad_options_name_their_field(name: str, params: dict[str, Any]) -> None
         ("inputs", lambda: log_prob(module, x + 1.0, None, 1)),  # above the top level
         ("inputs", lambda: log_prob(module, x[:, :8], None, 1)),  # 8 pixels, not 9
         ("inputs", lambda: complete(module, x * 0.3, observed, SampleOptions(n=len(x)))),
-        ("observed", lambda: complete(module, x, observed[:8], SampleOptions(n=len(x)))),
+        ("inputs", lambda: complete(module, x, observed[:8], SampleOptions(n=len(x)))),
         ("temperature", lambda: sample(module, SampleOptions(n=2, temperature=0.0))),
         ("temperature", lambda: sample(module, SampleOptions(n=2, temperature=-1.0))),
         ("n", lambda: sample(module, SampleOptions(n=11, max_rows=90))),  # 11 × 9 rows
@@ -288,6 +288,13 @@ def test_bad_options_name_their_field(name: str, params: dict[str, Any]) -> None
             call()
         assert _field_of(err) == expected, (expected, str(err.value))
     assert sample(module, SampleOptions(n=10, max_rows=90)).shape == (10, 9)
+    # the unobserved pixels' values are not read; observed ones after an unobserved one
+    # (not a raster prefix) would need summing out: Unsupported, the API's 409
+    holes = x.clone()
+    holes[:, ~observed] = float("nan")
+    assert torch.equal(complete(module, holes, observed, SampleOptions(n=len(x)))[:, :4], x[:, :4])
+    with pytest.raises(Unsupported, match="raster order"):
+        complete(module, x, ~observed, SampleOptions(n=len(x)))
 
 
 def test_data_the_pixel_families_refuse() -> None:

@@ -41,6 +41,36 @@ def all_binary(d: int) -> torch.Tensor:
     return torch.tensor(list(itertools.product([0.0, 1.0], repeat=d)))
 
 
+def codes(x: torch.Tensor) -> torch.Tensor:
+    """Binary vectors (N, d) -> their index in ``all_binary(d)`` (N,)."""
+    d = x.shape[1]
+    return (x * 2 ** torch.arange(d - 1, -1, -1, dtype=x.dtype)).sum(1).long()
+
+
+def completion_frequencies(drawn: torch.Tensor) -> torch.Tensor:
+    """How often each of the 2^d binary vectors was drawn (2^d,), rows (N, d)."""
+    return torch.bincount(codes(drawn), minlength=2 ** drawn.shape[1]).float() / len(drawn)
+
+
+def conditional_by_enumeration(log_p: torch.Tensor, given: torch.Tensor) -> torch.Tensor:
+    """P(x | x agrees with ``given`` where it is not NaN) over all 2^d binary vectors
+    (2^d,), from the joint's log-probabilities ``log_p`` (2^d,) of ``all_binary(d)``."""
+    every = all_binary(len(given))
+    known = ~torch.isnan(given)
+    agrees = (every[:, known] == given[known]).all(1)
+    p = torch.where(agrees, log_p.exp(), torch.zeros(()))
+    return p / p.sum()
+
+
+def independent_bernoulli_nll(x_train: torch.Tensor, x_test: torch.Tensor) -> float:
+    """The test NLL (nats per example) of independent Bernoulli pixels whose
+    probabilities are the training split's frequencies (add-one smoothed): the baseline
+    an autoregressive model of binary images must beat by modelling dependence."""
+    x, xt = x_train.flatten(1), x_test.flatten(1)
+    p = (x.sum(0) + 1) / (len(x) + 2)
+    return float(-(xt * p.log() + (1 - xt) * (1 - p).log()).sum(1).mean())
+
+
 def image_info(height: int, width: int, levels: int = 2, n_classes: int = 3) -> DataInfo:
     """One-channel height × width images of ``levels`` grey levels 0..1, in ``n_classes``
     classes (flat input, as the built-in image sets)."""

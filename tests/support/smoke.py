@@ -62,12 +62,14 @@ SMOKE: dict[str, Smoke] = {
         {"hidden_g": [8], "hidden_d": [8], "latent_dim": 2, "conv_width": 4},
         also=("digits",),
     ),
+    # order natural: their completion of the first half (check_complete) is exact only
+    # there, and a random order's 409 is tested in tests/models/test_made.py, test_nade.py
     "made": Smoke(
         "digits_bin",
-        {"hidden": [8], "order": "random", "num_masks": 2, "inference_masks": 2},
+        {"hidden": [8], "num_masks": 2, "inference_masks": 2},
         also=("moons",),
     ),
-    "nade": Smoke("digits_bin", {"hidden": 8, "order": "random"}, also=("moons",)),
+    "nade": Smoke("digits_bin", {"hidden": 8}, also=("moons",)),
     "pixelcnn": Smoke("digits_bin", {"channels": 4, "layers": 1}, also=("digits",)),
     "gated_pixelcnn": Smoke(
         "digits_bin", {"channels": 4, "layers": 1, "conditional": True}, also=("digits",)

@@ -1,0 +1,220 @@
+"""Every likelihood family on the binarised image sets, side by side (issue 14, item 9).
+
+For each dataset (``digits_bin``, ``mnist5k_bin``), each model (``nade``, ``made``,
+``pixelcnn``, ``gated_pixelcnn``, ``vae``) and each seed, the family's own ``fit`` in
+process (``LocalContext``, one torch thread), then its own test metric on the fixed test
+split: the exact −log P(x) for the autoregressive models, the importance-weighted bound
+for the VAE (``k_eval`` samples). One table: test NLL (nats per image), bits/dim,
+whether the number is exact or a bound, parameters, training CPU seconds.
+
+The published ordering on full binarised MNIST (nats, lower is better): NADE 88.3 >
+MADE 86.6 ≈ VAE 86.8 > PixelCNN 81.3. The goals checked at the end: both pixel models
+ahead of ``made``, ``nade`` and ``vae`` in every seed; ``gated_pixelcnn`` ≤ ``pixelcnn``;
+the best model ≥ 5 nats ahead of the VAE.
+
+Then (``--timing``) the wall time of a training epoch of our ``pixelcnn`` against a plain
+reference of the same net written here, whose masks are multiplied into the weights on
+every forward (``PlainPixelCNN``): the same batches, the same optimizer, both warmed,
+one thread; goal ≤ 1×.
+
+    python -m bench.likelihoods                      # 3 seeds, both datasets, all models
+    python -m bench.likelihoods --quick              # a minute: tiny budgets, one seed
+    python -m bench.likelihoods --datasets digits_bin --models nade made --seeds 0
+
+The settings in ``CONFIGS`` were chosen on seeds 100-102, which are not reported.
+Writes bench/out/likelihoods.json; docs/benchmarks.md records the figures.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import statistics
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+
+from bench.common import save
+from models.context import LocalContext
+from models.data import Dataset, load
+from models.optim import OptimizerSpec
+from models.registry import get_family
+
+MODELS = ("nade", "made", "pixelcnn", "gated_pixelcnn", "vae")
+DATASETS = ("digits_bin", "mnist5k_bin")
+
+
+@dataclass(frozen=True)
+class Run:
+    """One model's settings on one dataset."""
+
+    params: dict[str, Any]
+    epochs: int
+    batch_size: int = 64
+    lr: float = 1e-3
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+# (dataset, model) -> settings, chosen on seeds 100-102
+CONFIGS: dict[str, dict[str, Run]] = {
+    "digits_bin": {
+        "nade": Run({"hidden": 200}, epochs=100),
+        "made": Run({"hidden": [500]}, epochs=100),
+        "pixelcnn": Run({"channels": 32, "layers": 4, "kernel_size": 3}, epochs=60),
+        "gated_pixelcnn": Run({"channels": 32, "layers": 4, "kernel_size": 3}, epochs=60),
+        "vae": Run({"hidden": [256], "z_dim": 8, "k_eval": 500, "grad_var_samples": 0}, 100),
+    },
+    "mnist5k_bin": {
+        "nade": Run({"hidden": 500}, epochs=40),
+        "made": Run({"hidden": [500]}, epochs=40),
+        "pixelcnn": Run({"channels": 32, "layers": 5, "kernel_size": 3}, epochs=15),
+        "gated_pixelcnn": Run({"channels": 32, "layers": 5, "kernel_size": 3}, epochs=15),
+        "vae": Run({"hidden": [512], "z_dim": 16, "k_eval": 500, "grad_var_samples": 0}, 40),
+    },
+}
+
+# model -> (its test NLL metric, its bits/dim metric, what the number is)
+REPORTS: dict[str, tuple[str, str, str]] = {
+    "nade": ("test_nll", "test_bits_per_dim", "exact"),
+    "made": ("test_nll", "test_bits_per_dim", "exact"),
+    "pixelcnn": ("test_nll", "test_bits_per_dim", "exact"),
+    "gated_pixelcnn": ("test_nll", "test_bits_per_dim", "exact"),
+    "vae": ("test_iwae_nll", "test_iwae_bpd", "bound"),
+}
+
+
+def quick(run: Run) -> Run:
+    """A smoke budget: two epochs of a narrow net."""
+    small = {k: (8 if k in ("hidden", "channels") else v) for k, v in run.params.items()}
+    if isinstance(run.params.get("hidden"), list):
+        small["hidden"] = [8]
+    if "layers" in small:
+        small["layers"] = 1
+    if "k_eval" in small:
+        small["k_eval"] = 10
+    return Run(small, epochs=2, batch_size=run.batch_size, lr=run.lr)
+
+
+def train_one(model: str, data: Dataset, run: Run, seed: int) -> dict[str, Any]:
+    """Fit one model from ``seed``; its test figures, size and CPU seconds."""
+    family = get_family(model)
+    params = family.params(**run.params)
+    torch.manual_seed(seed)
+    module = family.build(params, data.info)
+    ctx = LocalContext(
+        epochs=run.epochs,
+        batch_size=run.batch_size,
+        seed=seed,
+        optimizer=OptimizerSpec(name="adam", lr=run.lr),
+    )
+    start = time.process_time()
+    family.fit(module, data, params, ctx)
+    seconds = time.process_time() - start
+    nll_name, bits_name, kind = REPORTS[model]
+    final = ctx.history[-1][1]  # final_test logs the test metrics last
+    return {
+        "model": model,
+        "seed": seed,
+        "test_nll": final[nll_name],
+        "test_bits_per_dim": final[bits_name],
+        "kind": kind,
+        "parameters": sum(p.numel() for p in module.parameters()),
+        "train_cpu_seconds": seconds,
+        "epochs": run.epochs,
+        "cpu_seconds_per_epoch": seconds / run.epochs,
+    }
+
+
+def goals(rows: list[dict[str, Any]], seeds: list[int]) -> dict[str, Any]:
+    """The issue's goals on one dataset's rows."""
+    nll = {(r["model"], r["seed"]): r["test_nll"] for r in rows}
+    have = {r["model"] for r in rows}
+    out: dict[str, Any] = {}
+    pixels = [m for m in ("pixelcnn", "gated_pixelcnn") if m in have]
+    others = [m for m in ("made", "nade", "vae") if m in have]
+    if pixels and others:
+        out["pixel_models_ahead_every_seed"] = all(
+            nll[p, s] < nll[o, s] for p in pixels for o in others for s in seeds
+        )
+    if {"pixelcnn", "gated_pixelcnn"} <= have:
+        out["gated_le_pixelcnn_every_seed"] = all(
+            nll["gated_pixelcnn", s] <= nll["pixelcnn", s] for s in seeds
+        )
+    if "vae" in have and len(have) > 1:
+        means = {m: statistics.mean(nll[m, s] for s in seeds) for m in have}
+        best = min((m for m in have if m != "vae"), key=means.__getitem__)
+        out["best_model"] = best
+        out["best_ahead_of_vae_nats"] = means["vae"] - means[best]
+        out["best_5_nats_ahead_of_vae"] = means["vae"] - means[best] >= 5.0
+    return out
+
+
+def table(rows: list[dict[str, Any]], models: list[str]) -> list[str]:
+    """Markdown rows: per model the mean ± sd over seeds, and the per-seed NLLs."""
+    lines = [
+        "| model | test NLL (nats) | bits/dim | per seed | kind | parameters | train CPU s |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for m in models:
+        rs = [r for r in rows if r["model"] == m]
+        if not rs:
+            continue
+        nlls = [r["test_nll"] for r in rs]
+        sd = statistics.stdev(nlls) if len(nlls) > 1 else 0.0
+        bits = statistics.mean(r["test_bits_per_dim"] for r in rs)
+        cpu = statistics.mean(r["train_cpu_seconds"] for r in rs)
+        per_seed = " / ".join(f"{v:.2f}" for v in nlls)
+        lines.append(
+            f"| `{m}` | {statistics.mean(nlls):.2f} ± {sd:.2f} | {bits:.4f} | {per_seed} "
+            f"| {rs[0]['kind']} | {rs[0]['parameters']:,} | {cpu:.0f} |"
+        )
+    return lines
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--datasets", nargs="+", default=list(DATASETS), choices=DATASETS)
+    parser.add_argument("--models", nargs="+", default=list(MODELS), choices=MODELS)
+    parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
+    parser.add_argument("--quick", action="store_true", help="tiny budgets: a smoke run")
+    parser.add_argument("--timing", action="store_true", help="also ours vs a plain PixelCNN")
+    args = parser.parse_args()
+    torch.set_num_threads(1)
+    start = time.perf_counter()
+    result: dict[str, Any] = {"seeds": args.seeds, "quick": args.quick, "datasets": {}}
+    for name in args.datasets:
+        data = load(name)
+        rows = []
+        for model in args.models:
+            run = CONFIGS[name][model]
+            run = quick(run) if args.quick else run
+            for seed in args.seeds:
+                row = train_one(model, data, run, seed)
+                rows.append(row)
+                nll, kind, cpu = row["test_nll"], row["kind"], row["train_cpu_seconds"]
+                print(f"{name} {model} seed {seed}: test NLL {nll:.2f} nats ({kind}), "
+                      f"{cpu:.0f} CPU s", flush=True)  # fmt: skip
+        result["datasets"][name] = {
+            "configs": {m: CONFIGS[name][m].__dict__ for m in args.models},
+            "rows": rows,
+            "goals": goals(rows, args.seeds),
+        }
+        print(f"\n{name} (D = {math.prod(data.info.input_shape)}), seeds {args.seeds}")
+        print("\n".join(table(rows, args.models)))
+        print("goals:", result["datasets"][name]["goals"], "\n", flush=True)
+    if args.timing:
+        from bench.pixel_reference import compare_epoch_time
+
+        result["timing"] = compare_epoch_time(load("mnist5k_bin"), quick=args.quick)
+        t = result["timing"]
+        print(f"pixelcnn epoch wall: ours {t['ours_seconds']:.2f} s, plain reference "
+              f"{t['plain_seconds']:.2f} s: {t['ratio']:.2f}x (goal <= 1x)")  # fmt: skip
+    result["wall_seconds"] = time.perf_counter() - start
+    save("likelihoods" + ("_quick" if args.quick else ""), result)
+    print(f"wall {result['wall_seconds']:.0f} s")
+
+
+if __name__ == "__main__":
+    main()
