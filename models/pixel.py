@@ -172,8 +172,8 @@ class PixelDensity(nn.Module):
     def log_prob_index(self, idx: Tensor, labels: Tensor | None) -> Tensor:
         """Σ_k log p(x_k | x_<k [, y]) (B,) of level indices (B, D)."""
         logits = self.net(self.net_input(idx), labels)  # (B, L, H, W)
-        picked = logits.log_softmax(1).gather(1, idx.view(len(idx), 1, self.h, self.w))
-        return picked.sum((1, 2, 3))
+        target = idx.view(len(idx), self.h, self.w)
+        return -F.cross_entropy(logits, target, reduction="none").sum((1, 2))
 
     def class_log_probs(self, idx: Tensor) -> Tensor:
         """log p(x | y) for every class y (B, K) of a conditional model."""
