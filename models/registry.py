@@ -6,7 +6,19 @@ from models.family import Family
 
 
 def _families() -> dict[str, Family]:
-    from models import ensemble, flow, gan, made, mc_dropout, mlp, multitask, nade, vae
+    from models import (
+        ensemble,
+        flow,
+        gan,
+        gated_pixelcnn,
+        made,
+        mc_dropout,
+        mlp,
+        multitask,
+        nade,
+        pixelcnn,
+        vae,
+    )
 
     families = [
         mlp.FAMILY,
@@ -18,6 +30,8 @@ def _families() -> dict[str, Family]:
         gan.FAMILY,
         made.FAMILY,
         nade.FAMILY,
+        pixelcnn.FAMILY,
+        gated_pixelcnn.FAMILY,
     ]
     return {f.name: f for f in families}
 

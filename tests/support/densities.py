@@ -69,3 +69,26 @@ def independent_bernoulli_nll(x_train: torch.Tensor, x_test: torch.Tensor) -> fl
     x, xt = x_train.flatten(1), x_test.flatten(1)
     p = (x.sum(0) + 1) / (len(x) + 2)
     return float(-(xt * p.log() + (1 - xt) * (1 - p).log()).sum(1).mean())
+
+
+def image_info(height: int, width: int, levels: int = 2, n_classes: int = 3) -> DataInfo:
+    """One-channel height × width images of ``levels`` grey levels 0..1, in ``n_classes``
+    classes (flat input, as the built-in image sets)."""
+    return DataInfo(
+        name=f"images{height}x{width}L{levels}",
+        task="classification",
+        input_shape=(height * width,),
+        target_dim=1,
+        n_classes=n_classes,
+        n_train=0,
+        image_shape=(1, height, width),
+        levels=levels,
+        value_max=1.0,
+    )
+
+
+def all_images(d: int, levels: int) -> torch.Tensor:
+    """Every vector of d values on ``levels`` levels 0..1, (levels^d, d), in raster order
+    of the codes (the last value changes fastest)."""
+    values = [i / (levels - 1) for i in range(levels)]
+    return torch.tensor(list(itertools.product(values, repeat=d)))

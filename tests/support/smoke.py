@@ -70,6 +70,10 @@ SMOKE: dict[str, Smoke] = {
         also=("moons",),
     ),
     "nade": Smoke("digits_bin", {"hidden": 8}, also=("moons",)),
+    "pixelcnn": Smoke("digits_bin", {"channels": 4, "layers": 1}, also=("digits",)),
+    "gated_pixelcnn": Smoke(
+        "digits_bin", {"channels": 4, "layers": 1, "conditional": True}, also=("digits",)
+    ),
 }
 
 
