@@ -14,6 +14,7 @@ models to come): p(x) = Π_i p(x_i | x_<i) with exact log-likelihoods (the notes
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from contextlib import AbstractContextManager, nullcontext
 from typing import Literal
 
@@ -22,7 +23,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from models.data import DataInfo, Dataset
-from models.family import Context, Unsupported
+from models.family import Context, Family, Unsupported
 from models.generative import (
     CompleteFn,
     LogProb,
@@ -313,7 +314,7 @@ def receptive_field_capability(family: str) -> ReceptiveFieldFn:
     return receptive_field
 
 
-def complete_capability(family: str) -> CompleteFn:
+def complete_capability(record: Callable[[], Family]) -> CompleteFn:
     """COMPLETE for an unconditional ``AutoregressiveDensity``: the dimensions not
     ``observed`` drawn one batched pass each in the model's order, the observed ones kept.
 
@@ -331,6 +332,7 @@ def complete_capability(family: str) -> CompleteFn:
     def complete(module: nn.Module, x: Tensor, observed: Tensor, opts: SampleOptions) -> Tensor:
         assert isinstance(module, AutoregressiveDensity)
         density = module
+        family = record().name
         if opts.label is not None:
             raise OptionError("label", f"{family} models are unconditional: leave label out")
         if opts.temperature <= 0:
@@ -354,7 +356,7 @@ def complete_capability(family: str) -> CompleteFn:
                 and bool((~seen).any())
                 and bool(pos[seen].max() > pos[~seen].min())
             ):
-                _refuse_order(family)
+                _refuse_order(record())
         drawn_count = int((~seen).sum())
         rows = density.complete_rows(n, drawn_count)
         if opts.max_rows is not None and rows > opts.max_rows:  # the request's bound on work
@@ -406,11 +408,9 @@ def _posterior_masks(
     return torch.multinomial(log_w.softmax(1).cpu(), 1, generator=gen).squeeze(1).to(u.device)
 
 
-def _refuse_order(family: str) -> None:
-    from models.registry import get_family  # the record, for the 409's list of what it can do
-
+def _refuse_order(family: Family) -> None:
     raise Unsupported(
-        get_family(family),
+        family,
         "complete these inputs",
         ": an exact completion needs every observed dimension before every unobserved "
         "one in the model's order, and this model's order puts some observed ones after "

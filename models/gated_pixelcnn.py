@@ -43,13 +43,14 @@ from pydantic import Field, model_validator
 from torch import Tensor, nn
 
 from models.data import DataInfo, Dataset
-from models.family import Capability, Context, Family, Params
+from models.family import EXACT_TEST_NLL, Capability, Context, Family, Params
 from models.pixel import (
     PixelDensity,
     complete_capability,
     down_shift,
     fit_pixels,
     log_prob_capability,
+    log_prob_rows,
     receptive_field_capability,
     sample_capability,
 )
@@ -161,10 +162,11 @@ FAMILY: Family = Family(
         Capability.RECEPTIVE_FIELD: receptive_field_capability(),
         Capability.COMPLETE: complete_capability(lambda: FAMILY),  # the record its 409 names
     },
+    likelihood=EXACT_TEST_NLL,
     build=build,
     fit=fit,
     # a conditional model's marginal log p(x) runs one forward per class
-    log_prob_passes=lambda module: max(1, getattr(module, "n_classes", 0)),
+    log_prob_passes=log_prob_rows,
     default_epochs=50,
     default_batch_size=64,
 )

@@ -34,13 +34,14 @@ from pydantic import Field, model_validator
 from torch import Tensor, nn
 
 from models.data import DataInfo, Dataset
-from models.family import Capability, Context, Family, Params
+from models.family import EXACT_TEST_NLL, Capability, Context, Family, Params
 from models.pixel import (
     MaskedConv2d,
     PixelDensity,
     complete_capability,
     fit_pixels,
     log_prob_capability,
+    log_prob_rows,
     receptive_field_capability,
     sample_capability,
 )
@@ -121,6 +122,8 @@ FAMILY: Family = Family(
         Capability.RECEPTIVE_FIELD: receptive_field_capability(),
         Capability.COMPLETE: complete_capability(lambda: FAMILY),  # the record its 409 names
     },
+    likelihood=EXACT_TEST_NLL,
+    log_prob_passes=log_prob_rows,
     build=build,
     fit=fit,
     default_epochs=50,

@@ -265,7 +265,7 @@ def test_bad_options_name_their_field(name: str, params: dict[str, Any]) -> None
         ("inputs", lambda: complete(module, x, observed[:8], SampleOptions(n=len(x)))),
         ("temperature", lambda: sample(module, SampleOptions(n=2, temperature=0.0))),
         ("temperature", lambda: sample(module, SampleOptions(n=2, temperature=-1.0))),
-        ("n", lambda: sample(module, SampleOptions(n=11, max_rows=90))),  # 11 × 9 rows
+        ("n", lambda: sample(module, SampleOptions(n=11, max_rows=module.sample_rows(10)))),
         ("position", lambda: field(module, 9)),
     ]
     if module.conditional:
@@ -287,7 +287,7 @@ def test_bad_options_name_their_field(name: str, params: dict[str, Any]) -> None
         with pytest.raises(OptionError) as err:
             call()
         assert _field_of(err) == expected, (expected, str(err.value))
-    assert sample(module, SampleOptions(n=10, max_rows=90)).shape == (10, 9)
+    assert sample(module, SampleOptions(n=10, max_rows=module.sample_rows(10))).shape == (10, 9)
     # the unobserved pixels' values are not read; observed ones after an unobserved one
     # (not a raster prefix) would need summing out: Unsupported, the API's 409
     holes = x.clone()
@@ -337,3 +337,22 @@ def test_a_tiny_fit_lowers_the_test_nll_and_logs_the_leaderboards_metrics() -> N
             counts = torch.bincount(data.y_train, minlength=10).float()
             torch.testing.assert_close(module.log_pi.exp(), counts / counts.sum())
             assert ctx.metric("test_nll_given_label")
+
+
+@pytest.mark.parametrize("name", ["pixelcnn", "gated_pixelcnn"])
+def test_work_counts_every_pixel_each_pass_runs_over(name: str) -> None:
+    """The API's bound on work: a pass for pixel k runs the net over the rows down to k's,
+    each pixel 1 / CONV_SPEEDUP of a dense row; sampling is one pass per pixel; a
+    completion passes for the drawn pixels only; a log-likelihood is one full pass."""
+    from models.pixel import CONV_SPEEDUP
+
+    fam: Family = FAMILIES[name]
+    module = model(name, image_info(4, 3, levels=2), channels=4, layers=1)
+    assert isinstance(module, PixelDensity)
+    h, w = 4, 3
+    per_image = w * w * h * (h + 1) // 2  # Σ_k (row(k) + 1) · W
+    assert module.sample_rows(7) == -(-7 * per_image // CONV_SPEEDUP)
+    bottom = torch.arange(h * w) >= 2 * w  # the bottom two rows drawn
+    assert module.fill_rows(7, bottom) == -(-7 * (w * 3 * w + w * 4 * w) // CONV_SPEEDUP)
+    assert fam.log_prob_passes is not None
+    assert fam.log_prob_passes(module) == -(-h * w // CONV_SPEEDUP)
