@@ -217,8 +217,9 @@ class Family:
     mc_passes: Callable[[nn.Module, int], int] | None = None
     # importance samples for a bound when a log-prob request does not say
     default_log_prob_k: int = 1
-    # module -> full-model forwards LOG_PROB runs per input (and per importance sample),
-    # for the API's bound on work: a MADE averaging over M masks M; None: 1
+    # module -> the work of LOG_PROB per input (and per importance sample) in full-model
+    # forward rows, for the API's bound on work: a MADE averaging over M masks M, a pixel
+    # model its pass over the image's pixels (models.pixel.PixelDensity.pass_rows); None: 1
     log_prob_passes: Callable[[nn.Module], int] | None = None
     # params -> the smallest minibatch the model trains on (batch statistics need 2, a
     # PacGAN discriminator a whole pack); None: 1. The API refuses a smaller batch_size.
