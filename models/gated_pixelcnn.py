@@ -165,7 +165,7 @@ FAMILY: Family = Family(
     likelihood=EXACT_TEST_NLL,
     build=build,
     fit=fit,
-    # a conditional model's marginal log p(x) runs one forward per class
+    # one pass over the image's pixels per input; per class for a conditional marginal
     log_prob_passes=log_prob_rows,
     default_epochs=50,
     default_batch_size=64,
