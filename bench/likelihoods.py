@@ -76,7 +76,7 @@ CONFIGS: dict[str, dict[str, Run]] = {
         "nade": Run({"hidden": 100}, epochs=100),
         "made": Run({"hidden": [500]}, epochs=200),
         "pixelcnn": Run({"channels": 64, "layers": 5, "kernel_size": 3}, epochs=15),
-        "gated_pixelcnn": Run({"channels": 32, "layers": 5, "kernel_size": 3}, epochs=10),
+        "gated_pixelcnn": Run({"channels": 32, "layers": 5, "kernel_size": 3}, epochs=15),
         "vae": Run({"hidden": [512], "z_dim": 16, "k_eval": 500, "grad_var_samples": 0}, 40),
     },
 }
