@@ -25,6 +25,7 @@ from torch import Tensor, nn
 from models.data import DataInfo, Dataset
 from models.family import Context, Family, Unsupported
 from models.generative import (
+    FIELD_PROBES,
     CompleteFn,
     LogProb,
     LogProbFn,
@@ -277,7 +278,7 @@ def log_prob_capability(family: str) -> LogProbFn:
 
 # inputs the receptive field averages the gradient magnitudes over (binary, or standard
 # normal units), drawn from this seed: the map is a fixed function of the weights
-FIELD_INPUTS, FIELD_SEED = 8, 0
+FIELD_INPUTS, FIELD_SEED = FIELD_PROBES, 0
 
 
 def receptive_field_capability(family: str) -> ReceptiveFieldFn:

@@ -68,6 +68,11 @@ InterpolateFn = Callable[[Tensor, Tensor, int], Tensor]  # z_a (D,), z_b (D,), s
 # the rest drawn from the model's conditionals (seed, temperature, label, max_rows from the
 # options; n == N): the result keeps x where observed
 ReceptiveFieldFn = Callable[[nn.Module, int], Tensor]
+# a receptive field runs FIELD_PROBES fixed-seed inputs forward and back (about 3 forward
+# rows each) through every pass one input's log-likelihood makes (Family.log_prob_passes):
+# at most FIELD_ROWS × those passes, which the API bounds as it bounds other work
+FIELD_PROBES = 8
+FIELD_ROWS = 3 * FIELD_PROBES
 CompleteFn = Callable[[nn.Module, Tensor, Tensor, SampleOptions], Tensor]
 
 

@@ -37,6 +37,7 @@ from torch import Tensor, nn
 from models.data import DataInfo, Dataset
 from models.family import Context, Family, Unsupported
 from models.generative import (
+    FIELD_PROBES,
     CompleteFn,
     LogProb,
     LogProbFn,
@@ -50,7 +51,6 @@ from models.loop import final_test, train_epochs
 MaskKind = Literal["A", "B"]
 LEVEL_TOLERANCE = 1e-3  # how far from a level (in level units) an input value may lie
 CONV_SPEEDUP = 4  # pixels per dense-row equivalent of work (measured 5.5×; pass_rows)
-FIELD_PROBES = 8  # random inputs the receptive field's gradients are summed over
 
 
 def causal_mask(height: int, width: int, kind: MaskKind) -> Tensor:

@@ -23,7 +23,7 @@ from app.limits import MAX_INFERENCE_WORK, RowCost, check_work, chunk_size
 from app.problems import Problem, field_problem
 from app.schemas import ReceptiveFieldOut
 from models.family import Capability
-from models.generative import OptionError, SampleOptions
+from models.generative import FIELD_ROWS, OptionError, SampleOptions
 
 router = APIRouter(prefix="/v1/jobs", tags=["generative"])
 log = logging.getLogger("deepzoo.autoregressive")
@@ -53,6 +53,16 @@ def _field(item: Loaded, row: int, col: int) -> tuple[torch.Tensor, int, int]:
         raise field_problem("row", f"{item.info.name} images have rows 0..{h - 1}")
     if col >= w:
         raise field_problem("col", f"{item.info.name} images have columns 0..{w - 1}")
+    passes = item.family.log_prob_passes
+    rows = FIELD_ROWS * (1 if passes is None else max(1, passes(item.module)))
+    work = item.parameters * rows
+    if work > MAX_INFERENCE_WORK:  # no option shrinks it: the model is too large for this
+        raise Problem(
+            409,
+            f"{item.family.name}'s receptive field runs {rows:,} forward rows through "
+            f"{item.parameters:,} parameters ({work:.2g} multiply-adds); one request may "
+            f"compute at most {MAX_INFERENCE_WORK:.2g}",
+        )
     # the conditional of pixel (row, col), in the first channel for colour images
     out = run_inference(fn, item.module, row * w + col, field="row")
     field = out.detach().cpu().double().reshape(c, h, w).sum(0)

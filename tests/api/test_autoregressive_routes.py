@@ -169,3 +169,23 @@ def test_made_log_prob_work_counts_its_inference_masks(monkeypatch: pytest.Monke
     assert "64 passes per input" in refused.value.detail
     assert refused.value.extra["errors"][0]["path"] == "inputs"
     assert _log_prob_bounded(many, x[:1], None, 1, ["inputs"]).log_prob.shape == (1,)
+
+
+def test_a_receptive_field_too_costly_for_one_request_is_refused(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The worst receptive field a key holder can ask for is of the widest model: its
+    FIELD_ROWS probe rows through every pass of one input's log p (a MADE's M masks) are
+    bounded like any inference work, and a model over the bound is a 409 before any pass."""
+    import app.api.autoregressive as routes
+    from models.generative import FIELD_ROWS
+
+    one = built("made", "digits_bin", hidden=[16], num_masks=64)
+    many = built("made", "digits_bin", hidden=[16], num_masks=64, inference_masks=64)
+    monkeypatch.setattr(routes, "MAX_INFERENCE_WORK", one.parameters * FIELD_ROWS * 10)
+    field, _, _ = routes._field(one, 3, 3)
+    assert field.shape == (8, 8)
+    with pytest.raises(Problem) as refused:
+        routes._field(many, 3, 3)
+    assert refused.value.status == 409
+    assert f"{FIELD_ROWS * 64:,} forward rows" in refused.value.detail
