@@ -208,8 +208,8 @@ def get_leaderboard_png(
     (with their standard errors) told apart. Drawing takes the inference rate limit."""
     from app.plots import leaderboard_png
 
-    board = leaderboard(session, principal, dataset, metric, limit)
     INFERENCE_LIMITER.take(principal.key_id)  # a figure costs CPU, as inference does
+    board = leaderboard(session, principal, dataset, metric, limit)
     bars = []
     for e in board.entries:
         value = e.nll if metric == "nll" else e.bits_per_dim
