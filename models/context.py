@@ -24,7 +24,10 @@ class LocalContext:
         device: str | torch.device = "cpu",
         resume: dict[str, Any] | None = None,
         keep_checkpoints: bool = False,
+        best: dict[str, Any] | None = None,
     ) -> None:
+        """``best``: on a resume, the state of the best checkpoint before it (the runner
+        keeps it in the database), so ``best_model`` answers as in an unbroken run."""
         if (epochs is None) == (steps is None):
             raise ValueError("give exactly one of epochs or steps")
         self.epochs, self.steps, self.batch_size, self.seed = epochs, steps, batch_size, seed
@@ -36,6 +39,7 @@ class LocalContext:
         self.history: list[tuple[int, dict[str, float]]] = []
         self.checkpoints: list[tuple[int, dict[str, Any], bool]] = []
         self.keep_checkpoints = keep_checkpoints
+        self.best: dict[str, Any] | None = best
         self.last_progress: tuple[int, int] | None = None
         self.started = time.perf_counter()
 
@@ -50,6 +54,11 @@ class LocalContext:
     def checkpoint(self, step: int, state: dict[str, Any], *, best: bool = False) -> None:
         if self.keep_checkpoints:
             self.checkpoints.append((step, state, best))
+        if best:
+            self.best = state
+
+    def best_model(self) -> dict[str, torch.Tensor] | None:
+        return None if self.best is None else self.best["model"]
 
     def should_stop(self) -> bool:
         return False

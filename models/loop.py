@@ -5,7 +5,8 @@ set); ``Budget`` answers in that unit (the step a metric is logged at, the total
 progress report names). ``train_epochs`` runs shuffled minibatches (``minibatches``)
 with the runner's ``ctx``: it logs, reports progress, checkpoints and resumes; a
 family's ``fit`` gives it a loss and a validation function. ``final_test`` is the
-tail of every such ``fit``: the held-out numbers once, for the final weights.
+tail of every such ``fit``: the held-out numbers once, for the best weights by validation
+(the ones inference serves).
 
 Checkpoint state: {"model": module.state_dict(), "optimizer": opt.state_dict(),
 "epoch": epochs begun and ended (a stopped epoch counts), "step": optimizer steps,
@@ -187,9 +188,18 @@ def _one_epoch(
 
 
 def final_test(module: nn.Module, ctx: Context, test_metrics: EvalFn) -> None:
-    """The held-out numbers once, for the final weights: ``test_metrics()`` (the ``test_*``
-    metrics of the test split) in eval mode without gradients, logged at the job's last
-    epoch or step. Call it when ``train_epochs`` returned True (training finished)."""
+    """The held-out numbers once, for the weights inference serves: ``test_metrics()`` (the
+    ``test_*`` metrics of the test split) in eval mode without gradients, logged at the
+    job's last epoch or step. Call it when ``train_epochs`` returned True (training
+    finished).
+
+    The weights are the best by validation (``ctx.best_model()``, loaded into ``module``
+    first), else the final ones: the served checkpoint is the best one, and a test number
+    (the leaderboard's, a benchmark's) of weights nobody can query would rank a model the
+    service does not have."""
+    best = ctx.best_model()
+    if best is not None:
+        module.load_state_dict(best)
     module.eval()
     with torch.no_grad():
         metrics = test_metrics()

@@ -43,7 +43,7 @@ from models.data import DataInfo
 from models.family import Diverged, Family
 from models.optim import OptimizerSpec, build_optimizer
 from models.registry import get_family
-from workers.evaluation import log_calibration
+from workers.evaluation import log_calibration, served_state
 
 log = logging.getLogger("deepzoo.runner")
 
@@ -217,6 +217,7 @@ class TrainContext:
         self._latest_offer: tuple[int, dict[str, Any], dict[str, Any]] | None = None
         self._best_offer: tuple[int, dict[str, Any], dict[str, Any]] | None = None
         self._has_best = False
+        self._best_model: dict[str, torch.Tensor] | None = None  # this run's best weights
         self._progress: tuple[int, int] = (job.progress_step, job.progress_total)
         self._progress_origin: tuple[float, int] | None = None
         if resume is not None:
@@ -260,12 +261,20 @@ class TrainContext:
         self._latest_offer = offer
         if best:
             self._best_offer, self._has_best = offer, True
+            self._best_model = state.get("model")
         due = (
             step - self._saved_step >= self.checkpoint_every
             and time.monotonic() - self._last_write >= self.settings.checkpoint_min_seconds
         )
         if due or self._at_end(step) or self.stop_reason is not None:
             self.save_pending()
+
+    def best_model(self) -> dict[str, torch.Tensor] | None:
+        """This run's best weights, else (after a resume) those of the best checkpoint an
+        earlier run wrote, which the job's ``checkpoint_id`` still names."""
+        if self._best_model is not None:
+            return self._best_model
+        return served_state(self.job_id) if self._has_best else None
 
     def should_stop(self) -> bool:
         if self.lease_lost:

@@ -14,6 +14,7 @@ from fastapi.testclient import TestClient
 from app.db.models import Job
 from app.db.session import session_scope
 from app.plots import leaderboard_png
+from models.data import load
 from tests.support.jobs import PNG_MAGIC, built, trained
 
 TINY: dict[str, dict[str, Any]] = {
@@ -90,6 +91,34 @@ def test_ranks_the_callers_likelihood_jobs_by_test_nll(
     png = client.get("/v1/leaderboard.png", params={"dataset": "digits_bin"})
     assert png.status_code == 200 and png.headers["content-type"] == "image/png"
     assert png.content.startswith(PNG_MAGIC)
+
+
+def test_the_nll_is_the_served_checkpoints_not_the_last_epochs(client: TestClient) -> None:
+    """An unstable nade (Adam at lr 1) whose epoch 3 beats epoch 4 on validation:
+    inference serves epoch 3's checkpoint, and the leaderboard's NLL is that model's mean
+    −log p over the test split as ``log-prob`` answers it, not the final weights'."""
+    spec = {
+        "model": "nade",
+        "dataset": "digits_bin",
+        "params": {"hidden": 8},
+        "optimizer": {"name": "adam", "lr": 1.0},
+        "train": {"epochs": 4, "batch_size": 128, "seed": 0},
+    }
+    jid = trained(client, spec)
+    served = client.get(f"/v1/jobs/{jid}").json()["checkpoint"]
+    steps = {c["id"]: c["step"] for c in client.get(f"/v1/jobs/{jid}/checkpoints").json()}
+    val = client.get(f"/v1/jobs/{jid}/metrics", params={"name": "val_loss"}).json()["metrics"]
+    best_epoch = min(val, key=lambda r: r["value"])["step"]
+    assert steps[served] == best_epoch == 3  # the premise: the last epoch is not the best
+
+    x_test = load("digits_bin").x_test.tolist()
+    r = client.post(f"/v1/jobs/{jid}/log-prob", json={"inputs": x_test})
+    assert r.status_code == 200, r.text
+    served_nll = -sum(r.json()["log_prob"]) / len(x_test)
+    (entry,) = client.get("/v1/leaderboard", params={"dataset": "digits_bin"}).json()["entries"]
+    assert entry["job_id"] == jid
+    assert entry["nll"] == pytest.approx(served_nll, rel=1e-5)
+    assert final(client, jid, "test_nll") == pytest.approx(served_nll, rel=1e-5)
 
 
 def test_continuous_data_lists_likelihood_families_only(client: TestClient) -> None:

@@ -41,3 +41,32 @@ def test_final_test_logs_at_the_last_unit_in_eval_mode_without_grad() -> None:
         final_test(module, ctx, metrics)
         assert ctx.history == [(step, {"test_loss": 1.5})]
     assert seen == [(False, False), (False, False)]
+
+
+def test_final_test_scores_the_best_checkpoint_not_the_final_weights() -> None:
+    """Inference serves the best checkpoint by validation; the test numbers (the
+    leaderboard's) describe it, and without a best they describe the final weights."""
+    module = nn.Linear(1, 1, bias=False)
+
+    def metrics() -> dict[str, float]:
+        return {"test_w": float(module.weight)}
+
+    ctx = LocalContext(epochs=3)
+    with torch.no_grad():
+        module.weight.fill_(1.0)
+    ctx.checkpoint(1, {"model": {"weight": torch.full((1, 1), 1.0)}}, best=True)
+    ctx.checkpoint(2, {"model": {"weight": torch.full((1, 1), 2.0)}})
+    with torch.no_grad():
+        module.weight.fill_(3.0)  # the final weights, worse on validation than epoch 1's
+    final_test(module, ctx, metrics)
+    assert ctx.metric("test_w") == [(3, 1.0)]
+    assert float(module.weight) == 1.0  # and the module is left holding them
+
+    # a resume whose run never improved: the best of the run before it, handed over
+    resumed = LocalContext(epochs=3, best={"model": {"weight": torch.full((1, 1), 5.0)}})
+    final_test(module, resumed, metrics)
+    assert resumed.metric("test_w") == [(3, 5.0)]
+
+    never = LocalContext(epochs=3)  # nothing offered as best: the final weights
+    final_test(module, never, metrics)
+    assert never.metric("test_w") == [(3, 5.0)]

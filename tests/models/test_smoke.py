@@ -124,7 +124,7 @@ def test_resume_continues_exactly_where_it_stopped(name: str, dataset: str) -> N
     fam.fit(first, data, params, ctx1)
     stopped_at = ctx1.checkpoints[-1][0]
     resumed = fam.build(params, data.info)
-    ctx2 = _context(name, resume=ctx1.checkpoints[-1][1])
+    ctx2 = _context(name, resume=ctx1.checkpoints[-1][1], best=ctx1.best)
     ctx2.set_rng(ctx1.rng[-1])  # the runner restores RNG states with the checkpoint
     fam.fit(resumed, data, params, ctx2)
 
@@ -141,7 +141,7 @@ def test_checkpoint_round_trip_answers_the_same(name: str, dataset: str) -> None
     fam, data = REGISTRY[name], tiny(dataset)
     params = smoke_params(fam)
     module, ctx = fitted(name, dataset)
-    state = load_state(dump_state(ctx.checkpoints[-1][1]))
+    state = load_state(dump_state(ctx.served()))
     fresh = fam.build(params, data.info)
     fresh.load_state_dict(state["model"])
     a = check_all(Probe(fam, params, module.eval(), data, n=7))

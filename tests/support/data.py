@@ -56,6 +56,12 @@ class RecordingContext(LocalContext):
         super().checkpoint(step, copy.deepcopy(state), best=best)
         self.rng.append((torch.get_rng_state(), self.generator.get_state()))
 
+    def served(self) -> dict[str, Any]:
+        """The checkpoint inference would serve: the last one offered as best, else the
+        latest (as the runner points ``Job.checkpoint_id``)."""
+        best = [state for _, state, is_best in self.checkpoints if is_best]
+        return best[-1] if best else self.checkpoints[-1][1]
+
     def should_stop(self) -> bool:
         self.polls += 1
         return self.stop_after is not None and self.polls > self.stop_after

@@ -6,11 +6,14 @@ from __future__ import annotations
 from datetime import timedelta
 
 import pytest
+import torch
 from sqlalchemy import select, update
 
 from app.config import get_settings
 from app.db.models import Checkpoint, Job, Metric, utcnow
 from app.db.session import session_scope
+from models.checkpoint import load_state
+from models.registry import get_family
 from tests.support.jobs import TINY, job_row, new_job
 from workers.runner import LeaseLost, TrainContext, claim, run_job
 
@@ -34,8 +37,6 @@ def test_stale_lease_is_taken_over_and_the_old_holder_stops() -> None:
         s.execute(update(Job).where(Job.id == job_id).values(heartbeat_at=stale))
     assert claim(job_id, "worker-b", settings) is not None
     assert job_row(job_id).attempts == 2
-    from models.registry import get_family
-
     ctx = TrainContext(old, "worker-a", settings, get_family("mlp"), None, None)  # type: ignore[arg-type]
     ctx.log(1, train_loss=1.0)
     with pytest.raises(LeaseLost):
@@ -147,3 +148,22 @@ def test_out_of_memory_is_recognised_from_a_real_allocator_failure() -> None:
         is None
     )
     assert out_of_memory_reason(ValueError("out of memory"), None) is None
+
+
+def test_a_resumed_run_without_a_better_epoch_scores_the_earlier_best() -> None:
+    """``best_model`` after a resume: the run before wrote the best checkpoint, which the
+    job's ``checkpoint_id`` names; ``final_test`` scores it when this run finds none better."""
+    job_id = new_job({**TINY, "train": {"epochs": 3}})
+    assert run_job(job_id) == "succeeded"
+    job = job_row(job_id)
+    with session_scope() as s:
+        ckpt = s.get(Checkpoint, job.checkpoint_id)
+        assert ckpt is not None and ckpt.is_best
+        served = load_state(ckpt.data)
+    assert served["__has_best__"] is True
+    ctx = TrainContext(job, "w", get_settings(), get_family("mlp"), None, served)  # type: ignore[arg-type]
+    best = ctx.best_model()
+    assert best is not None and best.keys() == served["model"].keys()
+    assert all(torch.equal(best[k], served["model"][k]) for k in best)
+    fresh = TrainContext(job, "w", get_settings(), get_family("mlp"), None, None)  # type: ignore[arg-type]
+    assert fresh.best_model() is None  # a first run before any best: the final weights
