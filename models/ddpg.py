@@ -1,0 +1,259 @@
+"""``ddpg``: deep deterministic policy gradient (Lillicrap et al. 2016, "Continuous control
+with deep reinforcement learning"; Silver et al. 2014 for the gradient).
+
+A deterministic actor a = μ_θ(s) and a critic Q_w(s, a) for continuous actions. The
+critic minimises the squared TD error against slowly moving target networks μ', Q'
+(the notes' second fix for Q-learning, §8), bootstrapping on truncation but not on
+termination:
+
+    y = r + γ (1 − terminated) Q'(s', μ'(s')),    L(w) = mean (Q_w(s, a) − y)²
+
+and the actor ascends the critic by the deterministic policy gradient, the notes'
+∂Q/∂a · ∂a/∂w (the notes label the two policy gradients the other way round):
+
+    ∇_θ J = E_s[∇_a Q_w(s, a)|_{a = μ_θ(s)} ∇_θ μ_θ(s)],   the gradient of −mean Q(s, μ_θ(s))
+
+Target networks follow by Polyak averaging θ' ← τ θ + (1 − τ) θ' after every gradient
+step (``soft_update``). The actor's last layer is tanh scaled to the action bounds,
+μ(s) = c + h ⊙ tanh(u) with centre c = (high + low)/2 and half-range h = (high − low)/2,
+so it can never leave them. Exploration adds noise in units of h, then clips to the
+bounds: ``gaussian`` N(0, σ²) each step, or ``ou``, an Ornstein-Uhlenbeck process
+(Uhlenbeck & Ornstein 1930; the paper's choice) x ← x + θ(μ − x) dt + σ √dt ε, reset to
+μ = 0 at each episode's start: correlated in time, as a physical system's momentum.
+
+Checkpoint ``state["model"]`` keys: ``actor.*``, ``critic.*``, ``actor_target.*``,
+``critic_target.*`` (each actor with its ``centre``, ``half_range`` buffers).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable
+from typing import Any, Literal
+
+import torch
+from pydantic import Field
+from torch import Tensor, nn
+
+from models.data import DataInfo
+from models.family import Params
+from models.layers import ActivationName, Hidden, mlp_trunk
+
+
+class DDPGParams(Params):
+    actor_hidden: Hidden = Field(
+        default_factory=lambda: [400, 300], description="actor network widths"
+    )
+    critic_hidden: Hidden = Field(
+        default_factory=lambda: [400, 300], description="critic network widths (on [s, a])"
+    )
+    activation: ActivationName = Field("relu", description="nonlinearity of both networks")
+    gamma: float = Field(0.98, ge=0.0, le=1.0, description="discount factor γ")
+    tau: float = Field(
+        0.005, gt=0.0, le=1.0, description="Polyak step of the target networks (1: copy)"
+    )
+    noise: Literal["gaussian", "ou"] = Field(
+        "gaussian", description="exploration noise: gaussian, or ou (Ornstein-Uhlenbeck)"
+    )
+    noise_std: float = Field(
+        0.1, ge=0.0, le=10.0, description="σ of the noise, in units of half the action range"
+    )
+    ou_theta: float = Field(0.15, gt=0.0, le=100.0, description="ou: mean reversion rate θ")
+    ou_dt: float = Field(0.01, gt=0.0, le=1.0, description="ou: time step dt")
+    buffer_size: int = Field(
+        200_000, ge=1, le=1_000_000, description="replay buffer capacity (transitions)"
+    )
+    learning_starts: int = Field(
+        10_000, ge=0, le=10_000_000, description="environment steps of random actions first"
+    )
+    train_freq: int = Field(1, ge=1, le=1000, description="environment steps between updates")
+    gradient_steps: int = Field(1, ge=1, le=1000, description="gradient steps per update")
+    actor_lr_scale: float = Field(
+        1.0, gt=0.0, le=100.0, description="actor's learning rate ÷ the job's (the critic's)"
+    )
+    eval_every: int = Field(
+        5000, ge=1, le=10_000_000, description="environment steps between evaluations"
+    )
+    eval_episodes: int = Field(5, ge=1, le=100, description="episodes of each evaluation")
+
+
+# --- networks ------------------------------------------------------------------------------
+
+
+def flat(obs: Tensor) -> Tensor:
+    """Observations (B, *obs_shape) as float rows (B, D) (MinAtar's are booleans)."""
+    x = obs.reshape(len(obs), -1)
+    return x if x.is_floating_point() else x.float()
+
+
+def _bounds(info: DataInfo) -> tuple[Tensor, Tensor]:
+    """The action space's (low, high) per dimension, from the environment's description."""
+    action = info.extra.get("action") or {}
+    if action.get("type") != "box":
+        raise ValueError(f"ddpg needs continuous actions; {info.name} has none")
+    dim = info.target_dim
+
+    def per_dim(v: Any) -> Tensor:
+        t = torch.as_tensor(v, dtype=torch.float32).flatten()
+        return t.expand(dim).clone() if t.numel() == 1 else t
+
+    low, high = per_dim(action["low"]), per_dim(action["high"])
+    if not bool(torch.isfinite(low).all() & torch.isfinite(high).all() & (high > low).all()):
+        raise ValueError(f"ddpg needs finite action bounds; {info.name}'s are {low}, {high}")
+    return low, high
+
+
+class Actor(nn.Module):
+    """Observations (B, *obs_shape) -> actions (B, A) within [low, high]."""
+
+    centre: Tensor
+    half_range: Tensor
+
+    def __init__(
+        self, obs_dim: int, low: Tensor, high: Tensor, hidden: list[int], act: str
+    ) -> None:
+        super().__init__()
+        self.trunk = mlp_trunk(obs_dim, hidden, act)
+        self.head = nn.Linear(hidden[-1], len(low))
+        self.register_buffer("centre", (high + low) / 2)
+        self.register_buffer("half_range", (high - low) / 2)
+
+    def forward(self, obs: Tensor) -> Tensor:
+        u = self.head(self.trunk(flat(obs)))
+        return self.centre + self.half_range * torch.tanh(u)
+
+
+class Critic(nn.Module):
+    """(observations (B, *obs_shape), actions (B, A)) -> Q(s, a) (B,)."""
+
+    def __init__(self, obs_dim: int, action_dim: int, hidden: list[int], act: str) -> None:
+        super().__init__()
+        self.trunk = mlp_trunk(obs_dim + action_dim, hidden, act)
+        self.head = nn.Linear(hidden[-1], 1)
+
+    def forward(self, obs: Tensor, action: Tensor) -> Tensor:
+        x = flat(obs)
+        return self.head(self.trunk(torch.cat([x, action.to(x.dtype)], -1))).squeeze(-1)
+
+
+class DDPG(nn.Module):
+    def __init__(self, params: DDPGParams, info: DataInfo) -> None:
+        super().__init__()
+        low, high = _bounds(info)
+        obs_dim, act = math.prod(info.input_shape), params.activation
+        self.actor = Actor(obs_dim, low, high, params.actor_hidden, act)
+        self.critic = Critic(obs_dim, len(low), params.critic_hidden, act)
+        self.actor_target = Actor(obs_dim, low, high, params.actor_hidden, act)
+        self.critic_target = Critic(obs_dim, len(low), params.critic_hidden, act)
+        self.actor_target.load_state_dict(self.actor.state_dict())
+        self.critic_target.load_state_dict(self.critic.state_dict())
+        self.actor_target.requires_grad_(False)
+        self.critic_target.requires_grad_(False)
+
+    @property
+    def low(self) -> Tensor:
+        return self.actor.centre - self.actor.half_range
+
+    @property
+    def high(self) -> Tensor:
+        return self.actor.centre + self.actor.half_range
+
+
+def build(params: DDPGParams, info: DataInfo) -> DDPG:
+    return DDPG(params, info)
+
+
+# --- losses and updates: pure functions ----------------------------------------------------
+
+
+def critic_target(
+    model: DDPG, reward: Tensor, next_obs: Tensor, terminated: Tensor, gamma: float
+) -> Tensor:
+    """y = r + γ (1 − terminated) Q'(s', μ'(s')) (B,), from the target networks, no gradient."""
+    with torch.no_grad():
+        q_next = model.critic_target(next_obs, model.actor_target(next_obs))
+        return reward + gamma * (1.0 - terminated.float()) * q_next
+
+
+def critic_loss(model: DDPG, obs: Tensor, action: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:
+    """(mean (Q(s, a) − y)², Q(s, a) (B,)): the squared TD error of the notes, §8."""
+    q = model.critic(obs, action)
+    return (q - y).pow(2).mean(), q
+
+
+def actor_loss(model: DDPG, obs: Tensor) -> Tensor:
+    """−mean Q(s, μ(s)): its gradient in θ is −∂Q/∂a · ∂μ/∂θ (the critic's weights also
+    receive a gradient here; only the actor's optimizer steps on it)."""
+    return -model.critic(obs, model.actor(obs)).mean()
+
+
+@torch.no_grad()
+def soft_update(target: nn.Module, online: nn.Module, tau: float) -> None:
+    """θ' ← τ θ + (1 − τ) θ' for every parameter (τ = 1 copies); buffers are copied."""
+    for t, o in zip(target.parameters(), online.parameters(), strict=True):
+        t.mul_(1.0 - tau).add_(o, alpha=tau)
+    for tb, ob in zip(target.buffers(), online.buffers(), strict=True):
+        tb.copy_(ob)
+
+
+def clip_action(action: Tensor, low: Tensor, high: Tensor) -> Tensor:
+    return torch.maximum(torch.minimum(action, high), low)
+
+
+class GaussianNoise:
+    """Independent N(0, σ²) per step and dimension (``reset`` does nothing)."""
+
+    def __init__(self, dim: int, sigma: float, generator: torch.Generator) -> None:
+        self.dim, self.sigma, self.generator = dim, sigma, generator
+
+    def reset(self) -> None:
+        pass
+
+    def __call__(self) -> Tensor:
+        return self.sigma * torch.randn(self.dim, generator=self.generator, dtype=torch.float64)
+
+
+class OUNoise:
+    """Ornstein-Uhlenbeck: x ← x + θ(μ − x) dt + σ √dt ε, ε ~ N(0, I), from x = μ at
+    ``reset``. Its stationary variance is σ² dt / (1 − (1 − θ dt)²) ≈ σ²/(2θ)."""
+
+    def __init__(
+        self,
+        dim: int,
+        sigma: float,
+        theta: float,
+        dt: float,
+        generator: torch.Generator,
+        mu: float = 0.0,
+    ) -> None:
+        self.sigma, self.theta, self.dt, self.mu = sigma, theta, dt, mu
+        self.generator = generator
+        self.x = torch.full((dim,), mu, dtype=torch.float64)
+
+    def reset(self) -> None:
+        self.x.fill_(self.mu)
+
+    def __call__(self) -> Tensor:
+        eps = torch.randn(self.x.shape, generator=self.generator, dtype=torch.float64)
+        drift = self.theta * (self.mu - self.x) * self.dt
+        self.x = self.x + drift + self.sigma * math.sqrt(self.dt) * eps
+        return self.x.clone()
+
+
+Noise = GaussianNoise | OUNoise
+
+
+def make_noise(params: DDPGParams, dim: int, generator: torch.Generator) -> Noise:
+    if params.noise == "ou":
+        return OUNoise(dim, params.noise_std, params.ou_theta, params.ou_dt, generator)
+    return GaussianNoise(dim, params.noise_std, generator)
+
+
+def explore(model: DDPG, action: Tensor, noise: Tensor) -> Tensor:
+    """The behaviour action: μ(s) plus noise in units of the half-range, clipped to the bounds."""
+    noisy = action + noise.to(action.dtype) * model.actor.half_range
+    return clip_action(noisy, model.low, model.high)
+
+
+def parameters(modules: Iterable[nn.Module]) -> list[nn.Parameter]:
+    return [p for m in modules for p in m.parameters()]
