@@ -222,6 +222,9 @@ class ModelOut(BaseModel):
     datasets: list[str]
     params_schema: dict[str, Any]
     default_epochs: int
+    # set for a family that counts environment steps (RL): its default train.steps, and
+    # train.epochs is refused for it
+    default_steps: int | None = None
 
 
 class DatasetOut(BaseModel):
