@@ -27,17 +27,22 @@ Checkpoint ``state["model"]`` keys: ``actor.*``, ``critic.*``, ``actor_target.*`
 
 from __future__ import annotations
 
+import copy
 import math
-from collections.abc import Iterable
 from typing import Any, Literal
 
 import torch
 from pydantic import Field
 from torch import Tensor, nn
 
-from models.data import DataInfo
-from models.family import Params
+from models import rl
+from models.data import DataInfo, Environment
+from models.family import Capability, Context, Diverged, Family, Params
 from models.layers import ActivationName, Hidden, mlp_trunk
+
+DATASETS = frozenset({"pendulum", "mountaincar_continuous"})
+EVAL_SEED = 0  # evaluation episodes: rl.eval_seed(0, i), the same for every job
+METRICS = ("critic_loss", "actor_loss", "mean_q")  # averaged over the updates between logs
 
 
 class DDPGParams(Params):
@@ -136,9 +141,9 @@ class Critic(nn.Module):
         return self.head(self.trunk(torch.cat([x, action.to(x.dtype)], -1))).squeeze(-1)
 
 
-class DDPG(nn.Module):
+class DDPG(rl.Agent):
     def __init__(self, params: DDPGParams, info: DataInfo) -> None:
-        super().__init__()
+        super().__init__(frame_skip=1)
         low, high = _bounds(info)
         obs_dim, act = math.prod(info.input_shape), params.activation
         self.actor = Actor(obs_dim, low, high, params.actor_hidden, act)
@@ -255,5 +260,186 @@ def explore(model: DDPG, action: Tensor, noise: Tensor) -> Tensor:
     return clip_action(noisy, model.low, model.high)
 
 
-def parameters(modules: Iterable[nn.Module]) -> list[nn.Parameter]:
-    return [p for m in modules for p in m.parameters()]
+# --- training ------------------------------------------------------------------------------
+
+
+def train_step(
+    model: DDPG,
+    critic_opt: torch.optim.Optimizer,
+    actor_opt: torch.optim.Optimizer,
+    batch: dict[str, Tensor],
+    params: DDPGParams,
+    step: int,
+) -> Tensor:
+    """One critic step, one actor step, then both targets' Polyak step; returns the
+    (critic loss, actor loss, mean Q) of the batch as a float64 (3,) tensor."""
+    y = critic_target(model, batch["reward"], batch["next_obs"], batch["terminated"], params.gamma)
+    c_loss, q = critic_loss(model, batch["obs"], batch["action"], y)
+    if not bool(torch.isfinite(c_loss)):
+        raise Diverged(step)
+    critic_opt.zero_grad(set_to_none=True)
+    c_loss.backward()
+    critic_opt.step()
+    model.critic.requires_grad_(False)  # the actor's step moves θ only: no gradient for w
+    try:
+        a_loss = actor_loss(model, batch["obs"])
+        actor_opt.zero_grad(set_to_none=True)
+        a_loss.backward()
+        actor_opt.step()
+    finally:
+        model.critic.requires_grad_(True)
+    soft_update(model.critic_target, model.critic, params.tau)
+    soft_update(model.actor_target, model.actor, params.tau)
+    return torch.stack([c_loss.detach(), a_loss.detach(), q.detach().mean()]).double()
+
+
+def behaviour(
+    model: DDPG, obs: Tensor, step: int, noise: Noise, params: DDPGParams, gen: torch.Generator
+) -> Tensor:
+    """The action taken: uniform over the bounds before ``learning_starts``, then μ(s)
+    plus exploration noise, clipped (A,)."""
+    if step < params.learning_starts:
+        u = torch.rand(model.low.shape, generator=gen, dtype=torch.float64).to(model.low)
+        return model.low + u * (model.high - model.low)
+    with torch.no_grad():
+        return explore(model, model.actor(obs.unsqueeze(0).to(model.low.device))[0], noise())
+
+
+def evaluation(model: DDPG, data: Environment, params: DDPGParams) -> dict[str, float]:
+    """The deterministic policy μ(s) on fixed evaluation episodes."""
+    returns, lengths = rl.evaluate(
+        rl.greedy_policy(act, model), data, params.eval_episodes, seed=EVAL_SEED
+    )
+    model.train()
+    r = torch.tensor(returns, dtype=torch.float64)
+    return {
+        "eval_return": float(r.mean()),
+        "eval_return_std": float(r.std(unbiased=False)),
+        "eval_length": float(sum(lengths) / len(lengths)),
+    }
+
+
+def fit(module: nn.Module, data: Environment, params: DDPGParams, ctx: Context) -> None:
+    """Off-policy training from a replay buffer (``models.rl.ReplayBuffer``), with
+    ``gradient_steps`` updates every ``train_freq`` environment steps after
+    ``learning_starts``. Learning rates: the critic's is the job's ``optimizer.lr``, the
+    actor's that times ``actor_lr_scale`` (two optimizers of the job's rule).
+
+    Checkpoints fall at episode ends (on a stop, after an evaluation) and at the end of
+    the budget; one taken mid-episode holds that episode's actions (and the OU noise's
+    state), replayed from its seeded reset on resume to bring the environment back."""
+    assert isinstance(module, DDPG)
+    model, dev, total = module, ctx.device, rl.step_budget(ctx)
+    model.to(dev)
+    critic_opt = ctx.make_optimizer(model.critic.parameters())
+    actor_opt = ctx.make_optimizer(model.actor.parameters())
+    for group in actor_opt.param_groups:
+        group["lr"] *= params.actor_lr_scale
+    n_act = len(model.low)
+    buffer = rl.ReplayBuffer(
+        params.buffer_size, data.info.input_shape, action_shape=(n_act,),
+        action_dtype=torch.float32, obs_dtype=rl.observation_dtype(data), device=dev,
+    )  # fmt: skip
+    noise = make_noise(params, n_act, ctx.generator)
+    step, episode, evals, updates = 0, 0, 0, 0
+    sums = torch.zeros(len(METRICS), dtype=torch.float64, device=dev)
+    current: list[Tensor] = []  # the actions of the episode under way
+    resume = ctx.resume
+    if resume is not None:
+        model.load_state_dict(resume["model"])
+        critic_opt.load_state_dict(resume["critic_optimizer"])
+        actor_opt.load_state_dict(resume["actor_optimizer"])
+        buffer.load_state_dict(resume["replay"])
+        step, episode = int(resume["step"]), int(resume["episode"])
+        evals, updates = int(resume["evaluations"]), int(resume["updates"])
+        sums = resume["sums"].to(dev)
+        if isinstance(noise, OUNoise):
+            noise.x = resume["noise"].clone()
+    episodes = rl.Episodes(data, ctx.seed, episode=episode)
+    if resume is not None:
+        for a in resume["current_actions"]:
+            episodes.step(a)
+            current.append(a)
+
+    def state() -> dict[str, Any]:
+        return {
+            "model": copy.deepcopy(model.state_dict()),
+            "critic_optimizer": copy.deepcopy(critic_opt.state_dict()),
+            "actor_optimizer": copy.deepcopy(actor_opt.state_dict()),
+            "replay": buffer.state_dict(),
+            "step": step,
+            "episode": episodes.episode,
+            "evaluations": evals,
+            "updates": updates,
+            "sums": sums.clone(),
+            "noise": noise.x.clone() if isinstance(noise, OUNoise) else torch.zeros(0),
+            "current_actions": torch.stack(current).cpu() if current else torch.zeros(0, n_act),
+        }
+
+    ended = False  # the last episode ended on the budget: evaluated and checkpointed there
+    try:
+        model.train()
+        while step < total:
+            obs = episodes.obs
+            a = behaviour(model, obs, step, noise, params, ctx.generator)
+            s = episodes.step(a)
+            current.append(a.detach().float().cpu())
+            buffer.add(obs, a, s.train_reward, s.obs, s.terminated)
+            step += s.frames
+            if step >= params.learning_starts and step % params.train_freq == 0:
+                for _ in range(params.gradient_steps):
+                    batch = buffer.sample(ctx.batch_size, ctx.generator)
+                    sums += train_step(model, critic_opt, actor_opt, batch, params, step)
+                    updates += 1
+            if not s.done:
+                continue
+            ret, length = episodes.finish()
+            noise.reset()
+            current = []
+            m = {"episode_return": ret, "episode_length": float(length)}
+            if updates:
+                m |= dict(zip(METRICS, (sums / updates).tolist(), strict=True))
+                sums.zero_()
+                updates = 0
+            evaluate_now = step // params.eval_every > evals or step >= total
+            if evaluate_now:
+                evals = step // params.eval_every
+                m |= evaluation(model, data, params)
+            ctx.log(step, **m)
+            ctx.progress(min(step, total), total)
+            stop = step < total and ctx.should_stop()
+            if evaluate_now or stop:
+                ctx.checkpoint(step, state())
+            if stop:
+                return
+            ended = step >= total
+        if not ended:  # the budget ran out mid-episode
+            ctx.log(total, **evaluation(model, data, params))
+            ctx.progress(total, total)
+            ctx.checkpoint(total, state())
+    finally:
+        episodes.close()
+
+
+# --- inference -----------------------------------------------------------------------------
+
+
+@torch.no_grad()
+def act(module: nn.Module, obs: Tensor) -> dict[str, Tensor]:
+    """The deterministic action μ(s) (n, A), within the bounds."""
+    assert isinstance(module, DDPG)
+    return {"actions": module.actor(obs.to(module.low.device))}
+
+
+FAMILY = Family(
+    name="ddpg",
+    description="deep deterministic policy gradient: tanh-bounded actor, critic, Polyak "
+    "target networks, Gaussian or Ornstein-Uhlenbeck exploration, replay",
+    params=DDPGParams,
+    datasets=DATASETS,
+    capabilities={Capability.ACT: act, Capability.ROLLOUT: rl.rollout_with(act)},
+    build=build,
+    fit=fit,
+    default_steps=20_000,
+    default_batch_size=256,
+)

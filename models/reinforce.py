@@ -24,20 +24,26 @@ only), ``return_mean``, ``return_seen`` (the ``mean`` baseline's moving average)
 
 from __future__ import annotations
 
+import copy
 import math
-from typing import Literal
+from dataclasses import dataclass, field
+from typing import Any, Literal
 
 import torch
 from pydantic import Field
 from torch import Tensor, nn
 
-from models.data import DataInfo
-from models.family import Params
+from models import rl
+from models.data import DataInfo, Environment
+from models.family import Capability, Context, Diverged, Family, Params
 from models.layers import ActivationName, Hidden, mlp_trunk
 
 Baseline = Literal["none", "mean", "value"]
 MA_DECAY = 0.9  # moving average of the returns, the ``mean`` baseline
 NORM_EPS = 1e-8  # normalize_returns: (G − mean) / (std + ε); one-step batches have std 0
+EVAL_SEED = 0  # evaluation episodes: rl.eval_seed(0, i), the same for every job
+PROBE_SEED = 1  # grad_var's episodes: rl.eval_seed(1, i), the same at every evaluation
+DATASETS = frozenset({"cartpole", "minatar_breakout"})
 
 
 class ReinforceParams(Params):
@@ -72,14 +78,14 @@ def flat(obs: Tensor) -> Tensor:
     return x if x.is_floating_point() else x.float()
 
 
-class Reinforce(nn.Module):
+class Reinforce(rl.Agent):
     """Observations (B, *obs_shape) -> action logits (B, A); a value net when asked."""
 
     return_mean: Tensor
     return_seen: Tensor
 
     def __init__(self, params: ReinforceParams, info: DataInfo) -> None:
-        super().__init__()
+        super().__init__(frame_skip=1)
         if not info.n_classes:
             raise ValueError(f"reinforce needs discrete actions; {info.name} has none")
         self.obs_dim, self.n_actions = math.prod(info.input_shape), info.n_classes
@@ -208,3 +214,246 @@ def flat_grad(loss: Tensor, params: list[nn.Parameter]) -> Tensor:
 def trace_variance(grads: list[Tensor]) -> float:
     """tr Cov of gradient vectors (the unbiased variance per coordinate, summed)."""
     return float(torch.stack(grads).var(0).sum())
+
+
+# --- training ------------------------------------------------------------------------------
+
+
+@dataclass
+class Batch:
+    """Finished episodes not yet learnt from, and the episode under way (its actions)."""
+
+    obs: list[Tensor] = field(default_factory=list)  # one (T, *obs_shape) per episode
+    actions: list[Tensor] = field(default_factory=list)  # (T,) int64
+    rewards: list[Tensor] = field(default_factory=list)  # (T,) float64
+    cur_obs: list[Tensor] = field(default_factory=list)
+    cur_actions: list[int] = field(default_factory=list)
+    cur_rewards: list[float] = field(default_factory=list)
+
+    def record(self, obs: Tensor, action: int, reward: float) -> None:
+        self.cur_obs.append(obs)
+        self.cur_actions.append(action)
+        self.cur_rewards.append(reward)
+
+    def close_episode(self) -> None:
+        self.obs.append(torch.stack(self.cur_obs))
+        self.actions.append(torch.tensor(self.cur_actions, dtype=torch.int64))
+        self.rewards.append(torch.tensor(self.cur_rewards, dtype=torch.float64))
+        self.cur_obs, self.cur_actions, self.cur_rewards = [], [], []
+
+    def take(self, gamma: float) -> tuple[Tensor, Tensor, Tensor, int]:
+        """(obs, actions, returns-to-go, episodes) of the finished episodes, then empty."""
+        out = (
+            torch.cat(self.obs),
+            torch.cat(self.actions),
+            torch.cat([returns_to_go(r, gamma) for r in self.rewards]),
+            len(self.obs),
+        )
+        self.obs, self.actions, self.rewards = [], [], []
+        return out
+
+    def state(self, obs_shape: tuple[int, ...]) -> dict[str, Tensor]:
+        def cat(xs: list[Tensor], empty: Tensor) -> Tensor:
+            return torch.cat(xs) if xs else empty
+
+        return {
+            "obs": cat(self.obs, torch.zeros((0, *obs_shape))),
+            "actions": cat(self.actions, torch.zeros(0, dtype=torch.int64)),
+            "rewards": cat(self.rewards, torch.zeros(0, dtype=torch.float64)),
+            "lengths": torch.tensor([len(a) for a in self.actions], dtype=torch.int64),
+            "current_actions": torch.tensor(self.cur_actions, dtype=torch.int64),
+        }
+
+    @classmethod
+    def load(cls, state: dict[str, Tensor]) -> Batch:
+        """The finished episodes back; the current one is replayed by its actions."""
+        lengths = [int(n) for n in state["lengths"]]
+        return cls(
+            list(state["obs"].split(lengths)),
+            list(state["actions"].split(lengths)),
+            list(state["rewards"].split(lengths)),
+        )
+
+
+def sample_action(module: Reinforce, obs: Tensor, generator: torch.Generator) -> int:
+    with torch.no_grad():
+        probs = torch.softmax(module.logits(obs.unsqueeze(0)), -1).cpu()
+    return int(torch.multinomial(probs[0].float(), 1, generator=generator))
+
+
+def probe_episode(
+    module: Reinforce, env: rl.ActionRepeat, seed: int, generator: torch.Generator
+) -> tuple[Tensor, Tensor, Tensor]:
+    """One episode of the stochastic policy from reset(seed): (obs, actions, rewards)."""
+    dev = rl_device(module)
+    obs, batch = env.reset(seed), Batch()
+    while True:
+        a = sample_action(module, obs.to(dev), generator)
+        s = env.step(a)
+        batch.record(obs, a, s.train_reward)
+        obs = s.obs
+        if s.done:
+            batch.close_episode()
+            return batch.obs[0], batch.actions[0], batch.rewards[0]
+
+
+def policy_grad_variance(
+    module: Reinforce, data: Environment, params: ReinforceParams, seed: int
+) -> float:
+    """tr Cov of the policy gradient estimate across ``grad_var_samples`` independent
+    batches of ``episodes_per_update`` episodes (the same episodes at every evaluation)."""
+    gen = torch.Generator().manual_seed(seed)
+    env = rl.ActionRepeat(data.make(), data.action)
+    theta = list(module.policy.parameters())
+    dev, e = rl_device(module), params.episodes_per_update
+    grads = []
+    try:
+        with torch.enable_grad():
+            for k in range(params.grad_var_samples):
+                batch = Batch()
+                for j in range(e):
+                    o, a, r = probe_episode(module, env, rl.eval_seed(PROBE_SEED, k * e + j), gen)
+                    batch.obs.append(o)
+                    batch.actions.append(a)
+                    batch.rewards.append(r)
+                obs, actions, returns, n = batch.take(params.gamma)
+                out = surrogate(module, obs.to(dev), actions.to(dev), returns.to(dev), n, params)
+                grads.append(flat_grad(out["policy_loss"], theta))
+    finally:
+        env.close()
+    return trace_variance(grads)
+
+
+def rl_device(module: nn.Module) -> torch.device:
+    return next(module.parameters()).device
+
+
+def update(
+    module: Reinforce, opt: torch.optim.Optimizer, batch: Batch, params: ReinforceParams, step: int
+) -> dict[str, float]:
+    """One gradient step on the finished episodes of ``batch`` (which it empties)."""
+    dev = rl_device(module)
+    obs, actions, returns, n = batch.take(params.gamma)
+    out = surrogate(module, obs.to(dev), actions.to(dev), returns.to(dev), n, params)
+    if not bool(torch.isfinite(out["loss"])):
+        raise Diverged(step)
+    opt.zero_grad(set_to_none=True)
+    out["loss"].backward()
+    grads = [p.grad for p in module.policy.parameters() if p.grad is not None]
+    grad_norm = torch.linalg.vector_norm(torch.stack([g.norm() for g in grads]))
+    opt.step()
+    if params.baseline == "mean":
+        update_mean(module, out["target"])
+    m = {k: float(out[k].detach()) for k in ("policy_loss", "entropy", "value_loss") if k in out}
+    return m | {"grad_norm": float(grad_norm)}
+
+
+def evaluation(
+    module: Reinforce, data: Environment, params: ReinforceParams, seed: int
+) -> dict[str, float]:
+    """The greedy policy (argmax π) on fixed evaluation episodes, and ``grad_var``."""
+    returns, lengths = rl.evaluate(
+        rl.greedy_policy(act, module), data, params.eval_episodes, seed=EVAL_SEED
+    )
+    module.train()
+    r = torch.tensor(returns, dtype=torch.float64)
+    m = {
+        "eval_return": float(r.mean()),
+        "eval_return_std": float(r.std(unbiased=False)),
+        "eval_length": float(sum(lengths) / len(lengths)),
+    }
+    if params.grad_var_samples >= 2:
+        m["grad_var"] = policy_grad_variance(module, data, params, seed)
+    return m
+
+
+def fit(module: nn.Module, data: Environment, params: ReinforceParams, ctx: Context) -> None:
+    """Episodes of the stochastic policy; a gradient step every ``episodes_per_update``.
+
+    Checkpoints fall at episode ends (on a stop, after an evaluation) and at the end of
+    the budget; one taken mid-episode holds that episode's actions, replayed from its
+    seeded reset on resume to bring the environment back to the same state."""
+    assert isinstance(module, Reinforce)
+    total = rl.step_budget(ctx)
+    module.to(ctx.device)
+    opt = ctx.make_optimizer(module.parameters())
+    step, episode, evals, batch = 0, 0, 0, Batch()
+    if ctx.resume is not None:
+        module.load_state_dict(ctx.resume["model"])
+        opt.load_state_dict(ctx.resume["optimizer"])
+        step, episode = int(ctx.resume["step"]), int(ctx.resume["episode"])
+        evals, batch = int(ctx.resume["evaluations"]), Batch.load(ctx.resume["batch"])
+    episodes = rl.Episodes(data, ctx.seed, episode=episode)
+    if ctx.resume is not None:
+        for a in ctx.resume["batch"]["current_actions"].tolist():
+            obs = episodes.obs
+            batch.record(obs, a, episodes.step(a).train_reward)
+
+    def state() -> dict[str, Any]:
+        return {
+            "model": copy.deepcopy(module.state_dict()),
+            "optimizer": copy.deepcopy(opt.state_dict()),
+            "step": step,
+            "episode": episodes.episode,
+            "evaluations": evals,
+            "batch": batch.state(module.obs_shape),
+        }
+
+    ended = False  # the last episode ended on the budget: evaluated and checkpointed there
+    try:
+        module.train()
+        while step < total:
+            obs = episodes.obs
+            a = sample_action(module, obs.to(ctx.device), ctx.generator)
+            s = episodes.step(a)
+            batch.record(obs, a, s.train_reward)
+            step += s.frames
+            if not s.done:
+                continue
+            ret, length = episodes.finish()
+            batch.close_episode()
+            m = {"episode_return": ret, "episode_length": float(length)}
+            if len(batch.obs) == params.episodes_per_update:
+                m |= update(module, opt, batch, params, step)
+            evaluate_now = step // params.eval_every > evals or step >= total
+            if evaluate_now:
+                evals = step // params.eval_every
+                m |= evaluation(module, data, params, ctx.seed)
+            ctx.log(step, **m)
+            ctx.progress(min(step, total), total)
+            stop = step < total and ctx.should_stop()
+            if evaluate_now or stop:
+                ctx.checkpoint(step, state())
+            if stop:
+                return
+            ended = step >= total
+        if not ended:  # the budget ran out mid-episode
+            ctx.log(total, **evaluation(module, data, params, ctx.seed))
+            ctx.progress(total, total)
+            ctx.checkpoint(total, state())
+    finally:
+        episodes.close()
+
+
+# --- inference -----------------------------------------------------------------------------
+
+
+@torch.no_grad()
+def act(module: nn.Module, obs: Tensor) -> dict[str, Tensor]:
+    """The greedy action argmax π(a|s) (n,) and the policy's ``probs`` (n, A)."""
+    assert isinstance(module, Reinforce)
+    probs = torch.softmax(module.logits(obs.to(rl_device(module))), -1)
+    return {"actions": probs.argmax(-1), "probs": probs}
+
+
+FAMILY = Family(
+    name="reinforce",
+    description="REINFORCE policy gradient: softmax policy, returns-to-go, none/mean/value "
+    "baselines, normalised returns, entropy bonus; the gradient's variance logged",
+    params=ReinforceParams,
+    datasets=DATASETS,
+    capabilities={Capability.ACT: act, Capability.ROLLOUT: rl.rollout_with(act)},
+    build=build,
+    fit=fit,
+    default_steps=200_000,
+)
