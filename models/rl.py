@@ -21,13 +21,16 @@ has a value. The replay buffer stores ``terminated`` only; a truncated transitio
 ordinary one whose next state the episode simply did not reach past.
 
 **Stop and resume.** A gymnasium environment's state cannot be checkpointed generically (a
-MuJoCo or MinAtar simulator holds it in its own objects). So an RL family polls
-``ctx.should_stop()`` and offers checkpoints at episode boundaries only: there the
-environment's state is fully determined by the next episode's index (its reset seed), and
-(networks, optimizer, replay buffer, counters, the runner's RNG snapshot) is a complete
-resume point, bit-exact. Episodes are bounded by ``max_episode_steps``, so a stop is seen
-within one episode. The final checkpoint, at the end of the budget, may fall mid-episode; a
-finished job is served, never resumed.
+Box2D or MinAtar simulator holds it in its own objects), but it can be rebuilt: an episode
+is a deterministic function of its reset seed and the actions taken (MinAtar's sticky
+actions draw from an RNG its reset seeds). So a checkpoint holds ``Episodes.state_dict()``
+(the episode index and that episode's actions so far, at most ``max_episode_steps``), and a
+resume resets to the episode's seed and replays them. With the networks, optimizer, replay
+buffer, counters and the runner's RNG snapshot that is a complete resume point, bit-exact,
+at any step, not only at episode boundaries: a family polls ``ctx.should_stop()`` every
+agent step and offers a checkpoint every ``CHECKPOINT_STEPS`` environment steps, on a stop
+and at the end of the budget (the last action repeats only as often as the budget allows,
+so the count ends exactly there).
 """
 
 from __future__ import annotations
@@ -46,6 +49,7 @@ from models.data import Environment, Space
 # --- seeds ---------------------------------------------------------------------------------
 
 _HALF = 2**31
+CHECKPOINT_STEPS = 2000  # environment steps between the checkpoints an RL family offers
 
 
 def _derive(*words: int) -> int:
@@ -127,11 +131,12 @@ class ActionRepeat:
         obs, _ = self.env.reset(seed=seed)
         return as_obs(obs)
 
-    def step(self, action: Tensor | int | float) -> Step:
+    def step(self, action: Tensor | int | float, limit: int | None = None) -> Step:
+        """Repeat ``action`` ``frame_skip`` times (at most ``limit``), stopping at the end."""
         a = env_action(action, self.action)
         total, terminated, truncated, frames = 0.0, False, False, 0
         obs: Any = None
-        for _ in range(self.frame_skip):
+        for _ in range(self.frame_skip if limit is None else min(limit, self.frame_skip)):
             obs, reward, terminated, truncated, _ = self.env.step(a)
             total += float(reward)
             frames += 1
@@ -152,9 +157,14 @@ class ActionRepeat:
 
 class Episodes:
     """Training episodes of one job, one after another: episode i resets with
-    ``train_seed(seed, i)``. ``obs`` is the current observation; ``step`` moves on and, at the
-    end of an episode, ``finish`` reports it and resets to the next one. Starting at episode
-    i (a resume) gives exactly the episodes an unbroken run had from i on."""
+    ``train_seed(seed, i)``. ``obs`` is the current observation; ``step`` acts, and at the end
+    of an episode ``finish`` reports it and resets to the next one.
+
+    ``state_dict`` is the episode index and the actions taken in it so far (with their
+    repeat counts): ``load_state_dict`` resets to that episode's seed and replays them, which
+    puts a deterministic environment back in the same state, so a checkpoint anywhere in an
+    episode resumes bit-exactly (see the module docstring).
+    """
 
     def __init__(
         self,
@@ -163,15 +173,23 @@ class Episodes:
         *,
         frame_skip: int = 1,
         reward_clip: float | None = None,
-        episode: int = 0,
     ) -> None:
         self.env = ActionRepeat(data.make(), data.action, frame_skip, reward_clip)
-        self.seed, self.episode = seed, episode
-        self.obs = self.env.reset(train_seed(seed, episode))
-        self.episode_return, self.episode_length = 0.0, 0
+        self.space, self.seed = data.action, seed
+        self._start(0)
 
-    def step(self, action: Tensor | int | float) -> Step:
-        s = self.env.step(action)
+    def _start(self, episode: int) -> None:
+        self.episode = episode
+        self.obs = self.env.reset(train_seed(self.seed, episode))
+        self.episode_return, self.episode_length = 0.0, 0
+        self._actions: list[Tensor] = []
+        self._frames: list[int] = []
+
+    def step(self, action: Tensor | int | float, limit: int | None = None) -> Step:
+        """Act (repeated at most ``limit`` times: the last steps of a budget)."""
+        s = self.env.step(action, limit)
+        self._actions.append(torch.as_tensor(env_action(action, self.space)))
+        self._frames.append(s.frames)
         self.obs = s.obs
         self.episode_return += s.reward
         self.episode_length += s.frames
@@ -181,10 +199,29 @@ class Episodes:
         """The (raw return, length in environment steps) of the episode just ended; the next
         episode starts."""
         done = (self.episode_return, self.episode_length)
-        self.episode += 1
-        self.obs = self.env.reset(train_seed(self.seed, self.episode))
-        self.episode_return, self.episode_length = 0.0, 0
+        self._start(self.episode + 1)
         return done
+
+    def state_dict(self) -> dict[str, Tensor]:
+        shape = () if self.space.type == "discrete" else self.space.shape
+        dtype = torch.int64 if self.space.type == "discrete" else torch.float32
+        actions = (
+            torch.stack(self._actions).to(dtype)
+            if self._actions
+            else torch.zeros((0, *shape), dtype=dtype)
+        )
+        return {
+            "episode": torch.tensor(self.episode),
+            "actions": actions,
+            "frames": torch.tensor(self._frames, dtype=torch.int64),
+        }
+
+    def load_state_dict(self, state: dict[str, Tensor]) -> None:
+        self._start(int(state["episode"]))
+        for action, frames in zip(state["actions"], state["frames"].tolist(), strict=True):
+            s = self.step(action, frames)
+            if s.done:
+                raise ValueError("replaying the episode's actions ended it: not deterministic")
 
     def close(self) -> None:
         self.env.close()
