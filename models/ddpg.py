@@ -341,25 +341,20 @@ def fit(module: nn.Module, data: Environment, params: DDPGParams, ctx: Context) 
         action_dtype=torch.float32, obs_dtype=rl.observation_dtype(data), device=dev,
     )  # fmt: skip
     noise = make_noise(params, n_act, ctx.generator)
-    step, episode, evals, updates = 0, 0, 0, 0
+    episodes = rl.Episodes(data, ctx.seed)
+    step, updates = 0, 0
     sums = torch.zeros(len(METRICS), dtype=torch.float64, device=dev)
-    current: list[Tensor] = []  # the actions of the episode under way
     resume = ctx.resume
     if resume is not None:
         model.load_state_dict(resume["model"])
         critic_opt.load_state_dict(resume["critic_optimizer"])
         actor_opt.load_state_dict(resume["actor_optimizer"])
         buffer.load_state_dict(resume["replay"])
-        step, episode = int(resume["step"]), int(resume["episode"])
-        evals, updates = int(resume["evaluations"]), int(resume["updates"])
-        sums = resume["sums"].to(dev)
+        episodes.load_state_dict(resume["episodes"])
+        step, updates, sums = int(resume["step"]), int(resume["updates"]), resume["sums"].to(dev)
         if isinstance(noise, OUNoise):
             noise.x = resume["noise"].clone()
-    episodes = rl.Episodes(data, ctx.seed, episode=episode)
-    if resume is not None:
-        for a in resume["current_actions"]:
-            episodes.step(a)
-            current.append(a)
+    start = step
 
     def state() -> dict[str, Any]:
         return {
@@ -367,58 +362,53 @@ def fit(module: nn.Module, data: Environment, params: DDPGParams, ctx: Context) 
             "critic_optimizer": copy.deepcopy(critic_opt.state_dict()),
             "actor_optimizer": copy.deepcopy(actor_opt.state_dict()),
             "replay": buffer.state_dict(),
+            "episodes": episodes.state_dict(),
             "step": step,
-            "episode": episodes.episode,
-            "evaluations": evals,
             "updates": updates,
             "sums": sums.clone(),
             "noise": noise.x.clone() if isinstance(noise, OUNoise) else torch.zeros(0),
-            "current_actions": torch.stack(current).cpu() if current else torch.zeros(0, n_act),
         }
 
-    ended = False  # the last episode ended on the budget: evaluated and checkpointed there
     try:
         model.train()
         while step < total:
+            if ctx.should_stop():
+                if step > start:
+                    ctx.checkpoint(step, state())
+                return
             obs = episodes.obs
             a = behaviour(model, obs, step, noise, params, ctx.generator)
-            s = episodes.step(a)
-            current.append(a.detach().float().cpu())
+            s = episodes.step(a, total - step)
             buffer.add(obs, a, s.train_reward, s.obs, s.terminated)
-            step += s.frames
-            if step >= params.learning_starts and step % params.train_freq == 0:
+            before, step = step, step + s.frames
+            if step >= params.learning_starts and crossed(before, step, params.train_freq):
                 for _ in range(params.gradient_steps):
                     batch = buffer.sample(ctx.batch_size, ctx.generator)
                     sums += train_step(model, critic_opt, actor_opt, batch, params, step)
                     updates += 1
-            if not s.done:
-                continue
-            ret, length = episodes.finish()
-            noise.reset()
-            current = []
-            m = {"episode_return": ret, "episode_length": float(length)}
-            if updates:
-                m |= dict(zip(METRICS, (sums / updates).tolist(), strict=True))
-                sums.zero_()
-                updates = 0
-            evaluate_now = step // params.eval_every > evals or step >= total
-            if evaluate_now:
-                evals = step // params.eval_every
+            m: dict[str, float] = {}
+            if s.done:
+                ret, length = episodes.finish()
+                noise.reset()
+                m |= {"episode_return": ret, "episode_length": float(length)}
+                if updates:
+                    m |= dict(zip(METRICS, (sums / updates).tolist(), strict=True))
+                    sums.zero_()
+                    updates = 0
+            if crossed(before, step, params.eval_every) or step == total:
                 m |= evaluation(model, data, params)
-            ctx.log(step, **m)
-            ctx.progress(min(step, total), total)
-            stop = step < total and ctx.should_stop()
-            if evaluate_now or stop:
+            if m:
+                ctx.log(step, **m)
+                ctx.progress(step, total)
+            if crossed(before, step, rl.CHECKPOINT_STEPS) or step == total:
                 ctx.checkpoint(step, state())
-            if stop:
-                return
-            ended = step >= total
-        if not ended:  # the budget ran out mid-episode
-            ctx.log(total, **evaluation(model, data, params))
-            ctx.progress(total, total)
-            ctx.checkpoint(total, state())
     finally:
         episodes.close()
+
+
+def crossed(before: int, after: int, every: int) -> bool:
+    """Whether a multiple of ``every`` lies in (before, after]: a count just passed it."""
+    return before // every < after // every
 
 
 # --- inference -----------------------------------------------------------------------------

@@ -7,6 +7,7 @@ from models.family import Family
 
 def _families() -> dict[str, Family]:
     from models import (
+        ddpg,
         ensemble,
         flow,
         gan,
@@ -17,6 +18,7 @@ def _families() -> dict[str, Family]:
         multitask,
         nade,
         pixelcnn,
+        reinforce,
         vae,
     )
 
@@ -32,6 +34,8 @@ def _families() -> dict[str, Family]:
         nade.FAMILY,
         pixelcnn.FAMILY,
         gated_pixelcnn.FAMILY,
+        reinforce.FAMILY,
+        ddpg.FAMILY,
     ]
     return {f.name: f for f in families}
 

@@ -221,7 +221,7 @@ def trace_variance(grads: list[Tensor]) -> float:
 
 @dataclass
 class Batch:
-    """Finished episodes not yet learnt from, and the episode under way (its actions)."""
+    """Finished episodes not yet learnt from, and the one under way."""
 
     obs: list[Tensor] = field(default_factory=list)  # one (T, *obs_shape) per episode
     actions: list[Tensor] = field(default_factory=list)  # (T,) int64
@@ -252,27 +252,33 @@ class Batch:
         self.obs, self.actions, self.rewards = [], [], []
         return out
 
-    def state(self, obs_shape: tuple[int, ...]) -> dict[str, Tensor]:
-        def cat(xs: list[Tensor], empty: Tensor) -> Tensor:
-            return torch.cat(xs) if xs else empty
-
+    def state_dict(self, obs_shape: tuple[int, ...]) -> dict[str, Tensor]:
+        """Plain tensors: the finished episodes end to end with their lengths, and the
+        episode under way (the last length)."""
+        obs = [*self.obs, torch.stack(self.cur_obs) if self.cur_obs else None]
         return {
-            "obs": cat(self.obs, torch.zeros((0, *obs_shape))),
-            "actions": cat(self.actions, torch.zeros(0, dtype=torch.int64)),
-            "rewards": cat(self.rewards, torch.zeros(0, dtype=torch.float64)),
-            "lengths": torch.tensor([len(a) for a in self.actions], dtype=torch.int64),
-            "current_actions": torch.tensor(self.cur_actions, dtype=torch.int64),
+            "obs": torch.cat([o for o in obs if o is not None] or [torch.zeros(0, *obs_shape)]),
+            "actions": torch.cat(
+                [*self.actions, torch.tensor(self.cur_actions, dtype=torch.int64)]
+            ),
+            "rewards": torch.cat(
+                [*self.rewards, torch.tensor(self.cur_rewards, dtype=torch.float64)]
+            ),
+            "lengths": torch.tensor(
+                [len(a) for a in self.actions] + [len(self.cur_actions)], dtype=torch.int64
+            ),
         }
 
     @classmethod
-    def load(cls, state: dict[str, Tensor]) -> Batch:
-        """The finished episodes back; the current one is replayed by its actions."""
+    def from_state(cls, state: dict[str, Tensor]) -> Batch:
         lengths = [int(n) for n in state["lengths"]]
-        return cls(
-            list(state["obs"].split(lengths)),
-            list(state["actions"].split(lengths)),
-            list(state["rewards"].split(lengths)),
+        obs, actions, rewards = (
+            list(state[k].split(lengths)) for k in ("obs", "actions", "rewards")
         )
+        return cls(
+            obs[:-1], actions[:-1], rewards[:-1],
+            list(obs[-1].unbind()), actions[-1].tolist(), rewards[-1].tolist(),
+        )  # fmt: skip
 
 
 def sample_action(module: Reinforce, obs: Tensor, generator: torch.Generator) -> int:
@@ -370,69 +376,65 @@ def evaluation(
 def fit(module: nn.Module, data: Environment, params: ReinforceParams, ctx: Context) -> None:
     """Episodes of the stochastic policy; a gradient step every ``episodes_per_update``.
 
-    Checkpoints fall at episode ends (on a stop, after an evaluation) and at the end of
-    the budget; one taken mid-episode holds that episode's actions, replayed from its
-    seeded reset on resume to bring the environment back to the same state."""
+    As ``models.rl`` describes: ``should_stop`` polled every step, checkpoints every
+    ``rl.CHECKPOINT_STEPS``, on a stop and at the end, wherever they fall in an episode
+    (the environment comes back by replaying the episode's actions, the batch under way
+    is in the checkpoint)."""
     assert isinstance(module, Reinforce)
     total = rl.step_budget(ctx)
     module.to(ctx.device)
     opt = ctx.make_optimizer(module.parameters())
-    step, episode, evals, batch = 0, 0, 0, Batch()
+    episodes = rl.Episodes(data, ctx.seed)
+    step, batch = 0, Batch()
     if ctx.resume is not None:
         module.load_state_dict(ctx.resume["model"])
         opt.load_state_dict(ctx.resume["optimizer"])
-        step, episode = int(ctx.resume["step"]), int(ctx.resume["episode"])
-        evals, batch = int(ctx.resume["evaluations"]), Batch.load(ctx.resume["batch"])
-    episodes = rl.Episodes(data, ctx.seed, episode=episode)
-    if ctx.resume is not None:
-        for a in ctx.resume["batch"]["current_actions"].tolist():
-            obs = episodes.obs
-            batch.record(obs, a, episodes.step(a).train_reward)
+        step, batch = int(ctx.resume["step"]), Batch.from_state(ctx.resume["batch"])
+        episodes.load_state_dict(ctx.resume["episodes"])
+    start = step
 
     def state() -> dict[str, Any]:
         return {
             "model": copy.deepcopy(module.state_dict()),
             "optimizer": copy.deepcopy(opt.state_dict()),
             "step": step,
-            "episode": episodes.episode,
-            "evaluations": evals,
-            "batch": batch.state(module.obs_shape),
+            "episodes": episodes.state_dict(),
+            "batch": batch.state_dict(module.obs_shape),
         }
 
-    ended = False  # the last episode ended on the budget: evaluated and checkpointed there
     try:
         module.train()
         while step < total:
+            if ctx.should_stop():
+                if step > start:
+                    ctx.checkpoint(step, state())
+                return
             obs = episodes.obs
             a = sample_action(module, obs.to(ctx.device), ctx.generator)
-            s = episodes.step(a)
+            s = episodes.step(a, total - step)
             batch.record(obs, a, s.train_reward)
-            step += s.frames
-            if not s.done:
-                continue
-            ret, length = episodes.finish()
-            batch.close_episode()
-            m = {"episode_return": ret, "episode_length": float(length)}
-            if len(batch.obs) == params.episodes_per_update:
-                m |= update(module, opt, batch, params, step)
-            evaluate_now = step // params.eval_every > evals or step >= total
-            if evaluate_now:
-                evals = step // params.eval_every
+            before, step = step, step + s.frames
+            m: dict[str, float] = {}
+            if s.done:
+                ret, length = episodes.finish()
+                batch.close_episode()
+                m |= {"episode_return": ret, "episode_length": float(length)}
+                if len(batch.obs) == params.episodes_per_update:
+                    m |= update(module, opt, batch, params, step)
+            if crossed(before, step, params.eval_every) or step == total:
                 m |= evaluation(module, data, params, ctx.seed)
-            ctx.log(step, **m)
-            ctx.progress(min(step, total), total)
-            stop = step < total and ctx.should_stop()
-            if evaluate_now or stop:
+            if m:
+                ctx.log(step, **m)
+                ctx.progress(step, total)
+            if crossed(before, step, rl.CHECKPOINT_STEPS) or step == total:
                 ctx.checkpoint(step, state())
-            if stop:
-                return
-            ended = step >= total
-        if not ended:  # the budget ran out mid-episode
-            ctx.log(total, **evaluation(module, data, params, ctx.seed))
-            ctx.progress(total, total)
-            ctx.checkpoint(total, state())
     finally:
         episodes.close()
+
+
+def crossed(before: int, after: int, every: int) -> bool:
+    """Whether a multiple of ``every`` lies in (before, after]: a count just passed it."""
+    return before // every < after // every
 
 
 # --- inference -----------------------------------------------------------------------------

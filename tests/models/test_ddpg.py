@@ -4,13 +4,17 @@ the soft update, the bounded actor and the exploration noise."""
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import torch
 from torch import Tensor
 
+from models.checkpoint import dump_state, load_state
+from models.data import load_data
 from models.data.environments import Environment, Space
 from models.ddpg import (
     DDPG,
+    FAMILY,
     DDPGParams,
     OUNoise,
     actor_loss,
@@ -20,6 +24,8 @@ from models.ddpg import (
     make_noise,
     soft_update,
 )
+from models.family import Capability
+from tests.support.data import RecordingContext
 
 LOW, HIGH = (-2.0, 0.0), (2.0, 1.0)
 
@@ -174,3 +180,55 @@ def test_noise_is_seeded_and_resettable() -> None:
     assert float(a[5].abs().max()) < 4 * 0.5 * math.sqrt(0.1)
     gauss = make_noise(DDPGParams(noise_std=0.2), 50_000, torch.Generator().manual_seed(0))()
     assert abs(float(gauss.std()) - 0.2) < 0.005
+
+
+# --- the family on Pendulum ------------------------------------------------------------------
+
+SMALL = {
+    "actor_hidden": [8], "critic_hidden": [8], "buffer_size": 40, "learning_starts": 10,
+    "noise": "ou", "eval_every": 50, "eval_episodes": 1, "actor_lr_scale": 0.5,
+}  # fmt: skip
+
+
+def run(steps: int, resume: dict[str, Any] | None = None, **kw: Any) -> tuple[DDPG, Any]:
+    data, params = load_data("pendulum"), DDPGParams(**SMALL)  # type: ignore[arg-type]
+    torch.manual_seed(0)
+    module = FAMILY.build(params, data.info)
+    rng = kw.pop("rng", None)
+    ctx = RecordingContext(steps=steps, resume=resume, batch_size=8, **kw)
+    if rng is not None:
+        ctx.set_rng(rng)  # as the runner restores them with a checkpoint
+    FAMILY.fit(module, data, params, ctx)
+    assert isinstance(module, DDPG)
+    return module, ctx
+
+
+def test_a_stop_mid_episode_resumes_bit_exactly() -> None:
+    """Stopped after 57 steps (inside the first episode, the buffer wrapped, the OU walk
+    under way), checkpointed through safetensors and resumed: one run's weights."""
+    straight, ctx = run(80)
+    _, ctx1 = run(80, stop_after=57)
+    (stopped, state, _) = ctx1.checkpoints[-1]
+    assert stopped == 57 and len(state["replay"]["reward"]) == 40 and state["noise"].abs().sum() > 0
+    resumed, ctx2 = run(80, resume=load_state(dump_state(state)), rng=ctx1.rng[-1])
+    for (k, v), w in zip(straight.state_dict().items(), resumed.state_dict().values(), strict=True):
+        assert torch.equal(v, w), k
+    assert [h for h in ctx.history if h[0] > 57] == ctx2.history
+    assert {"eval_return", "eval_length"} <= ctx.history[0][1].keys()
+
+
+def test_learning_rates_map_to_the_job_optimizer() -> None:
+    """The critic's learning rate is the job's, the actor's that times actor_lr_scale."""
+    _, ctx = run(12)
+    critic_opt, actor_opt = ctx.optimizers
+    assert critic_opt.param_groups[0]["lr"] == 1e-3
+    assert actor_opt.param_groups[0]["lr"] == 0.5e-3
+
+
+def test_act_is_the_bounded_deterministic_policy() -> None:
+    module, _ = run(12)
+    obs = torch.randn(5, 3)
+    out = FAMILY.capability(Capability.ACT)(module, obs)
+    assert out.keys() == {"actions"} and out["actions"].shape == (5, 1)
+    assert torch.equal(out["actions"], module.actor(obs))
+    assert bool((out["actions"].abs() <= 2.0).all())

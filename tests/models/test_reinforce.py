@@ -8,12 +8,17 @@ a ~ π is −π₁π₂(r₁ − r₂)(1, −1) for any b that does not depend o
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import torch
 from torch import Tensor, nn
 
+from models.checkpoint import dump_state, load_state
+from models.data import load_data
 from models.data.environments import Environment, Space
+from models.family import Capability
 from models.reinforce import (
+    FAMILY,
     Reinforce,
     ReinforceParams,
     entropy,
@@ -24,6 +29,7 @@ from models.reinforce import (
     trace_variance,
     update_mean,
 )
+from tests.support.data import RecordingContext
 
 THETA = torch.tensor([0.3, -0.4], dtype=torch.float64)
 REWARDS = torch.tensor([5.0, 6.0], dtype=torch.float64)  # an offset a baseline can remove
@@ -196,3 +202,49 @@ def test_entropy_bonus() -> None:
     (hand,) = torch.autograd.grad(-entropy(theta[None])[0], [theta])
     assert torch.allclose(g, hand)
     assert float(g[0]) > 0 > float(g[1])  # descending it raises the smaller logit: towards uniform
+
+
+# --- the family on CartPole ------------------------------------------------------------------
+
+SMALL = {"hidden": [8], "episodes_per_update": 2, "eval_every": 40, "eval_episodes": 1}
+
+
+def run(steps: int, resume: dict[str, Any] | None = None, **kw: Any) -> tuple[Reinforce, Any]:
+    data, params = load_data("cartpole"), ReinforceParams(**SMALL)  # type: ignore[arg-type]
+    torch.manual_seed(0)
+    module = FAMILY.build(params, data.info)
+    rng = kw.pop("rng", None)
+    ctx = RecordingContext(steps=steps, resume=resume, **kw)
+    if rng is not None:
+        ctx.set_rng(rng)  # as the runner restores them with a checkpoint
+    FAMILY.fit(module, data, params, ctx)
+    assert isinstance(module, Reinforce)
+    return module, ctx
+
+
+def test_a_stop_mid_episode_resumes_bit_exactly() -> None:
+    """Stopped after 37 steps (inside an episode, a batch half gathered), checkpointed
+    through safetensors and resumed: the same episodes, updates and weights as one run."""
+    straight, ctx = run(90)
+    _, ctx1 = run(90, stop_after=37)
+    (stopped, state, _) = ctx1.checkpoints[-1]
+    assert stopped == 37 and len(state["episodes"]["actions"]) > 0  # mid-episode
+    resumed, ctx2 = run(90, resume=load_state(dump_state(state)), rng=ctx1.rng[-1])
+    for (k, v), w in zip(straight.state_dict().items(), resumed.state_dict().values(), strict=True):
+        assert torch.equal(v, w), k
+    assert [h for h in ctx.history if h[0] > 37] == ctx2.history
+    assert ctx.metric("episode_return") == ctx1.metric("episode_return") + ctx2.metric(
+        "episode_return"
+    )
+    assert {"policy_loss", "entropy", "value_loss", "grad_norm", "eval_return", "grad_var"} <= {
+        k for _, m in ctx.history for k in m
+    }
+
+
+def test_act_is_greedy_with_the_policy_probabilities() -> None:
+    module, _ = run(30)
+    obs = torch.randn(6, 4)
+    out = FAMILY.capability(Capability.ACT)(module, obs)
+    assert out["probs"].shape == (6, 2) and torch.allclose(out["probs"].sum(-1), torch.ones(6))
+    assert torch.equal(out["actions"], out["probs"].argmax(-1))
+    assert torch.allclose(out["probs"], torch.softmax(module.logits(obs), -1))

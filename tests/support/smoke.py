@@ -74,6 +74,34 @@ SMOKE: dict[str, Smoke] = {
     "gated_pixelcnn": Smoke(
         "digits_bin", {"channels": 4, "layers": 1, "conditional": True}, also=("digits",)
     ),
+    # 64 environment steps: a few CartPole episodes, two updates, evaluations at 32 and 64
+    "reinforce": Smoke(
+        "cartpole",
+        {
+            "hidden": [8],
+            "episodes_per_update": 2,
+            "grad_var_samples": 2,
+            "eval_every": 32,
+            "eval_episodes": 1,
+        },
+        train={"steps": 64},
+    ),
+    # updates from step 16 on, a buffer smaller than the budget (it wraps)
+    "ddpg": Smoke(
+        "pendulum",
+        {
+            "actor_hidden": [8],
+            "critic_hidden": [8],
+            "buffer_size": 48,
+            "learning_starts": 16,
+            "noise": "ou",
+            "eval_every": 32,
+            "eval_episodes": 1,
+        },
+        train={"steps": 64},
+        batch_size=8,
+        also=("mountaincar_continuous",),
+    ),
 }
 
 
