@@ -98,14 +98,17 @@ def _bounds(info: DataInfo) -> tuple[Tensor, Tensor]:
         raise ValueError(f"ddpg needs continuous actions; {info.name} has none")
     dim = info.target_dim
 
-    def per_dim(v: Any) -> Tensor:
-        t = torch.as_tensor(v, dtype=torch.float32).flatten()
-        return t.expand(dim).clone() if t.numel() == 1 else t
+    def per_dim(v: Any) -> list[float]:
+        values = [float(x) for x in (v if isinstance(v, (list, tuple)) else [v])]
+        return values * dim if len(values) == 1 else values
 
     low, high = per_dim(action["low"]), per_dim(action["high"])
-    if not bool(torch.isfinite(low).all() & torch.isfinite(high).all() & (high > low).all()):
+    if not all(
+        math.isfinite(lo) and math.isfinite(hi) and hi > lo
+        for lo, hi in zip(low, high, strict=True)
+    ):
         raise ValueError(f"ddpg needs finite action bounds; {info.name}'s are {low}, {high}")
-    return low, high
+    return torch.tensor(low), torch.tensor(high)
 
 
 class Actor(nn.Module):
