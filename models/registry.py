@@ -8,6 +8,7 @@ from models.family import Family
 def _families() -> dict[str, Family]:
     from models import (
         ddpg,
+        dqn,
         ensemble,
         flow,
         gan,
@@ -34,6 +35,7 @@ def _families() -> dict[str, Family]:
         nade.FAMILY,
         pixelcnn.FAMILY,
         gated_pixelcnn.FAMILY,
+        dqn.FAMILY,
         reinforce.FAMILY,
         ddpg.FAMILY,
     ]

@@ -36,6 +36,7 @@ so the count ends exactly there).
 from __future__ import annotations
 
 import io
+import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -521,13 +522,18 @@ def record_episode(
     return frames
 
 
-def gif_bytes(frames: Sequence[np.ndarray], fps: float = 30.0) -> bytes:
-    """An animated GIF of RGB frames, looping, at ``fps`` (pillow)."""
+def gif_bytes(
+    frames: Sequence[np.ndarray], fps: float = 30.0, max_width: int | None = None
+) -> bytes:
+    """An animated GIF of RGB frames, looping, at ``fps`` (pillow); frames wider than
+    ``max_width`` are subsampled by a whole stride (GIF encoding time grows with pixels)."""
     from PIL import Image
 
     if not frames:
         raise ValueError("a GIF needs at least one frame")
-    images = [Image.fromarray(np.asarray(f, dtype=np.uint8)) for f in frames]
+    width = frames[0].shape[1]
+    stride = 1 if max_width is None else max(1, math.ceil(width / max_width))
+    images = [Image.fromarray(np.asarray(f[::stride, ::stride], dtype=np.uint8)) for f in frames]
     buf = io.BytesIO()
     images[0].save(
         buf,
