@@ -316,9 +316,9 @@ def evaluation(model: DDPG, data: Environment, params: DDPGParams) -> dict[str, 
     model.train()
     r = torch.tensor(returns, dtype=torch.float64)
     return {
-        "eval_return": float(r.mean()),
+        "eval_return_mean": float(r.mean()),
         "eval_return_std": float(r.std(unbiased=False)),
-        "eval_length": float(sum(lengths) / len(lengths)),
+        "eval_length_mean": float(sum(lengths) / len(lengths)),
     }
 
 
@@ -345,7 +345,7 @@ def fit(module: nn.Module, data: Environment, params: DDPGParams, ctx: Context) 
     )  # fmt: skip
     noise = make_noise(params, n_act, ctx.generator)
     episodes = rl.Episodes(data, ctx.seed)
-    step, updates = 0, 0
+    step, updates, best_eval = 0, 0, -math.inf
     sums = torch.zeros(len(METRICS), dtype=torch.float64, device=dev)
     resume = ctx.resume
     if resume is not None:
@@ -355,9 +355,10 @@ def fit(module: nn.Module, data: Environment, params: DDPGParams, ctx: Context) 
         buffer.load_state_dict(resume["replay"])
         episodes.load_state_dict(resume["episodes"])
         step, updates, sums = int(resume["step"]), int(resume["updates"]), resume["sums"].to(dev)
+        best_eval = float(resume["best_eval"])
         if isinstance(noise, OUNoise):
             noise.x = resume["noise"].clone()
-    start = step
+    saved = step  # the step of the last checkpoint (or the one resumed from)
 
     def state() -> dict[str, Any]:
         return {
@@ -370,13 +371,14 @@ def fit(module: nn.Module, data: Environment, params: DDPGParams, ctx: Context) 
             "updates": updates,
             "sums": sums.clone(),
             "noise": noise.x.clone() if isinstance(noise, OUNoise) else torch.zeros(0),
+            "best_eval": best_eval,
         }
 
     try:
         model.train()
         while step < total:
             if ctx.should_stop():
-                if step > start:
+                if step > saved:
                     ctx.checkpoint(step, state())
                 return
             obs = episodes.obs
@@ -398,15 +400,22 @@ def fit(module: nn.Module, data: Environment, params: DDPGParams, ctx: Context) 
                     m |= dict(zip(METRICS, (sums / updates).tolist(), strict=True))
                     sums.zero_()
                     updates = 0
+            best = False
             if crossed(before, step, params.eval_every) or step == total:
                 m |= evaluation(model, data, params)
+                best = m["eval_return_mean"] >= best_eval  # ties: the later, more trained
+                best_eval = max(best_eval, m["eval_return_mean"])
             if m:
                 ctx.log(step, **m)
                 ctx.progress(step, total)
-            if crossed(before, step, rl.CHECKPOINT_STEPS) or step == total:
-                ctx.checkpoint(step, state())
+            if best or crossed(before, step, rl.CHECKPOINT_STEPS) or step == total:
+                ctx.checkpoint(step, state(), best=best)
+                saved = step
     finally:
         episodes.close()
+    served = ctx.best_model()  # finished: leave the module as inference will serve it
+    if served is not None:
+        model.load_state_dict(served)
 
 
 def crossed(before: int, after: int, every: int) -> bool:

@@ -364,9 +364,9 @@ def evaluation(
     module.train()
     r = torch.tensor(returns, dtype=torch.float64)
     m = {
-        "eval_return": float(r.mean()),
+        "eval_return_mean": float(r.mean()),
         "eval_return_std": float(r.std(unbiased=False)),
-        "eval_length": float(sum(lengths) / len(lengths)),
+        "eval_length_mean": float(sum(lengths) / len(lengths)),
     }
     if params.grad_var_samples >= 2:
         m["grad_var"] = policy_grad_variance(module, data, params, seed)
@@ -385,13 +385,14 @@ def fit(module: nn.Module, data: Environment, params: ReinforceParams, ctx: Cont
     module.to(ctx.device)
     opt = ctx.make_optimizer(module.parameters())
     episodes = rl.Episodes(data, ctx.seed)
-    step, batch = 0, Batch()
+    step, batch, best_eval = 0, Batch(), -math.inf
     if ctx.resume is not None:
         module.load_state_dict(ctx.resume["model"])
         opt.load_state_dict(ctx.resume["optimizer"])
         step, batch = int(ctx.resume["step"]), Batch.from_state(ctx.resume["batch"])
         episodes.load_state_dict(ctx.resume["episodes"])
-    start = step
+        best_eval = float(ctx.resume["best_eval"])
+    saved = step  # the step of the last checkpoint (or the one resumed from)
 
     def state() -> dict[str, Any]:
         return {
@@ -400,13 +401,14 @@ def fit(module: nn.Module, data: Environment, params: ReinforceParams, ctx: Cont
             "step": step,
             "episodes": episodes.state_dict(),
             "batch": batch.state_dict(module.obs_shape),
+            "best_eval": best_eval,
         }
 
     try:
         module.train()
         while step < total:
             if ctx.should_stop():
-                if step > start:
+                if step > saved:
                     ctx.checkpoint(step, state())
                 return
             obs = episodes.obs
@@ -421,15 +423,22 @@ def fit(module: nn.Module, data: Environment, params: ReinforceParams, ctx: Cont
                 m |= {"episode_return": ret, "episode_length": float(length)}
                 if len(batch.obs) == params.episodes_per_update:
                     m |= update(module, opt, batch, params, step)
+            best = False
             if crossed(before, step, params.eval_every) or step == total:
                 m |= evaluation(module, data, params, ctx.seed)
+                best = m["eval_return_mean"] >= best_eval  # ties: the later, more trained
+                best_eval = max(best_eval, m["eval_return_mean"])
             if m:
                 ctx.log(step, **m)
                 ctx.progress(step, total)
-            if crossed(before, step, rl.CHECKPOINT_STEPS) or step == total:
-                ctx.checkpoint(step, state())
+            if best or crossed(before, step, rl.CHECKPOINT_STEPS) or step == total:
+                ctx.checkpoint(step, state(), best=best)
+                saved = step
     finally:
         episodes.close()
+    served = ctx.best_model()  # finished: leave the module as inference will serve it
+    if served is not None:
+        module.load_state_dict(served)
 
 
 def crossed(before: int, after: int, every: int) -> bool:

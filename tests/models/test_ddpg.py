@@ -210,11 +210,13 @@ def test_a_stop_mid_episode_resumes_bit_exactly() -> None:
     _, ctx1 = run(80, stop_after=57)
     (stopped, state, _) = ctx1.checkpoints[-1]
     assert stopped == 57 and len(state["replay"]["reward"]) == 40 and state["noise"].abs().sum() > 0
-    resumed, ctx2 = run(80, resume=load_state(dump_state(state)), rng=ctx1.rng[-1])
+    resumed, ctx2 = run(80, resume=load_state(dump_state(state)), rng=ctx1.rng[-1], best=ctx1.best)
     for (k, v), w in zip(straight.state_dict().items(), resumed.state_dict().values(), strict=True):
-        assert torch.equal(v, w), k
+        assert torch.equal(v, w), k  # the served (best) weights
+    last, last2 = ctx.checkpoints[-1][1]["model"], ctx2.checkpoints[-1][1]["model"]
+    assert all(torch.equal(v, last2[k]) for k, v in last.items())  # the final weights
     assert [h for h in ctx.history if h[0] > 57] == ctx2.history
-    assert {"eval_return", "eval_length"} <= ctx.history[0][1].keys()
+    assert {"eval_return_mean", "eval_length_mean"} <= ctx.history[0][1].keys()
 
 
 def test_learning_rates_map_to_the_job_optimizer() -> None:

@@ -229,16 +229,23 @@ def test_a_stop_mid_episode_resumes_bit_exactly() -> None:
     _, ctx1 = run(90, stop_after=37)
     (stopped, state, _) = ctx1.checkpoints[-1]
     assert stopped == 37 and len(state["episodes"]["actions"]) > 0  # mid-episode
-    resumed, ctx2 = run(90, resume=load_state(dump_state(state)), rng=ctx1.rng[-1])
+    resumed, ctx2 = run(90, resume=load_state(dump_state(state)), rng=ctx1.rng[-1], best=ctx1.best)
     for (k, v), w in zip(straight.state_dict().items(), resumed.state_dict().values(), strict=True):
-        assert torch.equal(v, w), k
+        assert torch.equal(v, w), k  # the served (best) weights
+    last, last2 = ctx.checkpoints[-1][1]["model"], ctx2.checkpoints[-1][1]["model"]
+    assert all(torch.equal(v, last2[k]) for k, v in last.items())  # the final weights
     assert [h for h in ctx.history if h[0] > 37] == ctx2.history
     assert ctx.metric("episode_return") == ctx1.metric("episode_return") + ctx2.metric(
         "episode_return"
     )
-    assert {"policy_loss", "entropy", "value_loss", "grad_norm", "eval_return", "grad_var"} <= {
-        k for _, m in ctx.history for k in m
-    }
+    assert {
+        "policy_loss",
+        "entropy",
+        "value_loss",
+        "grad_norm",
+        "eval_return_mean",
+        "grad_var",
+    } <= {k for _, m in ctx.history for k in m}
 
 
 def test_act_is_greedy_with_the_policy_probabilities() -> None:
