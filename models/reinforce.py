@@ -255,18 +255,15 @@ class Batch:
     def state_dict(self, obs_shape: tuple[int, ...]) -> dict[str, Tensor]:
         """Plain tensors: the finished episodes end to end with their lengths, and the
         episode under way (the last length)."""
-        obs = [*self.obs, torch.stack(self.cur_obs) if self.cur_obs else None]
+        cur = torch.stack(self.cur_obs) if self.cur_obs else torch.zeros(0, *obs_shape)
+        cur_actions = torch.tensor(self.cur_actions, dtype=torch.int64)
+        cur_rewards = torch.tensor(self.cur_rewards, dtype=torch.float64)
+        lengths = [len(a) for a in self.actions] + [len(self.cur_actions)]
         return {
-            "obs": torch.cat([o for o in obs if o is not None] or [torch.zeros(0, *obs_shape)]),
-            "actions": torch.cat(
-                [*self.actions, torch.tensor(self.cur_actions, dtype=torch.int64)]
-            ),
-            "rewards": torch.cat(
-                [*self.rewards, torch.tensor(self.cur_rewards, dtype=torch.float64)]
-            ),
-            "lengths": torch.tensor(
-                [len(a) for a in self.actions] + [len(self.cur_actions)], dtype=torch.int64
-            ),
+            "obs": torch.cat([*self.obs, cur]),
+            "actions": torch.cat([*self.actions, cur_actions]),
+            "rewards": torch.cat([*self.rewards, cur_rewards]),
+            "lengths": torch.tensor(lengths, dtype=torch.int64),
         }
 
     @classmethod
@@ -287,12 +284,11 @@ def sample_action(module: Reinforce, obs: Tensor, generator: torch.Generator) ->
     return int(torch.multinomial(probs[0].float(), 1, generator=generator))
 
 
-def probe_episode(
-    module: Reinforce, env: rl.ActionRepeat, seed: int, generator: torch.Generator
-) -> tuple[Tensor, Tensor, Tensor]:
-    """One episode of the stochastic policy from reset(seed): (obs, actions, rewards)."""
-    dev = rl_device(module)
-    obs, batch = env.reset(seed), Batch()
+def play(
+    module: Reinforce, env: rl.ActionRepeat, seed: int, generator: torch.Generator, batch: Batch
+) -> None:
+    """One whole episode of the stochastic policy from reset(seed), added to ``batch``."""
+    obs, dev = env.reset(seed), rl_device(module)
     while True:
         a = sample_action(module, obs.to(dev), generator)
         s = env.step(a)
@@ -300,7 +296,7 @@ def probe_episode(
         obs = s.obs
         if s.done:
             batch.close_episode()
-            return batch.obs[0], batch.actions[0], batch.rewards[0]
+            return
 
 
 def policy_grad_variance(
@@ -318,10 +314,7 @@ def policy_grad_variance(
             for k in range(params.grad_var_samples):
                 batch = Batch()
                 for j in range(e):
-                    o, a, r = probe_episode(module, env, rl.eval_seed(PROBE_SEED, k * e + j), gen)
-                    batch.obs.append(o)
-                    batch.actions.append(a)
-                    batch.rewards.append(r)
+                    play(module, env, rl.eval_seed(PROBE_SEED, k * e + j), gen, batch)
                 obs, actions, returns, n = batch.take(params.gamma)
                 out = surrogate(module, obs.to(dev), actions.to(dev), returns.to(dev), n, params)
                 grads.append(flat_grad(out["policy_loss"], theta))

@@ -100,6 +100,7 @@ SMOKE: dict[str, Smoke] = {
             "eval_episodes": 1,
         },
         train={"steps": 64},
+        also=("minatar_breakout",),
     ),
     # updates from step 16 on, a buffer smaller than the budget (it wraps)
     "ddpg": Smoke(
