@@ -259,7 +259,7 @@ def make_noise(params: DDPGParams, dim: int, generator: torch.Generator) -> Nois
 
 def explore(model: DDPG, action: Tensor, noise: Tensor) -> Tensor:
     """The behaviour action: μ(s) plus noise in units of the half-range, clipped to the bounds."""
-    noisy = action + noise.to(action.dtype) * model.actor.half_range
+    noisy = action + noise.to(action) * model.actor.half_range
     return clip_action(noisy, model.low, model.high)
 
 
