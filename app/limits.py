@@ -116,6 +116,19 @@ def check_batch_size(model: str, params: Any, batch_size: int) -> None:
         )
 
 
+def check_budget_unit(model: str, train: dict[str, Any]) -> None:
+    """A family that counts environment steps (``Family.default_steps``: RL) has no epochs:
+    ``train.epochs`` is a 422 naming it, not a job that fails in its worker."""
+    family = get_family(model)
+    if family.default_steps is not None and train.get("epochs") is not None:
+        message = f"{model} counts environment steps: give train.steps, not train.epochs"
+        raise Problem(
+            422,
+            f"train.epochs: {message}",
+            errors=[{"path": "train.epochs", "message": message, "type": "value_error"}],
+        )
+
+
 # One token bucket per key in Redis, so every API replica draws on the same bucket.
 # KEYS[1] = bucket; ARGV = rate, burst, now (s); returns {allowed, tokens left}.
 _BUCKET_LUA = """

@@ -37,6 +37,7 @@ from app.api import (
     jobs,
     keys,
     leaderboard,
+    rl,
 )
 from app.auth import bootstrap_admin
 from app.config import Settings, get_settings
@@ -275,7 +276,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     problems.install(app)
     add_docs(app)
     v1_errors = problems.problem_responses(401, 403, 404, 409, 413, 422, 429, 503)
-    routers = [catalog, datasets, jobs, inference, evaluation, generative, autoregressive]
+    routers = [catalog, datasets, jobs, inference, evaluation, generative, autoregressive, rl]
     routers += [keys, leaderboard]
     for router in (r.router for r in routers):
         app.include_router(router, responses=v1_errors)

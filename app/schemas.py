@@ -222,6 +222,9 @@ class ModelOut(BaseModel):
     datasets: list[str]
     params_schema: dict[str, Any]
     default_epochs: int
+    # set for a family that counts environment steps (RL): its default train.steps, and
+    # train.epochs is refused for it
+    default_steps: int | None = None
 
 
 class DatasetOut(BaseModel):
@@ -431,6 +434,45 @@ class ReceptiveFieldOut(BaseModel):
         "(row, col), Σ |gradient| (channels summed); exactly 0 where it has none"
     )
     influences: int = Field(description="how many pixels influence it (field > 0)")
+
+
+class ActRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    observations: list[Any] = Field(
+        description="a list of observations, each shaped like the environment's observation"
+    )
+
+
+class ActOut(BaseModel):
+    """The deterministic (greedy) action per observation, with what the policy saw."""
+
+    job_id: str
+    checkpoint: str
+    actions: list[Any] = Field(description="an action index (discrete) or vector (continuous)")
+    q_values: list[list[float | None]] | None = Field(
+        None, description="value methods (dqn): Q(s, a) of every action"
+    )
+    probs: list[list[float | None]] | None = Field(
+        None, description="stochastic policies (reinforce): π(a | s) of every action"
+    )
+
+
+class RolloutRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    episodes: Annotated[int, Field(ge=1, le=100, description="evaluation episodes to run")] = 1
+    seed: Annotated[
+        int, Field(ge=0, le=2**31 - 1, description="seeds the episodes: same seed, same returns")
+    ] = 0
+
+
+class RolloutOut(BaseModel):
+    job_id: str
+    checkpoint: str
+    seed: int
+    returns: list[float] = Field(description="each episode's return (raw, unclipped rewards)")
+    lengths: list[int] = Field(description="each episode's length in environment steps")
 
 
 class LogProbRequest(BaseModel):

@@ -33,6 +33,7 @@ if TYPE_CHECKING:
         ReceptiveFieldFn,
         SampleFn,
     )
+    from models.rl import ActFn, RolloutFn
 
 
 class Capability(enum.StrEnum):
@@ -130,7 +131,7 @@ class Decoder:
 
 
 # capability -> the positional arguments its function takes (the signatures above); the
-# reserved capabilities (act, rollout, embed, neighbors, trajectory) get theirs with the
+# reserved capabilities (embed, neighbors, trajectory) get theirs with the
 # first family that serves them, and are only checked to be callable until then
 ARITY: dict[Capability, int] = {
     Capability.PREDICT: 3,  # module, x, T
@@ -141,6 +142,8 @@ ARITY: dict[Capability, int] = {
     Capability.INTERPOLATE: 3,  # z_a, z_b, steps
     Capability.RECEPTIVE_FIELD: 2,  # module, position
     Capability.COMPLETE: 4,  # module, x, observed, SampleOptions
+    Capability.ACT: 2,  # module, observations (models.rl.ActFn)
+    Capability.ROLLOUT: 3,  # module, environment, RolloutOptions (models.rl.RolloutFn)
 }
 
 
@@ -215,6 +218,9 @@ class Family:
     build: BuildFn
     fit: FitFn
     default_epochs: int = 50
+    # a family that counts environment steps (RL): train.steps defaults to this, and a
+    # spec giving train.epochs is refused (422 naming it); None: epochs, the default
+    default_steps: int | None = None
     default_batch_size: int = 64
     # stochastic passes when a predict request does not say (1 for deterministic models)
     default_mc_samples: int = 1
@@ -263,6 +269,10 @@ class Family:
     def capability(self, c: Literal[Capability.RECEPTIVE_FIELD]) -> ReceptiveFieldFn: ...
     @overload
     def capability(self, c: Literal[Capability.COMPLETE]) -> CompleteFn: ...
+    @overload
+    def capability(self, c: Literal[Capability.ACT]) -> ActFn: ...
+    @overload
+    def capability(self, c: Literal[Capability.ROLLOUT]) -> RolloutFn: ...
     @overload
     def capability(self, c: Capability) -> Callable[..., Any]: ...
     def capability(self, c: Capability) -> Callable[..., Any]:

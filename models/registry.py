@@ -7,6 +7,7 @@ from models.family import Family
 
 def _families() -> dict[str, Family]:
     from models import (
+        dqn,
         ensemble,
         flow,
         gan,
@@ -32,6 +33,7 @@ def _families() -> dict[str, Family]:
         nade.FAMILY,
         pixelcnn.FAMILY,
         gated_pixelcnn.FAMILY,
+        dqn.FAMILY,
     ]
     return {f.name: f for f in families}
 

@@ -21,6 +21,7 @@ def model_out(f: Family) -> ModelOut:
         datasets=sorted(f.datasets),
         params_schema=f.params.model_json_schema(),
         default_epochs=f.default_epochs,
+        default_steps=f.default_steps,
     )
 
 

@@ -30,7 +30,12 @@ from app.db.ops import add_event, checkpoint_ok
 from app.db.session import get_sessionmaker
 from app.events import GONE, STREAM_SLOTS, JobState, Slot, event_watch
 from app.inference import cache as model_cache
-from app.limits import check_active_jobs, check_batch_size, check_model_size
+from app.limits import (
+    check_active_jobs,
+    check_batch_size,
+    check_budget_unit,
+    check_model_size,
+)
 from app.problems import Problem, refusals_as_problems
 from app.provenance import code_provenance
 from app.queue import queue_for, send_job
@@ -93,7 +98,10 @@ def fill_defaults(spec: Any) -> dict[str, Any]:
     data = spec.model_dump(mode="json")
     train = data["train"]
     if train["epochs"] is None and train["steps"] is None:
-        train["epochs"] = family.default_epochs
+        if family.default_steps is not None:  # an RL family counts environment steps
+            train["steps"] = family.default_steps
+        else:
+            train["epochs"] = family.default_epochs
     if train["batch_size"] is None:
         train["batch_size"] = family.default_batch_size
     return data
@@ -132,6 +140,7 @@ def create_job(
         info = job_data_info(session, principal.owner, spec.dataset)  # an upload must be theirs
     check_model_size(spec.model, info, spec.params)
     check_batch_size(spec.model, spec.params, data["train"]["batch_size"])
+    check_budget_unit(spec.model, data["train"])
     with refusals_as_problems():
         check_served(data["train"]["device"])  # 422 when live workers exist and none serves it
     job = Job(

@@ -10,6 +10,7 @@ from typing import TypeVar
 
 import numpy as np
 
+from models.data.environments import Environment, Space
 from models.data.info import TaskInfo
 from models.data.kinds import DataKind
 from models.data.tables import TensorTable as Dataset
@@ -286,3 +287,61 @@ def multitask_synth() -> Dataset:
 def mode_centres(name: str) -> np.ndarray | None:
     """The true mode centres of a 2-D mixture (rings8, grid25), for plots and coverage."""
     return {"rings8": rings8_modes, "grid25": grid25_modes}.get(name, lambda: None)()
+
+
+# Environments (the ``control`` task): gymnasium ids and their spaces. An unbounded
+# observation (CartPole's velocities) has no low/high: JSON has no infinity.
+@register("cartpole", "CartPole-v1: balance a pole on a cart, 2 actions, +1 a step, ≤ 500 steps")
+def cartpole() -> Environment:
+    return Environment(
+        "cartpole",
+        "CartPole-v1",
+        observation=Space("box", (4,)),
+        action=Space("discrete", n=2),
+        max_episode_steps=500,
+        description="Barto, Sutton & Anderson 1983; solved at a mean return of 475",
+    )
+
+
+@register("pendulum", "Pendulum-v1: swing a pendulum up, torque in [-2, 2], 200 steps")
+def pendulum() -> Environment:
+    return Environment(
+        "pendulum",
+        "Pendulum-v1",
+        observation=Space("box", (3,), low=(-1.0, -1.0, -8.0), high=(1.0, 1.0, 8.0)),
+        action=Space("box", (1,), low=-2.0, high=2.0),
+        max_episode_steps=200,
+        description="observation (cos θ, sin θ, θ'); reward −(θ² + 0.1 θ'² + 0.001 u²)",
+    )
+
+
+@register(
+    "mountaincar_continuous",
+    "MountainCarContinuous-v0: drive an underpowered car up a hill, force in [-1, 1], ≤ 999 steps",
+)
+def mountaincar_continuous() -> Environment:
+    return Environment(
+        "mountaincar_continuous",
+        "MountainCarContinuous-v0",
+        observation=Space("box", (2,), low=(-1.2, -0.07), high=(0.6, 0.07)),
+        action=Space("box", (1,), low=-1.0, high=1.0),
+        max_episode_steps=999,
+        description="Moore 1990; +100 at the flag, −0.1 u² a step: exploration is the problem",
+    )
+
+
+@register(
+    "minatar_breakout",
+    "MinAtar Breakout: 10x10x4 bool frames (paddle, ball, trail, bricks), 3 actions, ≤ 5000 steps",
+)
+def minatar_breakout() -> Environment:
+    return Environment(
+        "minatar_breakout",
+        "MinAtar/Breakout-v1",  # v1: the minimal action set (no-op, left, right)
+        observation=Space("box", (10, 10, 4), low=0.0, high=1.0),
+        action=Space("discrete", n=3),
+        max_episode_steps=5000,
+        description="Young & Tian 2019: Atari Breakout on a 10x10 grid, channels last, "
+        "sticky actions (p 0.1); +1 a brick",
+        registers="minatar.gym:register_envs",
+    )

@@ -5,6 +5,7 @@ only by ``make``, never when this module is.
 
 from __future__ import annotations
 
+import importlib
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -55,11 +56,17 @@ class Environment:
     max_episode_steps: int | None = None
     kwargs: Mapping[str, Any] = field(default_factory=dict, hash=False)  # JSON, for make()
     description: str = ""
+    # "module:function" that registers env_id with gymnasium when it does not know it yet
+    # (MinAtar's ids live in their own namespace: "minatar.gym:register_envs")
+    registers: str | None = None
 
     def make(self, **overrides: Any) -> Any:
         """A new gymnasium environment (gymnasium imported here, in the worker only)."""
         import gymnasium  # an optional dependency of the families that use it
 
+        if self.registers is not None and self.env_id not in gymnasium.registry:
+            module, function = self.registers.split(":")
+            getattr(importlib.import_module(module), function)()
         kwargs = {**self.kwargs, **overrides}
         if self.max_episode_steps is not None:
             kwargs.setdefault("max_episode_steps", self.max_episode_steps)

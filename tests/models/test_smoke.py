@@ -14,10 +14,10 @@ from pydantic import ValidationError
 from torch import nn
 
 from models.checkpoint import dump_state, load_state
-from models.data import Dataset, load
+from models.data import DataKind, load_data
 from models.family import LIKELIHOOD_KINDS, Family, Params
 from models.registry import REGISTRY
-from tests.support.data import RecordingContext, tiny
+from tests.support.data import RecordingContext, smoke_data
 from tests.support.smoke import (
     CHECKERS,
     SMOKE,
@@ -43,13 +43,13 @@ def test_every_family_has_a_smoke_row() -> None:
 
 def test_a_capability_without_a_checker_fails() -> None:
     """A family declaring what no checker answers fails its smoke test (never skips)."""
-    assert "act" not in CHECKERS  # declared by no family yet
-    fam, data = REGISTRY["mlp"], load("moons")
-    acting = with_capability(fam, "act")
-    assert unchecked(acting) == {"act"}
+    assert "embed" not in CHECKERS  # declared by no family yet
+    fam, data = REGISTRY["mlp"], load_data("moons")
+    acting = with_capability(fam, "embed")
+    assert unchecked(acting) == {"embed"}
     params = smoke_params(fam)
     probe = Probe(acting, params, fam.build(params, data.info).eval(), data)
-    with pytest.raises(AssertionError, match=r"declares \['act'\]: add a checker"):
+    with pytest.raises(AssertionError, match=r"declares \['embed'\]: add a checker"):
         check_all(probe)
 
 
@@ -64,7 +64,7 @@ def test_family_record_is_complete(name: str) -> None:
     with pytest.raises(ValidationError):
         params_cls(not_a_field=1)
     for ds in fam.datasets:
-        assert load(ds).info.name == ds
+        assert load_data(ds).info.name == ds
 
 
 @pytest.mark.parametrize(
@@ -72,7 +72,7 @@ def test_family_record_is_complete(name: str) -> None:
 )
 def test_builds_and_answers_on_every_dataset(name: str, dataset: str) -> None:
     """Untrained, on each dataset it takes: every declared capability answers in shape."""
-    fam, data = REGISTRY[name], load(dataset)
+    fam, data = REGISTRY[name], load_data(dataset)
     params = smoke_params(fam)
     check_all(Probe(fam, params, fam.build(params, data.info).eval(), data, n=3))
 
@@ -82,7 +82,7 @@ def _context(name: str, **kw: Any) -> RecordingContext:
     return RecordingContext(**{**row.train, **kw}, batch_size=row.batch_size)
 
 
-def _build(fam: Family, params: Params, data: Dataset) -> nn.Module:
+def _build(fam: Family, params: Params, data: DataKind) -> nn.Module:
     torch.manual_seed(0)  # the same initial weights for every run, as the runner seeds
     return fam.build(params, data.info)
 
@@ -90,7 +90,7 @@ def _build(fam: Family, params: Params, data: Dataset) -> nn.Module:
 @cache
 def fitted(name: str, dataset: str) -> tuple[nn.Module, RecordingContext]:
     """The family trained on its smoke budget, once per session (read-only for the tests)."""
-    fam, data = REGISTRY[name], tiny(dataset)
+    fam, data = REGISTRY[name], smoke_data(dataset)
     params = smoke_params(fam)
     module = _build(fam, params, data)
     ctx = _context(name)
@@ -115,7 +115,7 @@ def test_fit_reports_finite_progress_to_the_end(name: str, dataset: str) -> None
 def test_resume_continues_exactly_where_it_stopped(name: str, dataset: str) -> None:
     """Half the budget, checkpoint, resume for the rest: the same weights, bit for bit,
     as one straight run; the resumed run logs and checkpoints only what came after."""
-    fam, data = REGISTRY[name], tiny(dataset)
+    fam, data = REGISTRY[name], smoke_data(dataset)
     params = smoke_params(fam)
     straight, _ = fitted(name, dataset)
     ((unit, n),) = SMOKE[name].train.items()
@@ -143,7 +143,7 @@ def test_a_variant_resumes_exactly_and_round_trips(name: str, overrides: dict[st
     """A row's variant on its first dataset: half the budget then a resume gives the
     straight run's weights bit for bit (a fresh build draws its own order; the checkpoint
     must carry the trained one), and the served checkpoint answers as the module does."""
-    fam, data = REGISTRY[name], tiny(SMOKE[name].dataset)
+    fam, data = REGISTRY[name], smoke_data(SMOKE[name].dataset)
     params = smoke_params(fam, **overrides)
     ((unit, n),) = SMOKE[name].train.items()
     straight = _build(fam, params, data)
@@ -180,7 +180,7 @@ def test_a_variant_resumes_exactly_and_round_trips(name: str, overrides: dict[st
 def test_checkpoint_round_trip_answers_the_same(name: str, dataset: str) -> None:
     """The last checkpoint through safetensors (models/checkpoint.py) into a fresh build:
     every declared capability answers exactly as the trained module does."""
-    fam, data = REGISTRY[name], tiny(dataset)
+    fam, data = REGISTRY[name], smoke_data(dataset)
     params = smoke_params(fam)
     module, ctx = fitted(name, dataset)
     state = load_state(dump_state(ctx.served()))
@@ -215,7 +215,7 @@ def test_a_family_that_scores_inputs_reports_its_test_likelihood(name: str) -> N
 def test_the_likelihood_report_names_metrics_the_fit_logs(name: str, dataset: str) -> None:
     """Every metric the report names for this data is among the final step's, finite, and
     bits per dimension are the NLL over D ln 2."""
-    fam, info = REGISTRY[name], load(dataset).info
+    fam, info = REGISTRY[name], load_data(dataset).info
     report = fam.likelihood
     assert report is not None
     _, ctx = fitted(name, dataset)

@@ -19,9 +19,10 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from models.data import Dataset
+from models.data import DataKind, Environment
 from models.family import Capability, Family, Params, Unsupported
 from models.generative import LogProb, SampleOptions
+from models.rl import RolloutOptions, as_obs, eval_seed
 
 
 @dataclass(frozen=True)
@@ -79,7 +80,21 @@ SMOKE: dict[str, Smoke] = {
     "gated_pixelcnn": Smoke(
         "digits_bin", {"channels": 4, "layers": 1, "conditional": True}, also=("digits",)
     ),
-}
+    # a constant ε: a schedule over the budget would differ between the half run and the
+    # whole one of the resume test; a buffer smaller than the budget, so the ring wraps
+    "dqn": Smoke(
+        "cartpole",
+        {
+            "hidden": [8], "conv_channels": 2, "buffer_size": 32, "learning_starts": 16,
+            "train_freq": 2, "gradient_steps": 2, "target_update": 8, "tau": 0.5,
+            "double": True, "eps_start": 0.5, "eps_end": 0.5, "eval_every": 32,
+            "eval_episodes": 1, "frame_skip": 2, "reward_clip": 1.0,
+        },
+        train={"steps": 64},
+        batch_size=8,
+        also=("minatar_breakout",),
+    ),
+}  # fmt: skip
 
 
 def smoke_params(family: Family, **overrides: Any) -> Params:
@@ -121,12 +136,25 @@ class Probe:
     family: Family
     params: Params
     module: nn.Module
-    data: Dataset
+    data: Any  # a DataKind: a tensor table, or an environment
     n: int = 5
 
     @property
     def x(self) -> Tensor:
+        """The first test inputs; for an environment, observations of seeded resets."""
+        if isinstance(self.data, Environment):
+            return reset_observations(self.data, self.n)
         return self.data.x_test[: self.n]
+
+
+def reset_observations(data: DataKind, n: int) -> Tensor:
+    """(n, *obs_shape): the first observation of n seeded evaluation episodes."""
+    assert isinstance(data, Environment)
+    env = data.make()
+    try:
+        return torch.stack([as_obs(env.reset(seed=eval_seed(0, i))[0]) for i in range(n)])
+    finally:
+        env.close()
 
 
 # a checker calls the capability with fixed seeds, asserts what its answer must be, and
@@ -262,8 +290,53 @@ def check_complete(p: Probe) -> dict[str, Tensor]:
     return {"completions": out}
 
 
-# keyed by capability (a ``Capability`` is its own value, so its name finds it too); act,
-# rollout, embed, neighbors and trajectory get theirs with the first family declaring them
+def check_act(p: Probe) -> dict[str, Tensor]:
+    """An action per observation, inside the action space; ``q_values`` (the actions are
+    their argmax) or ``probs`` (a distribution) beside them; the same call, the same answer."""
+    fn = capability_fn(p.family, Capability.ACT)
+    out: dict[str, Tensor] = fn(p.module, p.x)
+    space = p.data.action
+    assert "actions" in out and out.keys() <= {"actions", "q_values", "probs"}, sorted(out)
+    a = out["actions"]
+    if space.type == "discrete":
+        assert a.shape == (p.n,) and a.dtype == torch.int64
+        assert bool(((a >= 0) & (a < space.n)).all())
+        for key in ("q_values", "probs"):
+            if key in out:
+                assert out[key].shape == (p.n, space.n) and bool(torch.isfinite(out[key]).all())
+        if "q_values" in out:
+            assert torch.equal(a, out["q_values"].argmax(-1))
+        if "probs" in out:
+            torch.testing.assert_close(out["probs"].sum(-1), torch.ones(p.n))
+    else:
+        assert a.shape == (p.n, *space.shape) and bool(torch.isfinite(a).all())
+        if space.low is not None and space.high is not None:
+            assert bool(
+                (a >= torch.tensor(space.low)).all() and (a <= torch.tensor(space.high)).all()
+            )
+    again = fn(p.module, p.x)
+    assert all(torch.equal(v, again[k]) for k, v in out.items())
+    return out
+
+
+def check_rollout(p: Probe) -> dict[str, Tensor]:
+    """Returns and lengths of greedy episodes, one each, lengths within the time limit;
+    the same seed, the same episodes."""
+    fn = capability_fn(p.family, Capability.ROLLOUT)
+    opts = RolloutOptions(episodes=2, seed=3)
+    out: dict[str, Tensor] = fn(p.module, p.data, opts)
+    assert out.keys() == {"returns", "lengths"}
+    assert out["returns"].shape == out["lengths"].shape == (2,)
+    assert bool(torch.isfinite(out["returns"]).all()) and bool((out["lengths"] >= 1).all())
+    limit = p.data.max_episode_steps
+    assert limit is None or bool((out["lengths"] <= limit).all())
+    again = fn(p.module, p.data, opts)
+    assert all(torch.equal(v, again[k]) for k, v in out.items())
+    return out
+
+
+# keyed by capability (a ``Capability`` is its own value, so its name finds it too); embed,
+# neighbors and trajectory get theirs with the first family declaring them
 CHECKERS: dict[str, Checker] = {
     Capability.PREDICT: check_predict,
     Capability.SAMPLE: check_sample,
@@ -273,6 +346,8 @@ CHECKERS: dict[str, Checker] = {
     Capability.INTERPOLATE: check_interpolate,
     Capability.RECEPTIVE_FIELD: check_receptive_field,
     Capability.COMPLETE: check_complete,
+    Capability.ACT: check_act,
+    Capability.ROLLOUT: check_rollout,
 }
 
 
