@@ -135,6 +135,36 @@ def test_resume_continues_exactly_where_it_stopped(name: str, dataset: str) -> N
         assert torch.equal(v, w), k
 
 
+class AliasingContext(RecordingContext):
+    """Keeps each offered state as given, beside a copy taken when it was offered: the
+    runner writes an offered checkpoint later (``checkpoint_every``, the minimum interval,
+    a best one with the next write) and scores the best at the end, so a state aliasing
+    live tensors would be saved, and ranked, with weights from after its step."""
+
+    def checkpoint(self, step: int, state: dict[str, Any], *, best: bool = False) -> None:
+        super().checkpoint(step, state, best=best)
+        self.checkpoints[-1] = (step, state, best)  # the family's own object
+        self.offered.append(load_state(dump_state(state)))
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.offered: list[dict[str, Any]] = []
+
+
+@pytest.mark.parametrize("name", list(SMOKE))
+def test_offered_checkpoints_are_snapshots(name: str) -> None:
+    fam, data = REGISTRY[name], smoke_data(SMOKE[name].dataset)
+    params = smoke_params(fam)
+    row = SMOKE[name]
+    ctx = AliasingContext(**row.train, batch_size=row.batch_size)
+    fam.fit(_build(fam, params, data), data, params, ctx)
+    assert len(ctx.checkpoints) == len(ctx.offered) >= 1
+    for (step, state, _), then in zip(ctx.checkpoints, ctx.offered, strict=True):
+        now = load_state(dump_state(state))
+        for key, value in then["model"].items():
+            assert torch.equal(value, now["model"][key]), f"step {step}: model.{key} changed"
+
+
 VARIANTS = [(name, v) for name, row in SMOKE.items() for v in row.variants]
 
 
