@@ -114,6 +114,8 @@ def train_one(model: str, data: Dataset, run: Run, seed: int) -> dict[str, Any]:
     bits_name = report.bits_metric(data.info)
     assert bits_name is not None, f"{data.info.name} is not discrete"
     final = ctx.history[-1][1]  # final_test logs the test metrics last
+    # final_test scored the best epoch by validation (the checkpoint inference serves)
+    best_epoch = min(ctx.metric("val_loss"), key=lambda sv: sv[1])[0]
     return {
         "model": model,
         "seed": seed,
@@ -123,6 +125,7 @@ def train_one(model: str, data: Dataset, run: Run, seed: int) -> dict[str, Any]:
         "parameters": sum(p.numel() for p in module.parameters()),
         "train_cpu_seconds": seconds,
         "epochs": run.epochs,
+        "best_epoch": best_epoch,
         "cpu_seconds_per_epoch": seconds / run.epochs,
     }
 
@@ -154,8 +157,9 @@ def goals(rows: list[dict[str, Any]], seeds: list[int]) -> dict[str, Any]:
 def table(rows: list[dict[str, Any]], models: list[str]) -> list[str]:
     """Markdown rows: per model the mean ± sd over seeds, and the per-seed NLLs."""
     lines = [
-        "| model | test NLL (nats) | bits/dim | per seed | kind | parameters | train CPU s |",
-        "|---|---|---|---|---|---|---|",
+        "| model | test NLL (nats) | bits/dim | per seed | best epochs | kind | parameters "
+        "| train CPU s |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     for m in models:
         rs = [r for r in rows if r["model"] == m]
@@ -166,8 +170,9 @@ def table(rows: list[dict[str, Any]], models: list[str]) -> list[str]:
         bits = statistics.mean(r["test_bits_per_dim"] for r in rs)
         cpu = statistics.mean(r["train_cpu_seconds"] for r in rs)
         per_seed = " / ".join(f"{v:.2f}" for v in nlls)
+        best = " / ".join(str(r["best_epoch"]) for r in rs)
         lines.append(
-            f"| `{m}` | {statistics.mean(nlls):.2f} ± {sd:.2f} | {bits:.4f} | {per_seed} "
+            f"| `{m}` | {statistics.mean(nlls):.2f} ± {sd:.2f} | {bits:.4f} | {per_seed} | {best} "
             f"| {rs[0]['kind']} | {rs[0]['parameters']:,} | {cpu:.0f} |"
         )
     return lines
@@ -196,7 +201,7 @@ def main() -> None:
                 rows.append(row)
                 nll, kind, cpu = row["test_nll"], row["kind"], row["train_cpu_seconds"]
                 print(f"{name} {model} seed {seed}: test NLL {nll:.2f} nats ({kind}), "
-                      f"{cpu:.0f} CPU s", flush=True)  # fmt: skip
+                      f"{cpu:.0f} CPU s, best epoch {row['best_epoch']}", flush=True)  # fmt: skip
         result["datasets"][name] = {
             "configs": {m: CONFIGS[name][m].__dict__ for m in args.models},
             "rows": rows,

@@ -259,9 +259,11 @@ def fit(module: nn.Module, data: Environment, params: DQNParams, ctx: Context) -
         best_eval = float(r["best_eval"])
 
     def state() -> dict[str, Any]:
+        # copies: state_dict() aliases live tensors, and the runner may write an offered
+        # (best) checkpoint steps later, or score it at the end (ctx.best_model())
         return {
-            "model": module.state_dict(),
-            "optimizer": opt.state_dict(),
+            "model": copy.deepcopy(module.state_dict()),
+            "optimizer": copy.deepcopy(opt.state_dict()),
             "replay": buffer.state_dict(),
             "episodes": episodes.state_dict(),
             "counters": dict(c),
