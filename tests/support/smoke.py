@@ -94,7 +94,7 @@ SMOKE: dict[str, Smoke] = {
         batch_size=8,
         also=("minatar_breakout",),
     ),
-    # 64 environment steps: a few CartPole episodes, two updates, evaluations at 32 and 64
+    # 64 environment steps: a few CartPole episodes, updates, evaluations at 32 and 64
     "reinforce": Smoke(
         "cartpole",
         {
@@ -106,6 +106,7 @@ SMOKE: dict[str, Smoke] = {
         },
         train={"steps": 64},
         also=("minatar_breakout",),
+        variants=({"baseline": "mean", "normalize_returns": False},),  # no value network
     ),
     # updates from step 16 on, a buffer smaller than the budget (it wraps)
     "ddpg": Smoke(
