@@ -252,10 +252,14 @@ class Batch:
         self.obs, self.actions, self.rewards = [], [], []
         return out
 
-    def state_dict(self, obs_shape: tuple[int, ...]) -> dict[str, Tensor]:
+    def state_dict(self, obs_shape: tuple[int, ...], obs_dtype: torch.dtype) -> dict[str, Tensor]:
         """Plain tensors: the finished episodes end to end with their lengths, and the
         episode under way (the last length)."""
-        cur = torch.stack(self.cur_obs) if self.cur_obs else torch.zeros(0, *obs_shape)
+        cur = (
+            torch.stack(self.cur_obs)
+            if self.cur_obs
+            else torch.zeros((0, *obs_shape), dtype=obs_dtype)
+        )
         cur_actions = torch.tensor(self.cur_actions, dtype=torch.int64)
         cur_rewards = torch.tensor(self.cur_rewards, dtype=torch.float64)
         lengths = [len(a) for a in self.actions] + [len(self.cur_actions)]
@@ -379,6 +383,7 @@ def fit(module: nn.Module, data: Environment, params: ReinforceParams, ctx: Cont
     opt = ctx.make_optimizer(module.parameters())
     episodes = rl.Episodes(data, ctx.seed)
     step, batch, best_eval = 0, Batch(), -math.inf
+    store = rl.observation_dtype(data)  # MinAtar's frames kept as bool: a byte, not four
     if ctx.resume is not None:
         module.load_state_dict(ctx.resume["model"])
         opt.load_state_dict(ctx.resume["optimizer"])
@@ -393,7 +398,7 @@ def fit(module: nn.Module, data: Environment, params: ReinforceParams, ctx: Cont
             "optimizer": copy.deepcopy(opt.state_dict()),
             "step": step,
             "episodes": episodes.state_dict(),
-            "batch": batch.state_dict(module.obs_shape),
+            "batch": batch.state_dict(module.obs_shape, store),
             "best_eval": best_eval,
         }
 
@@ -407,7 +412,7 @@ def fit(module: nn.Module, data: Environment, params: ReinforceParams, ctx: Cont
             obs = episodes.obs
             a = sample_action(module, obs.to(ctx.device), ctx.generator)
             s = episodes.step(a, total - step)
-            batch.record(obs, a, s.train_reward)
+            batch.record(obs.to(store), a, s.train_reward)
             before, step = step, step + s.frames
             m: dict[str, float] = {}
             if s.done:
