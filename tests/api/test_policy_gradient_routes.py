@@ -1,6 +1,6 @@
 """reinforce and ddpg over HTTP, trained in process: act answers the greedy action with the
 policy's probs (reinforce) or the bounded deterministic action (ddpg), a wrong observation
-shape is a 422 naming observations, and rollouts repeat by seed."""
+shape is a 422 naming observations, rollouts repeat by seed, and a pendulum swings in a GIF."""
 
 from __future__ import annotations
 
@@ -55,3 +55,5 @@ def test_ddpg_acts_within_the_bounds(client: TestClient) -> None:
     assert r.status_code == 422 and r.json()["errors"][0]["path"].startswith("observations")
     r = client.post(f"/v1/jobs/{jid}/rollout", json={"episodes": 1, "seed": 0})
     assert r.status_code == 200 and r.json()["lengths"] == [200], r.text
+    gif = client.get(f"/v1/jobs/{jid}/episode.gif", params={"seed": 1, "fps": 20})
+    assert gif.status_code == 200 and gif.content[:6] == b"GIF89a", gif.text
