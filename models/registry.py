@@ -7,6 +7,7 @@ from models.family import Family
 
 def _families() -> dict[str, Family]:
     from models import (
+        ddpg,
         dqn,
         ensemble,
         flow,
@@ -18,6 +19,7 @@ def _families() -> dict[str, Family]:
         multitask,
         nade,
         pixelcnn,
+        reinforce,
         vae,
     )
 
@@ -34,6 +36,8 @@ def _families() -> dict[str, Family]:
         pixelcnn.FAMILY,
         gated_pixelcnn.FAMILY,
         dqn.FAMILY,
+        reinforce.FAMILY,
+        ddpg.FAMILY,
     ]
     return {f.name: f for f in families}
 

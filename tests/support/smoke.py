@@ -94,6 +94,36 @@ SMOKE: dict[str, Smoke] = {
         batch_size=8,
         also=("minatar_breakout",),
     ),
+    # 64 environment steps: a few CartPole episodes, updates, evaluations at 32 and 64
+    "reinforce": Smoke(
+        "cartpole",
+        {
+            "hidden": [8],
+            "episodes_per_update": 2,
+            "grad_var_samples": 2,
+            "eval_every": 32,
+            "eval_episodes": 1,
+        },
+        train={"steps": 64},
+        also=("minatar_breakout",),
+        variants=({"baseline": "mean", "normalize_returns": False},),  # no value network
+    ),
+    # updates from step 16 on, a buffer smaller than the budget (it wraps)
+    "ddpg": Smoke(
+        "pendulum",
+        {
+            "actor_hidden": [8],
+            "critic_hidden": [8],
+            "buffer_size": 48,
+            "learning_starts": 16,
+            "noise": "ou",
+            "eval_every": 32,
+            "eval_episodes": 1,
+        },
+        train={"steps": 64},
+        batch_size=8,
+        also=("mountaincar_continuous",),
+    ),
 }  # fmt: skip
 
 
