@@ -336,6 +336,9 @@ def fit(module: nn.Module, data: Environment, params: DQNParams, ctx: Context) -
             ctx.checkpoint(c["steps"], state())
     finally:
         episodes.close()
+    served = ctx.best_model()  # leave the module as inference will serve it
+    if served is not None:
+        module.load_state_dict(served)
 
 
 # --- capabilities ------------------------------------------------------------------------
