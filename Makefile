@@ -61,6 +61,8 @@ bench: $(DEV_STAMP)
 	$(BIN)/python -m bench.flows
 	$(BIN)/python -m bench.vae
 	$(BIN)/python -m bench.uci_boston
+	$(BIN)/python -m bench.likelihoods --timing
+	$(BIN)/python -m bench.rl
 
 clean:
 	rm -rf var .pytest_cache .mypy_cache .ruff_cache
