@@ -334,10 +334,14 @@ def _plot_ablation(curves: dict[str, list[list[tuple[int, float]]]], path: Any) 
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(7, 4.2), dpi=110)
-    for name, runs in curves.items():
+    styles = ["-", "--", "-.", ":"]  # "no target network" and "neither" lie on each other
+    for i, (name, runs) in enumerate(curves.items()):
         steps = [s for s, _ in runs[0]]
         values = np.array([[v for _, v in c] for c in runs])
-        line = ax.plot(steps, values.mean(0), label=f"{name} (mean of {len(runs)} seeds)")
+        line = ax.plot(
+            steps, values.mean(0), styles[i % 4], linewidth=1.6 + 0.6 * (i == 1),
+            label=f"{name} (mean of {len(runs)} seeds)",
+        )  # fmt: skip
         ax.fill_between(steps, values.min(0), values.max(0), alpha=0.15, color=line[0].get_color())
     ax.axhline(SOLVED, color="grey", linestyle=":", linewidth=1)
     ax.set_xlabel("environment steps")
