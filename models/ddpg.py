@@ -39,6 +39,7 @@ from models import rl
 from models.data import DataInfo, Environment
 from models.family import Capability, Context, Diverged, Family, Params
 from models.layers import ActivationName, Hidden, mlp_trunk
+from models.loop import load_served
 
 DATASETS = frozenset({"pendulum", "mountaincar_continuous"})
 EVAL_SEED = 0  # evaluation episodes: rl.eval_seed(0, i), the same for every job
@@ -310,16 +311,7 @@ def behaviour(
 
 def evaluation(model: DDPG, data: Environment, params: DDPGParams) -> dict[str, float]:
     """The deterministic policy μ(s) on fixed evaluation episodes."""
-    returns, lengths = rl.evaluate(
-        rl.greedy_policy(act, model), data, params.eval_episodes, seed=EVAL_SEED
-    )
-    model.train()
-    r = torch.tensor(returns, dtype=torch.float64)
-    return {
-        "eval_return_mean": float(r.mean()),
-        "eval_return_std": float(r.std(unbiased=False)),
-        "eval_length_mean": float(sum(lengths) / len(lengths)),
-    }
+    return rl.evaluation_metrics(act, model, data, params.eval_episodes, EVAL_SEED)
 
 
 def fit(module: nn.Module, data: Environment, params: DDPGParams, ctx: Context) -> None:
@@ -386,7 +378,7 @@ def fit(module: nn.Module, data: Environment, params: DDPGParams, ctx: Context) 
             s = episodes.step(a, total - step)
             buffer.add(obs, a, s.train_reward, s.obs, s.terminated)
             before, step = step, step + s.frames
-            if step >= params.learning_starts and crossed(before, step, params.train_freq):
+            if step >= params.learning_starts and rl.crossed(before, step, params.train_freq):
                 for _ in range(params.gradient_steps):
                     batch = buffer.sample(ctx.batch_size, ctx.generator)
                     sums += train_step(model, critic_opt, actor_opt, batch, params, step)
@@ -401,26 +393,19 @@ def fit(module: nn.Module, data: Environment, params: DDPGParams, ctx: Context) 
                     sums.zero_()
                     updates = 0
             best = False
-            if crossed(before, step, params.eval_every) or step == total:
+            if rl.crossed(before, step, params.eval_every) or step == total:
                 m |= evaluation(model, data, params)
                 best = m["eval_return_mean"] >= best_eval  # ties: the later, more trained
                 best_eval = max(best_eval, m["eval_return_mean"])
             if m:
                 ctx.log(step, **m)
                 ctx.progress(step, total)
-            if best or crossed(before, step, rl.CHECKPOINT_STEPS) or step == total:
+            if best or rl.crossed(before, step, rl.CHECKPOINT_STEPS) or step == total:
                 ctx.checkpoint(step, state(), best=best)
                 saved = step
     finally:
         episodes.close()
-    served = ctx.best_model()  # finished: leave the module as inference will serve it
-    if served is not None:
-        model.load_state_dict(served)
-
-
-def crossed(before: int, after: int, every: int) -> bool:
-    """Whether a multiple of ``every`` lies in (before, after]: a count just passed it."""
-    return before // every < after // every
+    load_served(model, ctx)  # finished: leave the module as inference will serve it
 
 
 # --- inference -----------------------------------------------------------------------------

@@ -39,6 +39,7 @@ from torch import Tensor, nn
 from models.data import DataInfo, Environment
 from models.family import Capability, Context, Family, Params
 from models.layers import Hidden, mlp_trunk
+from models.loop import load_served
 from models.rl import (
     CHECKPOINT_STEPS,
     Agent,
@@ -336,9 +337,7 @@ def fit(module: nn.Module, data: Environment, params: DQNParams, ctx: Context) -
             ctx.checkpoint(c["steps"], state())
     finally:
         episodes.close()
-    served = ctx.best_model()  # leave the module as inference will serve it
-    if served is not None:
-        module.load_state_dict(served)
+    load_served(module, ctx)  # leave the module as inference will serve it
 
 
 # --- capabilities ------------------------------------------------------------------------

@@ -197,10 +197,16 @@ def final_test(module: nn.Module, ctx: Context, test_metrics: EvalFn) -> None:
     first), else the final ones: the served checkpoint is the best one, and a test number
     (the leaderboard's, a benchmark's) of weights nobody can query would rank a model the
     service does not have."""
-    best = ctx.best_model()
-    if best is not None:
-        module.load_state_dict(best)
+    load_served(module, ctx)
     module.eval()
     with torch.no_grad():
         metrics = test_metrics()
     ctx.log(Budget.of(ctx).final_step, **metrics)
+
+
+def load_served(module: nn.Module, ctx: Context) -> None:
+    """Put the weights inference serves into ``module``: the best checkpoint's
+    (``ctx.best_model()``), else leave the final ones (no checkpoint was ever best)."""
+    best = ctx.best_model()
+    if best is not None:
+        module.load_state_dict(best)

@@ -37,6 +37,7 @@ from models import rl
 from models.data import DataInfo, Environment
 from models.family import Capability, Context, Diverged, Family, Params
 from models.layers import ActivationName, Hidden, mlp_trunk
+from models.loop import load_served
 
 Baseline = Literal["none", "mean", "value"]
 MA_DECAY = 0.9  # moving average of the returns, the ``mean`` baseline
@@ -355,16 +356,7 @@ def evaluation(
     module: Reinforce, data: Environment, params: ReinforceParams, seed: int
 ) -> dict[str, float]:
     """The greedy policy (argmax π) on fixed evaluation episodes, and ``grad_var``."""
-    returns, lengths = rl.evaluate(
-        rl.greedy_policy(act, module), data, params.eval_episodes, seed=EVAL_SEED
-    )
-    module.train()
-    r = torch.tensor(returns, dtype=torch.float64)
-    m = {
-        "eval_return_mean": float(r.mean()),
-        "eval_return_std": float(r.std(unbiased=False)),
-        "eval_length_mean": float(sum(lengths) / len(lengths)),
-    }
+    m = rl.evaluation_metrics(act, module, data, params.eval_episodes, EVAL_SEED)
     if params.grad_var_samples >= 2:
         m["grad_var"] = policy_grad_variance(module, data, params, seed)
     return m
@@ -422,26 +414,19 @@ def fit(module: nn.Module, data: Environment, params: ReinforceParams, ctx: Cont
                 if len(batch.obs) == params.episodes_per_update:
                     m |= update(module, opt, batch, params, step)
             best = False
-            if crossed(before, step, params.eval_every) or step == total:
+            if rl.crossed(before, step, params.eval_every) or step == total:
                 m |= evaluation(module, data, params, ctx.seed)
                 best = m["eval_return_mean"] >= best_eval  # ties: the later, more trained
                 best_eval = max(best_eval, m["eval_return_mean"])
             if m:
                 ctx.log(step, **m)
                 ctx.progress(step, total)
-            if best or crossed(before, step, rl.CHECKPOINT_STEPS) or step == total:
+            if best or rl.crossed(before, step, rl.CHECKPOINT_STEPS) or step == total:
                 ctx.checkpoint(step, state(), best=best)
                 saved = step
     finally:
         episodes.close()
-    served = ctx.best_model()  # finished: leave the module as inference will serve it
-    if served is not None:
-        module.load_state_dict(served)
-
-
-def crossed(before: int, after: int, every: int) -> bool:
-    """Whether a multiple of ``every`` lies in (before, after]: a count just passed it."""
-    return before // every < after // every
+    load_served(module, ctx)  # finished: leave the module as inference will serve it
 
 
 # --- inference -----------------------------------------------------------------------------

@@ -237,6 +237,12 @@ def observation_dtype(data: Environment) -> torch.dtype:
         env.close()
 
 
+def crossed(before: int, after: int, every: int) -> bool:
+    """Whether a multiple of ``every`` lies in (before, after]: a count just passed it
+    (an agent step of k repeated frames may jump over the multiple itself)."""
+    return before // every < after // every
+
+
 def step_budget(ctx: Any) -> int:
     """The job's budget in environment steps (``ctx.steps``)."""
     if ctx.steps is None:
@@ -431,6 +437,22 @@ def evaluate(
     finally:
         env.close()
     return [r for r, _ in results], [n for _, n in results]
+
+
+def evaluation_metrics(
+    act: ActFn, module: nn.Module, data: Environment, episodes: int, seed: int = 0
+) -> dict[str, float]:
+    """``eval_return_mean``, ``eval_return_std`` and ``eval_length_mean`` of the module's
+    greedy policy on ``episodes`` fixed evaluation episodes; the module is left in train
+    mode (the policy runs it in eval mode)."""
+    returns, lengths = evaluate(greedy_policy(act, module), data, episodes, seed=seed)
+    module.train()
+    r = torch.tensor(returns, dtype=torch.float64)
+    return {
+        "eval_return_mean": float(r.mean()),
+        "eval_return_std": float(r.std(unbiased=False)),
+        "eval_length_mean": float(sum(lengths) / len(lengths)),
+    }
 
 
 def rollout_with(act: ActFn) -> RolloutFn:
