@@ -38,6 +38,10 @@ def test_act_rollout_and_episode_gif(client: TestClient) -> None:
     r = client.post(f"/v1/jobs/{jid}/act", json={"observations": [[0.0, 0.1, 0.2]]})
     assert r.status_code == 422 and r.json()["errors"][0]["path"].startswith("observations")
 
+    too_many = [[0.0, 0.0, 0.0, 0.0]] * 10_001  # the default DEEPZOO_MAX_INPUTS + 1
+    r = client.post(f"/v1/jobs/{jid}/act", json={"observations": too_many})
+    assert r.status_code == 413, r.text
+
     url = f"/v1/jobs/{jid}/rollout"
     a = client.post(url, json={"episodes": 2, "seed": 5})
     assert a.status_code == 200, a.text
