@@ -45,6 +45,7 @@ from models.rl import (
     Agent,
     Episodes,
     ReplayBuffer,
+    eval_mode,
     evaluate,
     greedy_policy,
     observation_dtype,
@@ -347,7 +348,7 @@ def fit(module: nn.Module, data: Environment, params: DQNParams, ctx: Context) -
 def act(module: nn.Module, observations: Tensor) -> dict[str, Tensor]:
     """Greedy actions and every action's Q-value: {"actions": (n,), "q_values": (n, A)}."""
     assert isinstance(module, DQN)
-    module.eval()
+    eval_mode(module)
     q = module.q(observations.to(next(module.parameters()).device))
     return {"actions": q.argmax(-1), "q_values": q}
 

@@ -20,6 +20,7 @@ from models.rl import (
     gif_bytes,
     grid_frame,
     record_episode,
+    run_episode,
     train_seed,
 )
 
@@ -178,6 +179,29 @@ def test_evaluate_is_deterministic_and_counts_environment_steps() -> None:
     r1, n1 = evaluate(policy, data, 2, seed=0, frame_skip=2)
     r2, n2 = evaluate(policy, data, 2, seed=0, frame_skip=2)
     assert (r1, n1) == (r2, n2) and r1 == [float(n) for n in n1]  # +1 per env step
+
+
+def test_evaluate_runs_episodes_side_by_side_as_one_at_a_time() -> None:
+    """The batched evaluation gives each episode what it gives alone (run_episode from its
+    evaluation seed), and asks the policy once per step of the longest episode, on the
+    episodes still running."""
+    data = load_data("cartpole")
+    batches: list[int] = []
+
+    def policy(obs: torch.Tensor) -> torch.Tensor:
+        batches.append(len(obs))
+        return (obs[:, 2] > 0).long()
+
+    returns, lengths = evaluate(policy, data, 5, seed=3, frame_skip=2)
+    assert len(set(lengths)) > 1, "episodes of different lengths: some finish first"
+    assert len(batches) == max(-(-n // 2) for n in lengths)  # agent steps at frame skip 2
+    assert batches == sorted(batches, reverse=True) and batches[0] == 5
+    env = ActionRepeat(data.make(), data.action, 2)
+    try:
+        alone = [run_episode(policy, env, eval_seed(3, i)) for i in range(5)]
+    finally:
+        env.close()
+    assert alone == list(zip(returns, lengths, strict=True))
 
 
 def test_minatar_frames_and_gif() -> None:
