@@ -18,7 +18,8 @@ from __future__ import annotations
 
 import copy
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -29,6 +30,28 @@ from models.family import Context, Diverged
 
 LossFn = Callable[[Tensor, Tensor], Tensor]  # (x batch, y batch) -> scalar training loss
 EvalFn = Callable[[], dict[str, float]]  # validation metrics, must include "val_loss"
+
+
+def denormals_flushed() -> bool:
+    """Whether this thread flushes denormal floats to zero (FTZ/DAZ; torch has no getter):
+    1e-30 · 1e-10 is a denormal float32, 0 when flushed."""
+    return torch.full((1,), 1e-30).mul_(1e-10).item() == 0.0
+
+
+@contextmanager
+def flush_denormals(on: bool = True) -> Iterator[None]:
+    """Denormal floats flushed to zero (``on``) or kept in this thread, as before after.
+
+    Training sets it (``DEEPZOO_FLUSH_DENORMAL``): Adam's second moment of a unit whose
+    gradient is 0 (a dead ReLU) decays geometrically through the denormal range, where a
+    CPU multiply is ~20x slower; TensorFlow and XLA flush them by default, PyTorch does not.
+    """
+    before = denormals_flushed()
+    torch.set_flush_denormal(on)
+    try:
+        yield
+    finally:
+        torch.set_flush_denormal(before)
 
 
 @dataclass(frozen=True)

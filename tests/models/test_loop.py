@@ -6,7 +6,14 @@ import torch
 from torch import nn
 
 from models.context import LocalContext
-from models.loop import Budget, batch_count, final_test, minibatches
+from models.loop import (
+    Budget,
+    batch_count,
+    denormals_flushed,
+    final_test,
+    flush_denormals,
+    minibatches,
+)
 
 
 def test_budget_counts_in_the_jobs_unit() -> None:
@@ -70,3 +77,13 @@ def test_final_test_scores_the_best_checkpoint_not_the_final_weights() -> None:
     never = LocalContext(epochs=3)  # nothing offered as best: the final weights
     final_test(module, never, metrics)
     assert never.metric("test_w") == [(3, 5.0)]
+
+
+def test_flush_denormals_sets_and_restores_the_mode() -> None:
+    before = denormals_flushed()
+    tiny = torch.full((1,), 1e-30)
+    for on in (True, False):
+        with flush_denormals(on):
+            assert denormals_flushed() == on
+            assert (float((tiny * 1e-10).item()) == 0.0) == on  # 1e-40 is denormal in fp32
+        assert denormals_flushed() == before

@@ -3,6 +3,7 @@ checkpoint fallback, divergence, time limit and cancellation."""
 
 from __future__ import annotations
 
+import dataclasses
 from datetime import timedelta
 
 import pytest
@@ -13,7 +14,8 @@ from app.config import get_settings
 from app.db.models import Checkpoint, Job, Metric, utcnow
 from app.db.session import session_scope
 from models.checkpoint import load_state
-from models.registry import get_family
+from models.loop import denormals_flushed
+from models.registry import REGISTRY, get_family
 from tests.support.jobs import TINY, job_row, new_job
 from workers.runner import LeaseLost, TrainContext, claim, run_job
 
@@ -167,3 +169,28 @@ def test_a_resumed_run_without_a_better_epoch_scores_the_earlier_best() -> None:
     assert all(torch.equal(best[k], served["model"][k]) for k in best)
     fresh = TrainContext(job, "w", get_settings(), get_family("mlp"), None, None)  # type: ignore[arg-type]
     assert fresh.best_model() is None  # a first run before any best: the final weights
+
+
+@pytest.mark.parametrize("setting", [True, False])
+def test_training_flushes_denormals_as_set_and_restores_the_thread(
+    setting: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """DEEPZOO_FLUSH_DENORMAL holds while the family trains (Adam's state decaying through
+    denormals was ~20x slower per multiply), and the thread's mode is put back after."""
+    monkeypatch.setenv("DEEPZOO_FLUSH_DENORMAL", str(setting).lower())
+    get_settings.cache_clear()
+    family = get_family("mlp")
+    seen: list[bool] = []
+
+    def fit(*args: object) -> None:
+        seen.append(denormals_flushed())
+        family.fit(*args)  # type: ignore[arg-type]
+
+    monkeypatch.setitem(REGISTRY, "mlp", dataclasses.replace(family, fit=fit))
+    before = denormals_flushed()
+    assert run_job(new_job()) == "succeeded"
+    assert seen == [setting]
+    assert denormals_flushed() == before
+    torch.set_flush_denormal(not before)
+    assert denormals_flushed() == (not before)  # the probe tells the two modes apart
+    torch.set_flush_denormal(before)
