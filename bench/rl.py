@@ -21,6 +21,9 @@ Parts:
   of 475 within 200k.
 - ``ablation``: our DQN on CartPole with the notes' two fixes switched off (no replay, no
   target network, neither), evaluation curves in one PNG (bench/out/rl_ablation.png).
+- ``minatar``: our DQN on MinAtar Breakout (frames, a conv Q-network), 100k environment
+  steps, with frame skip 1, frame skip 4, and frame skip 4 with rewards clipped to [-1, 1]:
+  evaluation curves in one PNG (bench/out/rl_minatar.png).
 
 Fairness: one torch thread for both, both warmed by a short run first, the same evaluation
 protocol, seeds interleaved (ours then SB3's for each seed), wall time as a caller of each
@@ -39,9 +42,11 @@ from typing import Any
 import numpy as np
 import torch
 
+from app.config import get_settings
 from bench.common import OUT, machine, save
 from models.context import LocalContext
 from models.data import Environment, load_data
+from models.loop import flush_denormals
 from models.optim import OptimizerSpec
 from models.registry import get_family
 from models.rl import evaluate
@@ -50,19 +55,22 @@ EVAL_EVERY = 1000
 EVAL_EPISODES = 10
 SOLVED = 475.0
 
-# our settings: the zoo's but for 64 gradient steps per update instead of 128, chosen on
-# seeds 100-102 (solved at 25k / 23k / 34k steps in 20 / 17 / 25 s; 32 gradient steps:
-# 45k / 41k / 39k; the zoo's 128 solved seed 100 at 26k; a 64-64 network missed 475 in one
-# seed of three, a 128-128 one solved at 40k / 29k / 29k, no faster in wall time)
+# our settings: the zoo's but for double DQN and 16 gradient steps every 64 steps instead
+# of 128 every 256, chosen on seeds 100-102 (solved at 11k / 16k / 16k steps in 5.9 / 9.0 /
+# 9.1 CPU s, where SB3 took 23k / 28k / 31k in 30 / 37 / 43 CPU s; the zoo's 128 every
+# 256: 25k / 23k / 34k in 14 / 13 / 18 s; 8 every 32 or 32 every 64, or 4 every 16, with
+# the target copied every 10 steps: Q diverged and no seed was solved; 16 every 64 without
+# double DQN: 20k / 24k / 16k, or copying the target every 128 steps: 23k / 25k / 23k)
 DQN_CARTPOLE: dict[str, Any] = {
     "hidden": [256, 256],
     "gamma": 0.99,
     "buffer_size": 100_000,
     "learning_starts": 1000,
-    "train_freq": 256,
-    "gradient_steps": 64,
+    "train_freq": 64,
+    "gradient_steps": 16,
     "target_update": 10,
     "tau": 1.0,
+    "double": True,
     "eps_start": 1.0,
     "eps_end": 0.04,
     "eps_fraction": 0.16,
@@ -71,6 +79,7 @@ DQN_CARTPOLE: dict[str, Any] = {
     "eval_every": EVAL_EVERY,
     "eval_episodes": EVAL_EPISODES,
 }
+ZOO_UPDATES: dict[str, Any] = {"train_freq": 256, "gradient_steps": 128, "double": False}
 DQN_LR, DQN_BATCH, DQN_STEPS = 2.3e-3, 64, 50_000
 
 SB3_DQN_CARTPOLE: dict[str, Any] = {
@@ -139,7 +148,8 @@ def ours(
         optimizer=OptimizerSpec(name="adam", lr=lr),
     )
     start = time.perf_counter()
-    family.fit(module, data, p, ctx)
+    with flush_denormals(get_settings().flush_denormal):  # as the worker trains
+        family.fit(module, data, p, ctx)
     wall = time.perf_counter() - start
     curve = ctx.metric(metric)
     return {
@@ -168,8 +178,10 @@ def sb3(
     seed: int,
     threshold: float | None,
     every: int = EVAL_EVERY,
+    flush: bool = False,
 ) -> dict[str, Any]:
-    """SB3's ``learn`` with the same evaluation protocol as ours, in a callback."""
+    """SB3's ``learn`` with the same evaluation protocol as ours, in a callback; ``flush``:
+    with denormals flushed to zero as our worker trains (PyTorch's default keeps them)."""
     import gymnasium as gym
     from stable_baselines3 import DDPG, DQN
     from stable_baselines3.common.callbacks import BaseCallback
@@ -199,8 +211,9 @@ def sb3(
         kwargs = {k: v for k, v in kwargs.items() if k != "noise_std"}
     cls = {"dqn": DQN, "ddpg": DDPG}[algo]
     start = time.perf_counter()
-    model = cls("MlpPolicy", gym.make(data.env_id), seed=seed, verbose=0, **kwargs, **extra)
-    model.learn(total_timesteps=steps, callback=Evaluate())
+    with flush_denormals(flush):
+        model = cls("MlpPolicy", gym.make(data.env_id), seed=seed, verbose=0, **kwargs, **extra)
+        model.learn(total_timesteps=steps, callback=Evaluate())
     wall = time.perf_counter() - start
     if not curve or curve[-1][0] != model.num_timesteps:
         curve.append((model.num_timesteps, _sb3_eval(model, data)))
@@ -222,10 +235,16 @@ def part_dqn(seeds: list[int], quick: bool) -> dict[str, Any]:
         "dqn", "cartpole", DQN_CARTPOLE, steps=steps, seed=seed, lr=DQN_LR,
         batch_size=DQN_BATCH, threshold=SOLVED,
     )  # fmt: skip
-    run_sb3: Callable[[int], dict[str, Any]] = lambda seed: sb3(  # noqa: E731
-        "dqn", "cartpole", SB3_DQN_CARTPOLE, steps=steps, seed=seed, threshold=SOLVED
-    )
-    return _side_by_side("dqn CartPole-v1", run_ours, run_sb3, seeds, quick)
+    peers = {
+        "sb3": lambda seed: sb3(
+            "dqn", "cartpole", SB3_DQN_CARTPOLE, steps=steps, seed=seed, threshold=SOLVED
+        ),
+        "sb3_flush": lambda seed: sb3(
+            "dqn", "cartpole", SB3_DQN_CARTPOLE, steps=steps, seed=seed, threshold=SOLVED,
+            flush=True,
+        ),
+    }  # fmt: skip
+    return _side_by_side("dqn CartPole-v1", run_ours, peers, seeds, quick)
 
 
 # the zoo's Pendulum-v1 settings (hyperparams/ddpg.yml) are our family's defaults but for
@@ -264,10 +283,16 @@ def part_ddpg(seeds: list[int], quick: bool) -> dict[str, Any]:
         "ddpg", "pendulum", params, steps=steps, seed=seed, lr=DDPG_LR,
         batch_size=DDPG_BATCH, threshold=None,
     )  # fmt: skip
-    run_sb3: Callable[[int], dict[str, Any]] = lambda seed: sb3(  # noqa: E731
-        "ddpg", "pendulum", sb3_kwargs, steps=steps, seed=seed, threshold=None, every=steps
-    )
-    return _side_by_side("ddpg Pendulum-v1", run_ours, run_sb3, seeds, quick)
+    peers = {
+        "sb3": lambda seed: sb3(
+            "ddpg", "pendulum", sb3_kwargs, steps=steps, seed=seed, threshold=None, every=steps
+        ),
+        "sb3_flush": lambda seed: sb3(
+            "ddpg", "pendulum", sb3_kwargs, steps=steps, seed=seed, threshold=None, every=steps,
+            flush=True,
+        ),
+    }  # fmt: skip
+    return _side_by_side("ddpg Pendulum-v1", run_ours, peers, seeds, quick)
 
 
 REINFORCE_STEPS, REINFORCE_EVAL_EVERY = 200_000, 5000
@@ -309,8 +334,9 @@ def part_ablation(seeds: list[int], quick: bool) -> dict[str, Any]:
     steps = 2000 if quick else DQN_STEPS
     curves: dict[str, list[list[tuple[int, float]]]] = {}
     for name, change in ABLATIONS.items():
-        # the zoo's 128 gradient steps per update, as the figures in docs/benchmarks.md ran
-        params = {**DQN_CARTPOLE, "gradient_steps": 128, **change, "eval_every": 2500}
+        # the zoo's settings (128 gradient steps every 256, no double DQN), as the figures
+        # in docs/benchmarks.md ran
+        params = {**DQN_CARTPOLE, **ZOO_UPDATES, **change, "eval_every": 2500}
         curves[name] = []
         for seed in seeds[:3]:
             r = ours("dqn", "cartpole", params, steps=steps, seed=seed, lr=DQN_LR,
@@ -318,7 +344,10 @@ def part_ablation(seeds: list[int], quick: bool) -> dict[str, Any]:
             curves[name].append(r["curve"])
             print(f"ablation {name} seed {seed}: final eval {r['final_eval']}, best "
                   f"{max(v for _, v in r['curve'])}", flush=True)  # fmt: skip
-    _plot_ablation(curves, OUT / ("rl_ablation_quick.png" if quick else "rl_ablation.png"))
+    _plot_curves(
+        curves, OUT / ("rl_ablation_quick.png" if quick else "rl_ablation.png"),
+        title="DQN on CartPole-v1 without the notes' fixes", threshold=SOLVED,
+    )  # fmt: skip
     return {
         name: {
             "final_mean": statistics.mean(c[-1][1] for c in runs),
@@ -329,14 +358,78 @@ def part_ablation(seeds: list[int], quick: bool) -> dict[str, Any]:
     }
 
 
-def _plot_ablation(curves: dict[str, list[list[tuple[int, float]]]], path: Any) -> None:
+# MinAtar Breakout (Young & Tian 2019): their DQN's network (a 16-channel 3x3 conv, one
+# hidden layer of 128) and replay, target and ε settings scaled to a short budget; Adam at
+# 1e-3 and an update every 4 agent steps instead of their RMSProp every step
+MINATAR_STEPS = 100_000
+DQN_MINATAR: dict[str, Any] = {
+    "hidden": [128],
+    "conv_channels": 16,
+    "buffer_size": 100_000,
+    "learning_starts": 5000,
+    "train_freq": 4,
+    "gradient_steps": 1,
+    "target_update": 1000,
+    "eps_start": 1.0,
+    "eps_end": 0.05,
+    "eps_fraction": 0.2,
+    "loss": "huber",
+    "eval_every": 5000,
+    "eval_episodes": EVAL_EPISODES,
+}
+MINATAR_VARIANTS: dict[str, dict[str, Any]] = {
+    "frame skip 1": {"frame_skip": 1},
+    "frame skip 4, rewards raw": {"frame_skip": 4},
+    "frame skip 4, rewards clipped to [-1, 1]": {"frame_skip": 4, "reward_clip": 1.0},
+}
+
+
+def part_minatar(seeds: list[int], quick: bool) -> dict[str, Any]:
+    """Our DQN on MinAtar Breakout with and without frame skip and reward clipping:
+    evaluation curves over the same environment-step budget, one PNG."""
+    steps = 3000 if quick else MINATAR_STEPS
+    curves: dict[str, list[list[tuple[int, float]]]] = {}
+    out: dict[str, Any] = {}
+    for name, change in MINATAR_VARIANTS.items():
+        params = {**DQN_MINATAR, **change}
+        if quick:
+            params.update(learning_starts=500, eval_every=1000)
+        curves[name], walls = [], []
+        for seed in seeds[:2]:
+            r = ours("dqn", "minatar_breakout", params, steps=steps, seed=seed, lr=1e-3,
+                     batch_size=32, threshold=None)  # fmt: skip
+            curves[name].append(r["curve"])
+            walls.append(r["wall_seconds"])
+            best = max(v for _, v in r["curve"])
+            print(f"minatar {name} seed {seed}: final eval {r['final_eval']}, best {best}, "
+                  f"{r['wall_seconds']:.0f} s", flush=True)  # fmt: skip
+        out[name] = {
+            "final": [c[-1][1] for c in curves[name]],
+            "best": [max(v for _, v in c) for c in curves[name]],
+            "wall_seconds": walls,
+            "curves": curves[name],
+        }
+    _plot_curves(
+        curves, OUT / ("rl_minatar_quick.png" if quick else "rl_minatar.png"),
+        title="DQN on MinAtar Breakout: frame skip and reward clipping", threshold=None,
+    )  # fmt: skip
+    return out
+
+
+def _plot_curves(
+    curves: dict[str, list[list[tuple[int, float]]]],
+    path: Any,
+    *,
+    title: str,
+    threshold: float | None,
+) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(7, 4.2), dpi=110)
-    styles = ["-", "--", "-.", ":"]  # "no target network" and "neither" lie on each other
+    styles = ["-", "--", "-.", ":"]  # in the ablation two curves lie on each other
     for i, (name, runs) in enumerate(curves.items()):
         steps = [s for s, _ in runs[0]]
         values = np.array([[v for _, v in c] for c in runs])
@@ -345,10 +438,11 @@ def _plot_ablation(curves: dict[str, list[list[tuple[int, float]]]], path: Any) 
             label=f"{name} (mean of {len(runs)} seeds)",
         )  # fmt: skip
         ax.fill_between(steps, values.min(0), values.max(0), alpha=0.15, color=line[0].get_color())
-    ax.axhline(SOLVED, color="grey", linestyle=":", linewidth=1)
+    if threshold is not None:
+        ax.axhline(threshold, color="grey", linestyle=":", linewidth=1)
     ax.set_xlabel("environment steps")
     ax.set_ylabel(f"greedy evaluation return ({EVAL_EPISODES} episodes)")
-    ax.set_title("DQN on CartPole-v1 without the notes' fixes")
+    ax.set_title(title)
     ax.legend(fontsize=8, loc="upper left")
     OUT.mkdir(exist_ok=True)
     fig.tight_layout()
@@ -359,34 +453,42 @@ def _plot_ablation(curves: dict[str, list[list[tuple[int, float]]]], path: Any) 
 def _side_by_side(
     title: str,
     run_ours: Callable[[int], dict[str, Any]],
-    run_sb3: Callable[[int], dict[str, Any]],
+    peers: dict[str, Callable[[int], dict[str, Any]]],
     seeds: list[int],
     quick: bool,
 ) -> dict[str, Any]:
-    # warm both (imports, first allocations, gymnasium registration) on an unreported seed
+    """Ours and each peer setting on every seed, interleaved; ``peers`` maps a setting's
+    name ("sb3": its default, "sb3_flush": denormals flushed as our worker trains) to its run.
+    The goal's ratio is against "sb3"."""
+    # warm every side (imports, first allocations, gymnasium registration) on an unreported
+    # seed
     run_ours(10_000)
-    run_sb3(10_000)
+    for run in peers.values():
+        run(10_000)
     rows: list[dict[str, Any]] = []
     for seed in seeds:
-        a, b = run_ours(seed), run_sb3(seed)
-        rows.append({"seed": seed, "ours": a, "sb3": b})
+        row: dict[str, Any] = {"seed": seed, "ours": run_ours(seed)}
+        for name, run in peers.items():
+            row[name] = run(seed)
+        rows.append(row)
         print(
-            f"{title} seed {seed}: ours {a['steps_to_solve']} steps {a['wall_seconds']:.1f} s "
-            f"(final eval {a['final_eval']}), SB3 {b['steps_to_solve']} steps "
-            f"{b['wall_seconds']:.1f} s (final eval {b['final_eval']})",
+            f"{title} seed {seed}: "
+            + ", ".join(
+                f"{side} {row[side]['steps_to_solve']} steps {row[side]['wall_seconds']:.1f} s "
+                f"(final eval {row[side]['final_eval']})"
+                for side in ["ours", *peers]
+            ),
             flush=True,
         )
     ours_wall = _median([r["ours"]["wall_seconds"] for r in rows])
-    sb3_wall = _median([r["sb3"]["wall_seconds"] for r in rows])
-    summary = {
-        "median_wall_ours": ours_wall,
-        "median_wall_sb3": sb3_wall,
-        "wall_ratio": ours_wall / sb3_wall,
-        "final_eval_ours": [r["ours"]["final_eval"] for r in rows],
-        "final_eval_sb3": [r["sb3"]["final_eval"] for r in rows],
-        "steps_ours": [r["ours"]["steps_to_solve"] for r in rows],
-        "steps_sb3": [r["sb3"]["steps_to_solve"] for r in rows],
-    }
+    summary: dict[str, Any] = {}
+    for side in ["ours", *peers]:
+        wall = _median([r[side]["wall_seconds"] for r in rows])
+        summary[f"median_wall_{side}"] = wall
+        summary[f"wall_ratio_{side}"] = ours_wall / wall
+        summary[f"final_eval_{side}"] = [r[side]["final_eval"] for r in rows]
+        summary[f"steps_{side}"] = [r[side]["steps_to_solve"] for r in rows]
+    summary["wall_ratio"] = summary["wall_ratio_sb3"]
     print(title, summary, flush=True)
     return {"rows": rows, "summary": summary}
 
@@ -394,8 +496,8 @@ def _side_by_side(
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument(
-        "--parts", nargs="+", default=["dqn", "ddpg", "reinforce", "ablation"],
-        choices=["dqn", "ddpg", "reinforce", "ablation"],
+        "--parts", nargs="+", default=["dqn", "ddpg", "reinforce", "ablation", "minatar"],
+        choices=["dqn", "ddpg", "reinforce", "ablation", "minatar"],
     )  # fmt: skip
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2, 3, 4])
     parser.add_argument("--quick", action="store_true", help="tiny budgets: a smoke run")
@@ -407,6 +509,7 @@ def main() -> None:
         "ddpg": part_ddpg,
         "reinforce": part_reinforce,
         "ablation": part_ablation,
+        "minatar": part_minatar,
     }
     result: dict[str, Any] = {"seeds": args.seeds, "quick": args.quick, "machine": machine()}
     for name in args.parts:
