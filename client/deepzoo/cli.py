@@ -49,8 +49,9 @@ keys_app = typer.Typer(
 )
 app.add_typer(keys_app, name="keys")
 
-out = Console(soft_wrap=True)
-err = Console(stderr=True, soft_wrap=True)
+# piped output is not cut at 80 columns (tables of job ids and metrics are wide)
+out = Console(width=None if sys.stdout.isatty() else 200)
+err = Console(stderr=True, width=None if sys.stderr.isatty() else 200)
 
 
 class State:
@@ -368,7 +369,7 @@ def _print_event(st: State, ev: Event) -> None:
     if st.json:
         print(json.dumps({"id": ev.id, "event": ev.kind, "data": ev.data}), flush=True)
     else:
-        out.print(f"{ev.id:>5} {ev.kind:<8} {json.dumps(ev.data)}", highlight=False)
+        out.print(f"{ev.id:>5} {ev.kind:<8} {json.dumps(ev.data)}", highlight=False, soft_wrap=True)
 
 
 @app.command()
@@ -401,8 +402,9 @@ def metrics(
     ] = "table",
     name: Annotated[str | None, typer.Option(help="only this metric")] = None,
 ) -> None:
-    """Every logged metric value: a table (one row a step, one column a metric), the
-    API's CSV (name,step,value,time) or JSON."""
+    """A job's logged metrics: a table (a row per metric: points, last step and value,
+    min, max; with --name that metric's curve, a row per step), the API's CSV
+    (name,step,value,time, every value) or JSON."""
     st = _state(ctx)
     if format == "csv":
         sys.stdout.write(st.client.metrics_csv(job_id, name=name))
@@ -412,13 +414,28 @@ def metrics(
         return _emit(
             [{"name": r.name, "step": r.step, "value": r.value, "time": r.time} for r in rows]
         )
-    names = sorted({r.name for r in rows})
-    by_step: dict[int, dict[str, float | None]] = {}
+    if name is not None:  # one metric: its curve, a row a step
+        table = Table("step", name)
+        for r in rows:
+            table.add_row(str(r.step), _fmt(r.value))
+        out.print(table)
+        return
+    by_name: dict[str, list[float | None]] = {}
+    steps: dict[str, int] = {}
     for r in rows:
-        by_step.setdefault(r.step, {})[r.name] = r.value
-    table = Table("step", *names)
-    for step in sorted(by_step):
-        table.add_row(str(step), *(_fmt(by_step[step].get(n)) for n in names))
+        by_name.setdefault(r.name, []).append(r.value)
+        steps[r.name] = r.step
+    table = Table("metric", "points", "last step", "last", "min", "max")
+    for n, values in by_name.items():
+        finite = [v for v in values if v is not None]
+        table.add_row(
+            n,
+            str(len(values)),
+            str(steps[n]),
+            _fmt(values[-1]),
+            _fmt(min(finite) if finite else None),
+            _fmt(max(finite) if finite else None),
+        )
     out.print(table)
 
 
