@@ -211,7 +211,7 @@ def follow_job(st: State, job: Job) -> Job:
         return st.client.job(job)
     bar = Progress(
         TextColumn("{task.description}"),
-        BarColumn(),
+        BarColumn(bar_width=30),
         TaskProgressColumn(),
         TimeElapsedColumn(),
         TextColumn("eta {task.fields[eta]}"),

@@ -266,3 +266,20 @@ def test_an_unreachable_api_is_a_transport_error() -> None:
     with deepzoo.Client("http://127.0.0.1:9", "k", retries=1, backoff=0.01) as c:
         with pytest.raises(deepzoo.TransportError, match=r"127\.0\.0\.1:9"):
             c.models()
+
+
+def test_the_python_examples_in_docs_client_md_run(
+    client_stack: Stack, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Every ```python block of docs/client.md, in order, in one namespace, against the
+    stack (the page's Client() finds it through DEEPZOO_URL and DEEPZOO_API_KEY)."""
+    text = (ROOT / "docs" / "client.md").read_text()
+    blocks = [b.split("```", 1)[0] for b in text.split("```python\n")[1:]]
+    assert len(blocks) >= 5
+    monkeypatch.setenv("DEEPZOO_URL", client_stack.url)
+    monkeypatch.setenv("DEEPZOO_API_KEY", ADMIN_KEY)
+    monkeypatch.chdir(ROOT)
+    namespace: dict[str, Any] = {}
+    for i, block in enumerate(blocks):
+        exec(compile(block, f"docs/client.md python block {i + 1}", "exec"), namespace)
+    namespace["dz"].close()
