@@ -9,6 +9,7 @@ traceback.
 from __future__ import annotations
 
 import json
+import os
 import sys
 import time
 from collections.abc import Iterator
@@ -62,7 +63,8 @@ class State:
     @property
     def client(self) -> Client:
         if self._client is None:
-            self._client = Client(self.url, self.key)
+            # fewer retries than the library's 5: a person waits for the answer
+            self._client = Client(self.url, self.key, retries=3)
         return self._client
 
 
@@ -659,6 +661,18 @@ def _errors() -> Iterator[None]:
     except KeyboardInterrupt:
         err.print("interrupted")
         sys.exit(130)
+    except OSError as exc:  # a file to read or write (-o, @inputs, --upload)
+        err.print(f"error: {exc}", markup=False, highlight=False)
+        sys.exit(2)
+    except Exception as exc:  # never a traceback, unless asked for
+        if os.environ.get("DEEPZOO_DEBUG"):
+            raise
+        err.print(
+            f"error: {type(exc).__name__}: {exc} (DEEPZOO_DEBUG=1 shows the traceback)",
+            markup=False,
+            highlight=False,
+        )
+        sys.exit(2)
 
 
 def main() -> None:

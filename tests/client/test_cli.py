@@ -153,6 +153,16 @@ def test_metrics_samples_plot_compare_show(
     done = deepzoo_cmd("--json", "predict", moons_job.id, "--inputs", "[[0.0, 0.5]]", url=url)
     assert done.returncode == 0, done.stderr
     assert len(json.loads(done.stdout)["probs"]) == 1
+    inputs = tmp_path / "inputs.json"
+    inputs.write_text("[[0.0, 0.5], [1.0, 0.0]]")
+    done = deepzoo_cmd("predict", moons_job.id, "--inputs", f"@{inputs}", url=url)
+    assert done.returncode == 0 and len(json.loads(done.stdout)["probs"]) == 2
+    done = deepzoo_cmd("log-prob", flow_job.id, "--inputs", "[[0.5, 0.25]]", url=url)
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout)["exact"] is True
+    done = deepzoo_cmd("samples", flow_job.id, "-o", str(tmp_path / "no" / "x.png"), url=url)
+    assert done.returncode == 2 and "No such file" in done.stderr
+    assert "Traceback" not in done.stderr
     done = deepzoo_cmd("logs", moons_job.id, url=url)
     assert done.returncode == 0 and "succeeded" in done.stdout.splitlines()[-1]
 
@@ -179,5 +189,10 @@ def test_lifecycle_and_keys(client_stack: Stack, tmp_path: Path) -> None:
     assert deepzoo_cmd("keys", "revoke", key["id"], url=url).returncode == 0
     done = deepzoo_cmd("--json", "datasets", url=url)
     assert any(d["id"] == "moons" for d in json.loads(done.stdout))
+    data = ROOT / "docs" / "examples" / "data.csv"
+    done = deepzoo_cmd("datasets", "--upload", str(data), "--target", "price", url=url)
+    assert done.returncode == 0 and "table" in done.stdout and "regression" in done.stdout
+    done = deepzoo_cmd("datasets", url=url)
+    assert "data" in done.stdout and "table" in done.stdout
     done = deepzoo_cmd("models", url=url)
     assert done.returncode == 0 and "mc_dropout" in done.stdout
