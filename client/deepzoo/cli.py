@@ -51,6 +51,8 @@ keys_app = typer.Typer(
 app.add_typer(keys_app, name="keys")
 
 # piped output is not cut at 80 columns (tables of job ids and metrics are wide)
+# a job's id (job_ and 16 hex digits), as every command taking one names it
+JobId = Annotated[str, typer.Argument(help="job id (job_…)", metavar="ID")]
 out = Console(width=None if sys.stdout.isatty() else 200)
 err = Console(stderr=True, width=None if sys.stderr.isatty() else 200)
 
@@ -260,7 +262,9 @@ def _finish(st: State, job: Job) -> None:
 @app.command()
 def submit(
     ctx: typer.Context,
-    spec: Annotated[str, typer.Argument(help="a JobSpec JSON file, or - for standard input")],
+    spec: Annotated[
+        str, typer.Argument(help="a JobSpec JSON file, or - for standard input", metavar="SPEC")
+    ],
     set_: Annotated[
         list[str] | None,
         typer.Option(
@@ -325,7 +329,7 @@ def jobs(
 
 
 @app.command()
-def show(ctx: typer.Context, job_id: Annotated[str, typer.Argument(help="job id")]) -> None:
+def show(ctx: typer.Context, job_id: JobId) -> None:
     """One job: status, progress, spec, latest metrics, error, provenance."""
     st = _state(ctx)
     job = st.client.job(job_id)
@@ -359,7 +363,7 @@ def show(ctx: typer.Context, job_id: Annotated[str, typer.Argument(help="job id"
 @app.command()
 def wait(
     ctx: typer.Context,
-    job_id: Annotated[str, typer.Argument(help="job id")],
+    job_id: JobId,
     timeout: Annotated[float | None, typer.Option(help="give up after this many seconds")] = None,
 ) -> None:
     """Wait for a job to finish; exit 1 if it failed or was cancelled."""
@@ -377,7 +381,7 @@ def _print_event(st: State, ev: Event) -> None:
 @app.command()
 def events(
     ctx: typer.Context,
-    job_id: Annotated[str, typer.Argument(help="job id")],
+    job_id: JobId,
     after: Annotated[int, typer.Option(help="start after this event id (Last-Event-ID)")] = 0,
 ) -> None:
     """The job's events (status, progress, metrics) from the start, until it ends."""
@@ -389,7 +393,7 @@ def events(
 @app.command("logs", help="Alias of events: the job's event stream until it ends.")
 def logs(
     ctx: typer.Context,
-    job_id: Annotated[str, typer.Argument(help="job id")],
+    job_id: JobId,
     after: Annotated[int, typer.Option(help="start after this event id (Last-Event-ID)")] = 0,
 ) -> None:
     events(ctx, job_id, after)
@@ -398,7 +402,7 @@ def logs(
 @app.command()
 def metrics(
     ctx: typer.Context,
-    job_id: Annotated[str, typer.Argument(help="job id")],
+    job_id: JobId,
     format: Annotated[
         str, typer.Option("--format", click_type=click.Choice(["table", "csv", "json"]))
     ] = "table",
@@ -442,7 +446,7 @@ def metrics(
 
 
 @app.command()
-def cancel(ctx: typer.Context, job_id: Annotated[str, typer.Argument(help="job id")]) -> None:
+def cancel(ctx: typer.Context, job_id: JobId) -> None:
     """Cancel a queued or running job (a running one keeps its checkpoint)."""
     st = _state(ctx)
     job = st.client.cancel(job_id)
@@ -452,7 +456,7 @@ def cancel(ctx: typer.Context, job_id: Annotated[str, typer.Argument(help="job i
 @app.command()
 def resume(
     ctx: typer.Context,
-    job_id: Annotated[str, typer.Argument(help="job id")],
+    job_id: JobId,
     epochs: Annotated[int | None, typer.Option(help="a new epoch budget")] = None,
     steps: Annotated[int | None, typer.Option(help="a new step budget (RL)")] = None,
     follow: Annotated[bool, typer.Option("--follow", "-f", help="follow it to the end")] = False,
@@ -468,7 +472,7 @@ def resume(
 @app.command()
 def clone(
     ctx: typer.Context,
-    job_id: Annotated[str, typer.Argument(help="job id")],
+    job_id: JobId,
     set_: Annotated[
         list[str] | None,
         typer.Option(
@@ -488,7 +492,7 @@ def clone(
 
 
 @app.command()
-def delete(ctx: typer.Context, job_id: Annotated[str, typer.Argument(help="job id")]) -> None:
+def delete(ctx: typer.Context, job_id: JobId) -> None:
     """Delete a finished job with its metrics, events and checkpoints."""
     _state(ctx).client.delete(job_id)
 
@@ -505,7 +509,7 @@ def _json_arg(text: str, what: str) -> Any:
 @app.command()
 def predict(
     ctx: typer.Context,
-    job_id: Annotated[str, typer.Argument(help="job id")],
+    job_id: JobId,
     inputs: Annotated[
         str,
         typer.Option(help='a JSON list of inputs, e.g. "[[0.0], [2.8]]", or @file.json'),
@@ -524,7 +528,7 @@ def predict(
 @app.command("log-prob")
 def log_prob(
     ctx: typer.Context,
-    job_id: Annotated[str, typer.Argument(help="job id")],
+    job_id: JobId,
     inputs: Annotated[str, typer.Option(help="a JSON list of inputs, or @file.json")],
     k: Annotated[int | None, typer.Option(help="importance samples (a bound)")] = None,
 ) -> None:
@@ -537,7 +541,7 @@ def log_prob(
 @app.command()
 def samples(
     ctx: typer.Context,
-    job_id: Annotated[str, typer.Argument(help="job id")],
+    job_id: JobId,
     n: Annotated[int, typer.Option("-n", help="how many samples")] = 16,
     output: Annotated[
         Path | None, typer.Option("-o", "--output", help="write the PNG grid here")
@@ -561,7 +565,7 @@ def samples(
 @app.command()
 def plot(
     ctx: typer.Context,
-    job_id: Annotated[str, typer.Argument(help="job id")],
+    job_id: JobId,
     output: Annotated[
         Path | None, typer.Option("-o", "--output", help="file to write (default: ID-NAME.png)")
     ] = None,
@@ -578,7 +582,7 @@ def plot(
 @app.command()
 def compare(
     ctx: typer.Context,
-    job_ids: Annotated[list[str], typer.Argument(help="two or more job ids")],
+    job_ids: Annotated[list[str], typer.Argument(help="two or more job ids", metavar="ID...")],
 ) -> None:
     """Jobs side by side: model, dataset, status and the final value of every metric."""
     st = _state(ctx)
@@ -622,7 +626,7 @@ def keys_list(ctx: typer.Context) -> None:
 @keys_app.command("create")
 def keys_create(
     ctx: typer.Context,
-    name: Annotated[str, typer.Argument(help="a label for the key")],
+    name: Annotated[str, typer.Argument(help="a label for the key", metavar="NAME")],
     admin: Annotated[bool, typer.Option(help="an admin key")] = False,
     owner: Annotated[str | None, typer.Option(help="share this owner's jobs and data")] = None,
 ) -> None:
@@ -633,7 +637,10 @@ def keys_create(
 
 
 @keys_app.command("revoke")
-def keys_revoke(ctx: typer.Context, key_id: Annotated[str, typer.Argument(help="key id")]) -> None:
+def keys_revoke(
+    ctx: typer.Context,
+    key_id: Annotated[str, typer.Argument(help="key id (key_…)", metavar="KEY_ID")],
+) -> None:
     """Revoke a key at once."""
     _state(ctx).client.keys.revoke(key_id)
 

@@ -9,6 +9,7 @@ jitter, a bounded number of times.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import time
 from collections.abc import AsyncIterator, Iterator
@@ -413,7 +414,7 @@ class Client(_Base):
         }
         out = self._run(core.samples(job, params))
         if array and isinstance(out, Samples):
-            out = Samples(**{**out.__dict__, "samples": _as_array(out.samples)})
+            out = dataclasses.replace(out, samples=_as_array(out.samples))
         return out
 
     def log_prob(
@@ -703,7 +704,7 @@ class AsyncClient(_Base):
         }
         out = await self._run(core.samples(job, params))
         if array and isinstance(out, Samples):
-            out = Samples(**{**out.__dict__, "samples": _as_array(out.samples)})
+            out = dataclasses.replace(out, samples=_as_array(out.samples))
         return out
 
     async def log_prob(
