@@ -12,10 +12,10 @@ DEFAULT_HOST, DEFAULT_PORT = "127.0.0.1", 8000  # what `make run` serves (app/de
 def resolve_url(url: str | None = None) -> str:
     """``url``, else ``DEEPZOO_URL``, else ``http://DEEPZOO_HOST:DEEPZOO_PORT`` (the
     server's own settings; a wildcard host means this machine), else make run's."""
+    url = url or os.environ.get("DEEPZOO_URL")
     if url:
-        return url.rstrip("/")
-    if os.environ.get("DEEPZOO_URL"):
-        return os.environ["DEEPZOO_URL"].rstrip("/")
+        url = url.rstrip("/")
+        return url if "://" in url else f"http://{url}"  # localhost:8000 is meant as HTTP
     host = os.environ.get("DEEPZOO_HOST") or DEFAULT_HOST
     if host in ("0.0.0.0", "::", "[::]"):
         host = DEFAULT_HOST

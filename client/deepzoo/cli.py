@@ -654,6 +654,13 @@ def report(exc: DeepZooError) -> None:
         err.print(f"error: {exc.status} {exc.title}: {exc.detail}", markup=False, highlight=False)
         for e in exc.errors:
             err.print(f"  field {e.get('path')}: {e.get('message')}", markup=False, highlight=False)
+        if exc.status == 401:
+            err.print(
+                "  give a key: --key, DEEPZOO_API_KEY, or run where `make run` wrote "
+                "var/admin.key (DEEPZOO_DATA_DIR)",
+                markup=False,
+                highlight=False,
+            )
     else:
         err.print(f"error: {exc}", markup=False, highlight=False)
 

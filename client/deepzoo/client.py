@@ -93,7 +93,8 @@ class _Base:
     def _transport_retry(self, call: Call, exc: httpx.TransportError, attempt: int) -> float:
         """The delay before resending after ``exc``, or raise when not safe or spent."""
         never_sent = isinstance(exc, httpx.ConnectError | httpx.ConnectTimeout)
-        if attempt >= self.retry.attempts or not (never_sent or call.idempotent):
+        hopeless = isinstance(exc, httpx.UnsupportedProtocol)  # a URL without http(s)://
+        if hopeless or attempt >= self.retry.attempts or not (never_sent or call.idempotent):
             raise TransportError(
                 f"{call.method} {self.url}{call.path}: {type(exc).__name__}: {exc}"
                 + (f" (after {attempt} retries)" if attempt else "")

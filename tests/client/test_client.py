@@ -257,6 +257,7 @@ def test_url_and_key_resolution(tmp_path: Path, monkeypatch: pytest.MonkeyPatch)
     c = deepzoo.Client("http://other:1", "dz_arg")
     assert (c.url, c.key) == ("http://other:1", "dz_arg")
     assert c.http.headers["Authorization"] == "Bearer dz_arg"
+    assert deepzoo.Client("localhost:8000/").url == "http://localhost:8000"
     monkeypatch.delenv("DEEPZOO_URL")
     monkeypatch.setenv("DEEPZOO_HOST", "0.0.0.0")
     monkeypatch.setenv("DEEPZOO_PORT", "8123")
