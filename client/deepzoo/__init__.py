@@ -6,7 +6,8 @@ line is :mod:`deepzoo.cli`. See docs/client.md.
 """
 
 from deepzoo._config import resolve_key, resolve_url
-from deepzoo.client import AsyncClient, Client
+from deepzoo.aio import AsyncClient
+from deepzoo.client import Client
 from deepzoo.errors import DeepZooError, ProblemError, TransportError, WaitTimeout
 from deepzoo.types import (
     TERMINAL,
