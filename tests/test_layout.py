@@ -133,3 +133,37 @@ def test_the_import_rule_sees_what_it_forbids() -> None:
     assert not _may_import("conftest") and not _may_import(".test_runner")
     assert _may_import("tests.support.jobs") and _may_import("tests.stack")
     assert not _may_import("tests.stacks") and _may_import("models.registry")
+
+
+CLIENT_IMPORTS = """
+import sys
+import deepzoo, deepzoo.cli
+service = sorted(m for m in sys.modules if m.split(".")[0] in ("app", "models", "workers", "torch"))
+print("\\n".join(service))
+"""
+
+
+def test_the_client_imports_nothing_of_the_service() -> None:
+    """client/ (``import deepzoo``, the ``deepzoo`` command) talks HTTP only: no app/,
+    models/ or workers/, no torch; it could be installed alone."""
+    files = sorted((ROOT / "client").rglob("*.py"))
+    assert len(files) > 3
+    forbidden = {"app", "models", "workers", "torch", "tests"}
+    offenders = {
+        str(p.relative_to(ROOT)): sorted(_imported_roots(p) & forbidden)
+        for p in files
+        if _imported_roots(p) & forbidden
+    }
+    assert offenders == {}
+    env = {**os.environ, "PYTHONPATH": str(ROOT / "client")}
+    done = subprocess.run(
+        [sys.executable, "-c", CLIENT_IMPORTS],
+        cwd=ROOT / "client",
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == [], f"the client imported: {done.stdout.split()}"

@@ -1,0 +1,5 @@
+"""``python -m deepzoo``: the ``deepzoo`` command."""
+
+from deepzoo.cli import main
+
+main()

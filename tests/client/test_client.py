@@ -1,0 +1,287 @@
+"""The Python client (client/deepzoo) against a real stack: submit, follow, wait, infer,
+metrics, lifecycle, problems, retries and a stream reconnecting after a real drop."""
+
+from __future__ import annotations
+
+import asyncio
+import email.utils
+import logging
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+import numpy as np
+import pytest
+
+import deepzoo
+from tests.stack import ADMIN_KEY, ROOT, Stack
+from tests.support.jobs import PNG_MAGIC
+from tests.support.proxy import CuttingProxy
+
+pytestmark = pytest.mark.e2e
+
+MOONS = {"model": "mlp", "dataset": "moons", "params": {"hidden": [8]}, "train": {"epochs": 2}}
+
+
+def _assert_whole_stream(events: list[deepzoo.Event]) -> None:
+    """Ids 1..N once each, queued first, the terminal status last."""
+    assert [e.id for e in events] == list(range(1, len(events) + 1))
+    assert events[0].kind == "status" and events[0].data["status"] == "queued"
+    assert events[-1].terminal and events[-1].data["status"] == "succeeded"
+
+
+def test_submit_follow_wait_predict_and_metrics(dz: deepzoo.Client) -> None:
+    job = dz.submit(MOONS)
+    assert isinstance(job, deepzoo.Job) and job.status == "queued" and job.spec["train"]
+    events = list(dz.follow(job))
+    _assert_whole_stream(events)
+    assert {"status", "progress", "metrics"} <= {e.kind for e in events}
+    done = dz.wait(job, timeout=60)
+    assert done.status == "succeeded" and done.done and done.progress.fraction == 1.0
+    assert done.finished_at is not None and done.checkpoint
+
+    pred = dz.predict(job, [[0.0, 0.5], [1.0, -0.5]])
+    assert pred.task == "classification" and len(pred.probs) == 2
+    assert np.allclose(np.sum(pred.probs, axis=1), 1.0)
+
+    rows = dz.metrics(job)
+    assert rows and all(isinstance(r, deepzoo.MetricRow) for r in rows)
+    names = {r.name for r in rows}
+    arrays = dz.metrics(job, array=True)
+    assert set(arrays) == names
+    loss = dz.metrics(job, name="train_loss", array=True)
+    assert loss.shape == (2, 2) and list(loss[:, 0]) == [1, 2]  # (step, value) per epoch
+    assert dz.metrics_csv(job).startswith("name,step,value,time")
+    assert [c.step for c in dz.checkpoints(job)]
+    assert any(j.id == job.id for j in dz.jobs(model="mlp", limit=200))
+    assert all(j.status == "succeeded" for j in dz.jobs(status="succeeded"))
+
+
+def test_samples_log_prob_and_pictures(
+    dz: deepzoo.Client, flow_job: deepzoo.Job, moons_job: deepzoo.Job
+) -> None:
+    png = dz.samples(flow_job, 64, format="png")
+    assert png.startswith(PNG_MAGIC)
+    s = dz.samples(flow_job, 5, seed=3, array=True)
+    assert s.samples.shape == (5, 2) and s.seed == 3
+    assert dz.samples(flow_job, 5, seed=3).samples == s.samples.tolist()  # same seed
+    lp = dz.log_prob(flow_job, s.samples.tolist()[:2])
+    assert lp.exact and len(lp.log_prob) == 2
+    name, data = dz.picture(flow_job)
+    assert name == "samples.png" and data.startswith(PNG_MAGIC)
+    # a 2-D classifier has no 1-D uncertainty plot (409): its reliability diagram
+    name, data = dz.picture(moons_job)
+    assert name == "reliability.png" and data.startswith(PNG_MAGIC)
+    # the escape hatch: any route, JSON back as values
+    cal = dz.get(f"/v1/jobs/{moons_job.id}/calibration")
+    assert cal["task"] == "classification"
+
+
+def test_a_422_is_one_problem_error_naming_the_field(dz: deepzoo.Client) -> None:
+    with pytest.raises(deepzoo.ProblemError) as err:
+        dz.submit({**MOONS, "params": {"hidden": [0]}})
+    e = err.value
+    assert e.status == 422 and e.title and e.detail and e.type
+    assert "params.hidden[0]" in e.fields and e.errors[0]["message"]
+    with pytest.raises(deepzoo.ProblemError) as err:
+        dz.job("job_doesnotexist")
+    assert err.value.status == 404
+    with pytest.raises(deepzoo.ProblemError) as err:  # a classifier cannot sample: 409
+        dz.samples(dz.jobs(model="mlp", limit=1)[0], 4)
+    assert err.value.status in (404, 409)
+
+
+def test_cancel_resume_clone_delete(dz: deepzoo.Client) -> None:
+    long = dz.submit({**MOONS, "train": {"epochs": 5000}, "name": "long"})
+    assert dz.cancel(long).status in ("cancelled", "running")
+    assert dz.wait(long, timeout=60).status == "cancelled"
+    resumed = dz.resume(long, epochs=6000)
+    assert resumed.status in ("queued", "running")
+    dz.cancel(long)
+    assert dz.wait(long, timeout=60).status == "cancelled"
+    copy = dz.clone(long, train={"epochs": 1}, name="short copy")
+    assert copy.id != long.id and copy.provenance["cloned_from"] == long.id
+    assert copy.spec["train"]["epochs"] == 1 and copy.name == "short copy"
+    assert dz.wait(copy, timeout=120).status == "succeeded"
+    dz.delete(copy)
+    with pytest.raises(deepzoo.ProblemError) as err:
+        dz.job(copy)
+    assert err.value.status == 404
+
+
+def test_follow_reconnects_with_last_event_id(
+    client_stack: Stack, dz: deepzoo.Client, moons_job: deepzoo.Job
+) -> None:
+    """The proxy cuts the stream twice mid-way; the client resumes after the last event
+    it saw: the same events as an unbroken stream, none lost or repeated."""
+    whole = list(dz.follow(moons_job))
+    _assert_whole_stream(whole)
+    with CuttingProxy(client_stack.port, cut_after=700, cuts=2) as proxy:
+        with deepzoo.Client(proxy.url, ADMIN_KEY) as via:
+            got = list(via.follow(moons_job))
+    assert got == whole
+    assert len(proxy.requests) == 3  # two cut, then one to the end
+    resumed = [r for r in proxy.requests[1:] if b"last-event-id:" in r.lower()]
+    assert len(resumed) == 2
+    assert not any(b"last-event-id: 0" in r.lower() for r in resumed)
+    # starting after an id gets exactly the rest
+    assert list(dz.follow(moons_job, last_event_id=3)) == whole[3:]
+
+
+def test_real_rate_limit_retry_honours_retry_after(
+    client_stack: Stack,
+    dz: deepzoo.Client,
+    moons_job: deepzoo.Job,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """The API's inference limit (1/s, bursts of 10 in this stack) answers 429 with
+    Retry-After; a client without retries raises it, one with retries waits and succeeds."""
+    admin = next(k for k in dz.keys() if k.prefix == ADMIN_KEY[:8])
+    key = dz.keys.create("rate test", owner=admin.owner)  # its own bucket, the admin's jobs
+    assert key.key
+    inputs = [[0.0, 0.0]]
+    with deepzoo.Client(client_stack.url, key.key, retries=0) as strict:
+        with pytest.raises(deepzoo.ProblemError) as err:
+            for _ in range(40):
+                strict.predict(moons_job, inputs)
+    assert err.value.status == 429 and err.value.retry_after and err.value.retry_after >= 1
+    caplog.set_level(logging.INFO, logger="deepzoo.client")
+    with deepzoo.Client(client_stack.url, key.key) as patient:
+        t0 = time.monotonic()
+        for _ in range(3):
+            assert patient.predict(moons_job, inputs).probs
+        waited = time.monotonic() - t0
+    retries = [r for r in caplog.records if "429" in r.getMessage()]
+    assert retries and "Retry-After 1" in retries[0].getMessage()
+    assert waited >= 0.9  # at least one Retry-After honoured
+    dz.keys.revoke(key.id)
+
+
+def _scripted(answers: list[Any], seen: list[httpx.Request]) -> httpx.MockTransport:
+    """A transport answering from a script: only the 429/503 sequencing is staged here."""
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        seen.append(request)
+        answer = answers.pop(0)
+        if isinstance(answer, Exception):
+            raise answer
+        return answer
+
+    return httpx.MockTransport(handler)
+
+
+def _problem(status: int, retry_after: str | None = None) -> httpx.Response:
+    headers = {"Retry-After": retry_after} if retry_after is not None else {}
+    body = {"type": "about:blank", "title": "Busy", "status": status, "detail": "try later"}
+    return httpx.Response(status, json=body, headers=headers)
+
+
+def test_retry_sequencing_backoff_and_idempotency() -> None:
+    seen: list[httpx.Request] = []
+    # an HTTP date 1 to 2 s away (it has whole seconds)
+    date = email.utils.formatdate(time.time() + 2, usegmt=True)
+    job = {"id": "job_x", "model": "mlp", "dataset": "moons", "status": "queued"}
+    answers: list[Any] = [
+        _problem(503, date),
+        httpx.ConnectError("refused"),
+        _problem(429, "0"),
+        httpx.Response(201, json=job),
+    ]
+    with deepzoo.Client(
+        "http://dz.test", "k", backoff=0.01, transport=_scripted(answers, seen)
+    ) as c:
+        t0 = time.monotonic()
+        assert c.submit({"model": "mlp"}).id == "job_x"
+        assert time.monotonic() - t0 >= 0.9  # the HTTP date was honoured
+    assert len(seen) == 4
+    assert len({r.headers["Idempotency-Key"] for r in seen}) == 1  # one key: one job
+
+    # bounded: the last 429 is raised, with its Retry-After
+    answers = [_problem(429, "0")] * 3
+    with deepzoo.Client("http://dz.test", "k", retries=2, transport=_scripted(answers, [])) as c:
+        with pytest.raises(deepzoo.ProblemError) as err:
+            c.job("job_x")
+    assert err.value.status == 429 and err.value.retry_after == 0
+    # a connection broken mid-request: a read is resent, a clone (not idempotent) is not
+    answers = [httpx.ReadError("reset"), httpx.Response(200, json=job)]
+    with deepzoo.Client("http://dz.test", "k", backoff=0.01, transport=_scripted(answers, [])) as c:
+        assert c.job("job_x").id == "job_x"
+    answers = [httpx.ReadError("reset"), httpx.Response(201, json=job)]
+    with deepzoo.Client("http://dz.test", "k", backoff=0.01, transport=_scripted(answers, [])) as c:
+        with pytest.raises(deepzoo.TransportError, match="clone"):
+            c.clone("job_x")
+
+
+def test_async_client_has_the_same_methods(client_stack: Stack, moons_job: deepzoo.Job) -> None:
+    sync_methods = {m for m in dir(deepzoo.Client) if not m.startswith("_")}
+    assert sync_methods <= {m for m in dir(deepzoo.AsyncClient) if not m.startswith("_")}
+
+    async def run() -> tuple[list[deepzoo.Event], deepzoo.Job, list[str]]:
+        async with deepzoo.AsyncClient(client_stack.url, ADMIN_KEY) as c:
+            events = [e async for e in c.follow(moons_job)]
+            job = await c.wait(moons_job.id, timeout=10)
+            names = [m.name for m in await c.models()]
+            with pytest.raises(deepzoo.ProblemError) as err:
+                await c.submit({"model": "mlp", "dataset": "nope"})
+            assert err.value.status == 422 and "dataset" in err.value.fields
+            return events, job, names
+
+    events, job, names = asyncio.run(run())
+    _assert_whole_stream(events)
+    assert job.status == "succeeded" and "mlp" in names
+
+
+def test_datasets_and_upload(dz: deepzoo.Client) -> None:
+    assert any(d.id == "moons" and d.kind == "builtin" for d in dz.datasets())
+    ds = dz.datasets.upload(ROOT / "docs/examples/data.csv", "houses", target="price")
+    assert ds.kind == "table" and ds.task == "regression" and ds.shape == [500, 3]
+    assert dz.datasets.get(ds.id).name == "houses"
+    with pytest.raises(deepzoo.ProblemError) as err:
+        dz.datasets.upload(b"a,b\n1,2\n", "tiny", target="b")
+    assert err.value.status == 422 and "file" in err.value.fields
+    dz.datasets.delete(ds.id)
+
+
+def test_url_and_key_resolution(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    for var in ("DEEPZOO_URL", "DEEPZOO_API_KEY", "DEEPZOO_HOST", "DEEPZOO_PORT"):
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.setenv("DEEPZOO_DATA_DIR", str(tmp_path))
+    (tmp_path / "admin.key").write_text("dz_from_file\n")
+    c = deepzoo.Client()
+    assert c.url == "http://127.0.0.1:8000" and c.key == "dz_from_file"
+    monkeypatch.setenv("DEEPZOO_API_KEY", "dz_from_env")
+    monkeypatch.setenv("DEEPZOO_URL", "http://api.example:9000/")
+    c = deepzoo.Client()
+    assert c.url == "http://api.example:9000" and c.key == "dz_from_env"
+    c = deepzoo.Client("http://other:1", "dz_arg")
+    assert (c.url, c.key) == ("http://other:1", "dz_arg")
+    assert c.http.headers["Authorization"] == "Bearer dz_arg"
+    assert deepzoo.Client("localhost:8000/").url == "http://localhost:8000"
+    monkeypatch.delenv("DEEPZOO_URL")
+    monkeypatch.setenv("DEEPZOO_HOST", "0.0.0.0")
+    monkeypatch.setenv("DEEPZOO_PORT", "8123")
+    assert deepzoo.Client().url == "http://127.0.0.1:8123"
+
+
+def test_an_unreachable_api_is_a_transport_error() -> None:
+    with deepzoo.Client("http://127.0.0.1:9", "k", retries=1, backoff=0.01) as c:
+        with pytest.raises(deepzoo.TransportError, match=r"127\.0\.0\.1:9"):
+            c.models()
+
+
+def test_the_python_examples_in_docs_client_md_run(
+    client_stack: Stack, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Every ```python block of docs/client.md, in order, in one namespace, against the
+    stack (the page's Client() finds it through DEEPZOO_URL and DEEPZOO_API_KEY)."""
+    text = (ROOT / "docs" / "client.md").read_text()
+    blocks = [b.split("```", 1)[0] for b in text.split("```python\n")[1:]]
+    assert len(blocks) >= 5
+    monkeypatch.setenv("DEEPZOO_URL", client_stack.url)
+    monkeypatch.setenv("DEEPZOO_API_KEY", ADMIN_KEY)
+    monkeypatch.chdir(ROOT)
+    namespace: dict[str, Any] = {}
+    for i, block in enumerate(blocks):
+        exec(compile(block, f"docs/client.md python block {i + 1}", "exec"), namespace)
+    namespace["dz"].close()
