@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import httpx
 import pytest
 
 from tests.stack import ADMIN_KEY, Stack
@@ -23,9 +24,9 @@ FLOW = {
 XSS = '<img src=x onerror="window.pwned=1"><script>window.pwned=1</script>'
 
 
-def sign_in(page: Any, stack: Stack, path: str = "/") -> None:
+def sign_in(page: Any, stack: Stack, path: str = "/", key: str = ADMIN_KEY) -> None:
     page.goto(stack.url + path)
-    page.fill("#key", ADMIN_KEY)
+    page.fill("#key", key)
     page.click("form.signin button[type=submit]")
     page.wait_for_selector("#nav:not([hidden])")
 
@@ -141,6 +142,25 @@ def test_cancel_a_running_job(page: Any, stack: Stack) -> None:
     page.click(".actions button:text('Delete')")
     page.wait_for_selector("h1:text('Jobs')")
     assert stack.client.get(f"/v1/jobs/{job['id']}").status_code == 404
+
+
+def test_another_owners_jobs_are_not_shown(
+    page: Any, stack: Stack, done_jobs: list[dict[str, Any]]
+) -> None:
+    created = stack.client.post("/v1/keys", json={"name": "someone else"})
+    assert created.status_code == 201, created.text
+    key = created.json()["key"]
+    theirs = httpx.post(
+        f"{stack.url}/v1/jobs",
+        json={**FLOW, "train": {**FLOW["train"], "epochs": 1}},
+        headers={"Authorization": f"Bearer {key}"},
+    )
+    assert theirs.status_code == 201, theirs.text
+    sign_in(page, stack, key=key)
+    page.wait_for_selector(f"tr[data-job='{theirs.json()['id']}']")
+    assert page.locator("tr[data-job]").count() == 1
+    page.goto(f"{stack.url}/#/jobs/{done_jobs[0]['id']}")
+    assert "Not Found" in page.wait_for_selector("main .alert").inner_text()
 
 
 def test_a_phone_has_no_horizontal_scroll(

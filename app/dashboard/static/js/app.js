@@ -137,13 +137,13 @@ async function jobsView(signal) {
     const pick = h("input", { type: "checkbox", "aria-label": `select ${jobLabel(job)}` });
     pick.addEventListener("change", () => { compare.disabled = selected().length < 2; });
     const status = h("td", { class: "status" });
-    const prog = h("td", {}, progressBar(job.progress));
+    const prog = h("td", { class: "prog" }, progressBar(job.progress));
     const tr = h("tr", { "data-job": job.id },
       h("td", { class: "pick" }, pick),
-      h("td", {}, h("a", { href: jobHref(job.id) }, jobLabel(job)),
-        job.name ? h("div", { class: "muted" }, job.id) : null),
-      h("td", {}, job.model), h("td", { class: "wrap" }, job.dataset), status, prog,
-      h("td", { class: "muted" }, fmtTime(job.created_at)));
+      h("td", { class: "job" }, h("a", { href: jobHref(job.id) }, jobLabel(job)),
+        job.name ? h("div", { class: "muted mono" }, job.id) : null),
+      h("td", { class: "model" }, job.model), h("td", { class: "dataset wrap" }, job.dataset),
+      status, prog, h("td", { class: "created muted" }, fmtTime(job.created_at)));
     const r = { id: job.id, tr, pick, status, prog, job };
     rows.set(job.id, r);
     return r;
@@ -252,7 +252,7 @@ async function jobView(id, signal) {
   const pictures = h("div", { class: "pictures" });
   const checkpoints = h("div", { class: "table-wrap" });
   const events = h("ol", { class: "events", reversed: true });
-  const latest = h("dl", { class: "kv" });
+  const latest = h("dl", { class: "latest" });
   const series = new Map();  // name -> Map(step -> value)
   const shown = new Set();
   let touched = false;  // the user chose metrics: new ones are then not shown unasked
@@ -295,8 +295,8 @@ async function jobView(id, signal) {
   }
 
   function drawLatest() {
-    latest.replaceChildren(...Object.entries(job.metrics || {}).flatMap(([k, v]) =>
-      [h("dt", {}, k), h("dd", {}, fmtNumber(v))]));
+    latest.replaceChildren(...Object.entries(job.metrics || {}).map(([k, v]) =>
+      h("div", {}, h("dt", {}, k), h("dd", {}, fmtNumber(v)))));
   }
 
   let pending = false;
@@ -373,13 +373,15 @@ async function jobView(id, signal) {
     h("p", { class: "sub" }, h("span", { class: "mono" }, job.id), " · ", job.model, " on ",
       job.dataset, " · ", statusBox, " ", prog),
     errorBox, actions, message,
-    section("Metrics", latest, metricPicks, charts),
-    section("Pictures", pictures),
-    section("Spec", h("pre", { class: "spec" }, JSON.stringify(job.spec, null, 2))),
-    section("Provenance", h("dl", { class: "kv" }, Object.entries(job.provenance || {}).flatMap(
-      ([k, v]) => [h("dt", {}, k), h("dd", { class: "wrap" }, typeof v === "string" ? v : JSON.stringify(v))]))),
-    section("Checkpoints", checkpoints),
-    section("Events", events));
+    h("div", { class: "job-grid" },
+      section("Metrics", latest, metricPicks, charts),
+      section("Pictures", pictures),
+      section("Spec", h("pre", { class: "spec" }, JSON.stringify(job.spec, null, 2))),
+      h("div", {},
+        section("Provenance", h("dl", { class: "kv" }, Object.entries(job.provenance || {}).flatMap(
+          ([k, v]) => [h("dt", {}, k), h("dd", { class: "wrap" }, typeof v === "string" ? v : JSON.stringify(v))]))),
+        section("Checkpoints", checkpoints),
+        section("Events", events))));
   if (job.tags && Object.keys(job.tags).length) {
     main.querySelector(".sub").append(" · tags: ", Object.entries(job.tags).map(([k, v]) => `${k}=${v}`).join(", "));
   }
@@ -443,7 +445,7 @@ async function submitView(signal) {
 
   function build() {
     const m = cat.find((x) => x.name === modelSelect.value);
-    describe.textContent = `${m.description} Can: ${m.capabilities.join(", ")}.`;
+    describe.textContent = `${m.description} · answers: ${m.capabilities.join(", ")}`;
     schemaForm = new SchemaForm();
     const datasets = [...m.datasets];
     if (m.capabilities.includes("predict")) datasets.push(...uploads.map((u) => u.id));
@@ -527,7 +529,7 @@ async function compareView(signal) {
   const common = names.filter((n) => runs.every((r) => r.series.has(n)));
   const pick = h("select", { id: "metric" }, names.map((n) => h("option", { value: n }, n)));
   pick.value = common.find((n) => /val/.test(n)) ?? common[0] ?? names[0] ?? "";
-  const chartBox = h("div", { class: "charts" });
+  const chartBox = h("div", { class: "charts wide" });
   const draw = () => {
     const name = pick.value;
     chartBox.replaceChildren(name ? lineChart(runs.filter((r) => r.series.has(name)).map((r) => ({

@@ -46,7 +46,8 @@ export function fmtNumber(v) {
   if (typeof v !== "number") return String(v);
   if (Number.isInteger(v)) return String(v);
   const a = Math.abs(v);
-  return a !== 0 && (a < 1e-3 || a >= 1e5) ? v.toExponential(3) : v.toPrecision(4);
+  // 4 significant digits, trailing zeros dropped (0.4, not 0.4000)
+  return a !== 0 && (a < 1e-3 || a >= 1e5) ? v.toExponential(3) : String(Number(v.toPrecision(4)));
 }
 
 export function fmtTime(iso) {

@@ -99,6 +99,7 @@ export class SchemaForm {
       if ((def === undefined || nullable) && !sch.required) opts.unshift(h("option", { value: "" }, "(default)"));
       input = h("select", { id }, opts);
       input.value = def === undefined || def === null ? "" : JSON.stringify(def);
+      if (input.selectedIndex < 0) input.selectedIndex = 0;
       read = () => (input.value === "" ? undefined : JSON.parse(input.value));
     } else if (kind === "boolean") {
       input = h("input", { id, type: "checkbox" });
