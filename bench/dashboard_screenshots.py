@@ -2,7 +2,7 @@
 (SQLite, the embedded Redis, one worker) trains a few tiny jobs, and Debian's chromium
 photographs each page at 1280×800 (and the jobs list at a phone's 390×844).
 
-    python -m scripts.dashboard_screenshots [--out docs/img]
+    python -m bench.dashboard_screenshots [--out docs/img]
 """
 
 from __future__ import annotations
