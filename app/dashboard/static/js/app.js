@@ -24,9 +24,15 @@ function badge(status) {
   return h("span", { class: `badge status-${status}`, "data-status": status }, status);
 }
 
+function duration(seconds) {
+  if (seconds < 90) return `${Math.ceil(seconds)} s`;
+  if (seconds < 90 * 60) return `${Math.round(seconds / 60)} min`;
+  return `${(seconds / 3600).toFixed(1)} h`;
+}
+
 function progressOf(p) {
   const pct = Math.round((p?.fraction ?? 0) * 100);
-  const eta = p?.eta_seconds != null && pct < 100 ? `, ETA ${Math.ceil(p.eta_seconds)} s` : "";
+  const eta = p?.eta_seconds != null && pct < 100 ? `, ETA ${duration(p.eta_seconds)}` : "";
   return { pct, text: `${pct} % (${p?.step ?? 0} / ${p?.total ?? "?"}${eta})` };
 }
 
@@ -116,6 +122,9 @@ async function jobsView(signal) {
   const compare = h("button", { type: "button", id: "compare", disabled: true }, "Compare selected");
   const tbody = h("tbody");
   const note = h("div", { "aria-live": "polite" });
+  let limit = 50;
+  const more = h("button", { type: "button", id: "more", hidden: true }, "Show more");
+  more.addEventListener("click", () => { limit = Math.min(limit + 50, 200); refresh(); });
   const table = h("div", { class: "table-wrap" }, h("table", { class: "jobs" },
     h("caption", { class: "sr-only" }, "Your jobs, newest first"),
     h("thead", {}, h("tr", {}, ["", "Job", "Model", "Dataset", "Status", "Progress",
@@ -131,7 +140,7 @@ async function jobsView(signal) {
     h("div", { class: "toolbar" },
       h("label", { for: "status-filter" }, "Status "), statusFilter, compare,
       h("a", { class: "button", href: "#/submit" }, "Submit a job")),
-    note, table);
+    note, table, more);
 
   function row(job) {
     const pick = h("input", { type: "checkbox", "aria-label": `select ${jobLabel(job)}` });
@@ -174,11 +183,12 @@ async function jobsView(signal) {
     const q = statusFilter.value ? `&status=${statusFilter.value}` : "";
     let list;
     try {
-      list = await api(`/v1/jobs?limit=50${q}`, { signal });
+      list = await api(`/v1/jobs?limit=${limit}${q}`, { signal });
     } catch (err) {
       if (!signal.aborted) note.replaceChildren(failure(err) ?? "");
       return;
     }
+    more.hidden = !list.next_cursor || limit >= 200;
     note.replaceChildren(list.items.length ? "" : h("p", {}, "No jobs yet. ",
       h("a", { href: "#/submit" }, "Submit one"), "."));
     const order = list.items.map((job) => {
@@ -465,6 +475,8 @@ async function submitView(signal) {
       dsField,
       schemaForm.field("name", "name", { kind: "string", schema: { maxLength: 200,
         description: "a label for the job (optional)" } }),
+      schemaForm.field("tags", "tags", { kind: "json", schema: {
+        description: 'labels as a JSON object of strings, e.g. {"team": "a"} (optional)' } }),
       schemaForm.section(m.params_schema, m.params_schema, "params", { legend: "params" }),
       schemaForm.section(openapi, schemas.OptimizerSpec, "optimizer", { legend: "optimizer" }),
       schemaForm.section(openapi, schemas.TrainSpec, "train", { legend: "train",
