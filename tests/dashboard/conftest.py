@@ -75,6 +75,9 @@ def page(
     pg.on("console", lambda m: console.append(f"{m.type}: {m.text}"))
     pg.on("pageerror", lambda e: console.append(f"pageerror: {e}"))
     pg.console_messages = console
+    requests: list[str] = []
+    pg.on("request", lambda r: requests.append(r.url))
+    pg.requested = requests
     try:
         yield pg
     finally:

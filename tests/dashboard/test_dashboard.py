@@ -119,6 +119,16 @@ def test_job_page_spec_curve_and_picture(
     assert not [
         m for m in page.console_messages if "Content Security Policy" in m or "pageerror" in m
     ]
+    # every request went to this server (the key with it), pictures came as blobs
+    assert not [u for u in page.requested if not u.startswith((stack.url, "blob:"))]
+    refused = page.evaluate(
+        """async () => {
+            const api = await import('/dashboard/js/api.js');
+            try { await api.api('//elsewhere.example/v1/jobs'); return 'sent'; }
+            catch (e) { return e.message; }
+        }"""
+    )
+    assert "not a path of this origin" in refused
     page.click(".actions button:text('Clone')")
     page.wait_for_url(lambda url: "/#/jobs/job_" in url and job["id"] not in url)
     copy = stack.job(page.url.rsplit("/", 1)[1])

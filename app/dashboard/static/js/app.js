@@ -106,7 +106,8 @@ function signIn(message) {
 document.getElementById("signout").addEventListener("click", () => {
   forgetKey();
   catalog = null;
-  location.hash = "#/signin";
+  if (location.hash === "#/signin") route();
+  else location.hash = "#/signin";
 });
 
 // ---------------------------------------------------------------- jobs list

@@ -37,7 +37,11 @@ function classify(root, prop) {
   }
   if (sch.enum) return { kind: "enum", schema: sch, nullable, options: sch.enum };
   if (sch.const !== undefined) return { kind: "enum", schema: sch, nullable, options: [sch.const] };
-  if (sch.type === "boolean") return { kind: "boolean", schema: sch, nullable };
+  if (sch.type === "boolean") {
+    // true / false / null (the family decides): three choices, not a checkbox
+    return nullable ? { kind: "enum", schema: sch, nullable, options: [true, false] }
+      : { kind: "boolean", schema: sch, nullable };
+  }
   if (sch.type === "integer" || sch.type === "number") return { kind: "number", schema: sch, nullable };
   if (sch.type === "string") return { kind: "string", schema: sch, nullable };
   if (sch.type === "array") {
