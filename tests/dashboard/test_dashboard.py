@@ -100,6 +100,30 @@ def test_submit_form_from_the_schema(page: Any, stack: Stack) -> None:
     assert spec["train"]["epochs"] == 1 and spec["dataset"] == "moons"
 
 
+def test_an_untouched_form_sends_only_the_model_and_dataset(page: Any, stack: Stack) -> None:
+    """Every family's form starts at its schema's defaults: left alone, it sends nothing
+    but the model and its first dataset (the server fills in the rest)."""
+    sent: list[Any] = []
+
+    def capture(route: Any) -> None:
+        if route.request.method != "POST":
+            route.continue_()
+            return
+        sent.append(route.request.post_data_json)
+        route.abort()
+
+    page.route("**/v1/jobs", capture)
+    sign_in(page, stack, "/#/submit")
+    catalog = stack.client.get("/v1/models").json()
+    for model in catalog:
+        page.select_option("#model", model["name"])
+        page.click("form.submit button[type=submit]")
+        page.wait_for_selector("#form-status .alert")
+        assert sent[-1] == {"model": model["name"], "dataset": model["datasets"][0]}, model["name"]
+    assert len(sent) == len(catalog)
+    assert not [m for m in page.console_messages if "pageerror" in m]
+
+
 def test_job_page_spec_curve_and_picture(
     page: Any, stack: Stack, done_jobs: list[dict[str, Any]]
 ) -> None:
