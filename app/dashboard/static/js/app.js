@@ -190,8 +190,9 @@ async function jobsView(signal) {
       return;
     }
     more.hidden = !list.next_cursor || limit >= 200;
-    note.replaceChildren(list.items.length ? "" : h("p", {}, "No jobs yet. ",
-      h("a", { href: "#/submit" }, "Submit one"), "."));
+    const none = statusFilter.value ? h("p", {}, `No ${statusFilter.value} jobs.`)
+      : h("p", {}, "No jobs yet. ", h("a", { href: "#/submit" }, "Submit one"), ".");
+    note.replaceChildren(list.items.length ? "" : none);
     const order = list.items.map((job) => {
       const r = rows.get(job.id) ?? row(job);
       if (!live.has(job.id)) update(r, job);
