@@ -474,11 +474,11 @@ async function submitView(signal) {
     const trainPlaceholders = { epochs: m.default_steps ? "" : `default ${m.default_epochs}`,
       steps: m.default_steps ? `default ${m.default_steps}` : "" };
     holder.replaceChildren(
-      dsField,
-      schemaForm.field("name", "name", { kind: "string", schema: { maxLength: 200,
-        description: "a label for the job (optional)" } }),
-      schemaForm.field("tags", "tags", { kind: "json", schema: {
-        description: 'labels as a JSON object of strings, e.g. {"team": "a"} (optional)' } }),
+      h("fieldset", { class: "section" }, h("legend", {}, "job"), dsField,
+        schemaForm.field("name", "name", { kind: "string", schema: { maxLength: 200,
+          description: "a label for the job (optional)" } }),
+        schemaForm.field("tags", "tags", { kind: "json", schema: {
+          description: 'labels as a JSON object of strings, e.g. {"team": "a"} (optional)' } })),
       schemaForm.section(m.params_schema, m.params_schema, "params", { legend: "params" }),
       schemaForm.section(openapi, schemas.OptimizerSpec, "optimizer", { legend: "optimizer" }),
       schemaForm.section(openapi, schemas.TrainSpec, "train", { legend: "train",
