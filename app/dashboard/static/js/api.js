@@ -16,12 +16,16 @@ export class ApiError extends Error {
   }
 }
 
+// where the API's "/" is: the page is served there, so behind a proxy that mounts the API
+// under a prefix (uvicorn --root-path /deepzoo) the calls carry the same prefix
+const BASE = new URL(".", location.href).pathname.replace(/\/$/, "");
+
 /** Only paths of this origin: the key never goes anywhere else. */
 function own(path) {
   if (typeof path !== "string" || !path.startsWith("/") || path.startsWith("//")) {
     throw new Error(`not a path of this origin: ${path}`);
   }
-  return path;
+  return BASE + path;
 }
 
 function headers(extra) {
