@@ -126,7 +126,8 @@ def main() -> int:
         url = f"http://{settings.host}:{settings.port}"
         key = settings.key_file.read_text().strip()
         print(
-            f"\nDeepZoo is up.\n  API:     {url}/v1\n  docs:    {url}/docs\n"
+            f"\nDeepZoo is up.\n  dashboard: {url}/   (sign in with the key)\n"
+            f"  API:     {url}/v1\n  docs:    {url}/docs\n"
             f"  API key: {key}   (also in {settings.key_file})\n  try:     curl -H "
             f"'Authorization: Bearer {key}' {url}/v1/models\nCtrl-C stops everything.\n",
             flush=True,

@@ -24,7 +24,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from app import problems
+from app import dashboard, problems
 from app.api import (
     autoregressive,
     catalog,
@@ -275,6 +275,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     problems.install(app)
     add_docs(app)
+    dashboard.mount(app)
     v1_errors = problems.problem_responses(401, 403, 404, 409, 413, 422, 429, 503)
     routers = [catalog, datasets, jobs, inference, evaluation, generative, autoregressive, rl]
     routers += [keys, leaderboard]

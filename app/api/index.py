@@ -1,9 +1,12 @@
-"""``/`` and ``/v1``: a JSON index of where to go (the dashboard will take ``/`` later)."""
+"""``/`` and ``/v1``: a JSON index of where to go; ``/`` answers a browser (``Accept:
+text/html``) with the dashboard instead (app/dashboard)."""
 
 from __future__ import annotations
 
 from fastapi import APIRouter, Request
+from fastapi.responses import Response
 
+from app import dashboard
 from app.schemas import Index
 
 router = APIRouter(tags=["index"])
@@ -31,8 +34,18 @@ def _index(request: Request) -> Index:
     )
 
 
-@router.get("/", response_model=Index, summary="Index of links (no key needed)")
-def root(request: Request) -> Index:
+@router.get(
+    "/",
+    response_model=Index,
+    summary="Index of links (no key needed); the dashboard for a browser",
+    responses={200: {"content": {"text/html": {"schema": {"type": "string"}}}}},
+)
+def root(request: Request, response: Response) -> Index | Response:
+    """The JSON index, or for a request that prefers ``text/html`` (a browser) the
+    dashboard's page (docs/dashboard.md)."""
+    if dashboard.wants_html(request):
+        return dashboard.page()
+    response.headers["Vary"] = "Accept"  # the same URL answers HTML to a browser
     return _index(request)
 
 
