@@ -84,6 +84,7 @@ class _Rule(torch.optim.Optimizer):
             with torch.enable_grad():
                 loss = closure()
         for group in self.param_groups:
+            params, grads, states = [], [], []
             for p in group["params"]:
                 if p.grad is None:
                     continue
@@ -95,7 +96,11 @@ class _Rule(torch.optim.Optimizer):
                     state["step"] = torch.zeros((), dtype=torch.int64)
                     self._init_state(p, state, group)
                 state["step"] += 1
-                self._update(p, g, state, group)
+                params.append(p)
+                grads.append(g)
+                states.append(state)
+            if params:
+                self._update_group(params, grads, states, group)
         return loss
 
     def _init_state(self, p: Tensor, state: dict[str, Any], group: dict[str, Any]) -> None:
@@ -103,6 +108,18 @@ class _Rule(torch.optim.Optimizer):
 
     def _update(self, p: Tensor, g: Tensor, state: dict[str, Any], group: dict[str, Any]) -> None:
         raise NotImplementedError
+
+    def _update_group(
+        self,
+        params: list[Tensor],
+        grads: list[Tensor],
+        states: list[dict[str, Any]],
+        group: dict[str, Any],
+    ) -> None:
+        """Update every parameter of a group that has a gradient: ``_update`` on each, unless
+        the rule does the same arithmetic on the whole list at once."""
+        for p, g, state in zip(params, grads, states, strict=True):
+            self._update(p, g, state, group)
 
 
 class SGD(_Rule):
@@ -207,6 +224,35 @@ class Adam(_Rule):
         # (√v / √bc2 + ε) is the denominator and η/bc1 the step size (torch's arrangement)
         denom = v.sqrt().div_(math.sqrt(bc2)).add_(group["eps"])
         p.addcdiv_(m, denom, value=-group["lr"] / bc1)
+
+    def _update_group(
+        self,
+        params: list[Tensor],
+        grads: list[Tensor],
+        states: list[dict[str, Any]],
+        group: dict[str, Any],
+    ) -> None:
+        """``_update``'s arithmetic, op for op, on the whole list (``torch._foreach_*``):
+        the same result bit for bit (tested), a fraction of the Python overhead: on a
+        256-256 network each of the 8 passes was 6 calls."""
+        if len({(p.device, p.dtype) for p in params}) > 1:  # foreach wants one of each
+            super()._update_group(params, grads, states, group)
+            return
+        b1, b2 = group["beta1"], group["beta2"]
+        m = [state["exp_avg"] for state in states]
+        v = [state["exp_avg_sq"] for state in states]
+        torch._foreach_mul_(m, b1)
+        torch._foreach_add_(m, grads, alpha=1 - b1)
+        torch._foreach_mul_(v, b2)
+        torch._foreach_addcmul_(v, grads, grads, value=1 - b2)
+        bc1, bc2 = [1.0] * len(params), [1.0] * len(params)
+        if group["bias_correction"]:
+            steps = [int(state["step"]) for state in states]
+            bc1, bc2 = [1 - b1**t for t in steps], [1 - b2**t for t in steps]
+        denom = torch._foreach_sqrt(v)
+        torch._foreach_div_(denom, [math.sqrt(c) for c in bc2])
+        torch._foreach_add_(denom, group["eps"])
+        torch._foreach_addcdiv_(params, m, denom, [-group["lr"] / c for c in bc1])
 
 
 def build_optimizer(

@@ -169,3 +169,33 @@ def test_step_accepts_a_closure_and_skips_params_without_grad() -> None:
     assert opt.step(closure) == pytest.approx(4.0)
     assert float(p.detach()) == pytest.approx(2.0 - 0.1 * 4.0)
     assert float(frozen.detach()) == 5.0 and frozen not in opt.state
+
+
+@pytest.mark.parametrize("bias_correction", [True, False])
+def test_adam_on_the_whole_list_is_its_per_tensor_rule_bit_for_bit(bias_correction: bool) -> None:
+    """Adam's foreach path does ``_update``'s arithmetic op for op: the same bits, with
+    weight decay, a parameter without a gradient on some steps (its own step count, so its
+    own bias correction) and a second group."""
+    from models.optim import Adam
+
+    torch.manual_seed(0)
+    weights = [torch.randn(7, 5), torch.randn(5), torch.randn(3, 3)]
+    fast = [torch.nn.Parameter(w.clone()) for w in weights]
+    slow = [torch.nn.Parameter(w.clone()) for w in weights]
+
+    def make(ps: list[torch.nn.Parameter]) -> Adam:
+        groups = [{"params": ps[:2]}, {"params": ps[2:], "lr": 0.03}]
+        return Adam(groups, lr=0.01, weight_decay=0.1, bias_correction=bias_correction)
+
+    opt_fast, opt_slow = make(fast), make(slow)
+    opt_slow._update_group = lambda *a: super(Adam, opt_slow)._update_group(*a)  # type: ignore[method-assign]
+    for step in range(6):
+        grads = [torch.randn_like(w) for w in weights]
+        for ps in (fast, slow):
+            for i, (p, g) in enumerate(zip(ps, grads, strict=True)):
+                p.grad = None if (i == 1 and step % 3 == 0) else g.clone()
+        opt_fast.step()
+        opt_slow.step()
+        for a, b in zip(fast, slow, strict=True):
+            assert torch.equal(a, b), step
+    assert int(opt_fast.state[fast[1]]["step"]) == 4  # skipped twice
