@@ -66,8 +66,9 @@ def page(
     request: pytest.FixtureRequest,
     tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[Any]:
-    """A fresh tab (its own session storage) at 1280×800; on failure a screenshot of it
-    goes to the run's temporary directory, with the console's messages."""
+    """A fresh tab (its own session storage) at 1280×800. Whatever the outcome, a screenshot
+    of the page the test ends on goes to ``DEEPZOO_SCREENSHOTS`` (default: the run's
+    temporary directory, ``dashboard-screenshots/``); on failure the console's messages too."""
     context = browser.new_context(viewport=VIEWPORT)
     pg = context.new_page()
     pg.set_default_timeout(20_000)
@@ -81,15 +82,18 @@ def page(
     try:
         yield pg
     finally:
+        out = Path(
+            os.environ.get("DEEPZOO_SCREENSHOTS")
+            or Path(tmp_path_factory.getbasetemp()) / "dashboard-screenshots"
+        )
+        out.mkdir(parents=True, exist_ok=True)
+        shot = out / f"{request.node.name}.png"
         rep = getattr(request.node, "rep_call", None)
-        if rep is not None and rep.failed:
-            out = Path(tmp_path_factory.getbasetemp()) / "dashboard-screenshots"
-            out.mkdir(exist_ok=True)
-            shot = out / f"{request.node.name}.png"
-            try:
-                pg.screenshot(path=str(shot), full_page=True)
+        try:
+            pg.screenshot(path=str(shot), full_page=True)
+            if rep is not None and rep.failed:
                 (out / f"{request.node.name}.console.txt").write_text("\n".join(console))
                 print(f"screenshot of the failed page: {shot}")
-            except Exception as exc:  # the page may be gone
-                print(f"no screenshot: {exc}")
+        except Exception as exc:  # the page may be gone
+            print(f"no screenshot: {exc}")
         context.close()
