@@ -70,6 +70,7 @@ def test_jobs_list_follows_a_job_live_and_escapes_its_name(page: Any, stack: Sta
     assert XSS in row.inner_text()  # shown as text, never parsed as markup
     page.wait_for_selector(f"tr[data-job='{job['id']}'] [data-status='succeeded']", timeout=90_000)
     assert "100 %" in row.inner_text()
+    assert page.locator("#more").is_hidden(), "no further page: no Show more"
     assert page.evaluate("window.pwned") is None
     assert page.query_selector("tr img, tr script") is None
 

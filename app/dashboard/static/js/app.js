@@ -193,6 +193,7 @@ async function jobsView(signal) {
     const none = statusFilter.value ? h("p", {}, `No ${statusFilter.value} jobs.`)
       : h("p", {}, "No jobs yet. ", h("a", { href: "#/submit" }, "Submit one"), ".");
     note.replaceChildren(list.items.length ? "" : none);
+    table.hidden = !list.items.length;
     const order = list.items.map((job) => {
       const r = rows.get(job.id) ?? row(job);
       if (!live.has(job.id)) update(r, job);
