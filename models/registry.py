@@ -7,6 +7,7 @@ from models.family import Family
 
 def _families() -> dict[str, Family]:
     from models import (
+        boltzmann,
         ddpg,
         dqn,
         ensemble,
@@ -35,6 +36,7 @@ def _families() -> dict[str, Family]:
         nade.FAMILY,
         pixelcnn.FAMILY,
         gated_pixelcnn.FAMILY,
+        boltzmann.FAMILY,
         dqn.FAMILY,
         reinforce.FAMILY,
         ddpg.FAMILY,

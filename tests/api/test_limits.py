@@ -97,6 +97,14 @@ def test_limiter_falls_back_to_a_local_bucket_without_redis(
     assert refused.value.status == 429
 
 
+def test_boltzmann_exact_on_784_units_is_a_422_naming_params(client: TestClient) -> None:
+    """Enumerating 2^784 states is refused at build, before the job exists."""
+    spec = {"model": "boltzmann", "dataset": "mnist5k_bin", "params": {"sampler": "exact"}}
+    r = client.post("/v1/jobs", json=spec)
+    assert r.status_code == 422, r.text
+    assert r.json()["errors"][0]["path"] == "params" and "params.sampler exact" in r.text
+
+
 def test_reverse_kl_on_a_dataset_without_a_known_density_is_a_422(client: TestClient) -> None:
     spec = {
         "model": "flow",

@@ -80,6 +80,13 @@ SMOKE: dict[str, Smoke] = {
     "gated_pixelcnn": Smoke(
         "digits_bin", {"channels": 4, "layers": 1, "conditional": True}, also=("digits",)
     ),
+    # 64 units: Gibbs training, the log Z estimate; exact enumeration is tested on tiny
+    # synthetic sets in tests/models/test_boltzmann.py; pcd's chains are a buffer
+    "boltzmann": Smoke(
+        "digits_bin",
+        {"chains": 8, "gibbs_steps": 1, "log_z_samples": 64},
+        variants=({"sampler": "pcd"},),
+    ),
     # a constant ε: a schedule over the budget would differ between the half run and the
     # whole one of the resume test; a buffer smaller than the budget, so the ring wraps
     "dqn": Smoke(
