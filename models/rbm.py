@@ -25,7 +25,7 @@ block Gibbs chains from uniform noise (same seed, same samples).
 Checkpoint ``state["model"]`` keys: ``W`` (D, H), ``b`` (D), ``c`` (H), ``base_bias`` (D,
 the train split's marginal logits: AIS's base model), ``chain`` (chains, D: the persistent
 chains), ``log_z``, ``log_z_stderr`` (0-d float64: the last log Z computed for these weights
-by the final test, NaN before; its standard error, 0 when exact).
+by the final test, 0 before; its standard error, 0 when exact, −1 before).
 """
 
 from __future__ import annotations
@@ -95,8 +95,9 @@ class RBM(nn.Module):
         self.c = nn.Parameter(torch.zeros(h))
         self.register_buffer("base_bias", torch.zeros(d))
         self.register_buffer("chain", torch.zeros(params.chains, d))
-        self.register_buffer("log_z", torch.tensor(math.nan, dtype=torch.float64))
-        self.register_buffer("log_z_stderr", torch.tensor(math.nan, dtype=torch.float64))
+        # none computed yet: a negative standard error (NaN would not compare equal)
+        self.register_buffer("log_z", torch.tensor(0.0, dtype=torch.float64))
+        self.register_buffer("log_z_stderr", torch.tensor(-1.0, dtype=torch.float64))
 
     @property
     def exact(self) -> bool:
@@ -279,7 +280,7 @@ def log_prob(module: nn.Module, x: Tensor, labels: Tensor | None, k: int) -> Log
     with torch.no_grad():
         if module.exact:
             log_z = rbm_log_z_exact(module.W, module.b, module.c)
-        elif bool(torch.isnan(module.log_z)):
+        elif float(module.log_z_stderr) < 0:
             log_z, _ = module.compute_log_z()
         else:
             log_z = float(module.log_z)
