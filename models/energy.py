@@ -13,6 +13,7 @@ every binary state, computable by enumeration when one layer is small, else esti
 
 from __future__ import annotations
 
+import itertools
 import math
 from collections.abc import Iterator
 
@@ -89,7 +90,7 @@ def rbm_log_z_ais(
     x = (_uniform((runs, d), gen, dev) < torch.sigmoid(ba)).double()
     log_w = torch.zeros(runs, dtype=torch.float64, device=dev)
     schedule = torch.linspace(0.0, 1.0, betas).tolist()
-    for prev, beta in zip(schedule[:-1], schedule[1:], strict=True):
+    for prev, beta in itertools.pairwise(schedule):
         log_w += log_p_star(x, beta) - log_p_star(x, prev)
         if beta < 1.0:
             hid = (_uniform((runs, h), gen, dev) < torch.sigmoid(beta * (c + x @ W))).double()

@@ -58,7 +58,8 @@ class RBMParams(Params):
     hidden: int = Field(64, ge=1, le=4096, description="hidden units H")
     cd_k: int = Field(1, ge=1, le=1000, description="Gibbs sweeps of each CD-k / PCD update")
     persistent: bool = Field(
-        False, description="persistent CD (Tieleman 2008): negatives from chains kept across updates"
+        False,
+        description="persistent CD (Tieleman 2008): negatives from chains kept between updates",
     )
     chains: int = Field(
         100, ge=1, le=10_000, description="persistent chains (PCD; CD starts at the batch)"
@@ -306,7 +307,10 @@ FAMILY: Family = Family(
     default_epochs=50,
     default_batch_size=64,
     likelihood=LikelihoodReport(
-        "test_nll", "test_bits_per_dim", test_nll_kind, stderr="test_nll_stderr",
+        "test_nll",
+        "test_bits_per_dim",
+        test_nll_kind,
+        stderr="test_nll_stderr",
         samples="test_ais_runs",
-    ),  # fmt: skip
+    ),
 )

@@ -18,8 +18,8 @@ def _families() -> dict[str, Family]:
         mlp,
         multitask,
         nade,
-        rbm,
         pixelcnn,
+        rbm,
         reinforce,
         vae,
     )

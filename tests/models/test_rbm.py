@@ -9,9 +9,9 @@ import math
 import pytest
 import torch
 
+from models.context import LocalContext
 from models.data import load_data
 from models.energy import enumerate_states, rbm_free_energy, rbm_log_z_ais, rbm_log_z_exact
-from models.context import LocalContext
 from models.generative import SampleOptions
 from models.optim import OptimizerSpec
 from models.rbm import RBM, RBMParams, cd_loss, fit, log_prob, sample
