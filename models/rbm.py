@@ -269,8 +269,9 @@ def sample(module: nn.Module, opts: SampleOptions) -> Tensor:
 
 def log_prob(module: nn.Module, x: Tensor, labels: Tensor | None, k: int) -> LogProb:
     """log P(x) = −F(x) − log Z: exact when the smaller layer has ≤ 20 units; else with
-    the AIS log Z the final test kept (``exact`` false, ``k`` its runs; computed now, seed
-    0, when the model has none). ``k`` is unused."""
+    the AIS log Z the module keeps (``exact`` false, ``k`` its runs; computed at the first
+    request, seed 0, and kept in its buffers: the served checkpoint is saved before the
+    final test computes one). ``k`` is unused."""
     assert isinstance(module, RBM)
     if labels is not None:
         raise OptionError("labels", "rbm models are unconditional: leave labels out")
@@ -281,17 +282,21 @@ def log_prob(module: nn.Module, x: Tensor, labels: Tensor | None, k: int) -> Log
     with torch.no_grad():
         if module.exact:
             log_z = rbm_log_z_exact(module.W, module.b, module.c)
-        elif float(module.log_z_stderr) < 0:
-            log_z, _ = module.compute_log_z()
+        elif float(module.log_z_stderr) < 0:  # computed once, then kept with the module
+            log_z, stderr = module.compute_log_z()
+            module.log_z.fill_(log_z)
+            module.log_z_stderr.fill_(stderr)
         else:
             log_z = float(module.log_z)
         lp = module.log_prob(x, log_z).float()
     return LogProb(lp, exact=module.exact, k=None if module.exact else module.params.ais_runs)
 
 
-def test_nll_kind(info: DataInfo, params: RBMParams) -> LikelihoodKind:
-    """Exact when the smaller layer is enumerable, else an AIS estimate."""
-    return "exact" if rbm_enumerable(math.prod(info.input_shape), params.hidden) else "estimate"
+def test_nll_kind(info: DataInfo, params: RBMParams | None) -> LikelihoodKind:
+    """Exact when the smaller layer is enumerable, else an AIS estimate (params None, a
+    spec the params no longer read: the default width)."""
+    hidden = (params or RBMParams()).hidden
+    return "exact" if rbm_enumerable(math.prod(info.input_shape), hidden) else "estimate"
 
 
 FAMILY: Family = Family(
