@@ -25,12 +25,14 @@ ENUMERABLE = 20  # the most units of a layer whose 2^n states are summed exactly
 CHUNK = 1 << 14  # states per chunk of an enumeration
 
 
-def enumerate_states(n: int, device: torch.device | str = "cpu") -> Iterator[Tensor]:
-    """All 2^n binary vectors of n units (float64, (chunk, n)), in chunks of ``CHUNK``."""
+def enumerate_states(
+    n: int, device: torch.device | str = "cpu", dtype: torch.dtype = torch.float64
+) -> Iterator[Tensor]:
+    """All 2^n binary vectors of n units ((chunk, n)), in chunks of ``CHUNK``."""
     bits = 1 << torch.arange(n, device=device)
     for start in range(0, 1 << n, CHUNK):
         idx = torch.arange(start, min(start + CHUNK, 1 << n), device=device)
-        yield ((idx[:, None] & bits) != 0).double()
+        yield ((idx[:, None] & bits) != 0).to(dtype)
 
 
 def rbm_free_energy(x: Tensor, W: Tensor, b: Tensor, c: Tensor) -> Tensor:
@@ -43,16 +45,18 @@ def rbm_enumerable(d: int, h: int) -> bool:
     return min(d, h) <= ENUMERABLE
 
 
-def rbm_log_z_exact(W: Tensor, b: Tensor, c: Tensor) -> float:
-    """log Z by enumerating the smaller layer, in float64: over h, log Σ_h exp(cᵀh +
-    Σ_i softplus(b_i + W_i h)); over x, log Σ_x exp(−F(x))."""
-    W, b, c = W.detach().double(), b.detach().double(), c.detach().double()
+def rbm_log_z_exact(W: Tensor, b: Tensor, c: Tensor, dtype: torch.dtype = torch.float64) -> float:
+    """log Z by enumerating the smaller layer, in ``dtype`` (float64; float32, ~4× faster
+    on CPU and within ~1e-4 nats, for monitoring): over h, log Σ_h exp(cᵀh + Σ_i
+    softplus(b_i + W_i h)); over x, log Σ_x exp(−F(x))."""
+    W, b, c = (t.detach().to(dtype) for t in (W, b, c))
     d, h = W.shape
     if h <= d:
-        parts = [hs @ c + F.softplus(b + hs @ W.T).sum(-1) for hs in enumerate_states(h, W.device)]
+        states = enumerate_states(h, W.device, dtype)
+        parts = [hs @ c + F.softplus(b + hs @ W.T).sum(-1) for hs in states]
     else:
-        parts = [-rbm_free_energy(xs, W, b, c) for xs in enumerate_states(d, W.device)]
-    return float(torch.logsumexp(torch.cat(parts), 0))
+        parts = [-rbm_free_energy(xs, W, b, c) for xs in enumerate_states(d, W.device, dtype)]
+    return float(torch.logsumexp(torch.cat(parts).double(), 0))
 
 
 def _uniform(shape: tuple[int, ...], gen: torch.Generator, device: torch.device) -> Tensor:

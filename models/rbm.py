@@ -227,7 +227,10 @@ def fit(module: nn.Module, data: Dataset, params: RBMParams, ctx: Context) -> No
     opt = ctx.make_optimizer(module.parameters())
 
     def validate() -> dict[str, float]:
-        log_z = rbm_log_z_exact(module.W, module.b, module.c) if module.exact else None
+        if not module.exact:
+            return evaluate(module, data, "val", None)
+        # float32 enumeration each epoch (monitoring, checkpoint choice); float64 at the end
+        log_z = rbm_log_z_exact(module.W, module.b, module.c, torch.float32)
         return evaluate(module, data, "val", log_z)
 
     finished = train_epochs(
