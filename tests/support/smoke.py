@@ -76,6 +76,13 @@ SMOKE: dict[str, Smoke] = {
         variants=({"order": "random"},),
     ),
     "nade": Smoke("digits_bin", {"hidden": 8}, also=("moons",), variants=({"order": "random"},)),
+    "rbm": Smoke(
+        "digits_bin",
+        {"hidden": 4, "chains": 8, "gibbs_steps": 3},
+        also=("bars_stripes",),
+        # 64 visible and 24 hidden units: log Z by AIS, PCD chains in the checkpoint
+        variants=({"persistent": True, "hidden": 24, "ais_runs": 4, "ais_betas": 10},),
+    ),
     "pixelcnn": Smoke("digits_bin", {"channels": 4, "layers": 1}, also=("digits",)),
     "gated_pixelcnn": Smoke(
         "digits_bin", {"channels": 4, "layers": 1, "conditional": True}, also=("digits",)

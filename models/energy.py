@@ -1,0 +1,106 @@
+"""Energy-based models over binary units: what the ``rbm`` family (and a fully visible
+Boltzmann machine) share. p(x) = exp(−F(x)) / Z with F the free energy; Z is a sum over
+every binary state, computable by enumeration when one layer is small, else estimated.
+
+- ``enumerate_states``: every binary vector of n units, in chunks (float64).
+- ``rbm_free_energy``, ``rbm_log_z_exact``: the Bernoulli-Bernoulli RBM, E(x, h) =
+  −xᵀWh − bᵀx − cᵀh, F(x) = −bᵀx − Σ_j softplus(c_j + xᵀW_j); log Z by enumerating the
+  smaller layer (≤ ``ENUMERABLE`` units) in float64 with logsumexp.
+- ``rbm_log_z_ais``: annealed importance sampling (Salakhutdinov & Murray 2008, "On the
+  quantitative analysis of deep belief networks") from the base-rate RBM (W = 0, c = 0,
+  visible biases ``base_bias``, the data's marginals), with its standard error.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+from collections.abc import Iterator
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+ENUMERABLE = 20  # the most units of a layer whose 2^n states are summed exactly
+CHUNK = 1 << 14  # states per chunk of an enumeration
+
+
+def enumerate_states(
+    n: int, device: torch.device | str = "cpu", dtype: torch.dtype = torch.float64
+) -> Iterator[Tensor]:
+    """All 2^n binary vectors of n units ((chunk, n)), in chunks of ``CHUNK``."""
+    bits = 1 << torch.arange(n, device=device)
+    for start in range(0, 1 << n, CHUNK):
+        idx = torch.arange(start, min(start + CHUNK, 1 << n), device=device)
+        yield ((idx[:, None] & bits) != 0).to(dtype)
+
+
+def rbm_free_energy(x: Tensor, W: Tensor, b: Tensor, c: Tensor) -> Tensor:
+    """F(x) = −bᵀx − Σ_j softplus(c_j + xᵀW_j), per row of x (N, D); W is (D, H)."""
+    return -(x @ b) - F.softplus(c + x @ W).sum(-1)
+
+
+def rbm_enumerable(d: int, h: int) -> bool:
+    """Whether the exact log Z is computed (the smaller layer has ≤ ``ENUMERABLE`` units)."""
+    return min(d, h) <= ENUMERABLE
+
+
+def rbm_log_z_exact(W: Tensor, b: Tensor, c: Tensor, dtype: torch.dtype = torch.float64) -> float:
+    """log Z by enumerating the smaller layer, in ``dtype`` (float64; float32, ~4× faster
+    on CPU and within ~1e-4 nats, for monitoring): over h, log Σ_h exp(cᵀh + Σ_i
+    softplus(b_i + W_i h)); over x, log Σ_x exp(−F(x))."""
+    W, b, c = (t.detach().to(dtype) for t in (W, b, c))
+    d, h = W.shape
+    if h <= d:
+        states = enumerate_states(h, W.device, dtype)
+        parts = [hs @ c + F.softplus(b + hs @ W.T).sum(-1) for hs in states]
+    else:
+        parts = [-rbm_free_energy(xs, W, b, c) for xs in enumerate_states(d, W.device, dtype)]
+    return float(torch.logsumexp(torch.cat(parts).double(), 0))
+
+
+def _uniform(shape: tuple[int, ...], gen: torch.Generator, device: torch.device) -> Tensor:
+    """U[0, 1) drawn where the generator lives, moved to ``device``."""
+    return torch.rand(shape, generator=gen, device=gen.device, dtype=torch.float64).to(device)
+
+
+def rbm_log_z_ais(
+    W: Tensor,
+    b: Tensor,
+    c: Tensor,
+    base_bias: Tensor,
+    runs: int,
+    betas: int,
+    gen: torch.Generator,
+) -> tuple[float, float]:
+    """(log Z, its standard error) by AIS: ``runs`` independent runs through ``betas``
+    inverse temperatures 0 = β_0 < ... < β_K = 1 (linear), from the base-rate RBM.
+
+    The intermediate unnormalised marginals are p*_β(x) = exp((1−β) b_Aᵀx + β bᵀx)
+    Π_j (1 + exp(β (c_j + xᵀW_j))); at β = 0, Z_A = 2^H Π_i (1 + exp(b_A,i)). Each run
+    draws x from the base model, then alternates weight updates log p*_k(x) − log p*_{k−1}(x)
+    with one Gibbs sweep at β_k (h ~ p(h | x; β), x ~ p(x | h; β)). log Z = log Z_A +
+    log mean w; the standard error of log Ẑ is std(w) / (√M mean(w)) (the delta method).
+    """
+    W, b, c = W.detach().double(), b.detach().double(), c.detach().double()
+    ba = base_bias.double()
+    dev = W.device
+    d, h = W.shape
+    log_za = h * math.log(2) + float(F.softplus(ba).sum())
+
+    def log_p_star(x: Tensor, beta: float) -> Tensor:
+        return (1 - beta) * (x @ ba) + beta * (x @ b) + F.softplus(beta * (c + x @ W)).sum(-1)
+
+    x = (_uniform((runs, d), gen, dev) < torch.sigmoid(ba)).double()
+    log_w = torch.zeros(runs, dtype=torch.float64, device=dev)
+    schedule = torch.linspace(0.0, 1.0, betas).tolist()
+    for prev, beta in itertools.pairwise(schedule):
+        log_w += log_p_star(x, beta) - log_p_star(x, prev)
+        if beta < 1.0:
+            hid = (_uniform((runs, h), gen, dev) < torch.sigmoid(beta * (c + x @ W))).double()
+            p_x = torch.sigmoid((1 - beta) * ba + beta * (b + hid @ W.T))
+            x = (_uniform((runs, d), gen, dev) < p_x).double()
+    log_mean = float(torch.logsumexp(log_w, 0)) - math.log(runs)
+    r = torch.exp(log_w - log_w.max())
+    stderr = float(r.std() / (math.sqrt(runs) * r.mean()))
+    return log_za + log_mean, stderr

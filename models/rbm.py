@@ -1,0 +1,324 @@
+"""``rbm``: the Bernoulli-Bernoulli restricted Boltzmann machine (Hinton 2002, "Training
+products of experts by minimizing contrastive divergence"; persistent CD: Tieleman 2008,
+"Training restricted Boltzmann machines using approximations to the likelihood gradient").
+
+An energy-based model of binary x with binary latent h (the notes, §5):
+
+    E(x, h) = −xᵀWh − bᵀx − cᵀh,    p(x) = exp(−F(x)) / Z,
+    F(x) = −bᵀx − Σ_j softplus(c_j + xᵀW_j),
+
+p(h_j = 1 | x) = σ(c_j + xᵀW_j), p(x_i = 1 | h) = σ(b_i + W_i h). The log-likelihood
+gradient is −∂F(x)/∂θ + E_model[∂F/∂θ]; CD-k (``cd_k``) estimates the model term from k
+Gibbs sweeps started at the data, PCD (``persistent``) from ``chains`` persistent chains
+carried across updates. Training minimises the surrogate F(data) − F(negatives) (negatives
+detached) + ``weight_decay``/2 ‖W‖², whose gradient is the negated CD gradient, with the
+shared loop and the job's optimizer (momentum is the optimizer's).
+
+Monitoring, labelled as what it is: ``*_recon_error`` (mean squared error of the mean-field
+reconstruction σ(b + W σ(c + Wᵀx))) and ``*_pseudo_nll`` (−Σ_i log p(x_i | x_−i), the
+negative log pseudo-likelihood, exact over all i); ``*_nll`` is the true negative
+log-likelihood F(x) + log Z, with log Z exact when the smaller layer has ≤ 20 units
+(enumeration, ``models/energy.py``), else AIS (Salakhutdinov & Murray 2008; ``ais_runs``,
+``ais_betas``; an estimate with a standard error). Sampling runs ``gibbs_steps`` sweeps of
+block Gibbs chains from uniform noise (same seed, same samples).
+
+Checkpoint ``state["model"]`` keys: ``W`` (D, H), ``b`` (D), ``c`` (H), ``base_bias`` (D,
+the train split's marginal logits: AIS's base model), ``chain`` (chains, D: the persistent
+chains), ``log_z``, ``log_z_stderr`` (0-d float64: the last log Z computed for these weights
+by the final test, 0 before; its standard error, 0 when exact, −1 before).
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from pydantic import Field
+from torch import Tensor, nn
+
+from models.data import DataInfo, Dataset
+from models.energy import rbm_enumerable, rbm_free_energy, rbm_log_z_ais, rbm_log_z_exact
+from models.family import (
+    Capability,
+    Context,
+    Family,
+    LikelihoodKind,
+    LikelihoodReport,
+    Params,
+)
+from models.generative import LogProb, OptionError, SampleOptions, bits_per_dim
+from models.loop import final_test, train_epochs
+
+DATASETS = frozenset({"digits_bin", "mnist5k_bin", "bars_stripes"})
+AIS_SEED = 0  # the AIS runs of a final test and of log-prob draw from this seed
+
+
+class RBMParams(Params):
+    hidden: int = Field(64, ge=1, le=4096, description="hidden units H")
+    cd_k: int = Field(1, ge=1, le=1000, description="Gibbs sweeps of each CD-k / PCD update")
+    persistent: bool = Field(
+        False,
+        description="persistent CD (Tieleman 2008): negatives from chains kept between updates",
+    )
+    chains: int = Field(
+        100, ge=1, le=10_000, description="persistent chains (PCD; CD starts at the batch)"
+    )
+    weight_decay: float = Field(0.0, ge=0.0, le=1.0, description="L2 penalty on W: λ/2 ‖W‖²")
+    gibbs_steps: int = Field(
+        1000, ge=1, le=100_000, description="Gibbs sweeps of each chain that draws samples"
+    )
+    ais_runs: int = Field(
+        100, ge=2, le=100_000, description="AIS runs when log Z cannot be enumerated"
+    )
+    ais_betas: int = Field(
+        1000, ge=2, le=1_000_000, description="AIS inverse temperatures (linear from 0 to 1)"
+    )
+
+
+class RBM(nn.Module):
+    """The RBM: free energy, conditionals, Gibbs sweeps, log Z."""
+
+    base_bias: Tensor
+    chain: Tensor
+    log_z: Tensor
+    log_z_stderr: Tensor
+
+    def __init__(self, params: RBMParams, info: DataInfo) -> None:
+        super().__init__()
+        if info.levels != 2:
+            raise ValueError(f"rbm models binary data; {info.name} is not binary")
+        self.params, self.info = params, info
+        self.d = d = math.prod(info.input_shape)
+        h = params.hidden
+        self.W = nn.Parameter(torch.randn(d, h) * 0.01)
+        self.b = nn.Parameter(torch.zeros(d))
+        self.c = nn.Parameter(torch.zeros(h))
+        self.register_buffer("base_bias", torch.zeros(d))
+        self.register_buffer("chain", torch.zeros(params.chains, d))
+        # none computed yet: a negative standard error (NaN would not compare equal)
+        self.register_buffer("log_z", torch.tensor(0.0, dtype=torch.float64))
+        self.register_buffer("log_z_stderr", torch.tensor(-1.0, dtype=torch.float64))
+
+    @property
+    def exact(self) -> bool:
+        return rbm_enumerable(self.d, self.params.hidden)
+
+    def free_energy(self, x: Tensor) -> Tensor:
+        return rbm_free_energy(x, self.W, self.b, self.c)
+
+    def p_h(self, x: Tensor) -> Tensor:
+        """p(h_j = 1 | x) (N, H)."""
+        return torch.sigmoid(self.c + x @ self.W)
+
+    def p_x(self, h: Tensor) -> Tensor:
+        """p(x_i = 1 | h) (N, D)."""
+        return torch.sigmoid(self.b + h @ self.W.T)
+
+    @torch.no_grad()
+    def gibbs(self, x: Tensor, steps: int, gen: torch.Generator) -> Tensor:
+        """``steps`` block Gibbs sweeps x -> h -> x from x (binary samples)."""
+        for _ in range(steps):
+            h = bernoulli(self.p_h(x), gen)
+            x = bernoulli(self.p_x(h), gen)
+        return x
+
+    def compute_log_z(self) -> tuple[float, float]:
+        """(log Z, standard error): exact by enumeration (error 0), else AIS."""
+        with torch.no_grad():
+            if self.exact:
+                return rbm_log_z_exact(self.W, self.b, self.c), 0.0
+            gen = torch.Generator(device=self.W.device).manual_seed(AIS_SEED)
+            p = self.params
+            return rbm_log_z_ais(
+                self.W, self.b, self.c, self.base_bias, p.ais_runs, p.ais_betas, gen
+            )
+
+    def log_prob(self, x: Tensor, log_z: float) -> Tensor:
+        return -self.free_energy(x).double() - log_z
+
+    def pseudo_nll(self, x: Tensor) -> Tensor:
+        """−Σ_i log p(x_i | x_−i) per row: log σ(F(x with i flipped) − F(x)), every i."""
+        out = []
+        for xb in x.split(16):
+            a = self.c + xb @ self.W  # (B, H)
+            s = 1 - 2 * xb  # +1 where a bit turns on when flipped
+            a_flip = a[:, None, :] + s[:, :, None] * self.W[None]  # (B, D, H)
+            f = -(xb @ self.b)[:, None] - s * self.b - F.softplus(a_flip).sum(-1)  # F(flipped)
+            f0 = self.free_energy(xb)[:, None]
+            out.append(-F.logsigmoid(f - f0).sum(-1))
+        return torch.cat(out)
+
+    def recon_error(self, x: Tensor) -> Tensor:
+        """Mean squared error of the mean-field reconstruction, per row."""
+        return ((self.p_x(self.p_h(x)) - x) ** 2).mean(-1)
+
+
+def bernoulli(p: Tensor, gen: torch.Generator) -> Tensor:
+    """Binary draws with probabilities p, from ``gen`` (drawn where it lives, moved to p)."""
+    u = torch.rand(p.shape, generator=gen, device=gen.device, dtype=p.dtype).to(p.device)
+    return (u < p).to(p.dtype)
+
+
+def build(params: RBMParams, info: DataInfo) -> RBM:
+    """The model; non-binary data raises ``ValueError`` (the API's 422)."""
+    return RBM(params, info)
+
+
+# --- training -------------------------------------------------------------------------------
+
+
+def cd_loss(module: RBM, x: Tensor, gen: torch.Generator) -> Tensor:
+    """The CD-k / PCD surrogate: F(x) − F(negatives), averaged, + λ/2 ‖W‖²; its gradient is
+    minus the CD estimate of the log-likelihood gradient. PCD advances ``module.chain``."""
+    p = module.params
+    start = module.chain if p.persistent else x
+    neg = module.gibbs(start, p.cd_k, gen)
+    if p.persistent:
+        module.chain.copy_(neg)
+    loss = module.free_energy(x).mean() - module.free_energy(neg).mean()
+    return loss + 0.5 * p.weight_decay * (module.W**2).sum()
+
+
+def evaluate(module: RBM, data: Dataset, split: str, log_z: float | None) -> dict[str, float]:
+    """Reconstruction error and negative log pseudo-likelihood on the split (labelled as
+    such); the NLL (nats) and bits per dimension when ``log_z`` is given. ``*_loss``: the
+    NLL when given, else the pseudo-NLL."""
+    x = (data.x_val if split == "val" else data.x_test).to(module.W.device).flatten(1)
+    recon = float(torch.cat([module.recon_error(xb) for xb in x.split(512)]).mean())
+    pseudo = float(module.pseudo_nll(x).mean())
+    out = {f"{split}_recon_error": recon, f"{split}_pseudo_nll": pseudo, f"{split}_loss": pseudo}
+    if log_z is not None:
+        log_p = torch.cat([module.log_prob(xb, log_z) for xb in x.split(512)])
+        nll = float(-log_p.mean())
+        out |= {
+            f"{split}_nll": nll,
+            f"{split}_loss": nll,
+            f"{split}_bits_per_dim": float(bits_per_dim(log_p, data.info).mean()),
+        }
+    return out
+
+
+def test_metrics(module: RBM, data: Dataset) -> dict[str, float]:
+    """The test split's metrics with log Z computed (exact or AIS) and kept in the module."""
+    log_z, stderr = module.compute_log_z()
+    module.log_z.fill_(log_z)
+    module.log_z_stderr.fill_(stderr)
+    out = evaluate(module, data, "test", log_z)
+    out |= {
+        "test_log_z": log_z,
+        "test_nll_stderr": stderr,  # log Z's error is every test example's
+        "test_ais_runs": 0.0 if module.exact else float(module.params.ais_runs),
+    }
+    return out
+
+
+def fit(module: nn.Module, data: Dataset, params: RBMParams, ctx: Context) -> None:
+    assert isinstance(module, RBM)
+    dev = ctx.device
+    module.to(dev)
+    x, y = data.x_train.to(dev).flatten(1), data.y_train.to(dev)
+    if ctx.resume is None:
+        mean = x.mean(0).clamp(1e-3, 1 - 1e-3)
+        module.base_bias.copy_(torch.log(mean) - torch.log1p(-mean))
+        with torch.no_grad():
+            module.b.copy_(module.base_bias)  # the usual start: visible biases at the marginals
+        module.chain.copy_(bernoulli(mean.expand(params.chains, -1), ctx.generator))
+    opt = ctx.make_optimizer(module.parameters())
+
+    def validate() -> dict[str, float]:
+        if not module.exact:
+            return evaluate(module, data, "val", None)
+        # float32 enumeration each epoch (monitoring, checkpoint choice); float64 at the end
+        log_z = rbm_log_z_exact(module.W, module.b, module.c, torch.float32)
+        return evaluate(module, data, "val", log_z)
+
+    finished = train_epochs(
+        module, opt, x, y, ctx,
+        loss_fn=lambda xb, _: cd_loss(module, xb, ctx.generator),
+        evaluate=validate,
+    )  # fmt: skip
+    if finished:
+        final_test(module, ctx, lambda: test_metrics(module, data))
+
+
+# --- inference ------------------------------------------------------------------------------
+
+
+def sample(module: nn.Module, opts: SampleOptions) -> Tensor:
+    """n samples: ``gibbs_steps`` block Gibbs sweeps of n chains from uniform noise, seeded
+    by ``opts.seed``; ``temperature`` divides the energy (1: the model)."""
+    assert isinstance(module, RBM)
+    if opts.label is not None:
+        raise OptionError("label", "rbm models are unconditional: leave label out")
+    if opts.temperature <= 0:
+        raise OptionError("temperature", "temperature must be positive")
+    steps = module.params.gibbs_steps
+    rows = opts.n * steps
+    if opts.max_rows is not None and rows > opts.max_rows:
+        most = opts.max_rows // steps
+        raise OptionError("n", f"{opts.n} samples take {rows} Gibbs rows; at most {most}")
+    module.eval()
+    dev = module.W.device
+    gen = opts.generator(dev)
+    t = opts.temperature
+    with torch.no_grad():
+        x = bernoulli(torch.full((opts.n, module.d), 0.5, device=dev), gen)
+        for _ in range(steps):
+            h = bernoulli(torch.sigmoid((module.c + x @ module.W) / t), gen)
+            x = bernoulli(torch.sigmoid((module.b + h @ module.W.T) / t), gen)
+    return x.view(opts.n, *module.info.input_shape)
+
+
+def log_prob(module: nn.Module, x: Tensor, labels: Tensor | None, k: int) -> LogProb:
+    """log P(x) = −F(x) − log Z: exact when the smaller layer has ≤ 20 units; else with
+    the AIS log Z the module keeps (``exact`` false, ``k`` its runs; computed at the first
+    request, seed 0, and kept in its buffers: the served checkpoint is saved before the
+    final test computes one). ``k`` is unused."""
+    assert isinstance(module, RBM)
+    if labels is not None:
+        raise OptionError("labels", "rbm models are unconditional: leave labels out")
+    module.eval()
+    x = x.to(module.W.device, module.W.dtype).flatten(1)
+    if bool(((x != 0) & (x != 1)).any()):
+        raise OptionError("inputs", f"{module.info.name} is binary: values are 0 or 1")
+    with torch.no_grad():
+        if module.exact:
+            log_z = rbm_log_z_exact(module.W, module.b, module.c)
+        elif float(module.log_z_stderr) < 0:  # computed once, then kept with the module
+            log_z, stderr = module.compute_log_z()
+            module.log_z.fill_(log_z)
+            module.log_z_stderr.fill_(stderr)
+        else:
+            log_z = float(module.log_z)
+        lp = module.log_prob(x, log_z).float()
+    return LogProb(lp, exact=module.exact, k=None if module.exact else module.params.ais_runs)
+
+
+def test_nll_kind(info: DataInfo, params: RBMParams | None) -> LikelihoodKind:
+    """Exact when the smaller layer is enumerable, else an AIS estimate (params None, a
+    spec the params no longer read: the default width)."""
+    hidden = (params or RBMParams()).hidden
+    return "exact" if rbm_enumerable(math.prod(info.input_shape), hidden) else "estimate"
+
+
+FAMILY: Family = Family(
+    name="rbm",
+    description="Bernoulli-Bernoulli restricted Boltzmann machine trained by CD-k or persistent "
+    "CD; free energy, Gibbs sampling, log Z exact by enumeration (≤ 20 units in a layer) or "
+    "by AIS with its standard error",
+    params=RBMParams,
+    datasets=DATASETS,
+    capabilities={Capability.SAMPLE: sample, Capability.LOG_PROB: log_prob},
+    build=build,
+    fit=fit,
+    default_epochs=50,
+    default_batch_size=64,
+    likelihood=LikelihoodReport(
+        "test_nll",
+        "test_bits_per_dim",
+        test_nll_kind,
+        stderr="test_nll_stderr",
+        samples="test_ais_runs",
+    ),
+)

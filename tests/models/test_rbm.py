@@ -1,0 +1,169 @@
+"""The ``rbm`` family's maths: free energy, conditionals and log Z against brute-force
+enumeration of both layers, AIS against the exact log Z, CD-k against the exact gradient,
+and a short fit on ``bars_stripes``."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from models.context import LocalContext
+from models.data import load_data
+from models.energy import enumerate_states, rbm_free_energy, rbm_log_z_ais, rbm_log_z_exact
+from models.generative import SampleOptions
+from models.optim import OptimizerSpec
+from models.rbm import RBM, RBMParams, cd_loss, fit, log_prob, sample
+
+
+def tiny(d: int = 4, h: int = 3, seed: int = 0, scale: float = 1.0):
+    g = torch.Generator().manual_seed(seed)
+    W = torch.randn(d, h, generator=g, dtype=torch.float64) * scale
+    b = torch.randn(d, generator=g, dtype=torch.float64) * scale
+    c = torch.randn(h, generator=g, dtype=torch.float64) * scale
+    return W, b, c
+
+
+def all_states(n: int) -> torch.Tensor:
+    return torch.cat(list(enumerate_states(n)))
+
+
+def energy(x, h, W, b, c):
+    """E(x, h) for every pair: (|x|, |h|)."""
+    return -(x @ W @ h.T) - (x @ b)[:, None] - (h @ c)[None, :]
+
+
+def test_enumerate_states_lists_every_vector_once() -> None:
+    s = all_states(5)
+    assert s.shape == (32, 5)
+    assert len({tuple(r.tolist()) for r in s}) == 32
+
+
+def test_free_energy_marginalises_h() -> None:
+    W, b, c = tiny()
+    xs, hs = all_states(4), all_states(3)
+    brute = -torch.logsumexp(-energy(xs, hs, W, b, c), 1)
+    torch.testing.assert_close(rbm_free_energy(xs, W, b, c), brute)
+
+
+def test_conditionals_match_the_energy() -> None:
+    W, b, c = tiny()
+    xs, hs = all_states(4), all_states(3)
+    log_joint = -energy(xs, hs, W, b, c)  # (X, H), unnormalised
+    p_h_given_x = torch.softmax(log_joint, 1)  # over every h, per x
+    p_x_given_h = torch.softmax(log_joint, 0)  # over every x, per h
+    info = load_data("bars_stripes").info
+    rbm = RBM(RBMParams(hidden=3), info)
+    p_h1 = torch.sigmoid(c + xs @ W)  # the family's p(h_j = 1 | x)
+    p_x1 = torch.sigmoid(b + hs @ W.T)
+    torch.testing.assert_close(p_h_given_x @ hs, p_h1)  # marginals of the enumerated p(h|x)
+    torch.testing.assert_close(p_x_given_h.T @ xs, p_x1)
+    # and the factorisation: p(h | x) = Π_j p(h_j | x)
+    fact = (hs[None] * p_h1[:, None] + (1 - hs[None]) * (1 - p_h1[:, None])).prod(-1)
+    torch.testing.assert_close(p_h_given_x, fact)
+    # the module's own conditionals: a 4-visible model inside the 16-pixel module's shapes
+    rbm.double()
+    with torch.no_grad():
+        rbm.W.zero_()
+        rbm.W[:4] = W
+        rbm.b.zero_()
+        rbm.b[:4] = b
+        rbm.c.copy_(c)
+    x16 = torch.zeros(len(xs), 16, dtype=torch.float64)
+    x16[:, :4] = xs
+    torch.testing.assert_close(rbm.p_h(x16), p_h1)
+    torch.testing.assert_close(rbm.p_x(hs)[:, :4], p_x1)
+
+
+@pytest.mark.parametrize("shape", [(4, 3), (3, 5)])  # enumerate h, then x
+def test_exact_log_z_against_both_layers(shape: tuple[int, int]) -> None:
+    W, b, c = tiny(*shape)
+    xs, hs = all_states(shape[0]), all_states(shape[1])
+    brute = float(torch.logsumexp((-energy(xs, hs, W, b, c)).flatten(), 0))
+    assert rbm_log_z_exact(W, b, c) == pytest.approx(brute, abs=1e-10)
+
+
+def test_pseudo_nll_and_log_prob_against_enumeration() -> None:
+    info = load_data("bars_stripes").info
+    rbm = RBM(RBMParams(hidden=3), info).double()
+    g = torch.Generator().manual_seed(1)
+    with torch.no_grad():
+        rbm.W.copy_(torch.randn(16, 3, generator=g, dtype=torch.float64))
+        rbm.b.copy_(torch.randn(16, generator=g, dtype=torch.float64) * 0.3)
+    x = (torch.rand(5, 16, generator=g) < 0.5).double()
+    log_z = rbm_log_z_exact(rbm.W, rbm.b, rbm.c)
+    lp = rbm.log_prob(x, log_z)
+    # pseudo-likelihood: -Σ_i log p(x_i | x_-i) from the free energies of both values of x_i
+    want = torch.zeros(5, dtype=torch.float64)
+    for i in range(16):
+        x1, x0 = x.clone(), x.clone()
+        x1[:, i], x0[:, i] = 1, 0
+        f1, f0 = rbm.free_energy(x1), rbm.free_energy(x0)
+        p1 = torch.sigmoid(f0 - f1)
+        want -= torch.where(x[:, i] == 1, p1.log(), (1 - p1).log())
+    torch.testing.assert_close(rbm.pseudo_nll(x), want)
+    # log P sums to 1 over the 2^3 hidden layer's enumeration of log Z: log P ≤ 0
+    assert bool((lp < 0).all())
+    out = log_prob(rbm, x.float(), None, 1)
+    assert out.exact and out.log_prob.shape == (5,)
+
+
+def test_ais_within_its_error_bar_and_shrinking() -> None:
+    W, b, c = tiny(12, 10, seed=3, scale=0.5)
+    exact = rbm_log_z_exact(W, b, c)
+    base = torch.zeros(12, dtype=torch.float64)
+    errs = []
+    for runs in (50, 800):
+        est, se = rbm_log_z_ais(W, b, c, base, runs, 300, torch.Generator().manual_seed(0))
+        assert abs(est - exact) < 3 * se + 1e-3, (runs, est, exact, se)
+        errs.append(se)
+    assert errs[1] < errs[0] / 2  # ~ 1/√runs: 4x smaller expected
+
+
+def test_cd_gradient_matches_the_exact_gradient_in_expectation() -> None:
+    info = load_data("bars_stripes").info
+    data = load_data("bars_stripes").x_train[:64]
+    rbm = RBM(RBMParams(hidden=4, cd_k=1), info).double()
+    g = torch.Generator().manual_seed(2)
+    with torch.no_grad():
+        rbm.W.copy_(torch.randn(16, 4, generator=g, dtype=torch.float64) * 0.3)
+    x = data.double()
+    # exact: ∇ (mean F(data) + log Z) = gradient of the NLL
+    rbm.zero_grad()
+    xs = all_states(16)
+    log_z = torch.logsumexp(-rbm.free_energy(xs), 0)
+    (rbm.free_energy(x).mean() + log_z).backward()
+    exact = torch.cat([p.grad.flatten() for p in (rbm.W, rbm.b, rbm.c)])
+    # CD-1 averaged over many chains: every example repeated
+    rbm.zero_grad()
+    reps = x.repeat(200, 1)
+    cd_loss(rbm, reps, torch.Generator().manual_seed(3)).backward()
+    cd1 = torch.cat([p.grad.flatten() for p in (rbm.W, rbm.b, rbm.c)])
+    assert float(torch.cosine_similarity(cd1, exact, 0)) > 0.9
+    # many sweeps from the data: close to the exact gradient
+    rbm.params = RBMParams(hidden=4, cd_k=200)
+    rbm.zero_grad()
+    cd_loss(rbm, reps, torch.Generator().manual_seed(4)).backward()
+    cdk = torch.cat([p.grad.flatten() for p in (rbm.W, rbm.b, rbm.c)])
+    assert float(torch.cosine_similarity(cdk, exact, 0)) > 0.97
+    assert float((cdk - exact).norm() / exact.norm()) < 0.25
+
+
+def test_fit_on_bars_stripes_improves_the_exact_test_nll() -> None:
+    data = load_data("bars_stripes")
+    params = RBMParams(hidden=8, cd_k=5)
+    rbm = RBM(params, data.info)
+    x = data.x_test.flatten(1)
+    with torch.no_grad():
+        before = float(-rbm.log_prob(x, rbm_log_z_exact(rbm.W, rbm.b, rbm.c)).mean())
+    ctx = LocalContext(epochs=15, batch_size=32, optimizer=OptimizerSpec(name="adam", lr=0.05))
+    fit(rbm, data, params, ctx)
+    final = ctx.history[-1][1]
+    assert final["test_nll"] < before - 3.0, (before, final)  # measured: 11.09 -> 5.84
+    assert final["test_nll"] < 16 * math.log(2)  # better than uniform
+    assert final["test_nll_stderr"] == 0.0 and final["test_ais_runs"] == 0.0
+    assert {"val_recon_error", "val_pseudo_nll", "val_nll"} <= set(ctx.history[0][1])
+    drawn = sample(rbm, SampleOptions(n=8, seed=4))
+    assert drawn.shape == (8, 16)  # input_shape: flattened images
+    assert torch.equal(drawn, sample(rbm, SampleOptions(n=8, seed=4)))
