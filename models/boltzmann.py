@@ -48,7 +48,7 @@ from models.family import Capability, Context, Family, LikelihoodKind, Likelihoo
 from models.generative import LogProb, OptionError, SampleOptions
 from models.loop import final_test, train_epochs
 
-DATASETS = frozenset({"digits_bin", "mnist5k_bin"})
+DATASETS = frozenset({"bars_stripes", "digits_bin", "mnist5k_bin"})
 MAX_EXACT_UNITS = 20  # 2^20 states: about a second of enumeration
 CHUNK = 1 << 14  # states per enumeration chunk
 

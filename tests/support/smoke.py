@@ -92,6 +92,7 @@ SMOKE: dict[str, Smoke] = {
     "boltzmann": Smoke(
         "digits_bin",
         {"chains": 8, "gibbs_steps": 1, "log_z_samples": 64},
+        also=("bars_stripes",),  # 16 units: exact log Z and exact samples
         variants=({"sampler": "pcd"},),
     ),
     # a constant ε: a schedule over the budget would differ between the half run and the
