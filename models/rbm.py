@@ -76,6 +76,9 @@ class RBMParams(Params):
     )
 
 
+AIS_MAX_WORK = 10**11  # multiply-adds of one AIS estimate: the inference routes' bound
+
+
 class RBM(nn.Module):
     """The RBM: free energy, conditionals, Gibbs sweeps, log Z."""
 
@@ -91,6 +94,14 @@ class RBM(nn.Module):
         self.params, self.info = params, info
         self.d = d = math.prod(info.input_shape)
         h = params.hidden
+        # AIS runs on a log-prob request (or the final test): its work is bounded as any
+        # request's, two (runs, D) x (D, H) products per inverse temperature
+        work = 2 * params.ais_runs * params.ais_betas * d * h
+        if not rbm_enumerable(d, h) and work > AIS_MAX_WORK:
+            raise ValueError(
+                f"ais_runs x ais_betas x 2 x {d} visible x {h} hidden = {work:.2g} "
+                f"multiply-adds, over {AIS_MAX_WORK:.0e}: fewer ais_runs or ais_betas"
+            )
         self.W = nn.Parameter(torch.randn(d, h) * 0.01)
         self.b = nn.Parameter(torch.zeros(d))
         self.c = nn.Parameter(torch.zeros(h))

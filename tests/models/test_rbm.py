@@ -167,3 +167,13 @@ def test_fit_on_bars_stripes_improves_the_exact_test_nll() -> None:
     drawn = sample(rbm, SampleOptions(n=8, seed=4))
     assert drawn.shape == (8, 16)  # input_shape: flattened images
     assert torch.equal(drawn, sample(rbm, SampleOptions(n=8, seed=4)))
+
+
+def test_ais_work_is_bounded_at_build() -> None:
+    """AIS runs on a request: runs x betas x 2 x D x H over the inference bound is refused
+    when the job is built (the API's 422 at params); the defaults on mnist5k_bin fit."""
+    info = load_data("mnist5k_bin").info
+    RBM(RBMParams(hidden=500), info)  # 100 x 1000 x 2 x 784 x 500 = 7.8e10
+    with pytest.raises(ValueError, match="ais_runs"):
+        RBM(RBMParams(hidden=500, ais_runs=200), info)
+    RBM(RBMParams(hidden=20, ais_runs=100_000, ais_betas=1_000_000), info)  # exact: no AIS
