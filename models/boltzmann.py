@@ -44,13 +44,13 @@ from pydantic import Field
 from torch import Tensor, nn
 
 from models.data import DataInfo, Dataset
+from models.energy import enumerate_states
 from models.family import Capability, Context, Family, LikelihoodKind, LikelihoodReport, Params
 from models.generative import LogProb, OptionError, SampleOptions
 from models.loop import final_test, train_epochs
 
 DATASETS = frozenset({"bars_stripes", "digits_bin", "mnist5k_bin"})
 MAX_EXACT_UNITS = 20  # 2^20 states: about a second of enumeration
-CHUNK = 1 << 14  # states per enumeration chunk
 
 
 class BoltzmannParams(Params):
@@ -69,12 +69,6 @@ class BoltzmannParams(Params):
         le=100_000,
         description="D > 20: importance samples behind the estimate of log Z in test_nll",
     )
-
-
-def all_states(d: int, start: int, stop: int, device: torch.device | None = None) -> Tensor:
-    """The binary states start..stop-1 of {0, 1}^d (float64), bit i of the index as unit i."""
-    idx = torch.arange(start, stop, dtype=torch.int64, device=device)
-    return ((idx[:, None] >> torch.arange(d, device=device)) & 1).double()
 
 
 class BoltzmannMachine(nn.Module):
@@ -119,9 +113,9 @@ class BoltzmannMachine(nn.Module):
     # --- exact (D ≤ 20) ---
 
     def states(self) -> Iterator[Tensor]:
-        """All 2^D states (float64) in chunks of ``CHUNK``."""
-        for s in range(0, 1 << self.d, CHUNK):
-            yield all_states(self.d, s, min(s + CHUNK, 1 << self.d), self.b.device)
+        """All 2^D states (float64) in chunks (``models.energy``), bit i of the index as
+        unit i."""
+        return enumerate_states(self.d, self.b.device)
 
     def log_z(self) -> Tensor:
         """log Z by enumeration, float64, chunked logsumexp (differentiable)."""
