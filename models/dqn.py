@@ -45,7 +45,6 @@ from models.rl import (
     Agent,
     Episodes,
     ReplayBuffer,
-    eval_mode,
     evaluate,
     greedy_policy,
     observation_dtype,
@@ -348,7 +347,6 @@ def fit(module: nn.Module, data: Environment, params: DQNParams, ctx: Context) -
 def act(module: nn.Module, observations: Tensor) -> dict[str, Tensor]:
     """Greedy actions and every action's Q-value: {"actions": (n,), "q_values": (n, A)}."""
     assert isinstance(module, DQN)
-    eval_mode(module)
     q = module.q(observations.to(next(module.parameters()).device))
     return {"actions": q.argmax(-1), "q_values": q}
 
