@@ -41,7 +41,7 @@ from app.storage import describe, quota_bytes, usage
 from models.checkpoint import dump_state, load_state, rng_state, set_rng_state
 from models.data import DataInfo
 from models.family import Diverged, Family
-from models.loop import denormals_flushed
+from models.loop import flush_denormals
 from models.optim import OptimizerSpec, build_optimizer
 from models.registry import get_family
 from workers.evaluation import log_calibration, served_state
@@ -465,7 +465,6 @@ class Runner:
         device: torch.device | None = None
         heartbeat: Heartbeat | None = None
         self.heartbeat: Heartbeat | None = None
-        flushed = denormals_flushed()  # restored at the end: a test may run jobs in process
         try:
             family = get_family(job.model)
             params = family.params(**job.spec["params"])
@@ -475,7 +474,6 @@ class Runner:
                 self.settings.cuda_memory_fraction,
             )
             seed_everything(int(job.spec["train"]["seed"]))
-            torch.set_flush_denormal(self.settings.flush_denormal)  # this thread's FTZ/DAZ
             # any data kind (models.data.DataKind): a built-in, or an upload from the database
             data = load_job_data(job.dataset)
             resume = self._load_resume()
@@ -485,7 +483,8 @@ class Runner:
             self._record_start(data.info, data.fingerprint(), device, parameters)
             heartbeat = self.heartbeat = Heartbeat(ctx, self.settings.heartbeat_seconds)
             heartbeat.start()
-            family.fit(module, data, params, ctx)
+            with flush_denormals(self.settings.flush_denormal):  # this thread, for the fit
+                family.fit(module, data, params, ctx)
             ctx.flush()
             ctx.save_pending()
             if ctx.stop_reason == "cancelled":
@@ -527,7 +526,6 @@ class Runner:
             self._salvage(ctx)
             return self._finish("failed", f"{type(exc).__name__}: {exc}")
         finally:
-            torch.set_flush_denormal(flushed)
             if heartbeat is not None:
                 heartbeat.done.set()
                 heartbeat.join(timeout=5)
