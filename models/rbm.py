@@ -145,6 +145,13 @@ class RBM(nn.Module):
                 self.W, self.b, self.c, self.base_bias, p.ais_runs, p.ais_betas, gen
             )
 
+    def store_log_z(self) -> tuple[float, float]:
+        """``compute_log_z`` for the current weights, kept in the ``log_z`` buffers."""
+        log_z, stderr = self.compute_log_z()
+        self.log_z.fill_(log_z)
+        self.log_z_stderr.fill_(stderr)
+        return log_z, stderr
+
     def log_prob(self, x: Tensor, log_z: float) -> Tensor:
         return -self.free_energy(x).double() - log_z
 
@@ -212,9 +219,7 @@ def evaluate(module: RBM, data: Dataset, split: str, log_z: float | None) -> dic
 
 def test_metrics(module: RBM, data: Dataset) -> dict[str, float]:
     """The test split's metrics with log Z computed (exact or AIS) and kept in the module."""
-    log_z, stderr = module.compute_log_z()
-    module.log_z.fill_(log_z)
-    module.log_z_stderr.fill_(stderr)
+    log_z, stderr = module.store_log_z()
     out = evaluate(module, data, "test", log_z)
     out |= {
         "test_log_z": log_z,
@@ -283,9 +288,10 @@ def sample(module: nn.Module, opts: SampleOptions) -> Tensor:
 
 def log_prob(module: nn.Module, x: Tensor, labels: Tensor | None, k: int) -> LogProb:
     """log P(x) = −F(x) − log Z: exact when the smaller layer has ≤ 20 units; else with
-    the AIS log Z the module keeps (``exact`` false, ``k`` its runs; computed at the first
-    request, seed 0, and kept in its buffers: the served checkpoint is saved before the
-    final test computes one). ``k`` is unused."""
+    an AIS log Z (``exact`` false, ``k`` its runs, seed 0). Either is computed at the first
+    request and kept in the module's buffers (the served checkpoint is saved before the
+    final test computes one), so later requests do not enumerate or anneal again. ``k``
+    is unused."""
     assert isinstance(module, RBM)
     if labels is not None:
         raise OptionError("labels", "rbm models are unconditional: leave labels out")
@@ -294,14 +300,8 @@ def log_prob(module: nn.Module, x: Tensor, labels: Tensor | None, k: int) -> Log
     if bool(((x != 0) & (x != 1)).any()):
         raise OptionError("inputs", f"{module.info.name} is binary: values are 0 or 1")
     with torch.no_grad():
-        if module.exact:
-            log_z = rbm_log_z_exact(module.W, module.b, module.c)
-        elif float(module.log_z_stderr) < 0:  # computed once, then kept with the module
-            log_z, stderr = module.compute_log_z()
-            module.log_z.fill_(log_z)
-            module.log_z_stderr.fill_(stderr)
-        else:
-            log_z = float(module.log_z)
+        kept = float(module.log_z_stderr) >= 0  # a negative error: none computed yet
+        log_z = float(module.log_z) if kept else module.store_log_z()[0]
         lp = module.log_prob(x, log_z).float()
     return LogProb(lp, exact=module.exact, k=None if module.exact else module.params.ais_runs)
 
