@@ -68,3 +68,13 @@ def test_ais_rbm_routes(client: TestClient) -> None:
     (entry,) = board["entries"]
     assert entry["kind"] == "estimate" and entry["samples"] == 8
     assert entry["stderr"] == metrics["test_nll_stderr"]
+
+
+def test_the_largest_sample_request_is_refused_before_it_runs(client: TestClient) -> None:
+    """The worst case by count: the most samples (10,000) of a 500-hidden RBM on 64 pixels
+    (32,564 parameters: at most 1e11 / 32,564 ≈ 3.1 × 10⁶ Gibbs rows) at 1,000 sweeps each
+    is 10⁷ rows: a 422 naming ``n``, before the 10,000 chains run (the memory probe runs
+    one and two)."""
+    job = rbm_job(client, "digits_bin", hidden=500, gibbs_steps=1000, ais_runs=2, ais_betas=10)
+    r = client.get(f"/v1/jobs/{job}/samples", params={"n": 10_000})
+    assert path(r) == "n" and "Gibbs rows" in r.json()["errors"][0]["message"]
