@@ -77,8 +77,9 @@ class BoltzmannParams(Params):
     ais_runs: int = Field(
         100, ge=2, le=100_000, description="AIS runs when log Z cannot be enumerated (D > 20)"
     )
+    # 100 × 400 fits the work bound on 784 units (at most about 49,000 runs × temperatures)
     ais_betas: int = Field(
-        1000, ge=2, le=1_000_000, description="AIS inverse temperatures (linear from 0 to 1)"
+        400, ge=2, le=1_000_000, description="AIS inverse temperatures (linear from 0 to 1)"
     )
 
 
@@ -222,26 +223,27 @@ def gibbs_sweeps(u: Tensor, W: Tensor, b: Tensor, sweeps: int, gen: torch.Genera
     f_i = b_i + Σ_j W_ij u_j, with ν ~ U[0, 1) (n, D) drawn from ``gen`` each sweep.
 
     Units go ``BLOCK`` at a time. A block's sequential draws c solve the triangular system
-    c_m = [logit ν_m < h_m + Σ_{l<m} W_ml c_l] (h: the field of the units before the block,
-    already drawn, and after it, not yet), whose one solution Jacobi iteration from the old
-    values reaches within block-size steps (step t fixes unit t) and stops at the first step
-    that changes nothing (a fixed point solves the system). So these are the unit-by-unit
-    scan's draws, the field of each block one matrix product of the current state, in
-    about four tensor operations per step instead of per unit: 3-10× faster here
-    (docs/models.md#boltzmann)."""
+    c_m = [logit ν_m < h_m + Σ_{l<m} W_ml c_l], h_m = b_m + Σ_j W_mj u_j over every unit j
+    but the block's earlier ones, at its current value (drawn this sweep before the block,
+    the last sweep's after it). Its one solution is what Jacobi iteration from the old
+    values reaches within block-size steps (step t fixes unit t), stopping at the first
+    step that changes nothing (a fixed point solves the system). So these are the
+    unit-by-unit scan's draws from the same ν, each block's field one matrix product, in
+    about four tensor operations per step, not per unit (docs/models.md#boltzmann)."""
     u = u.clone()
     d = u.shape[1]
     blocks = [(s, min(s + BLOCK, d)) for s in range(0, d, BLOCK)]
-    earlier = [W[s:e, s:e].triu(1) for s, e in blocks]  # (c @ it)_m = Σ_{l<m} W_ml c_l
+    # (c @ w)_m = Σ_{l<m} W_lm c_l: the pull of the block's earlier units on unit m
+    within = [W[s:e, s:e].triu(1) for s, e in blocks]
     for _ in range(sweeps):
         nu = torch.rand(u.shape, generator=gen, device=gen.device, dtype=u.dtype)
         threshold = torch.logit(nu.to(u.device))  # ν < σ(f) ⇔ logit ν < f
-        for (s, e), lower in zip(blocks, earlier, strict=True):
+        for (s, e), w in zip(blocks, within, strict=True):
             old, t = u[:, s:e], threshold[:, s:e]
-            h = torch.addmm(b[s:e], u, W[:, s:e]) - old @ lower  # (n, block)
+            h = torch.addmm(b[s:e], u, W[:, s:e]) - old @ w  # (n, block)
             c = old
             for _ in range(e - s):
-                step = (t < torch.addmm(h, c, lower)).to(u.dtype)
+                step = (t < torch.addmm(h, c, w)).to(u.dtype)
                 if torch.equal(step, c):
                     break
                 c = step

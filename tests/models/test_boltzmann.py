@@ -288,6 +288,7 @@ def test_ais_work_over_the_bound_is_refused_at_build_as_a_422_naming_params() ->
         check_model_size("boltzmann", info, too_many)
     assert refused.value.status == 422 and refused.value.extra["errors"][0]["path"] == "params"
     assert "ais_runs" in refused.value.detail
+    FAMILY.build(BoltzmannParams(), info)  # the defaults fit
     FAMILY.build(BoltzmannParams(ais_runs=100_000, ais_betas=1_000_000), binary_info(20))
 
 
