@@ -9,13 +9,17 @@ every binary state, computable by enumeration when one layer is small, else esti
 - ``rbm_log_z_ais``: annealed importance sampling (Salakhutdinov & Murray 2008, "On the
   quantitative analysis of deep belief networks") from the base-rate RBM (W = 0, c = 0,
   visible biases ``base_bias``, the data's marginals), with its standard error.
+- ``ais_log_z``: annealed importance sampling (Neal 2001) along the geometric path between
+  any tractable base model and a target, given the log ratio of their unnormalised
+  densities and a transition at each β (the ``boltzmann`` family's); ``log_mean_exp``:
+  the log of the mean importance weight with its standard error.
 """
 
 from __future__ import annotations
 
 import itertools
 import math
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import torch
 import torch.nn.functional as F
@@ -104,3 +108,38 @@ def rbm_log_z_ais(
     r = torch.exp(log_w - log_w.max())
     stderr = float(r.std() / (math.sqrt(runs) * r.mean()))
     return log_za + log_mean, stderr
+
+
+def log_mean_exp(log_w: Tensor) -> tuple[float, float]:
+    """(log mean w, its standard error std(w) / (√M mean(w)), the delta method) of M
+    weights given as logs, in float64."""
+    log_w = log_w.double()
+    r = torch.exp(log_w - log_w.max())
+    log_mean = float(torch.logsumexp(log_w, 0)) - math.log(len(log_w))
+    return log_mean, float(r.std() / (math.sqrt(len(log_w)) * r.mean()))
+
+
+def ais_log_z(
+    x: Tensor,
+    log_z_base: float,
+    log_ratio: Callable[[Tensor], Tensor],
+    transition: Callable[[Tensor, float], Tensor],
+    betas: int,
+) -> tuple[float, float]:
+    """(log Z_B, its standard error) by annealed importance sampling (Neal 2001, "Annealed
+    importance sampling") along the geometric path p*_β = p*_A^{1−β} p*_B^β, β linear from
+    0 to 1 in ``betas`` steps (≥ 2).
+
+    x (runs, D) are exact draws from the base p_A, whose log Z_A is ``log_z_base``; at each
+    β_k, k = 1..K, log w += (β_k − β_{k−1}) ``log_ratio``(x) (log p*_B(x) − log p*_A(x),
+    per run), then, below β = 1, x ← ``transition``(x, β_k), a move that leaves p_{β_k}
+    invariant. log Z_B = log Z_A + log mean w (``log_mean_exp``): unbiased in Z, so log Ẑ
+    errs low on average, by about half its variance."""
+    log_w = torch.zeros(len(x), dtype=torch.float64, device=x.device)
+    schedule = torch.linspace(0.0, 1.0, betas).tolist()
+    for prev, beta in itertools.pairwise(schedule):
+        log_w += (beta - prev) * log_ratio(x).double()
+        if beta < 1.0:
+            x = transition(x, beta)
+    log_mean, stderr = log_mean_exp(log_w)
+    return log_z_base + log_mean, stderr

@@ -87,11 +87,11 @@ SMOKE: dict[str, Smoke] = {
     "gated_pixelcnn": Smoke(
         "digits_bin", {"channels": 4, "layers": 1, "conditional": True}, also=("digits",)
     ),
-    # 64 units: Gibbs training, the log Z estimate; exact enumeration is tested on tiny
+    # 64 units: Gibbs training, the AIS log Z; exact enumeration is tested on tiny
     # synthetic sets in tests/models/test_boltzmann.py; pcd's chains are a buffer
     "boltzmann": Smoke(
         "digits_bin",
-        {"chains": 8, "gibbs_steps": 1, "log_z_samples": 64},
+        {"chains": 8, "gibbs_steps": 1, "ais_runs": 4, "ais_betas": 10},
         also=("bars_stripes",),  # 16 units: exact log Z and exact samples
         variants=({"sampler": "pcd"},),
     ),
