@@ -139,16 +139,18 @@ class Decoder:
 class Chain:
     """CHAIN's declaration, that the model samples by Markov chains (its SAMPLE honours
     ``SampleOptions.steps``): ``run`` (module, SampleOptions, at) -> the chains' states
-    after each sweep count of ``at`` (``models.generative.ChainFn``); ``sweeps`` (module ->
-    the sweeps SAMPLE runs when a request sets none; 0 when it then draws exactly, without
-    a chain) and ``updates`` (module -> the sequential updates of one sweep: an RBM's two
-    block updates, a Boltzmann machine's one per unit), which the API needs to bound a
-    request's work before it runs: a sweep's rows cost parameters × chains, and its
-    updates run one after another whatever the chains."""
+    after each sweep count of ``at`` (``models.generative.ChainFn``). The API bounds a
+    request's work before a chain runs with the rest: ``sweeps`` (module -> the sweeps
+    SAMPLE runs when a request sets none; 0 when it then draws exactly, without a
+    chain), ``updates`` (module -> the sequential updates of one sweep: an RBM's two
+    block updates, a Boltzmann machine's one per unit; each costs the same few small ops
+    whatever the chains) and ``rows`` (the forward rows through every parameter that one
+    sweep of one chain costs: an RBM's 2, x -> h and h -> x; a Boltzmann machine's 1)."""
 
     run: ChainFn
     sweeps: Callable[[nn.Module], int]
     updates: Callable[[nn.Module], int]
+    rows: int = 1
 
     def __call__(self, module: nn.Module, opts: SampleOptions, at: Sequence[int]) -> torch.Tensor:
         return self.run(module, opts, at)

@@ -351,8 +351,8 @@ FAMILY: Family = Family(
         Capability.SAMPLE: sample,
         Capability.LOG_PROB: log_prob,
         Capability.FILTERS: filters,
-        # a sweep: h given x, then x given h (two sequential block updates)
-        Capability.CHAIN: Chain(chain, default_sweeps, updates=lambda module: 2),
+        # a sweep: h given x, then x given h (two block updates, each a product with W)
+        Capability.CHAIN: Chain(chain, default_sweeps, updates=lambda module: 2, rows=2),
     },
     build=build,
     fit=fit,

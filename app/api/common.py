@@ -29,10 +29,11 @@ from models.uncertainty import seeded_inference
 log = logging.getLogger("deepzoo.inference")
 FALLBACK_BYTES_PER_ROW = 64 * 1024  # a model whose memory could not be measured
 # sequential updates (an RBM's block update, a Boltzmann machine's unit update) that one
-# request's Markov chains may make: each is a few small ops whatever the chains (25-85 µs
-# here), so this bounds the requests of few chains that the work bound lets run long (2.5
-# to 8.5 s: a chain of a 500-hidden RBM on 784 pixels at 50,000 sweeps)
-MAX_CHAIN_UPDATES = 100_000
+# request's Markov chains may make: each is a few small ops whatever the chains, so this
+# bounds the requests of few chains that the work bound lets run long. At the most: 25,000
+# sweeps of one chain of a 500-hidden RBM, 2.2 s on digits_bin (64 pixels), 7.4 s on
+# mnist5k_bin (784); 63 sweeps of a Boltzmann machine on 784 units, 1.9 s
+MAX_CHAIN_UPDATES = 50_000
 PNG: dict[int | str, dict[str, Any]] = {
     200: {"content": {"image/png": {"schema": BINARY}}, "description": "a PNG image"}
 }
@@ -58,11 +59,14 @@ def check_chains(
     item: Loaded, chains: int, sweeps: int, fields: list[str], sweeps_field: str, what: str
 ) -> None:
     """422 when ``chains`` Markov chains of ``sweeps`` sweeps each (a model declaring CHAIN)
-    are over the work bound (parameters × chains × sweeps forward rows, ``what``; naming
-    ``fields``) or over ``MAX_CHAIN_UPDATES`` sequential updates (naming ``sweeps_field``,
-    the one that sets them); 0 sweeps: the model's exact draws, one row a chain."""
-    check_work(item.parameters, chains * max(sweeps, 1), fields, what)
-    per_sweep = item.family.capability(Capability.CHAIN).updates(item.module)
+    are over the work bound (parameters × chains × sweeps × the chain's rows per sweep,
+    ``what``; naming ``fields``) or over ``MAX_CHAIN_UPDATES`` sequential updates (naming
+    ``sweeps_field``, the one that sets them); 0 sweeps: the model's exact draws, one row
+    a chain."""
+    chain = item.family.capability(Capability.CHAIN)
+    rows = chains * (sweeps * chain.rows or 1)
+    check_work(item.parameters, rows, fields, what)
+    per_sweep = chain.updates(item.module)
     if sweeps * per_sweep > MAX_CHAIN_UPDATES:
         most = MAX_CHAIN_UPDATES // per_sweep
         raise too_costly(

@@ -94,7 +94,7 @@ def chain_png(
     seed: Annotated[int, Query(ge=0, le=2**63 - 1, description="same seed, same chain")] = 0,
     steps: Annotated[
         int, Query(ge=1, le=MAX_CHAIN_STEPS, description="Gibbs sweeps of the chain")
-    ] = 200,
+    ] = 50,
     frames: Annotated[
         int, Query(ge=2, le=MAX_CHAIN_FRAMES, description="snapshots, the start and the end too")
     ] = 10,
@@ -112,7 +112,8 @@ def chain_png(
     item = model.load()
     chain = item.family.capability(Capability.CHAIN)  # 409 naming what it can do
     shape = _image_shape(item, "a chain")
-    check_chains(item, 1, steps, ["steps"], "steps", "steps (one chain's Gibbs rows)")
+    what = f"steps × {chain.rows} Gibbs rows a sweep (one chain)"
+    check_chains(item, 1, steps, ["steps"], "steps", what)
     at = frame_steps(steps, frames, spacing)
     max_rows = MAX_INFERENCE_WORK // max(item.parameters, 1)
     opts = SampleOptions(n=1, seed=seed, steps=steps, max_rows=max_rows)

@@ -115,7 +115,7 @@ def _samples(item: Loaded, opts: SampleOptions) -> torch.Tensor:
         chain = item.family.capability(Capability.CHAIN)
         sweeps = chain.sweeps(item.module) if opts.steps is None else opts.steps
         fields = ["n"] if opts.steps is None else ["gibbs_steps", "n"]
-        what = f"n × gibbs_steps ({sweeps}) Gibbs rows"
+        what = f"n × gibbs_steps ({sweeps}) × {chain.rows} Gibbs rows a sweep"
         check_chains(item, opts.n, sweeps, fields, "gibbs_steps", what)
         # a chain's memory does not grow with its sweeps: the probe runs one (none for a
         # model that draws exactly)

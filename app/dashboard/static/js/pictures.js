@@ -43,7 +43,7 @@ export const PICTURES = [
   { capability: "filters", kinds: ["image"], title: "Filters (each unit's weights)",
     route: () => "filters.png?n=64" },
   { capability: "chain", kinds: ["image"], title: "One Gibbs chain",
-    route: () => "chain.png?seed=0&steps=200&frames=10" },
+    route: () => "chain.png?seed=0&steps=50&frames=10" },
   { capability: "rollout", kinds: ["control"], title: "Evaluation episode",
     route: () => "episode.gif?seed=0" },
   { capability: "log_prob", kinds: ANY, finished: true, title: "Leaderboard on this dataset",
