@@ -98,10 +98,11 @@ def test_a_model_without_chains_or_filters(client: TestClient) -> None:
 def test_the_worst_chain_requests_answer_or_are_refused_fast(client: TestClient) -> None:
     """A 500-hidden RBM (32,564 parameters) whose params sample with 100,000 sweeps: the
     first samples request once ran the sampler at n = 1 and n = 2 with every sweep (about
-    a minute at this size on 784 pixels) before any check. Now the work is checked first
-    and the memory probe runs one sweep: the default's 200,000 sequential updates are a
-    422 naming gibbs_steps, 10,000 samples of 1,000 sweeps one naming n, each at once;
-    the largest request the bound on updates allows runs once, not three times."""
+    50 s at this size on 784 pixels) before any check. Now the work is checked first and
+    the memory probe runs one sweep: the default's 200,000 sequential updates are a 422
+    naming gibbs_steps, so are 10,000 samples of 1,000 sweeps (the request set
+    gibbs_steps), each at once; the largest request the bound on updates allows runs
+    once, not three times."""
     jid = job(
         client, "rbm", "digits_bin", hidden=500, gibbs_steps=100_000, ais_runs=2, ais_betas=10
     )
