@@ -1,8 +1,7 @@
 """The dashboard in a real chromium against a real stack: sign in (by keyboard), the jobs
 list following a job live to succeeded, the form generated from the catalog's schema (a
 default shown, a 422 shown on its field), a job's curve and picture, an RBM's filters and
-chain, comparing two jobs,
-cancelling, escaping user-supplied names, and a phone's width."""
+chain, comparing two jobs, cancelling, escaping user-supplied names, and a phone's width."""
 
 from __future__ import annotations
 
