@@ -309,3 +309,44 @@ def leaderboard_png(
     ax.margins(x=0.12)  # room for the values
     ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8, frameon=False)
     return _png(fig)
+
+
+def filters_png(weights: np.ndarray, *, units: Sequence[int], title: str) -> bytes:
+    """Signed weights (n, C, H, W), one tile per unit labelled with its index: each tile
+    on its own symmetric scale, ±max |w| of the tile, a diverging map with white at 0
+    (red positive, blue negative); colour images (C = 3) at 0.5 + 0.5 w / max |w| per
+    channel (grey at 0)."""
+    n = len(weights)
+    cols = max(1, int(np.ceil(np.sqrt(n))))
+    rows = int(np.ceil(n / cols))
+    fig = _figure(max(2.4, 0.9 * cols), max(2.4, 0.95 * rows + 0.5))
+    fig.suptitle(title, fontsize=8)
+    axes = np.atleast_1d(fig.subplots(rows, cols, squeeze=False)).ravel()
+    for ax in axes:
+        ax.set_axis_off()
+    for ax, w, unit in zip(axes, weights, units, strict=False):
+        top = float(np.abs(w).max()) or 1.0
+        if w.shape[0] == 1:
+            ax.imshow(w[0], cmap="RdBu_r", vmin=-top, vmax=top, interpolation="nearest")
+        else:
+            ax.imshow(np.moveaxis(0.5 + 0.5 * w / top, 0, -1), interpolation="nearest")
+        ax.set_title(f"{unit}", fontsize=5, pad=1)
+    return _png(fig)
+
+
+def chain_png(frames: np.ndarray, *, steps: Sequence[int], value_max: float, title: str) -> bytes:
+    """One chain's states (F, C, H, W) in 0..value_max as a row, the sweep count under each."""
+    n = len(frames)
+    fig = _figure(max(3.0, 1.0 * n), 1.9)
+    fig.suptitle(title, fontsize=8)
+    axes = np.atleast_1d(fig.subplots(1, n, squeeze=False)).ravel()
+    for ax, img, step in zip(axes, frames, steps, strict=True):
+        ax.set_xticks([])
+        ax.set_yticks([])
+        img = np.clip(img / (value_max or 1.0), 0.0, 1.0)
+        if img.shape[0] == 1:
+            ax.imshow(img[0], cmap="gray", vmin=0.0, vmax=1.0, interpolation="nearest")
+        else:
+            ax.imshow(np.moveaxis(img, 0, -1), interpolation="nearest")
+        ax.set_xlabel(f"step {step}", fontsize=7)
+    return _png(fig)

@@ -422,6 +422,9 @@ class SamplesOut(BaseModel):
     n: int
     label: int | None
     temperature: float
+    gibbs_steps: int | None = Field(
+        None, description="the request's sweeps per chain (chain samplers; null: the model's)"
+    )
 
 
 class ReceptiveFieldOut(BaseModel):

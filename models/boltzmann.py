@@ -43,7 +43,7 @@ weights, 0 before; its standard error, 0 when exact, −1 before).
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from typing import Literal
 
 import torch
@@ -53,7 +53,15 @@ from torch import Tensor, nn
 
 from models.data import DataInfo, Dataset
 from models.energy import ais_log_z, enumerate_states
-from models.family import Capability, Context, Family, LikelihoodKind, LikelihoodReport, Params
+from models.family import (
+    Capability,
+    Chain,
+    Context,
+    Family,
+    LikelihoodKind,
+    LikelihoodReport,
+    Params,
+)
 from models.generative import LogProb, OptionError, SampleOptions
 from models.loop import final_test, train_epochs
 
@@ -347,26 +355,65 @@ def test_metrics(module: BoltzmannMachine, data: Dataset) -> dict[str, float]:
 
 
 def sample(module: nn.Module, opts: SampleOptions) -> Tensor:
-    """Exact draws when D ≤ 20; else ``gibbs_steps`` sweeps of n chains from uniform
-    noise. ``temperature`` is not supported (1 only): the energy has no noise scale."""
+    """Exact draws when D ≤ 20 and the request sets no ``steps``; else the last state of
+    ``chain`` after ``opts.steps`` (else ``gibbs_steps``) sweeps. ``temperature`` is not
+    supported (1 only): the energy has no noise scale."""
     assert isinstance(module, BoltzmannMachine)
+    if module.exact and opts.steps is None:
+        _check_options(opts)
+        u = module.draw_exact(opts.n, opts.generator())
+        return (u.float() * (module.info.value_max or 1.0)).view(opts.n, *module.info.input_shape)
+    steps = module.params.gibbs_steps if opts.steps is None else opts.steps
+    return chain(module, opts, [steps])[0]
+
+
+def _check_options(opts: SampleOptions) -> None:
     if opts.label is not None:
         raise OptionError("label", "boltzmann models are unconditional: leave label out")
     if opts.temperature != 1.0:
         raise OptionError("temperature", "boltzmann samples at temperature 1 only")
+
+
+def chain(module: nn.Module, opts: SampleOptions, at: Sequence[int]) -> Tensor:
+    """The states (len(at), n, *input_shape) of n Gibbs chains (systematic scan) after each
+    sweep count of ``at`` (ascending; 0: the start, uniform noise), seeded by
+    ``opts.seed``. A state does not depend on the counts before it: ``at = [s]`` is
+    ``sample`` with ``steps = s``."""
+    assert isinstance(module, BoltzmannMachine)
+    _check_options(opts)
+    rows = opts.n * at[-1]
+    if opts.max_rows is not None and rows > opts.max_rows:
+        most = max(opts.max_rows // max(at[-1], 1), 0)
+        raise OptionError("n", f"{opts.n} chains × {at[-1]} Gibbs sweeps: at most {most}")
     gen = opts.generator()
-    if module.exact:
-        u = module.draw_exact(opts.n, gen)
-    else:
-        rows = opts.n * module.params.gibbs_steps
-        if opts.max_rows is not None and rows > opts.max_rows:
-            most = max(opts.max_rows // module.params.gibbs_steps, 0)
-            sweeps = module.params.gibbs_steps
-            raise OptionError("n", f"{opts.n} chains × {sweeps} Gibbs sweeps: at most {most}")
-        start = (torch.rand(opts.n, module.d, generator=gen) < 0.5).float()
-        u = module.gibbs(start.to(module.b.device), module.params.gibbs_steps, gen)
-    x = u.float() * (module.info.value_max or 1.0)
-    return x.view(opts.n, *module.info.input_shape)
+    u = (torch.rand(opts.n, module.d, generator=gen) < 0.5).float().to(module.b.device)
+    frames, done = [], 0
+    for target in at:
+        u = module.gibbs(u, target - done, gen)
+        frames.append(u)
+        done = target
+    x = torch.stack(frames).float() * (module.info.value_max or 1.0)
+    return x.view(len(at), opts.n, *module.info.input_shape)
+
+
+def filters(module: nn.Module) -> Tensor:
+    """Each unit's couplings W[i, :] to the others in the input's shape (D, *input_shape);
+    zero at the unit itself."""
+    assert isinstance(module, BoltzmannMachine)
+    return module.W.detach().reshape(module.d, *module.info.input_shape)
+
+
+def default_sweeps(module: nn.Module) -> int:
+    """The sweeps of a sample when a request sets none: 0 (exact draws) when D ≤ 20,
+    else ``gibbs_steps``."""
+    assert isinstance(module, BoltzmannMachine)
+    return 0 if module.exact else module.params.gibbs_steps
+
+
+def scan_updates(module: nn.Module) -> int:
+    """The sequential updates of one sweep: one per unit."""
+    assert isinstance(module, BoltzmannMachine)
+    return module.d
 
 
 def log_prob(module: nn.Module, x: Tensor, labels: Tensor | None, k: int) -> LogProb:
@@ -399,7 +446,12 @@ FAMILY: Family = Family(
     "by enumeration up to 20 units, Gibbs or persistent chains and an AIS log Z beyond",
     params=BoltzmannParams,
     datasets=DATASETS,
-    capabilities={Capability.SAMPLE: sample, Capability.LOG_PROB: log_prob},
+    capabilities={
+        Capability.SAMPLE: sample,
+        Capability.LOG_PROB: log_prob,
+        Capability.FILTERS: filters,
+        Capability.CHAIN: Chain(chain, default_sweeps, scan_updates),
+    },
     build=build,
     fit=fit,
     default_epochs=20,

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import enum
 import inspect
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, Literal, Protocol, overload
@@ -25,13 +25,16 @@ from torch import nn
 if TYPE_CHECKING:
     from models.data import DataInfo
     from models.generative import (
+        ChainFn,
         CompleteFn,
         DecodeFn,
         EncodeFn,
+        FiltersFn,
         InterpolateFn,
         LogProbFn,
         ReceptiveFieldFn,
         SampleFn,
+        SampleOptions,
     )
     from models.rl import ActFn, RolloutFn
 
@@ -48,6 +51,8 @@ class Capability(enum.StrEnum):
     INTERPOLATE = "interpolate"
     RECEPTIVE_FIELD = "receptive_field"
     COMPLETE = "complete"
+    FILTERS = "filters"
+    CHAIN = "chain"
     ACT = "act"
     ROLLOUT = "rollout"
     EMBED = "embed"
@@ -130,6 +135,27 @@ class Decoder:
         return self.decode(module, z, labels)
 
 
+@dataclass(frozen=True)
+class Chain:
+    """CHAIN's declaration, that the model samples by Markov chains (its SAMPLE honours
+    ``SampleOptions.steps``): ``run`` (module, SampleOptions, at) -> the chains' states
+    after each sweep count of ``at`` (``models.generative.ChainFn``). The API bounds a
+    request's work before a chain runs with the rest: ``sweeps`` (module -> the sweeps
+    SAMPLE runs when a request sets none; 0 when it then draws exactly, without a
+    chain), ``updates`` (module -> the sequential updates of one sweep: an RBM's two
+    block updates, a Boltzmann machine's one per unit; each costs the same few small ops
+    whatever the chains) and ``rows`` (the forward rows through every parameter that one
+    sweep of one chain costs: an RBM's 2, x -> h and h -> x; a Boltzmann machine's 1)."""
+
+    run: ChainFn
+    sweeps: Callable[[nn.Module], int]
+    updates: Callable[[nn.Module], int]
+    rows: int = 1
+
+    def __call__(self, module: nn.Module, opts: SampleOptions, at: Sequence[int]) -> torch.Tensor:
+        return self.run(module, opts, at)
+
+
 # capability -> the positional arguments its function takes (the signatures above); the
 # reserved capabilities (embed, neighbors, trajectory) get theirs with the
 # first family that serves them, and are only checked to be callable until then
@@ -142,6 +168,8 @@ ARITY: dict[Capability, int] = {
     Capability.INTERPOLATE: 3,  # z_a, z_b, steps
     Capability.RECEPTIVE_FIELD: 2,  # module, position
     Capability.COMPLETE: 4,  # module, x, observed, SampleOptions
+    Capability.FILTERS: 1,  # module
+    Capability.CHAIN: 3,  # module, SampleOptions, at (a Chain)
     Capability.ACT: 2,  # module, observations (models.rl.ActFn)
     Capability.ROLLOUT: 3,  # module, environment, RolloutOptions (models.rl.RolloutFn)
 }
@@ -246,6 +274,8 @@ class Family:
         declared = self.capabilities
         if Capability.INTERPOLATE in declared and Capability.DECODE not in declared:
             raise TypeError(f"family {self.name!r} declares interpolate without decode")
+        if Capability.CHAIN in declared and Capability.SAMPLE not in declared:
+            raise TypeError(f"family {self.name!r} declares chain without sample")
         object.__setattr__(self, "capabilities", MappingProxyType(dict(self.capabilities)))
 
     @property
@@ -270,6 +300,10 @@ class Family:
     @overload
     def capability(self, c: Literal[Capability.COMPLETE]) -> CompleteFn: ...
     @overload
+    def capability(self, c: Literal[Capability.FILTERS]) -> FiltersFn: ...
+    @overload
+    def capability(self, c: Literal[Capability.CHAIN]) -> Chain: ...
+    @overload
     def capability(self, c: Literal[Capability.ACT]) -> ActFn: ...
     @overload
     def capability(self, c: Literal[Capability.ROLLOUT]) -> RolloutFn: ...
@@ -291,10 +325,12 @@ def _check(family: str, capability: Any, fn: Any) -> None:
         raise TypeError(f"family {family!r} declares {capability.value} without its function")
     if capability is Capability.DECODE and not isinstance(fn, Decoder):
         raise TypeError(f"family {family!r}: decode is declared as a Decoder(decode, latent_dim)")
+    if capability is Capability.CHAIN and not isinstance(fn, Chain):
+        raise TypeError(f"family {family!r}: chain is declared as a Chain(run, sweeps, updates)")
     arity = ARITY.get(capability)
     if arity is None:
         return
-    target = fn.decode if isinstance(fn, Decoder) else fn
+    target = fn.decode if isinstance(fn, Decoder) else fn.run if isinstance(fn, Chain) else fn
     try:
         signature = inspect.signature(target)
     except (TypeError, ValueError):  # a builtin without one: nothing to check

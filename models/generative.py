@@ -16,7 +16,7 @@ it for a density constant within each level's cell).
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import torch
@@ -38,6 +38,9 @@ class SampleOptions:
     # the most forward rows the sampler may run (the API's bound on work; None: no bound):
     # a sampler that draws proposals (GAN DRS) stops there with an OptionError on ``n``
     max_rows: int | None = None
+    # a chain sampler's sweeps (Capability.CHAIN; the request's ``gibbs_steps``): None, the
+    # family's default (its params' ``gibbs_steps``); others never read it
+    steps: int | None = None
 
     def generator(self, device: torch.device | str = "cpu") -> torch.Generator:
         return torch.Generator(device=device).manual_seed(self.seed)
@@ -74,6 +77,13 @@ ReceptiveFieldFn = Callable[[nn.Module, int], Tensor]
 FIELD_PROBES = 8
 FIELD_ROWS = 3 * FIELD_PROBES
 CompleteFn = Callable[[nn.Module, Tensor, Tensor, SampleOptions], Tensor]
+# energy-based models: each unit's weights as an image (units, *input_shape), e.g. an
+# RBM's W[:, j] per hidden unit j, a Boltzmann machine's coupling row W[i, :] per unit i;
+# and one Markov chain's states after each sweep count of ``at`` (ascending, 0 the start):
+# (len(at), n, *input_shape) for ``n`` chains from ``seed`` (SampleOptions), the state at
+# ``at[-1]`` being what SAMPLE with ``steps = at[-1]`` draws from the same options
+FiltersFn = Callable[[nn.Module], Tensor]
+ChainFn = Callable[[nn.Module, SampleOptions, Sequence[int]], Tensor]
 
 
 def latent_path(z_a: Tensor, z_b: Tensor, steps: int) -> Tensor:

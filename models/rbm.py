@@ -31,6 +31,7 @@ by the final test, 0 before; its standard error, 0 when exact, −1 before).
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F
@@ -41,6 +42,7 @@ from models.data import DataInfo, Dataset
 from models.energy import rbm_enumerable, rbm_free_energy, rbm_log_z_ais, rbm_log_z_exact
 from models.family import (
     Capability,
+    Chain,
     Context,
     Family,
     LikelihoodKind,
@@ -262,28 +264,53 @@ def fit(module: nn.Module, data: Dataset, params: RBMParams, ctx: Context) -> No
 
 
 def sample(module: nn.Module, opts: SampleOptions) -> Tensor:
-    """n samples: ``gibbs_steps`` block Gibbs sweeps of n chains from uniform noise, seeded
-    by ``opts.seed``; ``temperature`` divides the energy (1: the model)."""
+    """n samples: ``opts.steps`` (else ``gibbs_steps``) block Gibbs sweeps of n chains from
+    uniform noise, seeded by ``opts.seed``: the last state of ``chain``."""
+    assert isinstance(module, RBM)
+    steps = module.params.gibbs_steps if opts.steps is None else opts.steps
+    return chain(module, opts, [steps])[0]
+
+
+def chain(module: nn.Module, opts: SampleOptions, at: Sequence[int]) -> Tensor:
+    """The states (len(at), n, *input_shape) of n block Gibbs chains x -> h -> x after each
+    sweep count of ``at`` (ascending; 0: the start, uniform noise), seeded by ``opts.seed``;
+    ``temperature`` divides the energy (1: the model). A state does not depend on the
+    counts before it: ``at = [s]`` is ``sample`` with ``steps = s``."""
     assert isinstance(module, RBM)
     if opts.label is not None:
         raise OptionError("label", "rbm models are unconditional: leave label out")
     if opts.temperature <= 0:
         raise OptionError("temperature", "temperature must be positive")
-    steps = module.params.gibbs_steps
-    rows = opts.n * steps
+    rows = opts.n * at[-1]
     if opts.max_rows is not None and rows > opts.max_rows:
-        most = opts.max_rows // steps
+        most = opts.max_rows // max(at[-1], 1)
         raise OptionError("n", f"{opts.n} samples take {rows} Gibbs rows; at most {most}")
     module.eval()
     dev = module.W.device
     gen = opts.generator(dev)
     t = opts.temperature
+    frames, done = [], 0
     with torch.no_grad():
         x = bernoulli(torch.full((opts.n, module.d), 0.5, device=dev), gen)
-        for _ in range(steps):
-            h = bernoulli(torch.sigmoid((module.c + x @ module.W) / t), gen)
-            x = bernoulli(torch.sigmoid((module.b + h @ module.W.T) / t), gen)
-    return x.view(opts.n, *module.info.input_shape)
+        for target in at:
+            for _ in range(target - done):
+                h = bernoulli(torch.sigmoid((module.c + x @ module.W) / t), gen)
+                x = bernoulli(torch.sigmoid((module.b + h @ module.W.T) / t), gen)
+            frames.append(x)
+            done = target
+    return torch.stack(frames).view(len(at), opts.n, *module.info.input_shape)
+
+
+def filters(module: nn.Module) -> Tensor:
+    """Each hidden unit's weights W[:, j] in the input's shape (H, *input_shape)."""
+    assert isinstance(module, RBM)
+    return module.W.detach().T.reshape(module.params.hidden, *module.info.input_shape)
+
+
+def default_sweeps(module: nn.Module) -> int:
+    """The sweeps of a sample when a request sets none: ``gibbs_steps``."""
+    assert isinstance(module, RBM)
+    return module.params.gibbs_steps
 
 
 def log_prob(module: nn.Module, x: Tensor, labels: Tensor | None, k: int) -> LogProb:
@@ -320,7 +347,13 @@ FAMILY: Family = Family(
     "by AIS with its standard error",
     params=RBMParams,
     datasets=DATASETS,
-    capabilities={Capability.SAMPLE: sample, Capability.LOG_PROB: log_prob},
+    capabilities={
+        Capability.SAMPLE: sample,
+        Capability.LOG_PROB: log_prob,
+        Capability.FILTERS: filters,
+        # a sweep: h given x, then x given h (two block updates, each a product with W)
+        Capability.CHAIN: Chain(chain, default_sweeps, updates=lambda module: 2, rows=2),
+    },
     build=build,
     fit=fit,
     default_epochs=50,

@@ -8,6 +8,7 @@ Each route calls the functions the ``Family`` record maps its capabilities to
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from collections.abc import Callable, Sequence
 from typing import Annotated, Any, Literal
@@ -17,7 +18,7 @@ import torch
 from fastapi import APIRouter, Query
 from fastapi.responses import JSONResponse, Response
 
-from app.api.common import PNG, PNGResponse, parse_inputs, run_inference
+from app.api.common import PNG, PNGResponse, check_chains, parse_inputs, run_inference
 from app.api.deps import JobModel, LoadedModel
 from app.config import get_settings
 from app.inference import Loaded, to_jsonable
@@ -39,6 +40,7 @@ from models.generative import LogProb, SampleOptions, bits_per_dim
 
 router = APIRouter(prefix="/v1/jobs", tags=["generative"])
 log = logging.getLogger("deepzoo.generative")
+MAX_GIBBS_STEPS = 100_000  # a request's sweeps per chain (the work bounds apply below it)
 
 
 def _cost(item: Loaded, key: str, call: Callable[[int], Any]) -> RowCost | None:
@@ -93,20 +95,38 @@ def _labels(
 
 
 def _samples(item: Loaded, opts: SampleOptions) -> torch.Tensor:
-    """n samples, their work bounded (parameters × n; a proposal sampler stops at the same
-    bound) and their memory under the budget (422 on ``n`` beyond either)."""
+    """n samples, their work bounded before any runs (parameters × n, × the sweeps of a
+    chain sampler; a proposal sampler stops at the same bound) and their memory under the
+    budget (422 on ``n``, or ``gibbs_steps`` when the request set it, beyond either)."""
     sample = item.family.capability(Capability.SAMPLE)
     if opts.label is not None:
         classes = item.info.n_classes
         if classes is None or not 0 <= opts.label < classes:
             raise field_problem("label", f"label {opts.label} is not a class of {item.info.name}")
-    check_work(item.parameters, opts.n, ["n"], "n samples")
+    if Capability.CHAIN not in item.family.capabilities:
+        if opts.steps is not None:
+            raise field_problem(
+                "gibbs_steps",
+                f"{item.family.name} does not sample by Markov chains: leave gibbs_steps out",
+            )
+        check_work(item.parameters, opts.n, ["n"], "n samples")
+        probe_steps = None
+    else:
+        chain = item.family.capability(Capability.CHAIN)
+        sweeps = chain.sweeps(item.module) if opts.steps is None else opts.steps
+        fields = ["n"] if opts.steps is None else ["gibbs_steps", "n"]
+        what = f"n × gibbs_steps ({sweeps}) × {chain.rows} Gibbs rows a sweep"
+        check_chains(item, opts.n, sweeps, fields, "gibbs_steps", what)
+        # a chain's memory does not grow with its sweeps: the probe runs one (none for a
+        # model that draws exactly)
+        probe_steps = 1 if sweeps else None
     max_rows = MAX_INFERENCE_WORK // max(item.parameters, 1)
 
     def call(n: int) -> Any:
-        return sample(item.module, SampleOptions(n=n, max_rows=max_rows))
+        return sample(item.module, SampleOptions(n=n, max_rows=max_rows, steps=probe_steps))
 
-    fits = _per_call(item, "sample", call, 1, ["n"], "sample")
+    key = "sample" if probe_steps is None else "sample:chain"
+    fits = _per_call(item, key, call, 1, ["n"], "sample")
     if opts.n > fits:
         raise field_problem(
             "n",
@@ -114,7 +134,7 @@ def _samples(item: Loaded, opts: SampleOptions) -> torch.Tensor:
             f"(DEEPZOO_INFERENCE_MEMORY_MB); at most {fits} at once",
             kind="too_costly",
         )
-    opts = SampleOptions(opts.n, opts.seed, opts.label, opts.temperature, max_rows=max_rows)
+    opts = dataclasses.replace(opts, max_rows=max_rows)
     return run_inference(sample, item.module, opts).detach().cpu().float()
 
 
@@ -142,9 +162,19 @@ def samples(
     ] = 1.0,
     format: Annotated[Literal["json", "png"], Query(description="numbers or a picture")] = "json",
     checkpoint: Annotated[str | None, Query(max_length=64)] = None,
+    gibbs_steps: Annotated[
+        int | None,
+        Query(
+            ge=1,
+            le=MAX_GIBBS_STEPS,
+            description="sweeps of each Markov chain, for models that sample by chains "
+            "(the catalog's capability chain); default: the model's gibbs_steps",
+        ),
+    ] = None,
 ) -> Response:
     """Samples from the model: JSON, or a PNG (an image grid; for 2-D data a scatter over
-    the training data and the true modes)."""
+    the training data and the true modes). Models that sample by Markov chains (RBM,
+    Boltzmann machine) run ``gibbs_steps`` sweeps of each."""
     limit = get_settings().max_samples
     if n > limit:
         raise field_problem("n", f"at most {limit} samples per request", kind="less_than_equal")
@@ -153,7 +183,7 @@ def samples(
         raise field_problem(
             "n", f"a PNG grid draws at most {MAX_PNG_SAMPLES} images", kind="less_than_equal"
         )
-    opts = SampleOptions(n=n, seed=seed, label=label, temperature=temperature)
+    opts = SampleOptions(n=n, seed=seed, label=label, temperature=temperature, steps=gibbs_steps)
     x = _samples(item, opts)
     if format == "png":
         return PNGResponse(_samples_png(item, x, opts, model))
@@ -166,6 +196,7 @@ def samples(
             "n": n,
             "label": label,
             "temperature": temperature,
+            "gibbs_steps": gibbs_steps,
         }
     )
 
@@ -177,6 +208,8 @@ def _samples_png(item: Loaded, x: torch.Tensor, opts: SampleOptions, model: JobM
     what = f"{opts.n} samples · seed {opts.seed}" + (
         f" · label {opts.label}" if opts.label is not None else ""
     )
+    if opts.steps is not None:
+        what += f" · {opts.steps} Gibbs sweeps"
     title = f"{item.family.name} on {info.name} · {what}"
     if info.image_shape is not None:
         images = x.reshape(len(x), *info.image_shape).numpy()

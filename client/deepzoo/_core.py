@@ -282,6 +282,7 @@ def samples(job: Job | str, params: dict[str, Any]) -> Op[Samples | bytes]:
         d["n"],
         d.get("label"),
         d.get("temperature", 1.0),
+        d.get("gibbs_steps"),
     )
 
 

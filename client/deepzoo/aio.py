@@ -230,6 +230,7 @@ class AsyncClient(_Base):
         seed: int = 0,
         label: int | None = None,
         temperature: float | None = None,
+        gibbs_steps: int | None = None,
         checkpoint: str | None = None,
         format: Literal["json", "png"] = "json",
         array: bool = False,
@@ -239,6 +240,7 @@ class AsyncClient(_Base):
             "seed": seed,
             "label": label,
             "temperature": temperature,
+            "gibbs_steps": gibbs_steps,
             "checkpoint": checkpoint,
             "format": format,
         }

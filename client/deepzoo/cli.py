@@ -549,14 +549,25 @@ def samples(
     seed: Annotated[int, typer.Option(help="same seed, same samples")] = 0,
     label: Annotated[int | None, typer.Option(help="class (conditional models)")] = None,
     temperature: Annotated[float | None, typer.Option(help="scales the latent noise")] = None,
+    gibbs_steps: Annotated[
+        int | None, typer.Option(help="sweeps of each chain (models that sample by chains)")
+    ] = None,
 ) -> None:
     """Samples from a generative job: JSON rows, or with -o a PNG (image grid or scatter)."""
     st = _state(ctx)
     if output is None:
-        s = st.client.samples(job_id, n, seed=seed, label=label, temperature=temperature)
+        s = st.client.samples(
+            job_id, n, seed=seed, label=label, temperature=temperature, gibbs_steps=gibbs_steps
+        )
         return _emit(s.__dict__)
     png = st.client.samples(
-        job_id, n, seed=seed, label=label, temperature=temperature, format="png"
+        job_id,
+        n,
+        seed=seed,
+        label=label,
+        temperature=temperature,
+        gibbs_steps=gibbs_steps,
+        format="png",
     )
     output.write_bytes(png)
     err.print(f"wrote {output} ({len(png)} bytes)")

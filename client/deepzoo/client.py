@@ -370,6 +370,7 @@ class Client(_Base):
         seed: int = 0,
         label: int | None = None,
         temperature: float | None = None,
+        gibbs_steps: int | None = None,
         checkpoint: str | None = None,
         format: Literal["json"] = "json",
         array: bool = False,
@@ -384,6 +385,7 @@ class Client(_Base):
         seed: int = 0,
         label: int | None = None,
         temperature: float | None = None,
+        gibbs_steps: int | None = None,
         checkpoint: str | None = None,
         format: Literal["png"],
         array: bool = False,
@@ -397,18 +399,22 @@ class Client(_Base):
         seed: int = 0,
         label: int | None = None,
         temperature: float | None = None,
+        gibbs_steps: int | None = None,
         checkpoint: str | None = None,
         format: Literal["json", "png"] = "json",
         array: bool = False,
     ) -> Samples | bytes:
         """``n`` samples (same seed, same samples): rows in the data's units (a numpy
         array with ``array=True``), or with ``format="png"`` the PNG's bytes (an image
-        grid, or a scatter over the training data for 2-D sets)."""
+        grid, or a scatter over the training data for 2-D sets). ``gibbs_steps``: the
+        sweeps of each chain, for models that sample by Markov chains (RBM, Boltzmann
+        machine; the catalog's capability ``chain``)."""
         params = {
             "n": n,
             "seed": seed,
             "label": label,
             "temperature": temperature,
+            "gibbs_steps": gibbs_steps,
             "checkpoint": checkpoint,
             "format": format,
         }

@@ -262,6 +262,7 @@ class Samples:
     n: int
     label: int | None = None
     temperature: float = 1.0
+    gibbs_steps: int | None = None  # the request's sweeps per chain (chain samplers)
 
 
 @dataclass(frozen=True)

@@ -68,6 +68,9 @@ def test_samples_log_prob_and_pictures(
     assert dz.samples(flow_job, 5, seed=3).samples == s.samples.tolist()  # same seed
     lp = dz.log_prob(flow_job, s.samples.tolist()[:2])
     assert lp.exact and len(lp.log_prob) == 2
+    with pytest.raises(deepzoo.ProblemError) as err:  # a flow does not sample by chains
+        dz.samples(flow_job, 2, gibbs_steps=3)
+    assert err.value.status == 422 and err.value.fields[0] == "gibbs_steps"
     name, data = dz.picture(flow_job)
     assert name == "samples.png" and data.startswith(PNG_MAGIC)
     # a 2-D classifier has no 1-D uncertainty plot (409): its reliability diagram

@@ -1,7 +1,7 @@
 """The dashboard in a real chromium against a real stack: sign in (by keyboard), the jobs
 list following a job live to succeeded, the form generated from the catalog's schema (a
-default shown, a 422 shown on its field), a job's curve and picture, comparing two jobs,
-cancelling, escaping user-supplied names, and a phone's width."""
+default shown, a 422 shown on its field), a job's curve and picture, an RBM's filters and
+chain, comparing two jobs, cancelling, escaping user-supplied names, and a phone's width."""
 
 from __future__ import annotations
 
@@ -158,6 +158,23 @@ def test_job_page_spec_curve_and_picture(
     page.wait_for_url(lambda url: "/#/jobs/job_" in url and job["id"] not in url)
     copy = stack.job(page.url.rsplit("/", 1)[1])
     assert copy["provenance"]["cloned_from"] == job["id"] and copy["spec"] == job["spec"]
+
+
+def test_an_energy_based_job_shows_its_filters_and_a_chain(page: Any, stack: Stack) -> None:
+    spec = {
+        "model": "rbm",
+        "dataset": "bars_stripes",
+        "params": {"hidden": 8, "gibbs_steps": 10},
+        "train": {"epochs": 2, "seed": 0},
+    }
+    job = stack.wait_status(stack.post_job(spec)["id"], {"succeeded", "failed"}, timeout=120)
+    assert job["status"] == "succeeded", job["error"]
+    sign_in(page, stack, f"/#/jobs/{job['id']}")
+    page.wait_for_function(
+        "() => document.querySelectorAll(\".picture img[src^='blob:']\").length >= 3"
+    )
+    captions = page.locator(".picture figcaption").all_inner_texts()
+    assert {"Samples", "Filters (each unit's weights)", "One Gibbs chain"} <= set(captions)
 
 
 def test_compare_two_jobs(page: Any, stack: Stack, done_jobs: list[dict[str, Any]]) -> None:

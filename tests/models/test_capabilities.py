@@ -10,7 +10,7 @@ import torch
 from torch import nn
 
 from models.data import load
-from models.family import Capability, Decoder, Family, LikelihoodReport, Params, Unsupported
+from models.family import Capability, Chain, Decoder, Family, LikelihoodReport, Params, Unsupported
 from models.generative import LogProb, latent_path
 from models.registry import REGISTRY
 
@@ -57,6 +57,27 @@ def test_a_function_of_the_wrong_shape_is_refused() -> None:
         family({Capability.INTERPOLATE: latent_path})
     with pytest.raises(TypeError, match="not a Capability"):
         family({"predict": predict})
+
+
+def test_a_chain_is_declared_as_a_chain_record_beside_sample() -> None:
+    def sample(module: nn.Module, opts: Any) -> torch.Tensor:
+        return torch.zeros(opts.n, 2)
+
+    def run(module: nn.Module, opts: Any, at: Any) -> torch.Tensor:
+        return torch.zeros(len(at), opts.n, 2)
+
+    chain = Chain(run, sweeps=lambda module: 5, updates=lambda module: 2)
+    with pytest.raises(TypeError, match="Chain"):
+        family({Capability.SAMPLE: sample, Capability.CHAIN: run})  # says its sweeps too
+    with pytest.raises(TypeError, match="chain without sample"):
+        family({Capability.CHAIN: chain})
+    with pytest.raises(TypeError, match="chain function"):  # run takes 3 arguments
+        family(
+            {
+                Capability.SAMPLE: sample,
+                Capability.CHAIN: Chain(sample, chain.sweeps, chain.updates),
+            }
+        )
 
 
 def test_capability_returns_the_declared_function_or_names_what_it_can() -> None:

@@ -335,6 +335,30 @@ def check_complete(p: Probe) -> dict[str, Tensor]:
     return {"completions": out}
 
 
+def check_filters(p: Probe) -> dict[str, Tensor]:
+    """Finite weights, one image per unit in the data's shape; the same call, the same ones."""
+    fn = capability_fn(p.family, Capability.FILTERS)
+    w: Tensor = fn(p.module)
+    assert w.ndim == 1 + len(p.data.info.input_shape) and len(w) >= 1
+    assert w.shape[1:] == p.data.info.input_shape and bool(torch.isfinite(w).all())
+    assert torch.equal(w, fn(p.module))
+    return {"filters": w}
+
+
+def check_chain(p: Probe) -> dict[str, Tensor]:
+    """States after 0, 1 and 3 sweeps of seeded chains, in the data's shape; the last is
+    what SAMPLE with 3 steps draws; its default sweeps and updates per sweep are counts."""
+    fn = capability_fn(p.family, Capability.CHAIN)
+    opts = SampleOptions(n=2, seed=5, steps=3)
+    states: Tensor = fn(p.module, opts, [0, 1, 3])
+    assert states.shape == (3, 2, *p.data.info.input_shape)
+    assert bool(torch.isfinite(states).all())
+    assert torch.equal(states[-1], capability_fn(p.family, Capability.SAMPLE)(p.module, opts))
+    assert torch.equal(states, fn(p.module, opts, [0, 1, 3]))
+    assert fn.sweeps(p.module) >= 0 and fn.updates(p.module) >= 1  # type: ignore[attr-defined]
+    return {"chain": states}
+
+
 def check_act(p: Probe) -> dict[str, Tensor]:
     """An action per observation, inside the action space; ``q_values`` (the actions are
     their argmax) or ``probs`` (a distribution) beside them; the same call, the same answer."""
@@ -391,6 +415,8 @@ CHECKERS: dict[str, Checker] = {
     Capability.INTERPOLATE: check_interpolate,
     Capability.RECEPTIVE_FIELD: check_receptive_field,
     Capability.COMPLETE: check_complete,
+    Capability.FILTERS: check_filters,
+    Capability.CHAIN: check_chain,
     Capability.ACT: check_act,
     Capability.ROLLOUT: check_rollout,
 }
