@@ -86,6 +86,8 @@ def test_ais_rbm_routes(client: TestClient) -> None:
     (entry,) = board["entries"]
     assert entry["kind"] == "estimate" and entry["samples"] == 8
     assert entry["stderr"] == metrics["test_nll_stderr"]
+    png = client.get("/v1/leaderboard.png", params={"dataset": "digits_bin"})
+    assert png.status_code == 200 and png.content.startswith(PNG_MAGIC)  # with its error bar
 
 
 def test_the_largest_sample_request_is_refused_before_it_runs(client: TestClient) -> None:
