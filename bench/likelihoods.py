@@ -1,11 +1,14 @@
 """Every likelihood family on the binarised image sets, side by side (issue 14, item 9).
 
 For each dataset (``digits_bin``, ``mnist5k_bin``), each model (``nade``, ``made``,
-``pixelcnn``, ``gated_pixelcnn``, ``vae``) and each seed, the family's own ``fit`` in
-process (``LocalContext``, one torch thread), then its own test metric on the fixed test
-split: the exact −log P(x) for the autoregressive models, the importance-weighted bound
-for the VAE (``k_eval`` samples). One table: test NLL (nats per image), bits/dim,
-whether the number is exact or a bound, parameters, training CPU seconds.
+``pixelcnn``, ``gated_pixelcnn``, ``vae``; ``rbm`` on ``mnist5k_bin``) and each seed, the
+family's own ``fit`` in process (``LocalContext``, one torch thread), then its own test
+metric on the fixed test split: the exact −log P(x) for the autoregressive models, the
+importance-weighted bound for the VAE (``k_eval`` samples), an estimate for the RBM (log Z
+by AIS, with its standard error; issue 17). One table: test NLL (nats per image), bits/dim,
+whether the number is exact, a bound or an estimate (per seed "estimate ± stderr"),
+parameters, training CPU seconds (the final test's AIS included). For the RBM, also log Z
+from a shorter AIS (``AIS_CHECK_BETAS``) on the same weights: whether the two agree.
 
 The published ordering on full binarised MNIST (nats, lower is better): NADE 88.3 >
 MADE 86.6 ≈ VAE 86.8 > PixelCNN 81.3. The goals checked at the end: both pixel models
@@ -44,9 +47,10 @@ from bench.common import save
 from models.context import LocalContext
 from models.data import Dataset, load
 from models.optim import OptimizerSpec
+from models.rbm import RBM
 from models.registry import get_family
 
-MODELS = ("nade", "made", "pixelcnn", "gated_pixelcnn", "vae")
+MODELS = ("nade", "made", "pixelcnn", "gated_pixelcnn", "vae", "rbm")
 DATASETS = ("digits_bin", "mnist5k_bin")
 
 
@@ -82,8 +86,16 @@ CONFIGS: dict[str, dict[str, Run]] = {
         "pixelcnn": Run({"channels": 64, "layers": 5, "kernel_size": 3}, epochs=15),
         "gated_pixelcnn": Run({"channels": 32, "layers": 5, "kernel_size": 3}, epochs=15),
         "vae": Run({"hidden": [512], "z_dim": 16, "k_eval": 500, "grad_var_samples": 0}, 40),
+        # issue 17: 500 hidden units, PCD-1 with 100 chains; on seed 100 (100 epochs, AIS
+        # 100 x 1,000) Adam 1e-3 reached 109.2 nats, 3e-3 111.6; the final test's AIS is
+        # 100 runs x 10,000 temperatures (7.8e11 multiply-adds, about a CPU minute)
+        "rbm": Run(
+            {"hidden": 500, "persistent": True, "cd_k": 1, "chains": 100, "ais_betas": 10_000},
+            epochs=100,
+        ),
     },
 }
+AIS_CHECK_BETAS = 1_000  # the RBM's second, shorter AIS on the same weights
 
 
 def quick(run: Run) -> Run:
@@ -95,6 +107,8 @@ def quick(run: Run) -> Run:
         small["layers"] = 1
     if "k_eval" in small:
         small["k_eval"] = 10
+    if "ais_betas" in small:  # an RBM: wide enough for AIS (over 20 units a layer), briefly
+        small |= {"hidden": 24, "chains": 10, "ais_runs": 8, "ais_betas": 50}
     return Run(small, epochs=2, batch_size=run.batch_size, lr=run.lr)
 
 
@@ -120,24 +134,51 @@ def train_one(model: str, data: Dataset, run: Run, seed: int) -> dict[str, Any]:
     final = ctx.history[-1][1]  # final_test logs the test metrics last
     # final_test scored the best epoch by validation (the checkpoint inference serves)
     best_epoch = min(ctx.metric("val_loss"), key=lambda sv: sv[1])[0]
-    return {
+    kind = report.kind_for(data.info, params)
+    row = {
         "model": model,
         "seed": seed,
         "test_nll": final[report.nll],
         "test_bits_per_dim": final[bits_name],
-        "kind": report.kind_for(data.info, params),
+        "kind": kind,
         "parameters": sum(p.numel() for p in module.parameters()),
         "train_cpu_seconds": seconds,
         "epochs": run.epochs,
         "best_epoch": best_epoch,
         "cpu_seconds_per_epoch": seconds / run.epochs,
     }
+    if kind == "estimate" and report.stderr is not None:
+        row["test_nll_stderr"] = final[report.stderr]
+    if isinstance(module, RBM) and not module.exact:
+        row |= ais_check(module, final["test_log_z"], final["test_nll_stderr"])
+    return row
+
+
+def ais_check(module: RBM, log_z: float, stderr: float) -> dict[str, Any]:
+    """log Z of the served weights again from a shorter AIS (``AIS_CHECK_BETAS``, the same
+    runs and seed) beside the final test's: the difference in units of their errors."""
+    p = module.params
+    module.params = p.model_copy(update={"ais_betas": AIS_CHECK_BETAS})
+    start = time.process_time()
+    short, short_se = module.compute_log_z()
+    seconds = time.process_time() - start
+    module.params = p
+    return {
+        "log_z": log_z,
+        "log_z_stderr": stderr,
+        "ais_betas": p.ais_betas,
+        "check_betas": AIS_CHECK_BETAS,
+        "check_log_z": short,
+        "check_log_z_stderr": short_se,
+        "check_cpu_seconds": seconds,
+        "check_z_score": (short - log_z) / math.hypot(stderr, short_se),
+    }
 
 
 def goals(rows: list[dict[str, Any]], seeds: list[int]) -> dict[str, Any]:
     """The issue's goals on one dataset's rows."""
     nll = {(r["model"], r["seed"]): r["test_nll"] for r in rows}
-    have = {r["model"] for r in rows}
+    have = {r["model"] for r in rows} - {"rbm"}  # issue 14's goals; the RBM's is issue 17's
     out: dict[str, Any] = {}
     pixels = [m for m in ("pixelcnn", "gated_pixelcnn") if m in have]
     others = [m for m in ("made", "nade", "vae") if m in have]
@@ -173,7 +214,11 @@ def table(rows: list[dict[str, Any]], models: list[str]) -> list[str]:
         sd = statistics.stdev(nlls) if len(nlls) > 1 else 0.0
         bits = statistics.mean(r["test_bits_per_dim"] for r in rs)
         cpu = statistics.mean(r["train_cpu_seconds"] for r in rs)
-        per_seed = " / ".join(f"{v:.2f}" for v in nlls)
+        per_seed = " / ".join(
+            f"{r['test_nll']:.2f}"
+            + (f" ± {r['test_nll_stderr']:.2f}" if "test_nll_stderr" in r else "")
+            for r in rs
+        )
         best = " / ".join(str(r["best_epoch"]) for r in rs)
         lines.append(
             f"| `{m}` | {statistics.mean(nlls):.2f} ± {sd:.2f} | {bits:.4f} | {per_seed} | {best} "
@@ -197,7 +242,8 @@ def main() -> None:
     for name in args.datasets if args.models else []:
         data = load(name)
         rows = []
-        for model in args.models:
+        models = [m for m in args.models if m in CONFIGS[name]]  # rbm: mnist5k_bin only
+        for model in models:
             run = CONFIGS[name][model]
             run = quick(run) if args.quick else run
             for seed in args.seeds:
@@ -206,13 +252,18 @@ def main() -> None:
                 nll, kind, cpu = row["test_nll"], row["kind"], row["train_cpu_seconds"]
                 print(f"{name} {model} seed {seed}: test NLL {nll:.2f} nats ({kind}), "
                       f"{cpu:.0f} CPU s, best epoch {row['best_epoch']}", flush=True)  # fmt: skip
+                if "check_log_z" in row:
+                    print(f"  log Z {row['log_z']:.3f} ± {row['log_z_stderr']:.3f} "
+                          f"({row['ais_betas']} betas), {row['check_log_z']:.3f} ± "
+                          f"{row['check_log_z_stderr']:.3f} ({row['check_betas']} betas)",
+                          flush=True)  # fmt: skip
         result["datasets"][name] = {
-            "configs": {m: CONFIGS[name][m].__dict__ for m in args.models},
+            "configs": {m: CONFIGS[name][m].__dict__ for m in models},
             "rows": rows,
             "goals": goals(rows, args.seeds),
         }
         print(f"\n{name} (D = {math.prod(data.info.input_shape)}), seeds {args.seeds}")
-        print("\n".join(table(rows, args.models)))
+        print("\n".join(table(rows, models)))
         print("goals:", result["datasets"][name]["goals"], "\n", flush=True)
     if args.timing:
         from bench.pixel_reference import compare_epoch_time

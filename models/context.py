@@ -60,6 +60,20 @@ class LocalContext:
     def best_model(self) -> dict[str, torch.Tensor] | None:
         return None if self.best is None else self.best["model"]
 
+    def update_served(self, model: dict[str, torch.Tensor]) -> None:
+        """The best state's model, else the latest kept checkpoint's, replaced by ``model``."""
+        if self.best is not None:
+            served = self.best
+            self.best = {**served, "model": model}
+        elif self.checkpoints:
+            served = self.checkpoints[-1][1]
+        else:
+            return
+        self.checkpoints = [
+            (s, {**state, "model": model} if state is served else state, best)
+            for s, state, best in self.checkpoints
+        ]
+
     def should_stop(self) -> bool:
         return False
 

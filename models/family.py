@@ -106,6 +106,13 @@ class Context(Protocol):
         checkpoint was ever best, and inference serves the latest."""
         ...
 
+    def update_served(self, model: dict[str, torch.Tensor]) -> None:
+        """Replace the ``"model"`` state of the checkpoint inference serves (the best, else
+        the latest) with ``model``, keeping the rest of it: for what the final test computed
+        on the served weights and inference would otherwise recompute (an RBM's log Z). A
+        resume from it trains exactly as from the one it replaces."""
+        ...
+
     def should_stop(self) -> bool: ...
     def progress(self, step: int, total: int) -> None: ...
 

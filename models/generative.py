@@ -128,6 +128,12 @@ def discrete_log_prob_offset(info: DataInfo) -> float:
     return 0.0 if delta is None else math.prod(info.input_shape) * math.log(delta)
 
 
+class NotAnswerable(RuntimeError):
+    """A request this checkpoint cannot answer as it stands, whatever its options (an RBM
+    checkpoint without a stored log Z whose AIS is over the requests' work bound); the API
+    answers 409 with the message."""
+
+
 class OptionError(ValueError):
     """A request option the model cannot honour (e.g. ``label`` for an unconditional
     model); the API answers 422 naming ``field``."""

@@ -24,8 +24,12 @@ block Gibbs chains from uniform noise (same seed, same samples).
 
 Checkpoint ``state["model"]`` keys: ``W`` (D, H), ``b`` (D), ``c`` (H), ``base_bias`` (D,
 the train split's marginal logits: AIS's base model), ``chain`` (chains, D: the persistent
-chains), ``log_z``, ``log_z_stderr`` (0-d float64: the last log Z computed for these weights
-by the final test, 0 before; its standard error, 0 when exact, −1 before).
+chains), ``log_z``, ``log_z_stderr`` (0-d float64: the last log Z computed for these weights,
+0 before; its standard error, 0 when exact, −1 before). The final test computes it for the
+served weights and writes the served checkpoint again with it (``ctx.update_served``), so
+log-prob requests read it; a checkpoint without one (a best one before the final test)
+computes it on its first request, if its AIS is within ``AIS_REQUEST_WORK`` multiply-adds
+(else 409). The final test's AIS is bounded by ``AIS_MAX_WORK`` (at build).
 """
 
 from __future__ import annotations
@@ -39,7 +43,13 @@ from pydantic import Field
 from torch import Tensor, nn
 
 from models.data import DataInfo, Dataset
-from models.energy import rbm_enumerable, rbm_free_energy, rbm_log_z_ais, rbm_log_z_exact
+from models.energy import (
+    AisSchedule,
+    rbm_enumerable,
+    rbm_free_energy,
+    rbm_log_z_ais,
+    rbm_log_z_exact,
+)
 from models.family import (
     Capability,
     Chain,
@@ -49,7 +59,7 @@ from models.family import (
     LikelihoodReport,
     Params,
 )
-from models.generative import LogProb, OptionError, SampleOptions, bits_per_dim
+from models.generative import LogProb, NotAnswerable, OptionError, SampleOptions, bits_per_dim
 from models.loop import final_test, train_epochs
 
 DATASETS = frozenset({"digits_bin", "mnist5k_bin", "bars_stripes"})
@@ -74,11 +84,21 @@ class RBMParams(Params):
         100, ge=2, le=100_000, description="AIS runs when log Z cannot be enumerated"
     )
     ais_betas: int = Field(
-        1000, ge=2, le=1_000_000, description="AIS inverse temperatures (linear from 0 to 1)"
+        1000, ge=2, le=1_000_000, description="AIS inverse temperatures from 0 to 1"
+    )
+    ais_schedule: AisSchedule = Field(
+        "linear",
+        description="AIS temperatures: evenly spaced (linear), or denser towards 1 in "
+        "Salakhutdinov & Murray's proportions (sm08)",
     )
 
 
-AIS_MAX_WORK = 10**11  # multiply-adds of one AIS estimate: the inference routes' bound
+# multiply-adds of one AIS estimate (runs x betas x 2 x D x H): the final test's bound, about
+# 13 CPU minutes on one thread of the dev machine (13e9 a second in float64), 9x
+# Salakhutdinov & Murray's 100 runs x 14,500 betas on 784 x 500; and the bound on a request
+# that has to run one (a checkpoint before its final test), the inference routes' work bound
+AIS_MAX_WORK = 10**13
+AIS_REQUEST_WORK = 10**11
 
 
 class RBM(nn.Module):
@@ -96,9 +116,9 @@ class RBM(nn.Module):
         self.params, self.info = params, info
         self.d = d = math.prod(info.input_shape)
         h = params.hidden
-        # AIS runs on a log-prob request (or the final test): its work is bounded as any
-        # request's, two (runs, D) x (D, H) products per inverse temperature
-        work = 2 * params.ais_runs * params.ais_betas * d * h
+        # AIS runs at the final test (and on a request to a checkpoint without its log Z):
+        # two (runs, D) x (D, H) products per inverse temperature
+        work = self.ais_work
         if not rbm_enumerable(d, h) and work > AIS_MAX_WORK:
             raise ValueError(
                 f"ais_runs x ais_betas x 2 x {d} visible x {h} hidden = {work:.2g} "
@@ -116,6 +136,12 @@ class RBM(nn.Module):
     @property
     def exact(self) -> bool:
         return rbm_enumerable(self.d, self.params.hidden)
+
+    @property
+    def ais_work(self) -> int:
+        """Multiply-adds of one AIS estimate: runs x betas x 2 x D x H."""
+        p = self.params
+        return 2 * p.ais_runs * p.ais_betas * self.d * p.hidden
 
     def free_energy(self, x: Tensor) -> Tensor:
         return rbm_free_energy(x, self.W, self.b, self.c)
@@ -143,9 +169,8 @@ class RBM(nn.Module):
                 return rbm_log_z_exact(self.W, self.b, self.c), 0.0
             gen = torch.Generator(device=self.W.device).manual_seed(AIS_SEED)
             p = self.params
-            return rbm_log_z_ais(
-                self.W, self.b, self.c, self.base_bias, p.ais_runs, p.ais_betas, gen
-            )
+            args = (self.W, self.b, self.c, self.base_bias, p.ais_runs, p.ais_betas, gen)
+            return rbm_log_z_ais(*args, schedule=p.ais_schedule)
 
     def store_log_z(self) -> tuple[float, float]:
         """``compute_log_z`` for the current weights, kept in the ``log_z`` buffers."""
@@ -258,6 +283,9 @@ def fit(module: nn.Module, data: Dataset, params: RBMParams, ctx: Context) -> No
     )  # fmt: skip
     if finished:
         final_test(module, ctx, lambda: test_metrics(module, data))
+        # the served checkpoint was written before its log Z was computed: it keeps it, so
+        # that log-prob requests need not enumerate or anneal again
+        ctx.update_served({k: v.detach().clone() for k, v in module.state_dict().items()})
 
 
 # --- inference ------------------------------------------------------------------------------
@@ -315,10 +343,10 @@ def default_sweeps(module: nn.Module) -> int:
 
 def log_prob(module: nn.Module, x: Tensor, labels: Tensor | None, k: int) -> LogProb:
     """log P(x) = −F(x) − log Z: exact when the smaller layer has ≤ 20 units; else with
-    an AIS log Z (``exact`` false, ``k`` its runs, seed 0). Either is computed at the first
-    request and kept in the module's buffers (the served checkpoint is saved before the
-    final test computes one), so later requests do not enumerate or anneal again. ``k``
-    is unused."""
+    an AIS log Z (``exact`` false, ``k`` its runs, seed 0). The log Z is the one the final
+    test computed, which the served checkpoint keeps; a checkpoint without one (a job's best
+    before its final test) computes it at the first request and keeps it in the module's
+    buffers, an AIS over ``AIS_REQUEST_WORK`` refused (409). ``k`` is unused."""
     assert isinstance(module, RBM)
     if labels is not None:
         raise OptionError("labels", "rbm models are unconditional: leave labels out")
@@ -326,8 +354,14 @@ def log_prob(module: nn.Module, x: Tensor, labels: Tensor | None, k: int) -> Log
     x = x.to(module.W.device, module.W.dtype).flatten(1)
     if bool(((x != 0) & (x != 1)).any()):
         raise OptionError("inputs", f"{module.info.name} is binary: values are 0 or 1")
+    kept = float(module.log_z_stderr) >= 0  # a negative error: none computed yet
+    if not kept and not module.exact and module.ais_work > AIS_REQUEST_WORK:
+        raise NotAnswerable(
+            f"this checkpoint has no log Z yet (its job's final test computes one); its AIS "
+            f"({module.ais_work:.2g} multiply-adds) is over a request's {AIS_REQUEST_WORK:.0e}: "
+            "ask again once the job has finished"
+        )
     with torch.no_grad():
-        kept = float(module.log_z_stderr) >= 0  # a negative error: none computed yet
         log_z = float(module.log_z) if kept else module.store_log_z()[0]
         lp = module.log_prob(x, log_z).float()
     return LogProb(lp, exact=module.exact, k=None if module.exact else module.params.ais_runs)

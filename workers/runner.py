@@ -277,6 +277,29 @@ class TrainContext:
             return self._best_model
         return served_state(self.job_id) if self._has_best else None
 
+    def update_served(self, model: dict[str, torch.Tensor]) -> None:
+        """Write the served checkpoint again with ``model`` as its ``"model"`` state, as a
+        new row at its step (inference caches models by checkpoint id) that the job points
+        at; retention then prunes the old one as any other. The rest of the state is the
+        old row's, so a resume from it (the newest when it was the latest) trains as from
+        the old one."""
+        self.save_pending()
+
+        def read() -> tuple[int, bool, bytes] | None:
+            with session_scope() as s:
+                served = s.scalar(select(Job.checkpoint_id).where(Job.id == self.job_id))
+                old = None if served is None else s.get(Checkpoint, served)
+                return None if old is None else (old.step, old.is_best, old.data)
+
+        found = retry_db(read)
+        if found is None:
+            return
+        step, is_best, data = found
+        if is_best:
+            self._best_model = model
+        data = dump_state({**load_state(data), "model": model})
+        self._store(step, data, is_best=is_best, served=True)
+
     def should_stop(self) -> bool:
         if self.lease_lost:
             raise LeaseLost(self.job_id)
@@ -360,6 +383,12 @@ class TrainContext:
         data = dump_state(
             {**state, "__step__": step, "__rng__": rng, "__has_best__": self._has_best}
         )
+        self._store(step, data, is_best=is_best, served=is_best or not self._has_best)
+        self._saved_step, self._last_write = step, time.monotonic()
+
+    def _store(self, step: int, data: bytes, *, is_best: bool, served: bool) -> None:
+        """Insert a checkpoint row; ``served``: point the job's inference at it (the best,
+        or the latest while none is best)."""
         self.flush()  # metrics up to this step are in the database before the checkpoint
 
         def write() -> None:
@@ -377,7 +406,7 @@ class TrainContext:
                 )
                 s.add(ckpt)
                 s.flush()
-                if is_best or not self._has_best:  # inference uses the best, else the latest
+                if served:
                     s.execute(
                         update(Job).where(Job.id == self.job_id).values(checkpoint_id=ckpt.id)
                     )
@@ -395,7 +424,6 @@ class TrainContext:
                         )
 
         retry_db(write)
-        self._saved_step, self._last_write = step, time.monotonic()
 
     def _check_lease(self, s: Any) -> None:
         holder = s.scalar(select(Job.lease).where(Job.id == self.job_id))

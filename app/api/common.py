@@ -23,7 +23,7 @@ from app.problems import Problem, field_problem
 from app.schemas import BINARY
 from models import calibration as cal
 from models.family import Capability
-from models.generative import OptionError
+from models.generative import NotAnswerable, OptionError
 from models.uncertainty import seeded_inference
 
 log = logging.getLogger("deepzoo.inference")
@@ -47,12 +47,14 @@ class PNGResponse(Response):
 def run_inference(fn: Callable[..., T], *args: Any, field: str | None = None) -> T:
     """``fn(*args)`` (a family's function) in inference mode; its ``OptionError`` becomes a
     422 naming the option (or ``field``: the query parameter a route turned into the
-    family's argument)."""
+    family's argument), its ``NotAnswerable`` a 409."""
     try:
         with torch.inference_mode():
             return fn(*args)
     except OptionError as exc:
         raise field_problem(field or exc.field, str(exc)) from None
+    except NotAnswerable as exc:
+        raise Problem(409, str(exc)) from None
 
 
 def check_chains(

@@ -149,7 +149,8 @@ def test_continuous_data_lists_likelihood_families_only(client: TestClient) -> N
 
 
 def test_estimates_get_error_bars() -> None:
-    """No family reports an estimate yet (rbm will): the figure draws one with its error bar."""
+    """The figure draws an estimate with its error bar (an rbm job's row over HTTP:
+    tests/api/test_rbm_routes.py)."""
     bars = [("nade abc123", 40.0, "exact", None), ("rbm def456", 41.0, "estimate", 0.5)]
     assert leaderboard_png(bars, title="digits_bin: test NLL", unit="nats").startswith(PNG_MAGIC)
 

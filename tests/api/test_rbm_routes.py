@@ -1,15 +1,23 @@
 """An RBM's routes on jobs trained in process: seeded Gibbs samples, log-prob exact by
-enumeration (bars_stripes, 16 visible units) or an AIS estimate (64 × 24), and the
-leaderboard's kind and error bar for each."""
+enumeration (bars_stripes, 16 visible units) or an AIS estimate (64 × 24) with the log Z
+the served checkpoint keeps from the final test, and the leaderboard's kind and error bar
+for each; a log-prob whose AIS would be over the request bound refused (409)."""
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
+import pytest
+import torch
 from fastapi.testclient import TestClient
 
+from app.api.generative import _log_prob_bounded
+from app.problems import Problem
+from models.checkpoint import load_state
 from models.data import load
-from tests.support.jobs import PNG_MAGIC, trained
+from models.energy import rbm_free_energy
+from tests.support.jobs import PNG_MAGIC, built, trained
 
 
 def rbm_job(client: TestClient, dataset: str, **params: Any) -> str:
@@ -64,10 +72,22 @@ def test_ais_rbm_routes(client: TestClient) -> None:
     lp = client.post(f"/v1/jobs/{job}/log-prob", json={"inputs": test_x}).json()
     assert lp["exact"] is False and lp["k"] == 8
     assert client.post(f"/v1/jobs/{job}/log-prob", json={"inputs": test_x}).json() == lp
+    # the served checkpoint carries the final test's log Z: the answer is −F(x) − test_log_z
+    served = client.get(f"/v1/jobs/{job}").json()["checkpoint"]
+    assert lp["checkpoint"] == served
+    state = load_state(client.get(f"/v1/jobs/{job}/checkpoints/{served}").content)["model"]
+    assert float(state["log_z"]) == metrics["test_log_z"]
+    assert float(state["log_z_stderr"]) == metrics["test_nll_stderr"]
+    x = torch.tensor(test_x).flatten(1)
+    free = rbm_free_energy(x, state["W"], state["b"], state["c"]).double()
+    want = (-free - metrics["test_log_z"]).float().double()
+    assert torch.tensor(lp["log_prob"], dtype=torch.float64).allclose(want, rtol=0, atol=1e-9)
     board = client.get("/v1/leaderboard", params={"dataset": "digits_bin"}).json()
     (entry,) = board["entries"]
     assert entry["kind"] == "estimate" and entry["samples"] == 8
     assert entry["stderr"] == metrics["test_nll_stderr"]
+    png = client.get("/v1/leaderboard.png", params={"dataset": "digits_bin"})
+    assert png.status_code == 200 and png.content.startswith(PNG_MAGIC)  # with its error bar
 
 
 def test_the_largest_sample_request_is_refused_before_it_runs(client: TestClient) -> None:
@@ -78,3 +98,16 @@ def test_the_largest_sample_request_is_refused_before_it_runs(client: TestClient
     job = rbm_job(client, "digits_bin", hidden=500, gibbs_steps=1000, ais_runs=2, ais_betas=10)
     r = client.get(f"/v1/jobs/{job}/samples", params={"n": 10_000})
     assert path(r) == "n" and "Gibbs rows" in r.json()["errors"][0]["message"]
+
+
+def test_a_log_prob_needing_an_ais_over_the_request_bound_is_a_409() -> None:
+    """The worst case: the widest RBM (4,096 hidden) on 784 pixels with the largest AIS a
+    build allows (100 runs x 15,000 betas, 9.6e12 multiply-adds: minutes) and no stored
+    log Z (a checkpoint before its final test): a 409 saying why, before any annealing."""
+    item = built("rbm", "mnist5k_bin", hidden=4096, ais_betas=15_000)
+    x = load("mnist5k_bin").x_test[:2]
+    start = time.process_time()
+    with pytest.raises(Problem) as exc:
+        _log_prob_bounded(item, x, None, 1, ["k", "inputs"])
+    assert exc.value.status == 409 and "no log Z yet" in str(exc.value.detail)
+    assert time.process_time() - start < 2.0

@@ -4,17 +4,27 @@ and a short fit on ``bars_stripes``."""
 
 from __future__ import annotations
 
+import itertools
 import math
+import time
 
 import pytest
 import torch
 
 from models.context import LocalContext
 from models.data import load_data
-from models.energy import enumerate_states, rbm_free_energy, rbm_log_z_ais, rbm_log_z_exact
-from models.generative import SampleOptions
+from models.energy import (
+    AisSchedule,
+    ais_schedule,
+    enumerate_states,
+    rbm_free_energy,
+    rbm_log_z_ais,
+    rbm_log_z_exact,
+)
+from models.generative import NotAnswerable, SampleOptions
 from models.optim import OptimizerSpec
 from models.rbm import RBM, RBMParams, cd_loss, fit, log_prob, sample
+from tests.support.data import RecordingContext
 
 
 def tiny(d: int = 4, h: int = 3, seed: int = 0, scale: float = 1.0):
@@ -109,16 +119,30 @@ def test_pseudo_nll_and_log_prob_against_enumeration() -> None:
     assert out.exact and out.log_prob.shape == (5,)
 
 
-def test_ais_within_its_error_bar_and_shrinking() -> None:
+@pytest.mark.parametrize("schedule", ["linear", "sm08"])
+def test_ais_within_its_error_bar_and_shrinking(schedule: AisSchedule) -> None:
     W, b, c = tiny(12, 10, seed=3, scale=0.5)
     exact = rbm_log_z_exact(W, b, c)
     base = torch.zeros(12, dtype=torch.float64)
     errs = []
     for runs in (50, 800):
-        est, se = rbm_log_z_ais(W, b, c, base, runs, 300, torch.Generator().manual_seed(0))
+        gen = torch.Generator().manual_seed(0)
+        est, se = rbm_log_z_ais(W, b, c, base, runs, 300, gen, schedule=schedule)
         assert abs(est - exact) < 3 * se + 1e-3, (runs, est, exact, se)
         errs.append(se)
     assert errs[1] < errs[0] / 2  # ~ 1/√runs: 4x smaller expected
+
+
+def test_ais_schedules_run_from_0_to_1_increasing() -> None:
+    for n in (2, 3, 10, 14_500):
+        for kind in ("linear", "sm08"):
+            betas = ais_schedule(n, kind)
+            assert len(betas) == n and betas[0] == 0.0 and betas[-1] == 1.0
+            assert all(a < b for a, b in itertools.pairwise(betas)), (n, kind)
+    # at Salakhutdinov & Murray's 14,500: steps of 1e-3, 1e-4, 1e-5 over their segments
+    sm = ais_schedule(14_500, "sm08")
+    for at, step in ((100, 1e-3), (3_000, 1e-4), (10_000, 1e-5)):
+        assert sm[at + 1] - sm[at] == pytest.approx(step, rel=1e-3)
 
 
 def test_cd_gradient_matches_the_exact_gradient_in_expectation() -> None:
@@ -170,10 +194,57 @@ def test_fit_on_bars_stripes_improves_the_exact_test_nll() -> None:
 
 
 def test_ais_work_is_bounded_at_build() -> None:
-    """AIS runs on a request: runs x betas x 2 x D x H over the inference bound is refused
-    when the job is built (the API's 422 at params); the defaults on mnist5k_bin fit."""
+    """The final test's AIS: runs x betas x 2 x D x H over ``AIS_MAX_WORK`` (1e13) is
+    refused when the job is built (the API's 422 at params); Salakhutdinov & Murray's 100
+    runs x 14,500 betas on mnist5k_bin with 500 hidden units fit."""
     info = load_data("mnist5k_bin").info
-    RBM(RBMParams(hidden=500), info)  # 100 x 1000 x 2 x 784 x 500 = 7.8e10
+    RBM(RBMParams(hidden=500, ais_betas=14_500), info)  # 1.1e12
+    RBM(RBMParams(hidden=500, ais_runs=1_000, ais_betas=10_000), info)  # 7.8e12
     with pytest.raises(ValueError, match="ais_runs"):
-        RBM(RBMParams(hidden=500, ais_runs=200), info)
+        RBM(RBMParams(hidden=500, ais_runs=2_000, ais_betas=10_000), info)  # 1.6e13
     RBM(RBMParams(hidden=20, ais_runs=100_000, ais_betas=1_000_000), info)  # exact: no AIS
+
+
+def test_a_request_needing_an_ais_over_its_bound_is_refused_at_once() -> None:
+    """The worst case: the widest RBM (4,096 hidden) on 784 pixels with the largest AIS a
+    build allows (100 x 15,000 betas: 9.6e12 multiply-adds, minutes) and no stored log Z
+    (a checkpoint before its final test): log-prob refuses (the API's 409) before any
+    annealing; with a stored log Z it answers −F(x) − log Z."""
+    info = load_data("mnist5k_bin").info
+    rbm = RBM(RBMParams(hidden=4096, ais_betas=15_000), info)
+    x = load_data("mnist5k_bin").x_test[:3].flatten(1)
+    start = time.process_time()
+    with pytest.raises(NotAnswerable, match="no log Z yet"):
+        log_prob(rbm, x, None, 1)
+    assert time.process_time() - start < 1.0
+    rbm.log_z.fill_(123.0)
+    rbm.log_z_stderr.fill_(0.5)
+    out = log_prob(rbm, x, None, 1)
+    want = -rbm.free_energy(x).double() - 123.0
+    torch.testing.assert_close(out.log_prob, want.float())
+    assert not out.exact and out.k == 100
+
+
+def test_the_served_checkpoint_keeps_the_final_tests_log_z() -> None:
+    """After fit, the checkpoint inference serves carries the log Z (and its standard
+    error) the final test logged: a fresh module loaded from it answers log-prob with
+    that log Z, without annealing again."""
+    data = load_data("digits_bin")
+    params = RBMParams(hidden=24, persistent=True, ais_runs=8, ais_betas=50)
+    torch.manual_seed(0)
+    rbm = RBM(params, data.info)
+    ctx = RecordingContext(epochs=3, batch_size=64)
+    fit(rbm, data, params, ctx)
+    final = ctx.history[-1][1]
+    served = ctx.served()["model"]
+    assert float(served["log_z"]) == final["test_log_z"]
+    assert float(served["log_z_stderr"]) == final["test_nll_stderr"] > 0
+    fresh = RBM(params, data.info)
+    fresh.load_state_dict(served)
+    x = data.x_test[:5].flatten(1)
+    out = log_prob(fresh, x, None, 1)
+    want = -fresh.free_energy(x).double() - final["test_log_z"]
+    torch.testing.assert_close(out.log_prob, want.float())
+    # the served weights: the best epoch's by validation, as final_test scored them
+    for key in ("W", "b", "c"):
+        assert torch.equal(served[key], rbm.state_dict()[key]), key
