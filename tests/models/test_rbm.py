@@ -9,6 +9,7 @@ import math
 import pytest
 import torch
 
+import models.energy as energy_module
 from models.context import LocalContext
 from models.data import load_data
 from models.energy import enumerate_states, rbm_free_energy, rbm_log_z_ais, rbm_log_z_exact
@@ -81,6 +82,15 @@ def test_exact_log_z_against_both_layers(shape: tuple[int, int]) -> None:
     W, b, c = tiny(*shape)
     xs, hs = all_states(shape[0]), all_states(shape[1])
     brute = float(torch.logsumexp((-energy(xs, hs, W, b, c)).flatten(), 0))
+    assert rbm_log_z_exact(W, b, c) == pytest.approx(brute, abs=1e-10)
+
+
+@pytest.mark.parametrize("block", [1, 216])  # 1 or 3 of the 16 high states a block
+def test_exact_log_z_by_blocks(block: int, monkeypatch: pytest.MonkeyPatch) -> None:
+    W, b, c = tiny(9, 7, seed=1)
+    xs, hs = all_states(9), all_states(7)
+    brute = float(torch.logsumexp((-energy(xs, hs, W, b, c)).flatten(), 0))
+    monkeypatch.setattr(energy_module, "BLOCK", block)
     assert rbm_log_z_exact(W, b, c) == pytest.approx(brute, abs=1e-10)
 
 
