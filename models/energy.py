@@ -29,6 +29,7 @@ from torch import Tensor
 
 ENUMERABLE = 20  # the most units of a layer whose 2^n states are summed exactly
 CHUNK = 1 << 14  # states per chunk of an enumeration
+BLOCK = 1 << 16  # numbers per temporary of an exact RBM log Z (512 KB in float64)
 
 
 def enumerate_states(
@@ -52,17 +53,36 @@ def rbm_enumerable(d: int, h: int) -> bool:
 
 
 def rbm_log_z_exact(W: Tensor, b: Tensor, c: Tensor, dtype: torch.dtype = torch.float64) -> float:
-    """log Z by enumerating the smaller layer, in ``dtype`` (float64; float32, ~4× faster
+    """log Z by enumerating the smaller layer, in ``dtype`` (float64; float32, ~2× faster
     on CPU and within ~1e-4 nats, for monitoring): over h, log Σ_h exp(cᵀh + Σ_i
-    softplus(b_i + W_i h)); over x, log Σ_x exp(−F(x))."""
+    softplus(b_i + W_i h)); over x, log Σ_x exp(−F(x)), the same sum with the layers'
+    roles swapped (bᵀx + Σ_j softplus(c_j + xᵀW_j))."""
     W, b, c = (t.detach().to(dtype) for t in (W, b, c))
     d, h = W.shape
-    if h <= d:
-        states = enumerate_states(h, W.device, dtype)
-        parts = [hs @ c + F.softplus(b + hs @ W.T).sum(-1) for hs in states]
-    else:
-        parts = [-rbm_free_energy(xs, W, b, c) for xs in enumerate_states(d, W.device, dtype)]
-    return float(torch.logsumexp(torch.cat(parts).double(), 0))
+    return _log_sum_softplus(W, b, c) if h <= d else _log_sum_softplus(W.T, c, b)
+
+
+def _log_sum_softplus(W: Tensor, b: Tensor, c: Tensor) -> float:
+    """log Σ_s exp(cᵀs + Σ_i softplus(b_i + W_i s)) over every binary s of the n = W.shape[1]
+    units (W (m, n)). s splits into low and high bits, b + W s = (b + W_lo s_lo) + W_hi s_hi:
+    two tables of 2^(n/2) rows added block by block, not a (2^n, n) × (n, m) product, in
+    blocks of ``BLOCK`` numbers: malloc maps a temporary of a megabyte or more afresh each
+    time, and its page faults cost more than its arithmetic (3× on the float64 log Z of
+    64 × 16; 15,000 faults a call at 1 MB, none at 512 KB)."""
+    n = W.shape[1]
+    low = n // 2
+    s_low = torch.cat(list(enumerate_states(low, W.device, W.dtype)))  # (2^low, low)
+    s_high = torch.cat(list(enumerate_states(n - low, W.device, W.dtype)))
+    a_low = torch.addmm(b, s_low, W[:, :low].T)  # (2^low, m)
+    a_high = s_high @ W[:, low:].T  # (2^high, m)
+    e_low, e_high = s_low @ c[:low], s_high @ c[low:]
+    rows = max(1, BLOCK // a_low.numel())  # high states per block
+    parts = [
+        (e_high[i : i + rows, None] + e_low)
+        + F.softplus(a_low + a_high[i : i + rows, None]).sum(-1)  # (rows, 2^low)
+        for i in range(0, len(a_high), rows)
+    ]
+    return float(torch.logsumexp(torch.cat(parts).flatten().double(), 0))
 
 
 def _uniform(shape: tuple[int, ...], gen: torch.Generator, device: torch.device) -> Tensor:

@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -148,11 +149,11 @@ class RBM(nn.Module):
 
     def p_h(self, x: Tensor) -> Tensor:
         """p(h_j = 1 | x) (N, H)."""
-        return torch.sigmoid(self.c + x @ self.W)
+        return torch.sigmoid(torch.addmm(self.c, x, self.W))
 
     def p_x(self, h: Tensor) -> Tensor:
         """p(x_i = 1 | h) (N, D)."""
-        return torch.sigmoid(self.b + h @ self.W.T)
+        return torch.sigmoid(torch.addmm(self.b, h, self.W.T))
 
     @torch.no_grad()
     def gibbs(self, x: Tensor, steps: int, gen: torch.Generator) -> Tensor:
@@ -213,6 +214,37 @@ def build(params: RBMParams, info: DataInfo) -> RBM:
 # --- training -------------------------------------------------------------------------------
 
 
+class CDSurrogate(torch.autograd.Function):
+    """``cd_loss``'s surrogate F̄(x) − F̄(neg) + λ/2 ‖W‖² (F̄ the mean over rows) with its
+    gradient in closed form, from ∂F(x)/∂W = −x p(h|x)ᵀ, ∂F/∂b = −x, ∂F/∂c = −p(h|x)
+    (Hinton 2002, §2): one backward node; autograd through the two free energies took
+    150 µs of a 390 µs step at 64 × 16 (batch 32), this 90."""
+
+    @staticmethod
+    def forward(
+        ctx: Any, W: Tensor, b: Tensor, c: Tensor, x: Tensor, neg: Tensor, weight_decay: float
+    ) -> Tensor:
+        a_x, a_neg = torch.addmm(c, x, W), torch.addmm(c, neg, W)  # (B, H), (N, H)
+        grad_b = neg.mean(0) - x.mean(0)
+        ctx.save_for_backward(W, x, neg, a_x, a_neg, grad_b)
+        ctx.weight_decay = weight_decay
+        loss = grad_b @ b + F.softplus(a_neg).sum() / len(neg) - F.softplus(a_x).sum() / len(x)
+        if weight_decay:
+            loss = loss + 0.5 * weight_decay * W.pow(2).sum()
+        return loss
+
+    @staticmethod
+    def backward(ctx: Any, grad: Tensor) -> tuple[Tensor | None, ...]:
+        W, x, neg, a_x, a_neg, grad_b = ctx.saved_tensors
+        p_x, p_neg = torch.sigmoid(a_x), torch.sigmoid(a_neg)  # p(h = 1 | ·)
+        # negᵀ p(h|neg) / N − xᵀ p(h|x) / B (+ λ W)
+        grad_W = torch.addmm(neg.T @ p_neg, x.T, p_x, beta=1 / len(neg), alpha=-1 / len(x))
+        if ctx.weight_decay:
+            grad_W.add_(W, alpha=ctx.weight_decay)
+        grad_c = p_neg.mean(0) - p_x.mean(0)
+        return grad_W * grad, grad_b * grad, grad_c * grad, None, None, None
+
+
 def cd_loss(module: RBM, x: Tensor, gen: torch.Generator) -> Tensor:
     """The CD-k / PCD surrogate: F(x) − F(negatives), averaged, + λ/2 ‖W‖²; its gradient is
     minus the CD estimate of the log-likelihood gradient. PCD advances ``module.chain``."""
@@ -221,8 +253,7 @@ def cd_loss(module: RBM, x: Tensor, gen: torch.Generator) -> Tensor:
     neg = module.gibbs(start, p.cd_k, gen)
     if p.persistent:
         module.chain.copy_(neg)
-    loss = module.free_energy(x).mean() - module.free_energy(neg).mean()
-    return loss + 0.5 * p.weight_decay * (module.W**2).sum()
+    return CDSurrogate.apply(module.W, module.b, module.c, x, neg, p.weight_decay)
 
 
 def evaluate(module: RBM, data: Dataset, split: str, log_z: float | None) -> dict[str, float]:

@@ -11,6 +11,7 @@ import time
 import pytest
 import torch
 
+import models.energy as energy_module
 from models.context import LocalContext
 from models.data import load_data
 from models.energy import (
@@ -23,7 +24,7 @@ from models.energy import (
 )
 from models.generative import NotAnswerable, SampleOptions
 from models.optim import OptimizerSpec
-from models.rbm import RBM, RBMParams, cd_loss, fit, log_prob, sample
+from models.rbm import RBM, CDSurrogate, RBMParams, cd_loss, fit, log_prob, sample
 from tests.support.data import RecordingContext
 
 
@@ -86,11 +87,20 @@ def test_conditionals_match_the_energy() -> None:
     torch.testing.assert_close(rbm.p_x(hs)[:, :4], p_x1)
 
 
-@pytest.mark.parametrize("shape", [(4, 3), (3, 5)])  # enumerate h, then x
+@pytest.mark.parametrize("shape", [(4, 3), (3, 5), (1, 1), (9, 7)])  # h, then x; odd n
 def test_exact_log_z_against_both_layers(shape: tuple[int, int]) -> None:
     W, b, c = tiny(*shape)
     xs, hs = all_states(shape[0]), all_states(shape[1])
     brute = float(torch.logsumexp((-energy(xs, hs, W, b, c)).flatten(), 0))
+    assert rbm_log_z_exact(W, b, c) == pytest.approx(brute, abs=1e-10)
+
+
+@pytest.mark.parametrize("block", [1, 216])  # 1 or 3 of the 16 high states a block
+def test_exact_log_z_by_blocks(block: int, monkeypatch: pytest.MonkeyPatch) -> None:
+    W, b, c = tiny(9, 7, seed=1)
+    xs, hs = all_states(9), all_states(7)
+    brute = float(torch.logsumexp((-energy(xs, hs, W, b, c)).flatten(), 0))
+    monkeypatch.setattr(energy_module, "BLOCK", block)
     assert rbm_log_z_exact(W, b, c) == pytest.approx(brute, abs=1e-10)
 
 
@@ -172,6 +182,23 @@ def test_cd_gradient_matches_the_exact_gradient_in_expectation() -> None:
     cdk = torch.cat([p.grad.flatten() for p in (rbm.W, rbm.b, rbm.c)])
     assert float(torch.cosine_similarity(cdk, exact, 0)) > 0.97
     assert float((cdk - exact).norm() / exact.norm()) < 0.25
+
+
+@pytest.mark.parametrize("weight_decay", [0.0, 0.3])
+def test_cd_surrogate_gradient_is_autograds(weight_decay: float) -> None:
+    """The closed-form backward of ``CDSurrogate`` against autograd through the two free
+    energies, with negatives as many as PCD's chains (not the batch) and a scaled loss."""
+    W, b, c = (t.requires_grad_() for t in tiny(6, 4, seed=5))
+    g = torch.Generator().manual_seed(6)
+    x = torch.randint(0, 2, (5, 6), generator=g, dtype=torch.float64)
+    neg = torch.randint(0, 2, (9, 6), generator=g, dtype=torch.float64)
+    surrogate = rbm_free_energy(x, W, b, c).mean() - rbm_free_energy(neg, W, b, c).mean()
+    surrogate = surrogate + 0.5 * weight_decay * (W**2).sum()
+    expected = torch.autograd.grad(3 * surrogate, (W, b, c))
+    loss = CDSurrogate.apply(W, b, c, x, neg, weight_decay)
+    torch.testing.assert_close(loss, surrogate)
+    for got, want in zip(torch.autograd.grad(3 * loss, (W, b, c)), expected, strict=True):
+        torch.testing.assert_close(got, want)
 
 
 def test_fit_on_bars_stripes_improves_the_exact_test_nll() -> None:
