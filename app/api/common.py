@@ -28,11 +28,12 @@ from models.uncertainty import seeded_inference
 
 log = logging.getLogger("deepzoo.inference")
 FALLBACK_BYTES_PER_ROW = 64 * 1024  # a model whose memory could not be measured
-# sequential updates (an RBM's block update, a Boltzmann machine's unit update) that one
+# sequential updates (an RBM's layer update, a Boltzmann machine's 32-unit block) that one
 # request's Markov chains may make: each is a few small ops whatever the chains, so this
 # bounds the requests of few chains that the work bound lets run long. At the most: 25,000
 # sweeps of one chain of a 500-hidden RBM, 2.2 s on digits_bin (64 pixels), 5.9 s on
-# mnist5k_bin (784); 63 sweeps of a Boltzmann machine on 784 units, 1.3 s (one thread)
+# mnist5k_bin (784); 2,000 sweeps of a Boltzmann machine on 784 units (25 blocks of 32),
+# 2-4 s (one thread)
 MAX_CHAIN_UPDATES = 50_000
 PNG: dict[int | str, dict[str, Any]] = {
     200: {"content": {"image/png": {"schema": BINARY}}, "description": "a PNG image"}

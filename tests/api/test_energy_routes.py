@@ -74,7 +74,7 @@ def test_boltzmann_pictures_and_chains_on_an_exact_model(client: TestClient) -> 
     png(client, f"{base}/filters.png", n=16)
     c = png(client, f"{base}/chain.png", seed=1, steps=30)
     assert png(client, f"{base}/chain.png", seed=1, steps=30) == c
-    most = MAX_CHAIN_UPDATES // 16  # a sweep updates the 16 units one by one
+    most = MAX_CHAIN_UPDATES  # a sweep draws the 16 units as one block
     r = client.get(f"{base}/chain.png", params={"steps": most + 1})
     assert path(r) == "steps" and f"at most {most:,} sweeps" in r.json()["detail"]
     url = f"{base}/samples"

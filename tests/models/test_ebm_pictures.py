@@ -96,7 +96,7 @@ def test_boltzmann_chain_frames_follow_its_scan() -> None:
     one = module.gibbs(start, 1, g)
     assert torch.equal(frames[1].flatten(1), one)
     assert torch.equal(frames[2].flatten(1), module.gibbs(one, 1, g))
-    assert boltzmann.scan_updates(module) == 64  # one sequential update per unit
+    assert boltzmann.scan_updates(module) == 2  # one sequential update per block of 32
 
 
 def test_a_small_boltzmann_machine_draws_exactly_unless_steps_ask_for_a_chain() -> None:
