@@ -505,8 +505,16 @@ class LogProbOut(BaseModel):
     checkpoint: str
     log_prob: Vector = Field(description="per input, in nats")
     bits_per_dim: Vector
-    exact: bool = Field(description="false: a lower bound (importance-weighted, k samples)")
+    exact: bool = Field(description="false: a bound or an estimate (kind)")
+    kind: Literal["exact", "bound", "estimate"] = Field(
+        description="exact log p; a lower bound (importance-weighted or dequantised, k "
+        "samples); or a stochastic estimate (an AIS log Z with k runs, stderr its error)"
+    )
     k: int | None
+    stderr: float | None = Field(
+        description="an estimate's standard error in nats (log Z's, the same for every "
+        "input); null otherwise"
+    )
 
 
 class EncodeOut(BaseModel):

@@ -434,7 +434,8 @@ def log_prob(module: nn.Module, x: Tensor, labels: Tensor | None, k: int) -> Log
         lp = module.log_prob(x, float(module.log_z) if kept else module.store_log_z()[0])
     if module.exact:
         return LogProb(lp.float(), exact=True)
-    return LogProb(lp.float(), exact=False, k=module.params.ais_runs)
+    stderr = float(module.log_z_stderr)
+    return LogProb(lp.float(), exact=False, k=module.params.ais_runs, stderr=stderr)
 
 
 def likelihood_kind(info: DataInfo, params: BoltzmannParams) -> LikelihoodKind:

@@ -18,6 +18,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Literal
 
 import torch
 from torch import Tensor, nn
@@ -48,12 +49,21 @@ class SampleOptions:
 
 @dataclass(frozen=True)
 class LogProb:
-    """Per-input log-likelihood in nats (N,): exact (flows, autoregressive models) or a
-    lower bound (a VAE's importance-weighted bound with ``k`` samples)."""
+    """Per-input log-likelihood in nats (N,): exact (flows, autoregressive models), a
+    lower bound (a VAE's importance-weighted bound with ``k`` samples) or, with ``stderr``,
+    a stochastic estimate (an energy model's AIS log Z with ``k`` runs; ``stderr`` its
+    standard error in nats, shared by every input)."""
 
     log_prob: Tensor
     exact: bool
-    k: int | None = None  # importance samples behind a bound
+    k: int | None = None  # importance samples behind a bound, or AIS runs behind an estimate
+    stderr: float | None = None
+
+    @property
+    def kind(self) -> Literal["exact", "bound", "estimate"]:  # models.family.LikelihoodKind
+        if self.exact:
+            return "exact"
+        return "bound" if self.stderr is None else "estimate"
 
 
 # The capabilities' signatures (models.family.Capability -> function). Options are explicit

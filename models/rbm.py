@@ -395,7 +395,9 @@ def log_prob(module: nn.Module, x: Tensor, labels: Tensor | None, k: int) -> Log
     with torch.no_grad():
         log_z = float(module.log_z) if kept else module.store_log_z()[0]
         lp = module.log_prob(x, log_z).float()
-    return LogProb(lp, exact=module.exact, k=None if module.exact else module.params.ais_runs)
+    if module.exact:
+        return LogProb(lp, exact=True)
+    return LogProb(lp, exact=False, k=module.params.ais_runs, stderr=float(module.log_z_stderr))
 
 
 def test_nll_kind(info: DataInfo, params: RBMParams | None) -> LikelihoodKind:

@@ -246,7 +246,9 @@ def log_prob(body: LogProbRequest, model: LoadedModel) -> JSONResponse:
             "log_prob": to_jsonable(lp),
             "bits_per_dim": to_jsonable(bits_per_dim(lp, item.info)),
             "exact": out.exact,
+            "kind": out.kind,
             "k": out.k,
+            "stderr": out.stderr,
         }
     )
 
@@ -284,7 +286,7 @@ def _log_prob_bounded(
         for i, chunk in zip(range(0, len(x), per_call), x.split(per_call), strict=True)
     ]
     lp = torch.cat([p.log_prob.detach().cpu() for p in parts])
-    return LogProb(lp, exact=parts[0].exact, k=parts[0].k)
+    return LogProb(lp, exact=parts[0].exact, k=parts[0].k, stderr=parts[0].stderr)
 
 
 def _chunked_call(

@@ -293,7 +293,14 @@ def log_prob(
     r = yield Call("POST", f"/v1/jobs/{job_id(job)}/log-prob", json=body)
     d = r.json()
     return LogProb(
-        d["job_id"], d["checkpoint"], d["log_prob"], d["bits_per_dim"], d["exact"], d.get("k")
+        d["job_id"],
+        d["checkpoint"],
+        d["log_prob"],
+        d["bits_per_dim"],
+        d["exact"],
+        d.get("k"),
+        d.get("kind", "exact" if d["exact"] else "bound"),
+        d.get("stderr"),
     )
 
 

@@ -268,7 +268,8 @@ class Samples:
 @dataclass(frozen=True)
 class LogProb:
     """``POST /v1/jobs/{id}/log-prob``: per input, nats and bits per dimension; ``exact``
-    false for a bound (with ``k`` importance samples)."""
+    false for a bound (``kind`` "bound", with ``k`` importance samples) or an estimate
+    (``kind`` "estimate": an AIS log Z with ``k`` runs and standard error ``stderr``)."""
 
     job_id: str
     checkpoint: str
@@ -276,3 +277,5 @@ class LogProb:
     bits_per_dim: list[float | None]
     exact: bool
     k: int | None = None
+    kind: str = "exact"
+    stderr: float | None = None

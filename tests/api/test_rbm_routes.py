@@ -54,6 +54,7 @@ def test_exact_rbm_routes(client: TestClient) -> None:
     test_x = load("bars_stripes").x_test[:3].tolist()
     lp = client.post(f"/v1/jobs/{job}/log-prob", json={"inputs": test_x}).json()
     assert lp["exact"] is True and len(lp["log_prob"]) == 3
+    assert lp["kind"] == "exact" and lp["stderr"] is None
     assert all(v < 0 for v in lp["log_prob"])
     assert path(client.post(f"/v1/jobs/{job}/log-prob", json={"inputs": [[0.5] * 16]})) == (
         "inputs"
@@ -71,6 +72,8 @@ def test_ais_rbm_routes(client: TestClient) -> None:
     test_x = load("digits_bin").x_test[:3].tolist()
     lp = client.post(f"/v1/jobs/{job}/log-prob", json={"inputs": test_x}).json()
     assert lp["exact"] is False and lp["k"] == 8
+    # an estimate, with log Z's error bar: the one the final test logged
+    assert lp["kind"] == "estimate" and lp["stderr"] == metrics["test_nll_stderr"]
     assert client.post(f"/v1/jobs/{job}/log-prob", json={"inputs": test_x}).json() == lp
     # the served checkpoint carries the final test's log Z: the answer is −F(x) − test_log_z
     served = client.get(f"/v1/jobs/{job}").json()["checkpoint"]

@@ -49,6 +49,7 @@ def test_unconditional_vae_routes(client: TestClient, other_client: TestClient) 
     body = {"inputs": test_x, "k": 50}
     lp = client.post(f"/v1/jobs/{job}/log-prob", json=body).json()
     assert lp["exact"] is False and lp["k"] == 50 and len(lp["log_prob"]) == 3
+    assert lp["kind"] == "bound" and lp["stderr"] is None
     assert all(v < 0 for v in lp["log_prob"]) and all(v > 0 for v in lp["bits_per_dim"])
     assert client.post(f"/v1/jobs/{job}/log-prob", json=body).json() == lp
     assert client.post(f"/v1/jobs/{job}/log-prob", json={"inputs": test_x}).json()["k"] == 100
