@@ -58,6 +58,7 @@ class Capability(enum.StrEnum):
     EMBED = "embed"
     NEIGHBORS = "neighbors"
     TRAJECTORY = "trajectory"
+    GRADIENTS = "gradients"
 
 
 class Diverged(FloatingPointError):
@@ -115,6 +116,12 @@ class Context(Protocol):
 # The generative ones (SampleFn, LogProbFn, EncodeFn, DecodeFn, InterpolateFn) are
 # documented in models/generative.py.
 PredictFn = Callable[[nn.Module, torch.Tensor, int], dict[str, torch.Tensor]]  # x, T passes
+# a recurrent model's gradient profile over time on a batch (x, y): ‖∂L/∂c_k‖ and ‖∂c_T/∂c_k‖
+# per recorded step k, each (K,), at the steps ``positions`` (K,) (1-based), K ≤ 32. Its fit
+# logs them at each evaluation as the metrics GRADIENT_METRICS[i] + str(k): the history
+# ``GET /v1/jobs/{id}/gradients.png`` draws
+GradientsFn = Callable[[nn.Module, torch.Tensor, torch.Tensor], dict[str, torch.Tensor]]
+GRADIENT_METRICS = ("grad_t", "jacobian_t")
 # the data is the kind the family trains on (models.data.DataKind): a tensor table for most
 FitFn = Callable[[nn.Module, Any, Any, Context], None]
 BuildFn = Callable[[Any, "DataInfo"], nn.Module]
@@ -172,6 +179,7 @@ ARITY: dict[Capability, int] = {
     Capability.CHAIN: 3,  # module, SampleOptions, at (a Chain)
     Capability.ACT: 2,  # module, observations (models.rl.ActFn)
     Capability.ROLLOUT: 3,  # module, environment, RolloutOptions (models.rl.RolloutFn)
+    Capability.GRADIENTS: 3,  # module, x, y (GradientsFn)
 }
 
 
@@ -307,6 +315,8 @@ class Family:
     def capability(self, c: Literal[Capability.ACT]) -> ActFn: ...
     @overload
     def capability(self, c: Literal[Capability.ROLLOUT]) -> RolloutFn: ...
+    @overload
+    def capability(self, c: Literal[Capability.GRADIENTS]) -> GradientsFn: ...
     @overload
     def capability(self, c: Capability) -> Callable[..., Any]: ...
     def capability(self, c: Capability) -> Callable[..., Any]:
