@@ -64,12 +64,12 @@ class RNNParams(Params):
         description="recurrent weights (each gate's block): xavier uniform, orthogonal, or "
         "Gaussian rescaled to spectral_radius",
     )
-    spectral_radius: float = Field(
-        1.0,
+    spectral_radius: float | None = Field(
+        None,
         gt=0.0,
         le=10.0,
         description="the scaled init's spectral radius of W (< 1: vanishing, > 1: exploding "
-        "gradients); only with init 'scaled'",
+        "gradients); only with init 'scaled', where null means 1",
     )
     clip_norm: float | None = Field(
         None, gt=0.0, le=1e6, description="clip the global gradient norm to this; null: no clip"
@@ -80,8 +80,8 @@ class RNNParams(Params):
 
     @field_validator("spectral_radius")
     @classmethod
-    def _scaled_only(cls, v: float, info: ValidationInfo) -> float:
-        if info.data.get("init", "xavier") != "scaled":
+    def _scaled_only(cls, v: float | None, info: ValidationInfo) -> float | None:
+        if v is not None and info.data.get("init", "xavier") != "scaled":
             raise ValueError("spectral_radius sets the radius of init 'scaled'; give that init")
         return v
 
@@ -216,18 +216,18 @@ class RNN(nn.Module):
 
     @torch.no_grad()
     def _init(self, params: RNNParams) -> None:
-        H = params.hidden
+        H, radius = params.hidden, params.spectral_radius or 1.0
         for layer in self.layers:
             if isinstance(layer, TanhLayer):
                 nn.init.xavier_uniform_(layer.U)
-                init_recurrent(layer.W, params.init, params.spectral_radius)
+                init_recurrent(layer.W, params.init, radius)
                 continue
             assert isinstance(layer, GatedLayer)
             w_ih, w_hh, b_ih, b_hh = layer.weights
             for block in w_ih.split(H):
                 nn.init.xavier_uniform_(block)
             for block in w_hh.split(H):
-                init_recurrent(block, params.init, params.spectral_radius)
+                init_recurrent(block, params.init, radius)
             b_ih.zero_()
             b_hh.zero_()
             if params.cell == "lstm":

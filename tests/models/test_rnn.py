@@ -148,7 +148,8 @@ def test_scaled_init_has_that_spectral_radius(cell: str, radius: float) -> None:
 def test_spectral_radius_is_refused_without_the_scaled_init() -> None:
     with pytest.raises(ValidationError, match="spectral_radius"):
         RNNParams(init="orthogonal", spectral_radius=0.5)
-    RNNParams(init="scaled", spectral_radius=0.5)
+    for params in (RNNParams(), RNNParams(init="scaled", spectral_radius=0.5)):
+        assert RNNParams(**params.model_dump()) == params  # a stored spec validates again
 
 
 @pytest.mark.parametrize("cell", ["lstm", "gru"])
