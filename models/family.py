@@ -269,6 +269,9 @@ class Family:
     # forward rows, for the API's bound on work: a MADE averaging over M masks M, a pixel
     # model its pass over the image's pixels (models.pixel.PixelDensity.pass_rows); None: 1
     log_prob_passes: Callable[[nn.Module], int] | None = None
+    # module -> the work of PREDICT per input in full-model forward rows, for the same
+    # bound: a recurrent model runs its whole network once a time step (T); None: 1
+    predict_rows: Callable[[nn.Module], int] | None = None
     # params -> the smallest minibatch the model trains on (batch statistics need 2, a
     # PacGAN discriminator a whole pack); None: 1. The API refuses a smaller batch_size.
     min_batch_size: Callable[[Any], int] | None = None

@@ -197,7 +197,7 @@ class RNN(nn.Module):
         super().__init__()
         if len(info.input_shape) != 2:
             raise ValueError(f"rnn reads sequences (T, F); {info.name} has {info.input_shape}")
-        self.task, self.cell = info.task, params.cell
+        self.task, self.cell, self.length = info.task, params.cell, info.input_shape[0]
         n_in, H = info.input_shape[1], params.hidden
         self.layers = nn.ModuleList(
             TanhLayer(n_in if i == 0 else H, H)
@@ -426,6 +426,12 @@ def predict(module: nn.Module, x: Tensor, mc_samples: int = 1) -> dict[str, Tens
     return regression_summary(mean.unsqueeze(0), module.noise_var.expand_as(mean).unsqueeze(0))
 
 
+def predict_rows(module: nn.Module) -> int:
+    """A prediction steps through the sequence: T forward rows per input (the API's bound)."""
+    assert isinstance(module, RNN)
+    return module.length
+
+
 FAMILY = Family(
     name="rnn",
     description="tanh/LSTM/GRU sequence models: vanishing and exploding gradients through time",
@@ -436,4 +442,5 @@ FAMILY = Family(
     fit=fit,
     default_epochs=30,
     mc_passes=lambda module, t: 1,
+    predict_rows=predict_rows,
 )

@@ -1,6 +1,7 @@
 """The gradient routes on recurrent jobs trained in process: the logged profile as JSON and
 as a heat map, a vanishing gradient visible in both, the bound on rows, and the refusals
-(a model without the capability, a job that has logged nothing yet)."""
+(a model without the capability, a job that has logged nothing yet); and predict's bound
+on work, which counts a sequence's time steps."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from app.api import gradients as route
+from models.data import load
 from tests.support.jobs import PNG_MAGIC, SPEC, trained
 
 
@@ -77,3 +79,22 @@ def test_refusals(client: TestClient, other_client: TestClient) -> None:
     r = client.get(f"/v1/jobs/{queued}/gradients")
     assert r.status_code == 409 and "no gradient profile yet" in r.json()["detail"]
     assert other_client.get(f"/v1/jobs/{queued}/gradients.png").status_code == 404
+
+
+def test_predict_counts_every_time_step_as_work(
+    client: TestClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A sequence of T steps runs the network T times: the bound on predict's work counts
+    T forward rows per input (3 inputs of 8 steps are 24 rows, over a bound of 23)."""
+    import app.limits
+
+    job = rnn_job(client, cell="gru")
+    rows = load("seq_digits").x_test[:3].tolist()
+    ok = client.post(f"/v1/jobs/{job}/predict", json={"inputs": rows})
+    assert ok.status_code == 200 and len(ok.json()["probs"]) == 3
+    parameters = client.get(f"/v1/jobs/{job}").json()["provenance"]["parameters"]
+    monkeypatch.setattr(app.limits, "MAX_INFERENCE_WORK", parameters * 23)
+    r = client.post(f"/v1/jobs/{job}/predict", json={"inputs": rows})
+    assert r.status_code == 422 and r.json()["errors"][0]["path"] == "inputs"
+    assert "8 time steps" in r.json()["detail"]
+    assert client.post(f"/v1/jobs/{job}/predict", json={"inputs": rows[:2]}).status_code == 200
