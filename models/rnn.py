@@ -274,7 +274,7 @@ def example_losses(module: RNN, out: Tensor, y: Tensor) -> Tensor:
 def tanh_jacobian_product(W: Tensor, states: list[Tensor], k: int, t: int) -> Tensor:
     """∂c_t/∂c_k of one tanh sequence by the notes' product, (H, H): ∏_{j=k+1..t} diag(1 -
     c_j²) W, the later factors on the left; ``states`` c_1..c_T of shape (H,), 1-based."""
-    jac = torch.eye(len(W), dtype=W.dtype)
+    jac = torch.eye(len(W), dtype=W.dtype, device=W.device)
     for j in range(k + 1, t + 1):
         jac = (1 - states[j - 1].pow(2))[:, None] * W @ jac
     return jac
@@ -333,10 +333,9 @@ def _jacobian_norms(module: RNN, x: Tensor, at: Tensor) -> Tensor:
     last = states[-1]  # (1, S)
     eye = torch.eye(last.shape[1], dtype=last.dtype, device=last.device)[:, None]  # (S, 1, S)
     rows = torch.autograd.grad(
-        last, [states[k - 1] for k in at.tolist()], eye, is_grads_batched=True, allow_unused=True
+        last, [states[k - 1] for k in at.tolist()], eye, is_grads_batched=True
     )
-    # c_T is c_T itself at k = T (the identity); rows[k] is (S, 1, S): row i of ∂c_T/∂c_k
-    jac = torch.stack([r[:, 0] if r is not None else eye[:, 0] for r in rows])  # (K, S, S)
+    jac = torch.stack([r[:, 0] for r in rows])  # (K, S, S): row i of ∂c_T/∂c_k
     return torch.linalg.matrix_norm(jac, ord=2)
 
 
