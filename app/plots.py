@@ -201,6 +201,55 @@ def receptive_field_png(field: np.ndarray, *, row: int, col: int, title: str) ->
     return _png(fig)
 
 
+def gradients_png(
+    grad: np.ndarray,
+    *,
+    positions: Sequence[int],
+    steps: Sequence[int],
+    title: str,
+    label: str = "log10 ‖∂L/∂c_k‖",
+) -> bytes:
+    """A heat map of log10 ‖∂L/∂c_k‖ (``grad`` (steps, positions); or of another norm,
+    ``label`` says which): time step k across,
+    training step down, one row per evaluation. A vanishing gradient is a colour falling
+    off to the left (early steps), an exploding one a row turning bright; a missing or zero
+    value is grey."""
+    from matplotlib.colors import Normalize
+
+    with np.errstate(divide="ignore", invalid="ignore"):
+        logged = np.log10(grad)
+    shown = np.ma.masked_invalid(logged)
+    fig = _figure(6.4, 4.2)
+    ax = fig.subplots()
+    ax.set_facecolor("#d9d9d9")
+    finite = logged[np.isfinite(logged)]
+    low, high = (float(finite.min()), float(finite.max())) if finite.size else (-1.0, 0.0)
+    # cell edges halfway between the recorded steps, so uneven spacing is drawn as it is
+    image = ax.pcolormesh(
+        _edges(positions),
+        _edges(steps),
+        shown,
+        cmap="magma",
+        norm=Normalize(low, high if high > low else low + 1.0),
+        shading="flat",
+    )
+    fig.colorbar(image, ax=ax, label=label)
+    ax.set_xlabel("time step k")
+    ax.set_ylabel("training step (evaluation)")
+    ax.invert_yaxis()
+    ax.set_title(title, fontsize=8)
+    return _png(fig)
+
+
+def _edges(centres: Sequence[int]) -> np.ndarray:
+    """Cell edges around sorted centres: halfway between neighbours, ±0.5 at the ends."""
+    c = np.asarray(centres, dtype=float)
+    if len(c) == 1:
+        return np.array([c[0] - 0.5, c[0] + 0.5])
+    mid = (c[1:] + c[:-1]) / 2
+    return np.concatenate([[c[0] - (mid[0] - c[0])], mid, [c[-1] + (c[-1] - mid[-1])]])
+
+
 def completions_png(
     originals: np.ndarray, completions: np.ndarray, *, keep_rows: int, value_max: float, title: str
 ) -> bytes:

@@ -58,6 +58,7 @@ class Capability(enum.StrEnum):
     EMBED = "embed"
     NEIGHBORS = "neighbors"
     TRAJECTORY = "trajectory"
+    GRADIENTS = "gradients"
 
 
 class Diverged(FloatingPointError):
@@ -122,6 +123,12 @@ class Context(Protocol):
 # The generative ones (SampleFn, LogProbFn, EncodeFn, DecodeFn, InterpolateFn) are
 # documented in models/generative.py.
 PredictFn = Callable[[nn.Module, torch.Tensor, int], dict[str, torch.Tensor]]  # x, T passes
+# a recurrent model's gradient profile over time on a batch (x, y): ‖∂L/∂c_k‖ and ‖∂c_T/∂c_k‖
+# per recorded step k, each (K,), at the steps ``positions`` (K,) (1-based), K ≤ 32. Its fit
+# logs them at each evaluation as the metrics GRADIENT_METRICS[i] + str(k): the history
+# ``GET /v1/jobs/{id}/gradients.png`` draws
+GradientsFn = Callable[[nn.Module, torch.Tensor, torch.Tensor], dict[str, torch.Tensor]]
+GRADIENT_METRICS = ("grad_t", "jacobian_t")
 # the data is the kind the family trains on (models.data.DataKind): a tensor table for most
 FitFn = Callable[[nn.Module, Any, Any, Context], None]
 BuildFn = Callable[[Any, "DataInfo"], nn.Module]
@@ -179,6 +186,7 @@ ARITY: dict[Capability, int] = {
     Capability.CHAIN: 3,  # module, SampleOptions, at (a Chain)
     Capability.ACT: 2,  # module, observations (models.rl.ActFn)
     Capability.ROLLOUT: 3,  # module, environment, RolloutOptions (models.rl.RolloutFn)
+    Capability.GRADIENTS: 3,  # module, x, y (GradientsFn)
 }
 
 
@@ -268,6 +276,9 @@ class Family:
     # forward rows, for the API's bound on work: a MADE averaging over M masks M, a pixel
     # model its pass over the image's pixels (models.pixel.PixelDensity.pass_rows); None: 1
     log_prob_passes: Callable[[nn.Module], int] | None = None
+    # module -> the work of PREDICT per input in full-model forward rows, for the same
+    # bound: a recurrent model runs its whole network once a time step (T); None: 1
+    predict_rows: Callable[[nn.Module], int] | None = None
     # params -> the smallest minibatch the model trains on (batch statistics need 2, a
     # PacGAN discriminator a whole pack); None: 1. The API refuses a smaller batch_size.
     min_batch_size: Callable[[Any], int] | None = None
@@ -314,6 +325,8 @@ class Family:
     def capability(self, c: Literal[Capability.ACT]) -> ActFn: ...
     @overload
     def capability(self, c: Literal[Capability.ROLLOUT]) -> RolloutFn: ...
+    @overload
+    def capability(self, c: Literal[Capability.GRADIENTS]) -> GradientsFn: ...
     @overload
     def capability(self, c: Capability) -> Callable[..., Any]: ...
     def capability(self, c: Capability) -> Callable[..., Any]:

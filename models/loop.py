@@ -148,6 +148,7 @@ def train_epochs(
     *,
     loss_fn: LossFn,
     evaluate: EvalFn,
+    before_step: Callable[[], None] | None = None,
 ) -> bool:
     """Minibatch training until ctx.epochs or ctx.steps; returns False when ctx asked to stop.
 
@@ -158,12 +159,13 @@ def train_epochs(
     worker hands its job back) redoes the partial one, so the metric curve has no gap.
     Counting steps, the partial epoch is checkpointed at its step count.
     Raises ``Diverged`` on a non-finite training loss, before the update.
+    ``before_step`` runs between each backward pass and its update (gradient clipping).
     """
     budget = Budget.of(ctx)
     epoch, step, best = resume_from(module, opt, ctx.resume)
     while not budget.finished(epoch, step):
         epoch += 1
-        losses, step, stopped = _one_epoch(module, opt, x, y, ctx, loss_fn, step)
+        losses, step, stopped = _one_epoch(module, opt, x, y, ctx, loss_fn, step, before_step)
         count = budget.count(epoch, step)
         if stopped:
             if losses and budget.steps is not None:
@@ -188,6 +190,7 @@ def _one_epoch(
     ctx: Context,
     loss_fn: LossFn,
     step: int,
+    before_step: Callable[[], None] | None = None,
 ) -> tuple[list[Tensor], int, bool]:
     """One pass over shuffled minibatches: (batch losses, optimizer steps so far, stopped)."""
     module.train()
@@ -204,6 +207,8 @@ def _one_epoch(
             raise Diverged(step + 1)
         opt.zero_grad(set_to_none=True)
         loss.backward()
+        if before_step is not None:
+            before_step()
         opt.step()
         step += 1
         losses.append(loss.detach())

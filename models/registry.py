@@ -22,6 +22,7 @@ def _families() -> dict[str, Family]:
         pixelcnn,
         rbm,
         reinforce,
+        rnn,
         vae,
     )
 
@@ -42,6 +43,7 @@ def _families() -> dict[str, Family]:
         dqn.FAMILY,
         reinforce.FAMILY,
         ddpg.FAMILY,
+        rnn.FAMILY,
     ]
     return {f.name: f for f in families}
 

@@ -168,7 +168,10 @@ def bounded_predict(
     else:
         fields = [input_field, mc_field]
     what = f"{input_field} × {mc_field}" if rows > 1 else input_field
-    check_work(item.parameters, len(x) * rows, fields, what)
+    steps = 1 if item.family.predict_rows is None else item.family.predict_rows(item.module)
+    if steps > 1:  # a recurrent model: each input is ``steps`` forward rows
+        what = f"{what} × {steps} time steps"
+    check_work(item.parameters, len(x) * rows * steps, fields, what)
     cost = item.costs.get("predict")
     if cost is None:
         shape = item.info.input_shape

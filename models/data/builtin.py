@@ -309,6 +309,125 @@ def multitask_synth() -> Dataset:
     )
 
 
+# Sequences as tensor tables: each example is (T, F), T steps of F values, one target per
+# sequence (a many-to-one task). Fixed lengths suit the tasks below, and a table gives them
+# the predict route, calibration and uploads' machinery as they are.
+ADDING_LENGTHS = {"adding_50": 50, "adding": 100, "adding_200": 200}
+ADDING_BASELINE_MSE = 1 / 6  # Var(a + b), a, b ~ U(0, 1): the MSE of always answering 1
+
+
+def adding_problem(n: int, length: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """Hochreiter & Schmidhuber 1997's adding problem as Le et al. 2015 and Arjovsky et al.
+    2016 pose it: (n, length, 2) inputs, a value ~ U(0, 1) and a marker a step, the
+    marker 1 at one step of each half; the target is the sum of the two marked values."""
+    values = rng.uniform(size=(n, length))
+    half = length // 2
+    first = rng.integers(0, half, size=n)
+    second = rng.integers(half, length, size=n)
+    markers = np.zeros((n, length))
+    rows = np.arange(n)
+    markers[rows, first] = markers[rows, second] = 1.0
+    x = np.stack([values, markers], axis=2)
+    return x, values[rows, first] + values[rows, second]
+
+
+def _adding(name: str) -> Callable[[], Dataset]:
+    length = ADDING_LENGTHS[name]
+
+    def build() -> Dataset:
+        x, y = adding_problem(10_000, length, np.random.default_rng(20261210 + length))
+        return split(
+            name,
+            x,
+            y,
+            "regression",
+            seed=20261210,
+            description=f"{length} steps; MSE {ADDING_BASELINE_MSE:.3f} for the constant 1, "
+            "the baseline a model that ignores the markers cannot beat",
+        )
+
+    return build
+
+
+for _name, _length in ADDING_LENGTHS.items():
+    register(
+        _name,
+        f"adding problem, {_length} steps of (U(0,1) value, marker): the sum of the marked two",
+    )(_adding(_name))
+
+
+@register("seq_digits", "sklearn's 8x8 digits read row by row: 8 steps of 8 values in [0, 1]")
+def seq_digits() -> Dataset:
+    from sklearn.datasets import load_digits
+
+    x, y = load_digits(return_X_y=True)
+    return split(
+        "seq_digits",
+        x.reshape(-1, 8, 8) / 16.0,
+        y,
+        "classification",
+        seed=20240604,  # the same split as digits
+        n_classes=10,
+        description="a sequence classifier sees one image row a step and answers at the end",
+    )
+
+
+SINE_SEQ_NOISE_STD = 0.1
+
+
+@register(
+    "sine_seq",
+    "noisy sines: 40 steps of sin(ωt + φ) + N(0, 0.1²), ω in [0.1, 0.6]; predict step 41",
+)
+def sine_seq() -> Dataset:
+    """4,000 windows of 41 noisy samples of a sine with a random frequency and phase;
+    the input is the first 40, the target the 41st: the noise's variance (0.01) is the
+    best MSE."""
+    rng = np.random.default_rng(20261211)
+    n, length = 4000, 40
+    omega = rng.uniform(0.1, 0.6, size=(n, 1))
+    phase = rng.uniform(0.0, 2 * np.pi, size=(n, 1))
+    t = np.arange(length + 1)[None, :]
+    series = np.sin(omega * t + phase) + SINE_SEQ_NOISE_STD * rng.normal(size=(n, length + 1))
+    return split(
+        "sine_seq",
+        series[:, :length, None],
+        series[:, length],
+        "regression",
+        seed=20261211,
+        description=f"next-step prediction; the noise (std {SINE_SEQ_NOISE_STD}) bounds the MSE",
+    )
+
+
+@register("mnist1d", "MNIST-1D (Greydanus 2020): 5,000 sequences of 40 values, 10 classes")
+def mnist1d() -> Dataset:
+    """The ``mnist1d`` package's ``make_dataset`` with its default arguments (seed 42),
+    generated here: its ``get_dataset`` would download. ``make_dataset`` seeds numpy's and
+    ``random``'s global generators; their states are put back after it."""
+    import random
+
+    from mnist1d.data import get_dataset_args, make_dataset
+
+    np_state, py_state = np.random.get_state(), random.getstate()
+    try:
+        d = make_dataset(get_dataset_args())
+    finally:
+        np.random.set_state(np_state)
+        random.setstate(py_state)
+    x, y = d["x"][..., None], d["y"]  # (4000, 40, 1): one value a step
+    n_val = len(x) // 10
+    return from_arrays(
+        "mnist1d",
+        "classification",
+        (x[n_val:], y[n_val:]),
+        (x[:n_val], y[:n_val]),
+        (d["x_test"][..., None], d["y_test"]),
+        n_classes=10,
+        description="the package's own train/test split (4,000/1,000), the first 400 "
+        "training sequences held out for validation; values standardised by the package",
+    )
+
+
 def mode_centres(name: str) -> np.ndarray | None:
     """The true mode centres of a 2-D mixture (rings8, grid25), for plots and coverage."""
     return {"rings8": rings8_modes, "grid25": grid25_modes}.get(name, lambda: None)()

@@ -139,6 +139,17 @@ SMOKE: dict[str, Smoke] = {
         batch_size=8,
         also=("mountaincar_continuous",),
     ),
+    # the tanh cell by hand; the gated cells (torch's, stepped by hand for the gradients)
+    # and the scaled init as variants
+    "rnn": Smoke(
+        "seq_digits",
+        {"cell": "tanh", "hidden": 4, "probe": 4},
+        also=("adding_50", "mnist1d"),
+        variants=(
+            {"cell": "lstm", "layers": 2, "clip_norm": 0.5},
+            {"cell": "gru", "init": "scaled", "spectral_radius": 1.5},
+        ),
+    ),
 }  # fmt: skip
 
 
@@ -404,6 +415,25 @@ def check_rollout(p: Probe) -> dict[str, Tensor]:
     return out
 
 
+def check_gradients(p: Probe) -> dict[str, Tensor]:
+    """A gradient profile of the first test sequences: at most 32 recorded steps from the
+    first to the last, finite non-negative norms; ‖∂c_T/∂c_T‖ = 1; the same call, the
+    same answer."""
+    fn = capability_fn(p.family, Capability.GRADIENTS)
+    x, y = p.data.x_test[: p.n], p.data.y_test[: p.n]
+    out: dict[str, Tensor] = fn(p.module, x, y)
+    at = out["positions"]
+    assert 1 <= len(at) <= 32 and int(at[0]) == 1 and int(at[-1]) == x.shape[1]
+    assert bool((at[1:] > at[:-1]).all())
+    for key in ("grad_norm", "jacobian_norm"):
+        assert out[key].shape == at.shape, key
+        assert bool(torch.isfinite(out[key]).all() and (out[key] >= 0).all()), key
+    torch.testing.assert_close(out["jacobian_norm"][-1], torch.tensor(1.0))
+    again = fn(p.module, x, y)
+    assert all(torch.equal(v, again[k]) for k, v in out.items())
+    return out
+
+
 # keyed by capability (a ``Capability`` is its own value, so its name finds it too); embed,
 # neighbors and trajectory get theirs with the first family declaring them
 CHECKERS: dict[str, Checker] = {
@@ -419,6 +449,7 @@ CHECKERS: dict[str, Checker] = {
     Capability.CHAIN: check_chain,
     Capability.ACT: check_act,
     Capability.ROLLOUT: check_rollout,
+    Capability.GRADIENTS: check_gradients,
 }
 
 
