@@ -110,6 +110,10 @@ class Context(Protocol):
 # The generative ones (SampleFn, LogProbFn, EncodeFn, DecodeFn, InterpolateFn) are
 # documented in models/generative.py.
 PredictFn = Callable[[nn.Module, torch.Tensor, int], dict[str, torch.Tensor]]  # x, T passes
+# node indices (m,) int64 -> {"vectors": (m, dim)}
+EmbedFn = Callable[[nn.Module, torch.Tensor], dict[str, torch.Tensor]]
+# node indices (m,), k -> {"nodes": (m, k) int64, "similarity": (m, k)}, most similar first
+NeighborsFn = Callable[[nn.Module, torch.Tensor, int], dict[str, torch.Tensor]]
 # the data is the kind the family trains on (models.data.DataKind): a tensor table for most
 FitFn = Callable[[nn.Module, Any, Any, Context], None]
 BuildFn = Callable[[Any, "DataInfo"], nn.Module]
@@ -144,6 +148,8 @@ ARITY: dict[Capability, int] = {
     Capability.COMPLETE: 4,  # module, x, observed, SampleOptions
     Capability.ACT: 2,  # module, observations (models.rl.ActFn)
     Capability.ROLLOUT: 3,  # module, environment, RolloutOptions (models.rl.RolloutFn)
+    Capability.EMBED: 2,  # module, node indices (EmbedFn)
+    Capability.NEIGHBORS: 3,  # module, node indices, k (NeighborsFn)
 }
 
 
@@ -273,6 +279,10 @@ class Family:
     def capability(self, c: Literal[Capability.ACT]) -> ActFn: ...
     @overload
     def capability(self, c: Literal[Capability.ROLLOUT]) -> RolloutFn: ...
+    @overload
+    def capability(self, c: Literal[Capability.EMBED]) -> EmbedFn: ...
+    @overload
+    def capability(self, c: Literal[Capability.NEIGHBORS]) -> NeighborsFn: ...
     @overload
     def capability(self, c: Capability) -> Callable[..., Any]: ...
     def capability(self, c: Capability) -> Callable[..., Any]:

@@ -9,6 +9,7 @@ def _families() -> dict[str, Family]:
     from models import (
         boltzmann,
         ddpg,
+        deepwalk,
         dqn,
         ensemble,
         flow,
@@ -42,6 +43,7 @@ def _families() -> dict[str, Family]:
         dqn.FAMILY,
         reinforce.FAMILY,
         ddpg.FAMILY,
+        deepwalk.FAMILY,
     ]
     return {f.name: f for f in families}
 
