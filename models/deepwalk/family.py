@@ -266,14 +266,17 @@ def _copy(node: Any) -> Any:
 
 
 def node_accuracy(vectors: np.ndarray, labels: np.ndarray) -> float:
-    """Accuracy of a logistic regression predicting each node's label from its vector:
+    """Accuracy of a logistic regression (on standardised vectors: their scale is the
+    training's, not the regulariser's) predicting each node's label from its vector:
     leave-one-out up to ``LOO_MAX_NODES`` nodes, else 5-fold (shuffled, fixed folds)."""
     from sklearn.linear_model import LogisticRegression
     from sklearn.model_selection import KFold, LeaveOneOut, cross_val_score
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
 
     n = len(labels)
     cv = LeaveOneOut() if n <= LOO_MAX_NODES else KFold(5, shuffle=True, random_state=0)
-    clf = LogisticRegression(max_iter=1000)
+    clf = make_pipeline(StandardScaler(), LogisticRegression(max_iter=1000))
     return float(np.mean(cross_val_score(clf, vectors, labels, cv=cv)))
 
 
