@@ -128,6 +128,19 @@ def split_edges(graph: Graph, fraction: float, generator: torch.Generator) -> tu
     return mask.nonzero().squeeze(1), torch.tensor(held, dtype=torch.int64)
 
 
+def walk_corpus(
+    graph: Graph, params: DeepWalkParams, generator: torch.Generator
+) -> tuple[Tensor, Tensor]:
+    """The edges held out (H, 2), then the walks (W, length) on the rest: the corpus a job
+    trains on, drawn from ``generator`` (seeded with the job's ``walk_seed``)."""
+    kept, held = split_edges(graph, params.holdout, generator)
+    edges = torch.tensor(graph.edges, dtype=torch.int64).view(-1, 2)
+    weights = None if graph.weights is None else torch.tensor(graph.weights)[kept]
+    adj = Adjacency.of(graph.n_nodes, edges[kept], weights, graph.directed)
+    p, q = params.p, params.q
+    return corpus(adj, params.walks_per_node, params.walk_length, p, q, generator), edges[held]
+
+
 class Objective:
     """The job's skip-gram loss on (input, context) pairs, with what it needs from the
     walks: the Huffman tree on node counts, or the noise distribution."""
@@ -221,11 +234,7 @@ def fit(module: nn.Module, data: Graph, params: DeepWalkParams, ctx: Context) ->
         walk_seed = int(ctx.resume["walk_seed"])
         epoch, step = int(ctx.resume["epoch"]), int(ctx.resume["step"])
     g = torch.Generator().manual_seed(walk_seed)  # the corpus and held-out edges, every run
-    kept, held = split_edges(data, params.holdout, g)
-    edges = torch.tensor(data.edges, dtype=torch.int64).view(-1, 2)
-    weights = None if data.weights is None else torch.tensor(data.weights)[kept]
-    adj = Adjacency.of(n, edges[kept], weights, data.directed)
-    walks = corpus(adj, params.walks_per_node, params.walk_length, params.p, params.q, g)
+    walks, held = walk_corpus(data, params, g)
     counts = torch.bincount(walks[walks != PAD], minlength=n)
     objective = Objective(params, counts, ctx.device)
     while not budget.finished(epoch, step):
@@ -248,7 +257,7 @@ def fit(module: nn.Module, data: Graph, params: DeepWalkParams, ctx: Context) ->
         ctx.log(count, train_loss=loss)
         ctx.progress(count, budget.total)
         ctx.checkpoint(count, state)
-    ctx.log(budget.final_step, **evaluate(module, data, edges, held, g))
+    ctx.log(budget.final_step, **evaluate(module, data, held, g))
 
 
 def _copy(node: Any) -> Any:
@@ -302,15 +311,16 @@ def link_auc(vectors: Tensor, adj: Adjacency, held: Tensor, generator: torch.Gen
 
 
 def evaluate(
-    module: SkipGram, graph: Graph, edges: Tensor, held: Tensor, generator: torch.Generator
+    module: SkipGram, graph: Graph, held: Tensor, generator: torch.Generator
 ) -> dict[str, float]:
     """The final metrics: link-prediction AUC when edges were held out, node-classification
     accuracy when the graph has labels of at least two classes."""
     metrics: dict[str, float] = {}
     vectors = module.vectors.detach().cpu()
     if len(held):
+        edges = torch.tensor(graph.edges, dtype=torch.int64)
         full = Adjacency.of(graph.n_nodes, edges, None, graph.directed)
-        metrics["test_link_auc"] = link_auc(vectors, full, edges[held], generator)
+        metrics["test_link_auc"] = link_auc(vectors, full, held, generator)
     if graph.labels is not None and len(set(graph.labels)) > 1:
         metrics["test_node_accuracy"] = node_accuracy(vectors.numpy(), np.array(graph.labels))
     return metrics
