@@ -36,7 +36,7 @@ import torch
 from pydantic import Field
 from torch import Tensor, nn
 
-from models.data import DataInfo, Graph
+from models.data import GRAPH_DATASETS, DataInfo, Graph
 from models.deepwalk.skipgram import (
     HuffmanTree,
     context_pairs,
@@ -48,7 +48,6 @@ from models.deepwalk.walks import PAD, Adjacency, corpus
 from models.family import Capability, Context, Diverged, Family, Params
 from models.loop import Budget
 
-GRAPHS = frozenset({"karate", "les_miserables", "sbm", "sbm10k"})
 MAX_TOKENS = 20_000_000  # nodes × walks_per_node × walk_length: 160 MB of walks
 CHUNK_PAIRS = 1 << 18  # pairs cut from the walks at a time
 LOO_MAX_NODES = 200  # leave-one-out node classification up to this many nodes, then 5-fold
@@ -351,7 +350,7 @@ FAMILY = Family(
     description="DeepWalk / node2vec: node embeddings from random walks and skip-gram "
     "(transductive: a new node needs retraining on the grown graph)",
     params=DeepWalkParams,
-    datasets=GRAPHS,
+    datasets=GRAPH_DATASETS,  # and uploaded edge lists
     capabilities={Capability.EMBED: embed, Capability.NEIGHBORS: neighbors},
     build=build,
     fit=fit,
