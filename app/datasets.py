@@ -67,14 +67,14 @@ def store(
 def store_graph(
     session: Session, owner: str, name: str, blob: bytes, parsed: ParsedGraph, data: bytes
 ) -> Dataset:
-    """Add an edge list's row (``kind`` graph); ``data`` is ``parsed.canonical()``. Its
+    """Add an edge list's row (``kind`` edges); ``data`` is ``parsed.canonical()``. Its
     task is ``classification`` when its nodes are labelled, else ``embedding``."""
     digest = hashlib.sha256(blob).hexdigest()
     row = Dataset(
         id=new_id("ds"),
         owner=owner,
         name=name,
-        kind="graph",
+        kind="edges",
         task="embedding" if parsed.labels is None else "classification",
         n_rows=parsed.n_nodes,
         input_shape=[parsed.n_nodes],
@@ -99,7 +99,7 @@ def owned_dataset(session: Session, owner: str, dataset_id: str) -> Dataset | No
 
 
 def info_of(row: Dataset) -> zoo_data.DataInfo:
-    if row.kind == "graph":  # its DataInfo counts edges: read the stored graph
+    if row.kind == "edges":  # its DataInfo counts edges: read the stored graph
         return load_graph_upload(row.data, name=row.id).info
     task: Task = "classification" if row.task == "classification" else "regression"
     return upload_info(
@@ -179,7 +179,7 @@ def _load_any_upload(name: str) -> zoo_data.TensorTable | Graph:
         row = s.get(Dataset, name)
         if row is None:
             raise LookupError(f"dataset {name} was deleted")
-        if row.kind == "graph":
+        if row.kind == "edges":
             return load_graph_upload(row.data, name=row.id)
         return load_upload(
             row.data,

@@ -2,7 +2,7 @@
 edge lists).
 
 An upload is validated in full (``models.data.upload.parse``, or
-``models.data.graph_upload.parse_graph`` with ``kind=graph``) before it is stored, and
+``models.data.graph_upload.parse_graph`` with ``kind=edges``) before it is stored, and
 stored in the database in a canonical ``.npz``; jobs name it by id.
 """
 
@@ -30,12 +30,12 @@ DatasetId = Annotated[str, Path(max_length=64)]
 
 
 def upload_out(row: Dataset) -> DatasetOut:
-    if row.kind == "graph":
+    if row.kind == "edges":
         labelled = row.task == "classification"
         return DatasetOut(
             id=row.id,
             name=row.name,
-            kind="graph",
+            kind="edges",
             description=f"upload (edge list), {'labelled' if labelled else 'unlabelled'} nodes",
             task="node_classification" if labelled else "embedding",
             shape=[row.n_rows],
@@ -90,7 +90,7 @@ def upload_dataset(
     file: Annotated[
         UploadFile,
         File(
-            description="a .csv table with a header row, or an .npz; with kind=graph a CSV "
+            description="a .csv table with a header row, or an .npz; with kind=edges a CSV "
             "or TSV edge list with the header source,target[,weight]"
         ),
     ],
@@ -106,15 +106,15 @@ def upload_dataset(
         ),
     ] = None,
     kind: Annotated[
-        Literal["table", "graph"],
-        Form(description="table: a CSV table or an .npz; graph: an edge list"),
+        Literal["table", "edges"],
+        Form(description="table: a CSV table or an .npz; edges: a graph's edge list"),
     ] = "table",
     labels: Annotated[
         UploadFile | None,
-        File(description="kind=graph: node labels, a CSV or TSV with the header node,label"),
+        File(description="kind=edges: node labels, a CSV or TSV with the header node,label"),
     ] = None,
     directed: Annotated[
-        bool, Form(description="kind=graph: edges go from source to target only")
+        bool, Form(description="kind=edges: edges go from source to target only")
     ] = False,
 ) -> DatasetOut:
     """Upload a dataset; it is validated in full before it is stored (413 past
@@ -133,7 +133,7 @@ def upload_dataset(
         raise Problem(409, f"at most {settings.max_datasets} uploads per owner; delete one")
     with refusals_as_problems():
         check_quota(session, principal.owner)  # at the quota already: not worth parsing
-    if kind == "graph":
+    if kind == "edges":
         row = _store_graph(session, principal.owner, label, blob, labels, directed, limit)
     else:
         try:

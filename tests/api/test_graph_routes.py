@@ -86,14 +86,14 @@ def upload_graph(client: TestClient, edges: bytes, labels: bytes | None = None, 
     files = {"file": ("edges.tsv", edges)}
     if labels is not None:
         files["labels"] = ("labels.csv", labels)
-    return client.post("/v1/datasets", files=files, data={"name": "g", "kind": "graph", **form})
+    return client.post("/v1/datasets", files=files, data={"name": "g", "kind": "edges", **form})
 
 
 def test_an_uploaded_edge_list_trains_and_answers_by_its_names(client: TestClient) -> None:
     r = upload_graph(client, EDGES, LABELS)
     assert r.status_code == 201, r.text
     ds = r.json()
-    assert ds["kind"] == "graph" and ds["task"] == "node_classification"
+    assert ds["kind"] == "edges" and ds["task"] == "node_classification"
     assert ds["shape"] == [6] and ds["classes"] == ["a", "b"]
     assert ds["features"] == ["source", "target", "weight"]
     spec = {"model": "deepwalk", "dataset": ds["id"], "params": TINY, "train": {"epochs": 2}}
