@@ -9,17 +9,20 @@ of vectors for the nodes it was trained on; a new node needs a new job on the gr
 
 Training follows word2vec: the walks are drawn once (from a seed drawn from
 ``ctx.generator``, kept in the checkpoint, so a resume redraws the same corpus), an epoch
-is a pass over them in a random order, the loss of a minibatch is the sum over its pairs
-(each pair's step is word2vec's own at a given learning rate) and the learning rate decays
-linearly to 10⁻⁴ of the job's over the run, for whichever optimizer the job names (the
-paper's is ``sgd`` at 0.025). The shared ``loop.train_epochs`` does not fit: its examples are
-a fixed tensor, while the pairs of a corpus (2 · window · walks · length of them) are cut
-from the walks a chunk at a time.
+is a pass over them in a random order, the loss of a minibatch of ``batch_size`` pairs is
+their mean negative log-likelihood (its gradients written by hand, ``skipgram.py``), and
+the learning rate decays linearly to 10⁻⁴ of the job's over the run, for whichever
+optimizer the job names (word2vec's is SGD at 0.025 a pair, sequentially: ``sgd`` at
+``0.025 × batch_size`` is its minibatch analogue, up to about 10 where nodes repeat in a
+batch). The shared ``loop.train_epochs`` does not fit: its examples are a fixed tensor,
+while the pairs of a corpus (up to 2 · window · walks · length of them) are cut from the
+walks a chunk at a time.
 
 Evaluation at the end, on the trained vectors: ``test_link_auc``, the ROC AUC of cosine
 similarity separating edges held out before the walks (``holdout``) from as many node
 pairs that are not edges; ``test_node_accuracy`` on labelled graphs, the accuracy of a
-logistic regression on the vectors, leave-one-out up to 200 nodes, else 5-fold.
+logistic regression on the standardised vectors, leave-one-out up to 200 nodes, else
+5-fold.
 
 Checkpoint ``state["model"]`` keys: ``vectors`` (n, dim), the embeddings, and ``context``
 (n − 1, dim) the Huffman tree's inner nodes or (n, dim) the negative-sampling output
@@ -28,8 +31,9 @@ vectors; ``state`` also holds ``walk_seed``.
 
 from __future__ import annotations
 
+import copy
 import math
-from typing import Any, Literal
+from typing import Literal
 
 import numpy as np
 import torch
@@ -244,7 +248,7 @@ def fit(module: nn.Module, data: Graph, params: DeepWalkParams, ctx: Context) ->
         count = budget.count(epoch, step)
         state = {
             "model": {k: v.detach().clone() for k, v in module.state_dict().items()},
-            "optimizer": _copy(opt.state_dict()),
+            "optimizer": copy.deepcopy(opt.state_dict()),
             "epoch": epoch,
             "step": step,
             "walk_seed": walk_seed,
@@ -257,17 +261,6 @@ def fit(module: nn.Module, data: Graph, params: DeepWalkParams, ctx: Context) ->
         ctx.progress(count, budget.total)
         ctx.checkpoint(count, state)
     ctx.log(budget.final_step, **evaluate(module, data, held, g))
-
-
-def _copy(node: Any) -> Any:
-    """A deep copy of an optimizer state (tensors cloned): a checkpoint is a snapshot."""
-    if isinstance(node, Tensor):
-        return node.detach().clone()
-    if isinstance(node, dict):
-        return {k: _copy(v) for k, v in node.items()}
-    if isinstance(node, list):
-        return [_copy(v) for v in node]
-    return node
 
 
 # --- evaluation -----------------------------------------------------------------------------
