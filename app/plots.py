@@ -399,3 +399,31 @@ def chain_png(frames: np.ndarray, *, steps: Sequence[int], value_max: float, tit
             ax.imshow(np.moveaxis(img, 0, -1), interpolation="nearest")
         ax.set_xlabel(f"step {step}", fontsize=7)
     return _png(fig)
+
+
+def embedding_png(
+    vectors: np.ndarray, *, labels: Sequence[int] | None, names: Sequence[str], title: str
+) -> bytes:
+    """Node embeddings (n, d) on their first two principal components, coloured by label
+    when there are labels; the nodes named when there are at most 80 of them."""
+    centred = vectors - vectors.mean(0)
+    # the covariance's top eigenvectors: d × d work, not an SVD of the n × d matrix
+    _, eigvecs = np.linalg.eigh(centred.T @ centred)
+    xy = centred @ eigvecs[:, ::-1][:, :2] if vectors.shape[1] > 1 else np.c_[centred, 0 * centred]
+    fig = _figure(6.4, 6.0)
+    ax = fig.subplots()
+    colour = None if labels is None else np.asarray(labels)
+    dots = ax.scatter(
+        xy[:, 0], xy[:, 1], s=12 if len(xy) <= 2000 else 3, c=colour, cmap="tab10", lw=0
+    )
+    if labels is not None and len(set(labels)) <= 10:
+        ax.legend(*dots.legend_elements(), title="label", loc="best", fontsize=8)
+    if len(xy) <= 80:
+        for (x, y), name in zip(xy, names, strict=True):
+            ax.annotate(
+                name, (x, y), fontsize=6, alpha=0.8, xytext=(2, 2), textcoords="offset points"
+            )
+    ax.set_xlabel("principal component 1")
+    ax.set_ylabel("principal component 2")
+    ax.set_title(title, fontsize=9)
+    return _png(fig)

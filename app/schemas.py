@@ -228,7 +228,8 @@ class ModelOut(BaseModel):
 
 
 class DatasetOut(BaseModel):
-    """A built-in (``kind`` builtin) or an upload (``table`` from CSV, ``arrays`` from NPZ).
+    """A built-in (``kind`` builtin) or an upload (``table`` from CSV, ``arrays`` from NPZ,
+    ``edges``, a graph from an edge list: ``shape`` [nodes], ``features`` its columns).
 
     ``shape``: built-ins ``[n_train, *input_shape]``, uploads ``[n_rows, *input_shape]``.
     ``task`` is the task its data kind declared (``models.data.kinds``): ``regression``,
@@ -238,7 +239,7 @@ class DatasetOut(BaseModel):
 
     id: str
     name: str
-    kind: Literal["builtin", "table", "arrays"]
+    kind: Literal["builtin", "table", "arrays", "edges"]
     description: str
     task: str | None = Field(
         None, description="regression, classification, multitask, or another data kind's task"

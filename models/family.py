@@ -129,6 +129,10 @@ PredictFn = Callable[[nn.Module, torch.Tensor, int], dict[str, torch.Tensor]]  #
 # ``GET /v1/jobs/{id}/gradients.png`` draws
 GradientsFn = Callable[[nn.Module, torch.Tensor, torch.Tensor], dict[str, torch.Tensor]]
 GRADIENT_METRICS = ("grad_t", "jacobian_t")
+# node indices (m,) int64 -> {"vectors": (m, dim)}
+EmbedFn = Callable[[nn.Module, torch.Tensor], dict[str, torch.Tensor]]
+# node indices (m,), k -> {"nodes": (m, k) int64, "similarity": (m, k)}, most similar first
+NeighborsFn = Callable[[nn.Module, torch.Tensor, int], dict[str, torch.Tensor]]
 # the data is the kind the family trains on (models.data.DataKind): a tensor table for most
 FitFn = Callable[[nn.Module, Any, Any, Context], None]
 BuildFn = Callable[[Any, "DataInfo"], nn.Module]
@@ -187,6 +191,8 @@ ARITY: dict[Capability, int] = {
     Capability.ACT: 2,  # module, observations (models.rl.ActFn)
     Capability.ROLLOUT: 3,  # module, environment, RolloutOptions (models.rl.RolloutFn)
     Capability.GRADIENTS: 3,  # module, x, y (GradientsFn)
+    Capability.EMBED: 2,  # module, node indices (EmbedFn)
+    Capability.NEIGHBORS: 3,  # module, node indices, k (NeighborsFn)
 }
 
 
@@ -327,6 +333,10 @@ class Family:
     def capability(self, c: Literal[Capability.ROLLOUT]) -> RolloutFn: ...
     @overload
     def capability(self, c: Literal[Capability.GRADIENTS]) -> GradientsFn: ...
+    @overload
+    def capability(self, c: Literal[Capability.EMBED]) -> EmbedFn: ...
+    @overload
+    def capability(self, c: Literal[Capability.NEIGHBORS]) -> NeighborsFn: ...
     @overload
     def capability(self, c: Capability) -> Callable[..., Any]: ...
     def capability(self, c: Capability) -> Callable[..., Any]:

@@ -9,6 +9,7 @@ def _families() -> dict[str, Family]:
     from models import (
         boltzmann,
         ddpg,
+        deepwalk,
         dqn,
         ensemble,
         flow,
@@ -44,6 +45,7 @@ def _families() -> dict[str, Family]:
         reinforce.FAMILY,
         ddpg.FAMILY,
         rnn.FAMILY,
+        deepwalk.FAMILY,
     ]
     return {f.name: f for f in families}
 
@@ -61,11 +63,16 @@ def get_family(name: str) -> Family:
 def trains_on_uploads(family: Family) -> bool:
     """Whether a job of this family may name a user's upload as its dataset.
 
-    An upload is vectors in, one target out: it suits every family that predicts and
-    trains on the built-in vector sets of ``mlp`` (``mc_dropout``, an ensemble, ...);
-    sequence, graph, control and generative families train on other shapes.
+    A table upload is vectors in, one target out: it suits every family that predicts and
+    trains on the built-in vector sets of ``mlp`` (``mc_dropout``, an ensemble, ...); an
+    edge list suits the families of the built-in graphs (``deepwalk``); sequence, control
+    and generative families train on other shapes. (``app.datasets.check_upload_kind``
+    matches the upload's kind to the family's.)
     """
-    from models.data import PREDICTIVE_DATASETS
+    from models.data import GRAPH_DATASETS, PREDICTIVE_DATASETS
     from models.family import Capability
 
-    return Capability.PREDICT in family.capabilities and bool(family.datasets & PREDICTIVE_DATASETS)
+    predicts = Capability.PREDICT in family.capabilities
+    return (predicts and bool(family.datasets & PREDICTIVE_DATASETS)) or bool(
+        family.datasets & GRAPH_DATASETS
+    )

@@ -1,7 +1,9 @@
-"""Datasets: the built-ins and the caller's uploads (CSV tables, NPZ arrays).
+"""Datasets: the built-ins and the caller's uploads (CSV tables, NPZ arrays, graphs as
+edge lists).
 
-An upload is validated in full (``models.data.upload.parse``) before it is stored,
-and stored in the database as a canonical float32 ``.npz``; jobs name it by id.
+An upload is validated in full (``models.data.upload.parse``, or
+``models.data.graph_upload.parse_graph`` with ``kind=edges``) before it is stored, and
+stored in the database in a canonical ``.npz``; jobs name it by id.
 """
 
 from __future__ import annotations
@@ -14,12 +16,13 @@ from sqlalchemy.orm import Session
 
 from app.api.deps import CurrentPrincipal, SessionDep
 from app.config import get_settings
-from app.datasets import owned_dataset, store
+from app.datasets import owned_dataset, store, store_graph
 from app.db.models import Dataset, Job
 from app.problems import Problem, field_problem, problem_responses, refusals_as_problems
 from app.schemas import DatasetOut
 from app.storage import check_quota
 from models import data as zoo_data
+from models.data.graph_upload import parse_graph
 from models.data.upload import UploadError, parse, split_sizes
 
 router = APIRouter(prefix="/v1/datasets", tags=["datasets"])
@@ -27,6 +30,22 @@ DatasetId = Annotated[str, Path(max_length=64)]
 
 
 def upload_out(row: Dataset) -> DatasetOut:
+    if row.kind == "edges":
+        labelled = row.task == "classification"
+        return DatasetOut(
+            id=row.id,
+            name=row.name,
+            kind="edges",
+            description=f"upload (edge list), {'labelled' if labelled else 'unlabelled'} nodes",
+            task="node_classification" if labelled else "embedding",
+            shape=[row.n_rows],
+            n_rows=row.n_rows,
+            features=row.features,
+            classes=row.classes,
+            sha256=row.sha256,
+            size_bytes=row.size_bytes,
+            created_at=row.created_at,
+        )
     n_train, n_val, n_test = split_sizes(row.n_rows)
     return DatasetOut(
         id=row.id,
@@ -68,7 +87,13 @@ def upload_dataset(
     principal: CurrentPrincipal,
     session: SessionDep,
     response: Response,
-    file: Annotated[UploadFile, File(description="a .csv table with a header row, or an .npz")],
+    file: Annotated[
+        UploadFile,
+        File(
+            description="a .csv table with a header row, or an .npz; with kind=edges a CSV "
+            "or TSV edge list with the header source,target[,weight]"
+        ),
+    ],
     name: Annotated[str, Form(min_length=1, max_length=200, description="a label for you")],
     target: Annotated[
         str | None, Form(min_length=1, max_length=200, description="CSV: the column to predict")
@@ -80,6 +105,17 @@ def upload_dataset(
             "distinct values, else regression"
         ),
     ] = None,
+    kind: Annotated[
+        Literal["table", "edges"],
+        Form(description="table: a CSV table or an .npz; edges: a graph's edge list"),
+    ] = "table",
+    labels: Annotated[
+        UploadFile | None,
+        File(description="kind=edges: node labels, a CSV or TSV with the header node,label"),
+    ] = None,
+    directed: Annotated[
+        bool, Form(description="kind=edges: edges go from source to target only")
+    ] = False,
 ) -> DatasetOut:
     """Upload a dataset; it is validated in full before it is stored (413 past
     ``DEEPZOO_MAX_UPLOAD_MB``, 422 naming the field at fault, 422 naming ``storage`` when
@@ -97,17 +133,45 @@ def upload_dataset(
         raise Problem(409, f"at most {settings.max_datasets} uploads per owner; delete one")
     with refusals_as_problems():
         check_quota(session, principal.owner)  # at the quota already: not worth parsing
-    try:
-        parsed = parse(blob, target=target.strip() if target else None, task=task)
-    except UploadError as exc:
-        raise field_problem(exc.field, exc.message, exc.status) from None
-    data = parsed.canonical()  # what is stored, and counted against the quota
-    with refusals_as_problems():
-        check_quota(session, principal.owner, incoming=len(data))
-    row = store(session, principal.owner, label, blob, parsed, data)
+    if kind == "edges":
+        row = _store_graph(session, principal.owner, label, blob, labels, directed, limit)
+    else:
+        try:
+            parsed = parse(blob, target=target.strip() if target else None, task=task)
+        except UploadError as exc:
+            raise field_problem(exc.field, exc.message, exc.status) from None
+        data = parsed.canonical()  # what is stored, and counted against the quota
+        with refusals_as_problems():
+            check_quota(session, principal.owner, incoming=len(data))
+        row = store(session, principal.owner, label, blob, parsed, data)
     session.commit()
     response.headers["Location"] = f"/v1/datasets/{row.id}"
     return upload_out(row)
+
+
+def _store_graph(
+    session: Session,
+    owner: str,
+    label: str,
+    blob: bytes,
+    labels: UploadFile | None,
+    directed: bool,
+    limit: int,
+) -> Dataset:
+    """Parse an edge list and its labels (``models.data.graph_upload``) and add its row."""
+    label_blob = None
+    if labels is not None:
+        label_blob = labels.file.read(limit + 1)
+        if len(label_blob) > limit:
+            raise field_problem("labels", f"the file is over {limit // (1024 * 1024)} MiB", 413)
+    try:
+        parsed = parse_graph(blob, label_blob, directed=directed)
+    except UploadError as exc:
+        raise field_problem(exc.field, exc.message, exc.status) from None
+    data = parsed.canonical()
+    with refusals_as_problems():
+        check_quota(session, owner, incoming=len(data))
+    return store_graph(session, owner, label, blob, parsed, data)
 
 
 @router.get("/{dataset_id}", response_model=DatasetOut)

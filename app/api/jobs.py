@@ -24,7 +24,7 @@ from starlette.concurrency import run_in_threadpool
 
 from app.api.deps import CurrentPrincipal, SessionDep, bearer, current_principal, owned_job
 from app.auth import Principal
-from app.datasets import job_data_info
+from app.datasets import check_upload_kind, job_data_info
 from app.db.models import Checkpoint, Job, JobEvent, Metric, new_id, utcnow
 from app.db.ops import add_event, checkpoint_ok
 from app.db.session import get_sessionmaker
@@ -138,6 +138,7 @@ def create_job(
     with refusals_as_problems():
         check_quota(session, principal.owner)  # 422 naming storage at the quota
         info = job_data_info(session, principal.owner, spec.dataset)  # an upload must be theirs
+        check_upload_kind(spec.model, spec.dataset, info)  # a table or an edge list, as fits
     check_model_size(spec.model, info, spec.params)
     check_batch_size(spec.model, spec.params, data["train"]["batch_size"])
     check_budget_unit(spec.model, data["train"])

@@ -24,8 +24,11 @@ Dataset = TensorTable  # the name families know a tensor table by
 
 # the vector sets every predictive family trains on (``mlp``, ``mc_dropout``, ``ensemble``)
 PREDICTIVE_DATASETS = frozenset({"sine_gap", "diabetes", "boston", "moons", "digits", "mnist5k"})
+# the built-in graphs (``deepwalk``); graph families also train on uploaded edge lists
+GRAPH_DATASETS = frozenset({"karate", "les_miserables", "sbm", "sbm10k"})
 
 __all__ = [
+    "GRAPH_DATASETS",
     "KIND_TASKS",
     "PREDICTIVE_DATASETS",
     "DataInfo",

@@ -11,6 +11,7 @@ from typing import TypeVar
 import numpy as np
 
 from models.data.environments import Environment, Space
+from models.data.graphs import Graph
 from models.data.info import TaskInfo
 from models.data.kinds import DataKind
 from models.data.tables import TensorTable as Dataset
@@ -489,3 +490,94 @@ def minatar_breakout() -> Environment:
         "sticky actions (p 0.1); +1 a brick",
         registers="minatar.gym:register_envs",
     )
+
+
+# Graphs (``models.data.graphs``): undirected, unweighted, from networkx or a seeded model.
+def _from_networkx(name: str, g: object, labels: list[int] | None, description: str) -> Graph:
+    import networkx as nx
+
+    assert isinstance(g, nx.Graph)
+    index = {v: i for i, v in enumerate(g.nodes)}
+    edges = tuple((index[u], index[v]) for u, v in g.edges if u != v)
+    names = None if all(v == i for v, i in index.items()) else tuple(map(str, g.nodes))
+    return Graph(
+        name,
+        g.number_of_nodes(),
+        edges,
+        labels=None if labels is None else tuple(labels),
+        description=description,
+        names=names,
+    )
+
+
+@register("karate", "Zachary's karate club: 34 members, 78 ties, 2 classes (the club each joined)")
+def karate() -> Graph:
+    import networkx as nx
+
+    g = nx.karate_club_graph()
+    clubs = [int(g.nodes[v]["club"] != "Mr. Hi") for v in g.nodes]  # 0: Mr. Hi, 1: Officer
+    return _from_networkx("karate", g, clubs, "Zachary 1977, from networkx; edge weights dropped")
+
+
+@register(
+    "les_miserables",
+    "Les Misérables co-appearances: 77 characters, 254 edges, 5 classes (greedy modularity)",
+)
+def les_miserables() -> Graph:
+    import networkx as nx
+
+    g = nx.les_miserables_graph()
+    # Clauset, Newman & Moore 2004's greedy modularity communities (deterministic) as labels
+    community = {
+        v: c for c, members in enumerate(nx.community.greedy_modularity_communities(g))
+        for v in members
+    }  # fmt: skip
+    return _from_networkx(
+        "les_miserables",
+        g,
+        [community[v] for v in g.nodes],
+        "Knuth 1993, from networkx; weights dropped; labels are greedy-modularity communities",
+    )
+
+
+def sbm_graph(name: str, n_nodes: int, blocks: int, p_in: float, p_out: float, seed: int) -> Graph:
+    """A stochastic block model (Holland, Laskey & Leinhardt 1983): ``blocks`` equal blocks
+    (the labels), each pair of nodes joined with probability ``p_in`` inside a block and
+    ``p_out`` across; pairs drawn per block pair (a binomial count, then that many distinct
+    pairs), so the work is the edges', not the n² pairs'."""
+    rng = np.random.default_rng(seed)
+    block = np.arange(n_nodes) * blocks // n_nodes  # (n,) sorted: block b is a range
+    starts = np.searchsorted(block, np.arange(blocks + 1))
+    edges: list[np.ndarray] = []
+    for a in range(blocks):
+        for b in range(a, blocks):
+            na, nb = starts[a + 1] - starts[a], starts[b + 1] - starts[b]
+            pairs = na * (na - 1) // 2 if a == b else na * nb
+            k = rng.binomial(pairs, p_in if a == b else p_out)
+            pick = rng.choice(pairs, size=k, replace=False)
+            if a == b:  # the pick-th pair (i < j) of the block, row by row of the triangle
+                j = ((1 + np.sqrt(1 + 8 * pick)) // 2).astype(np.int64)
+                i = pick - j * (j - 1) // 2
+                u, v = starts[a] + i, starts[a] + j
+            else:
+                u, v = starts[a] + pick // nb, starts[b] + pick % nb
+            edges.append(np.stack([u, v], 1))
+    e = np.concatenate(edges)
+    return Graph(
+        name,
+        n_nodes,
+        tuple(map(tuple, e.tolist())),
+        labels=tuple(block.tolist()),
+        description=f"{blocks} blocks of {n_nodes // blocks}, p_in {p_in}, p_out {p_out}, "
+        f"seed {seed}; labels are the blocks",
+    )
+
+
+@register("sbm", "stochastic block model: 1,000 nodes in 10 blocks, mean degree ~12, 2 across")
+def sbm() -> Graph:
+    return sbm_graph("sbm", 1000, 10, 0.1, 0.0022, seed=20240607)
+
+
+@register("sbm10k", "stochastic block model: 10,000 nodes in 10 blocks, mean degree ~12, 2 across")
+def sbm10k() -> Graph:
+    return sbm_graph("sbm10k", 10_000, 10, 0.01, 0.00022, seed=20240608)

@@ -1,4 +1,5 @@
-"""Graphs: nodes 0..n_nodes-1 and an edge list, optionally a class per node.
+"""Graphs: nodes 0..n_nodes-1 and an edge list, optionally a weight per edge, a class and
+a name per node.
 
 The natural representation, nothing more: families that walk it (DeepWalk) or pass
 messages build their own adjacency from ``neighbors()``.
@@ -23,6 +24,12 @@ class Graph:
     directed: bool = False
     labels: tuple[int, ...] | None = None  # a class per node: node_classification
     description: str = ""
+    weights: tuple[float, ...] | None = None  # a positive weight per edge; None: all 1
+    names: tuple[str, ...] | None = None  # a name per node (an upload's ids); None: "0", "1", ..
+
+    def node_names(self) -> list[str]:
+        """Each node's name: the given ones, else its index as text."""
+        return list(self.names) if self.names is not None else [str(i) for i in range(self.n_nodes)]
 
     def __post_init__(self) -> None:
         if self.n_nodes < 1:
@@ -32,6 +39,12 @@ class Graph:
                 raise ValueError(f"{self.name}: edge ({u}, {v}) names a node outside 0..")
         if self.labels is not None and len(self.labels) != self.n_nodes:
             raise ValueError(f"{self.name}: {len(self.labels)} labels for {self.n_nodes} nodes")
+        if self.weights is not None and (
+            len(self.weights) != len(self.edges) or not all(w > 0 for w in self.weights)
+        ):
+            raise ValueError(f"{self.name}: weights must be one positive number per edge")
+        if self.names is not None and len(set(self.names)) != self.n_nodes:
+            raise ValueError(f"{self.name}: names must be {self.n_nodes} distinct strings")
 
     @property
     def task(self) -> str:
@@ -67,12 +80,16 @@ class Graph:
                 "edges": [list(e) for e in self.edges],
                 "directed": self.directed,
                 "labels": None if self.labels is None else list(self.labels),
+                # only when given: a graph without them keeps its digest
+                **({} if self.weights is None else {"weights": list(self.weights)}),
+                **({} if self.names is None else {"names": list(self.names)}),
             }
         )
 
     def size(self) -> DataSize:
         labels = 0 if self.labels is None else self.n_nodes
-        return DataSize(examples=self.n_nodes, values=2 * len(self.edges) + labels)
+        weights = 0 if self.weights is None else len(self.edges)
+        return DataSize(examples=self.n_nodes, values=2 * len(self.edges) + labels + weights)
 
     def describe(self) -> dict[str, Any]:
         sizes = {"nodes": self.n_nodes, "edges": len(self.edges)}

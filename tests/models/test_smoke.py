@@ -43,13 +43,13 @@ def test_every_family_has_a_smoke_row() -> None:
 
 def test_a_capability_without_a_checker_fails() -> None:
     """A family declaring what no checker answers fails its smoke test (never skips)."""
-    assert "embed" not in CHECKERS  # declared by no family yet
+    assert "trajectory" not in CHECKERS  # declared by no family yet
     fam, data = REGISTRY["mlp"], load_data("moons")
-    acting = with_capability(fam, "embed")
-    assert unchecked(acting) == {"embed"}
+    acting = with_capability(fam, "trajectory")
+    assert unchecked(acting) == {"trajectory"}
     params = smoke_params(fam)
     probe = Probe(acting, params, fam.build(params, data.info).eval(), data)
-    with pytest.raises(AssertionError, match=r"declares \['embed'\]: add a checker"):
+    with pytest.raises(AssertionError, match=r"declares \['trajectory'\]: add a checker"):
         check_all(probe)
 
 

@@ -150,6 +150,14 @@ SMOKE: dict[str, Smoke] = {
             {"cell": "gru", "init": "scaled", "spectral_radius": 1.5},
         ),
     ),
+    # holdout 0.2: karate's link AUC is scored; the variant: node2vec's biased walks,
+    # negative sampling (its output matrix has n rows, not n − 1)
+    "deepwalk": Smoke(
+        "karate",
+        {"walks_per_node": 2, "walk_length": 8, "window": 2, "dim": 8, "holdout": 0.2},
+        also=("les_miserables",),
+        variants=({"objective": "negative_sampling", "negative": 2, "p": 0.5, "q": 2.0},),
+    ),
 }  # fmt: skip
 
 
@@ -434,8 +442,40 @@ def check_gradients(p: Probe) -> dict[str, Tensor]:
     return out
 
 
-# keyed by capability (a ``Capability`` is its own value, so its name finds it too); embed,
-# neighbors and trajectory get theirs with the first family declaring them
+def _nodes(p: Probe) -> Tensor:
+    """The first ``p.n`` nodes of a graph (their indices)."""
+    return torch.arange(min(p.n, p.data.info.input_shape[0]))
+
+
+def check_embed(p: Probe) -> dict[str, Tensor]:
+    """A finite vector per node, all of one size; the same call, the same vectors."""
+    fn = capability_fn(p.family, Capability.EMBED)
+    nodes = _nodes(p)
+    out: dict[str, Tensor] = fn(p.module, nodes)
+    assert out.keys() == {"vectors"}
+    vectors = out["vectors"]
+    assert vectors.ndim == 2 and len(vectors) == len(nodes) and bool(torch.isfinite(vectors).all())
+    assert torch.equal(vectors, fn(p.module, nodes)["vectors"])
+    return out
+
+
+def check_neighbors(p: Probe) -> dict[str, Tensor]:
+    """k other nodes per node, distinct, most similar first, similarities cosines."""
+    fn = capability_fn(p.family, Capability.NEIGHBORS)
+    nodes = _nodes(p)
+    out: dict[str, Tensor] = fn(p.module, nodes, 3)
+    assert out.keys() == {"nodes", "similarity"}
+    found, sim = out["nodes"], out["similarity"]
+    k = min(3, p.data.info.input_shape[0] - 1)
+    assert found.shape == sim.shape == (len(nodes), k) and found.dtype == torch.int64
+    assert not bool((found == nodes.unsqueeze(1)).any())
+    assert all(len(set(row)) == k for row in found.tolist())
+    assert bool((sim[:, :-1] >= sim[:, 1:]).all()) and bool((sim.abs() <= 1 + 1e-5).all())
+    return out
+
+
+# keyed by capability (a ``Capability`` is its own value, so its name finds it too);
+# trajectory gets its own with the first family declaring it
 CHECKERS: dict[str, Checker] = {
     Capability.PREDICT: check_predict,
     Capability.SAMPLE: check_sample,
@@ -450,6 +490,8 @@ CHECKERS: dict[str, Checker] = {
     Capability.ACT: check_act,
     Capability.ROLLOUT: check_rollout,
     Capability.GRADIENTS: check_gradients,
+    Capability.EMBED: check_embed,
+    Capability.NEIGHBORS: check_neighbors,
 }
 
 
