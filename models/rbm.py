@@ -20,7 +20,7 @@ reconstruction σ(b + W σ(c + Wᵀx))) and ``*_pseudo_nll`` (−Σ_i log p(x_i 
 negative log pseudo-likelihood, exact over all i; validation's on its first
 ``VAL_PSEUDO_ROWS`` rows); ``*_nll`` is the true negative log-likelihood F(x) + log Z, with
 log Z exact when the smaller layer has ≤ 20 units (enumeration, ``models/energy.py``), else
-AIS (Salakhutdinov & Murray 2008; ``ais_runs``, ``ais_betas``, by default 40 per hidden
+AIS (Salakhutdinov & Murray 2008; ``ais_runs``, ``ais_betas``, by default 20 per hidden
 unit; an estimate with a standard error). Sampling runs ``gibbs_steps`` sweeps of
 block Gibbs chains from uniform noise (same seed, same samples).
 
@@ -95,7 +95,7 @@ class RBMParams(Params):
         None,
         ge=2,
         le=1_000_000,
-        description="AIS inverse temperatures from 0 to 1; none: 40 per hidden unit, at "
+        description="AIS inverse temperatures from 0 to 1; none: 20 per hidden unit, at "
         "least 1,000, at most what AIS_MAX_WORK allows",
     )
     ais_schedule: AisSchedule = Field(
@@ -111,10 +111,11 @@ class RBMParams(Params):
 # that has to run one (a checkpoint before its final test), the inference routes' work bound
 AIS_MAX_WORK = 10**13
 AIS_REQUEST_WORK = 10**11
-# the default AIS: temperatures per hidden unit, and the least. On a 784 x 500 RBM (seed 100,
-# PCD-1 with Adam 1e-3) log Z fell short of 20,000 temperatures' by 22 nats at 1,000, 6 at
-# 3,000, 1 at 10,000 (docs/benchmarks.md): the need grows with the model, so the default does
-AIS_BETAS_PER_HIDDEN = 40
+# the default AIS: temperatures per hidden unit, and the least. On 784 x 500 RBMs
+# (docs/benchmarks.md) 10,000 came within 1 nat of 20,000 on a model trained at a constant
+# Adam rate (1,000 fell 22 short), and 1,000 within 2.4 of 10,000 on the linearly decayed
+# ones; the need grows with the model (the path's length), so the default does
+AIS_BETAS_PER_HIDDEN = 20
 AIS_MIN_BETAS = 1_000
 
 

@@ -243,11 +243,11 @@ def test_ais_work_is_bounded_at_build() -> None:
 
 
 def test_the_default_ais_grows_with_the_model_within_its_bound() -> None:
-    """No ``ais_betas``: 40 temperatures per hidden unit, at least 1,000, at most what
+    """No ``ais_betas``: 20 temperatures per hidden unit, at least 1,000, at most what
     ``AIS_MAX_WORK`` allows for the runs; a given count is kept."""
     mnist, digits = load_data("mnist5k_bin").info, load_data("digits_bin").info
-    assert RBM(RBMParams(hidden=500), mnist).ais_betas == 20_000
-    assert RBM(RBMParams(hidden=64), mnist).ais_betas == 2_560
+    assert RBM(RBMParams(hidden=500), mnist).ais_betas == 10_000
+    assert RBM(RBMParams(hidden=64), mnist).ais_betas == 1_280
     assert RBM(RBMParams(hidden=24), digits).ais_betas == 1_000
     assert RBM(RBMParams(hidden=500, ais_betas=300), mnist).ais_betas == 300
     for runs in (100, 100_000):  # the cap, then the least a run needs
