@@ -113,8 +113,8 @@ AIS_MAX_WORK = 10**13
 AIS_REQUEST_WORK = 10**11
 # the default AIS: temperatures per hidden unit, and the least. On 784 x 500 RBMs
 # (docs/benchmarks.md) 10,000 came within 1 nat of 20,000 on a model trained at a constant
-# Adam rate (1,000 fell 22 short), and 1,000 within 2.4 of 10,000 on the linearly decayed
-# ones; the need grows with the model (the path's length), so the default does
+# Adam rate (1,000 fell 22 short), and 0.7 on a linearly decayed one (1,000: within 2.4 of
+# 10,000 on three); the need grows with the model (the path's length), so the default does
 AIS_BETAS_PER_HIDDEN = 20
 AIS_MIN_BETAS = 1_000
 
