@@ -6,21 +6,22 @@ every binary state, computable by enumeration when one layer is small, else esti
 - ``rbm_free_energy``, ``rbm_log_z_exact``: the Bernoulli-Bernoulli RBM, E(x, h) =
   −xᵀWh − bᵀx − cᵀh, F(x) = −bᵀx − Σ_j softplus(c_j + xᵀW_j); log Z by enumerating the
   smaller layer (≤ ``ENUMERABLE`` units) in float64 with logsumexp.
-- ``rbm_log_z_ais``: annealed importance sampling (Salakhutdinov & Murray 2008, "On the
-  quantitative analysis of deep belief networks") from the base-rate RBM (W = 0, c = 0,
-  visible biases ``base_bias``, the data's marginals), with its standard error.
-- ``ais_log_z``: annealed importance sampling (Neal 2001) along the geometric path between
-  any tractable base model and a target, given the log ratio of their unnormalised
-  densities and a transition at each β (the ``boltzmann`` family's); ``log_mean_exp``:
-  the log of the mean importance weight with its standard error.
+- ``anneal``: annealed importance sampling (Neal 2001) from any tractable base model to a
+  target, given each step's log weight and a transition at each β; ``log_mean_exp``: the
+  log of the mean importance weight with its standard error.
+- ``ais_log_z``: ``anneal`` along the geometric path, given the log ratio of the two
+  unnormalised densities (the ``boltzmann`` family's).
+- ``rbm_log_z_ais``: ``anneal`` as Salakhutdinov & Murray 2008 ("On the quantitative
+  analysis of deep belief networks") from the base-rate RBM (W = 0, c = 0, visible biases
+  ``base_bias``, the data's marginals), with its standard error.
 """
 
 from __future__ import annotations
 
 import itertools
 import math
-from collections.abc import Callable, Iterator
-from typing import Literal
+from collections.abc import Callable, Iterator, Sequence
+from typing import Literal, TypeVar
 
 import numpy as np
 import torch
@@ -30,6 +31,7 @@ from torch import Tensor
 ENUMERABLE = 20  # the most units of a layer whose 2^n states are summed exactly
 CHUNK = 1 << 14  # states per chunk of an enumeration
 BLOCK = 1 << 16  # numbers per temporary of an exact RBM log Z (512 KB in float64)
+S = TypeVar("S")  # an AIS run's state: its draws, and whatever the model keeps beside them
 
 
 def enumerate_states(
@@ -117,16 +119,17 @@ def rbm_log_z_ais(
     gen: torch.Generator,
     schedule: AisSchedule = "linear",
 ) -> tuple[float, float]:
-    """(log Z, its standard error) by AIS: ``runs`` independent runs through ``betas``
-    inverse temperatures 0 = β_0 < ... < β_K = 1 (``ais_schedule``), from the base-rate RBM.
+    """(log Z, its standard error) by AIS (``anneal``): ``runs`` independent runs through
+    ``betas`` inverse temperatures 0 = β_0 < ... < β_K = 1 (``ais_schedule``), from the
+    base-rate RBM.
 
     The intermediate unnormalised marginals are p*_β(x) = exp((1−β) b_Aᵀx + β bᵀx)
-    Π_j (1 + exp(β (c_j + xᵀW_j))); at β = 0, Z_A = 2^H Π_i (1 + exp(b_A,i)). Each run
-    draws x from the base model, then alternates weight updates log p*_k(x) − log p*_{k−1}(x)
-    with one Gibbs sweep at β_k (h ~ p(h | x; β), x ~ p(x | h; β)). log Z = log Z_A +
-    log mean w; the standard error of log Ẑ is std(w) / (√M mean(w)) (the delta method).
-    Two (runs, D) x (D, H) products per temperature: a = c + Wᵀx serves the weight update
-    and the next sweep's p(h | x).
+    Π_j (1 + exp(β (c_j + xᵀW_j))), the joint's energy (1−β) E_A + β E with h summed out
+    (not the geometric path between the marginals, whose intermediates are no RBMs); at
+    β = 0, Z_A = 2^H Π_i (1 + exp(b_A,i)). Each run draws x from the base model; its weight
+    grows by log p*_k(x) − log p*_{k−1}(x), then one Gibbs sweep at β_k (h ~ p(h | x; β),
+    x ~ p(x | h; β)). The state is (x, a = c + Wᵀx): two (runs, D) x (D, H) products per
+    temperature, as a serves the weight update and the next sweep's p(h | x).
     """
     W, b, c = W.detach().double(), b.detach().double(), c.detach().double()
     ba = base_bias.double()
@@ -135,23 +138,20 @@ def rbm_log_z_ais(
     log_za = h * math.log(2) + float(F.softplus(ba).sum())
     b_diff = b - ba
 
+    def log_weight(state: tuple[Tensor, Tensor], prev: float, beta: float) -> Tensor:
+        x, a = state  # log p*_β(x) − log p*_prev(x)
+        hidden = F.softplus(beta * a) - F.softplus(prev * a)  # (runs, H)
+        return (beta - prev) * (x @ b_diff) + hidden.sum(-1)
+
+    def sweep(state: tuple[Tensor, Tensor], beta: float) -> tuple[Tensor, Tensor]:
+        _, a = state
+        hid = (_uniform((runs, h), gen, dev) < torch.sigmoid(beta * a)).double()
+        p_x = torch.sigmoid((1 - beta) * ba + beta * (b + hid @ W.T))
+        x = (_uniform((runs, d), gen, dev) < p_x).double()
+        return x, c + x @ W
+
     x = (_uniform((runs, d), gen, dev) < torch.sigmoid(ba)).double()
-    a = c + x @ W  # (runs, H)
-    log_w = torch.zeros(runs, dtype=torch.float64, device=dev)
-    for prev, beta in itertools.pairwise(ais_schedule(betas, schedule)):
-        # log p*_β(x) − log p*_prev(x)
-        log_w += (beta - prev) * (x @ b_diff) + (F.softplus(beta * a) - F.softplus(prev * a)).sum(
-            -1
-        )
-        if beta < 1.0:
-            hid = (_uniform((runs, h), gen, dev) < torch.sigmoid(beta * a)).double()
-            p_x = torch.sigmoid((1 - beta) * ba + beta * (b + hid @ W.T))
-            x = (_uniform((runs, d), gen, dev) < p_x).double()
-            a = c + x @ W
-    log_mean = float(torch.logsumexp(log_w, 0)) - math.log(runs)
-    r = torch.exp(log_w - log_w.max())
-    stderr = float(r.std() / (math.sqrt(runs) * r.mean()))
-    return log_za + log_mean, stderr
+    return anneal((x, c + x @ W), log_za, log_weight, sweep, ais_schedule(betas, schedule))
 
 
 def log_mean_exp(log_w: Tensor) -> tuple[float, float]:
@@ -163,6 +163,32 @@ def log_mean_exp(log_w: Tensor) -> tuple[float, float]:
     return log_mean, float(r.std() / (math.sqrt(len(log_w)) * r.mean()))
 
 
+def anneal(
+    state: S,
+    log_z_base: float,
+    log_weight: Callable[[S, float, float], Tensor],
+    transition: Callable[[S, float], S],
+    betas: Sequence[float],
+) -> tuple[float, float]:
+    """(log Z_B, its standard error) by annealed importance sampling (Neal 2001, "Annealed
+    importance sampling") through intermediate models p*_β, β from 0 (the base p_A) to 1
+    (the target p_B) over ``betas``.
+
+    ``state`` holds the runs' exact draws from p_A (whose log Z_A is ``log_z_base``), with
+    anything a model carries beside them; at each β_k, k = 1..K, log w +=
+    ``log_weight``(state, β_{k−1}, β_k) (log p*_{β_k}(x) − log p*_{β_{k−1}}(x), per run),
+    then, below β = 1, state ← ``transition``(state, β_k), a move that leaves p_{β_k}
+    invariant. log Z_B = log Z_A + log mean w (``log_mean_exp``): unbiased in Z, so log Ẑ
+    errs low on average, by about half its variance."""
+    log_w = torch.zeros((), dtype=torch.float64)  # broadcasts to (runs,) at the first step
+    for prev, beta in itertools.pairwise(betas):
+        log_w = log_w + log_weight(state, prev, beta).double()
+        if beta < 1.0:
+            state = transition(state, beta)
+    log_mean, stderr = log_mean_exp(log_w)
+    return log_z_base + log_mean, stderr
+
+
 def ais_log_z(
     x: Tensor,
     log_z_base: float,
@@ -170,20 +196,12 @@ def ais_log_z(
     transition: Callable[[Tensor, float], Tensor],
     betas: int,
 ) -> tuple[float, float]:
-    """(log Z_B, its standard error) by annealed importance sampling (Neal 2001, "Annealed
-    importance sampling") along the geometric path p*_β = p*_A^{1−β} p*_B^β, β linear from
-    0 to 1 in ``betas`` steps (≥ 2).
+    """(log Z_B, its standard error) by ``anneal`` along the geometric path p*_β =
+    p*_A^{1−β} p*_B^β, β linear from 0 to 1 in ``betas`` steps (≥ 2): x (runs, D) are exact
+    draws from p_A, ``log_ratio``(x) = log p*_B(x) − log p*_A(x) per run, so each step's
+    weight is (β_k − β_{k−1}) ``log_ratio``(x)."""
 
-    x (runs, D) are exact draws from the base p_A, whose log Z_A is ``log_z_base``; at each
-    β_k, k = 1..K, log w += (β_k − β_{k−1}) ``log_ratio``(x) (log p*_B(x) − log p*_A(x),
-    per run), then, below β = 1, x ← ``transition``(x, β_k), a move that leaves p_{β_k}
-    invariant. log Z_B = log Z_A + log mean w (``log_mean_exp``): unbiased in Z, so log Ẑ
-    errs low on average, by about half its variance."""
-    log_w = torch.zeros(len(x), dtype=torch.float64, device=x.device)
-    schedule = torch.linspace(0.0, 1.0, betas).tolist()
-    for prev, beta in itertools.pairwise(schedule):
-        log_w += (beta - prev) * log_ratio(x).double()
-        if beta < 1.0:
-            x = transition(x, beta)
-    log_mean, stderr = log_mean_exp(log_w)
-    return log_z_base + log_mean, stderr
+    def log_weight(x: Tensor, prev: float, beta: float) -> Tensor:
+        return (beta - prev) * log_ratio(x)
+
+    return anneal(x, log_z_base, log_weight, transition, ais_schedule(betas))

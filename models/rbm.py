@@ -12,14 +12,16 @@ gradient is −∂F(x)/∂θ + E_model[∂F/∂θ]; CD-k (``cd_k``) estimates th
 Gibbs sweeps started at the data, PCD (``persistent``) from ``chains`` persistent chains
 carried across updates. Training minimises the surrogate F(data) − F(negatives) (negatives
 detached) + ``weight_decay``/2 ‖W‖², whose gradient is the negated CD gradient, with the
-shared loop and the job's optimizer (momentum is the optimizer's).
+shared loop and the job's optimizer (momentum is the optimizer's); ``lr_decay: linear``
+takes its rate linearly to 0 over the job, as Tieleman 2008 does for PCD.
 
 Monitoring, labelled as what it is: ``*_recon_error`` (mean squared error of the mean-field
 reconstruction σ(b + W σ(c + Wᵀx))) and ``*_pseudo_nll`` (−Σ_i log p(x_i | x_−i), the
-negative log pseudo-likelihood, exact over all i); ``*_nll`` is the true negative
-log-likelihood F(x) + log Z, with log Z exact when the smaller layer has ≤ 20 units
-(enumeration, ``models/energy.py``), else AIS (Salakhutdinov & Murray 2008; ``ais_runs``,
-``ais_betas``; an estimate with a standard error). Sampling runs ``gibbs_steps`` sweeps of
+negative log pseudo-likelihood, exact over all i; validation's on its first
+``VAL_PSEUDO_ROWS`` rows); ``*_nll`` is the true negative log-likelihood F(x) + log Z, with
+log Z exact when the smaller layer has ≤ 20 units (enumeration, ``models/energy.py``), else
+AIS (Salakhutdinov & Murray 2008; ``ais_runs``, ``ais_betas``, by default 20 per hidden
+unit; an estimate with a standard error). Sampling runs ``gibbs_steps`` sweeps of
 block Gibbs chains from uniform noise (same seed, same samples).
 
 Checkpoint ``state["model"]`` keys: ``W`` (D, H), ``b`` (D), ``c`` (H), ``base_bias`` (D,
@@ -36,7 +38,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, Literal
 
 import torch
 import torch.nn.functional as F
@@ -61,7 +63,7 @@ from models.family import (
     Params,
 )
 from models.generative import LogProb, NotAnswerable, OptionError, SampleOptions, bits_per_dim
-from models.loop import final_test, train_epochs
+from models.loop import Budget, batch_count, final_test, train_epochs
 
 DATASETS = frozenset({"digits_bin", "mnist5k_bin", "bars_stripes"})
 AIS_SEED = 0  # the AIS runs of a final test and of log-prob draw from this seed
@@ -78,14 +80,23 @@ class RBMParams(Params):
         100, ge=1, le=10_000, description="persistent chains (PCD; CD starts at the batch)"
     )
     weight_decay: float = Field(0.0, ge=0.0, le=1.0, description="L2 penalty on W: λ/2 ‖W‖²")
+    lr_decay: Literal["constant", "linear"] = Field(
+        "constant",
+        description="the optimizer's learning rate through the job: constant, or falling "
+        "linearly to 0 at the last step (Tieleman 2008)",
+    )
     gibbs_steps: int = Field(
         1000, ge=1, le=100_000, description="Gibbs sweeps of each chain that draws samples"
     )
     ais_runs: int = Field(
         100, ge=2, le=100_000, description="AIS runs when log Z cannot be enumerated"
     )
-    ais_betas: int = Field(
-        1000, ge=2, le=1_000_000, description="AIS inverse temperatures from 0 to 1"
+    ais_betas: int | None = Field(
+        None,
+        ge=2,
+        le=1_000_000,
+        description="AIS inverse temperatures from 0 to 1; none: 20 per hidden unit, at "
+        "least 1,000, at most what AIS_MAX_WORK allows",
     )
     ais_schedule: AisSchedule = Field(
         "linear",
@@ -100,6 +111,17 @@ class RBMParams(Params):
 # that has to run one (a checkpoint before its final test), the inference routes' work bound
 AIS_MAX_WORK = 10**13
 AIS_REQUEST_WORK = 10**11
+# the default AIS: temperatures per hidden unit, and the least. On 784 x 500 RBMs
+# (docs/benchmarks.md) 10,000 came within 1 nat of 20,000 on a model trained at a constant
+# Adam rate (1,000 fell 22 short), and 0.7 on a linearly decayed one (1,000: within 2.4 of
+# 10,000 on three); the need grows with the model (the path's length), so the default does
+AIS_BETAS_PER_HIDDEN = 20
+AIS_MIN_BETAS = 1_000
+
+
+# validation's pseudo-NLL (each epoch) is over this many rows: it costs D x H softplus a row,
+# 1.2 CPU s for the 500 of mnist5k_bin at 500 hidden units, three times the epoch's training
+VAL_PSEUDO_ROWS = 100
 
 
 class RBM(nn.Module):
@@ -139,10 +161,20 @@ class RBM(nn.Module):
         return rbm_enumerable(self.d, self.params.hidden)
 
     @property
+    def ais_betas(self) -> int:
+        """The AIS temperatures: ``params.ais_betas``, else ``AIS_BETAS_PER_HIDDEN`` per hidden
+        unit, at least ``AIS_MIN_BETAS``, at most what ``AIS_MAX_WORK`` allows."""
+        p = self.params
+        if p.ais_betas is not None:
+            return p.ais_betas
+        most = AIS_MAX_WORK // (2 * p.ais_runs * self.d * p.hidden)
+        return max(2, min(max(AIS_MIN_BETAS, AIS_BETAS_PER_HIDDEN * p.hidden), most))
+
+    @property
     def ais_work(self) -> int:
         """Multiply-adds of one AIS estimate: runs x betas x 2 x D x H."""
         p = self.params
-        return 2 * p.ais_runs * p.ais_betas * self.d * p.hidden
+        return 2 * p.ais_runs * self.ais_betas * self.d * p.hidden
 
     def free_energy(self, x: Tensor) -> Tensor:
         return rbm_free_energy(x, self.W, self.b, self.c)
@@ -170,7 +202,7 @@ class RBM(nn.Module):
                 return rbm_log_z_exact(self.W, self.b, self.c), 0.0
             gen = torch.Generator(device=self.W.device).manual_seed(AIS_SEED)
             p = self.params
-            args = (self.W, self.b, self.c, self.base_bias, p.ais_runs, p.ais_betas, gen)
+            args = (self.W, self.b, self.c, self.base_bias, p.ais_runs, self.ais_betas, gen)
             return rbm_log_z_ais(*args, schedule=p.ais_schedule)
 
     def store_log_z(self) -> tuple[float, float]:
@@ -258,11 +290,11 @@ def cd_loss(module: RBM, x: Tensor, gen: torch.Generator) -> Tensor:
 
 def evaluate(module: RBM, data: Dataset, split: str, log_z: float | None) -> dict[str, float]:
     """Reconstruction error and negative log pseudo-likelihood on the split (labelled as
-    such); the NLL (nats) and bits per dimension when ``log_z`` is given. ``*_loss``: the
-    NLL when given, else the pseudo-NLL."""
+    such; validation's on its first ``VAL_PSEUDO_ROWS`` rows); the NLL (nats) and bits per
+    dimension when ``log_z`` is given. ``*_loss``: the NLL when given, else the pseudo-NLL."""
     x = (data.x_val if split == "val" else data.x_test).to(module.W.device).flatten(1)
     recon = float(torch.cat([module.recon_error(xb) for xb in x.split(512)]).mean())
-    pseudo = float(module.pseudo_nll(x).mean())
+    pseudo = float(module.pseudo_nll(x[:VAL_PSEUDO_ROWS] if split == "val" else x).mean())
     out = {f"{split}_recon_error": recon, f"{split}_pseudo_nll": pseudo, f"{split}_loss": pseudo}
     if log_z is not None:
         log_p = torch.cat([module.log_prob(xb, log_z) for xb in x.split(512)])
@@ -283,6 +315,7 @@ def test_metrics(module: RBM, data: Dataset) -> dict[str, float]:
         "test_log_z": log_z,
         "test_nll_stderr": stderr,  # log Z's error is every test example's
         "test_ais_runs": 0.0 if module.exact else float(module.params.ais_runs),
+        "test_ais_betas": 0.0 if module.exact else float(module.ais_betas),
     }
     return out
 
@@ -299,6 +332,16 @@ def fit(module: nn.Module, data: Dataset, params: RBMParams, ctx: Context) -> No
             module.b.copy_(module.base_bias)  # the usual start: visible biases at the marginals
         module.chain.copy_(bernoulli(mean.expand(params.chains, -1), ctx.generator))
     opt = ctx.make_optimizer(module.parameters())
+    rates = [group["lr"] for group in opt.param_groups]  # the job's, before a resume's
+    total = Budget.of(ctx).total_steps(batch_count(len(x), ctx.batch_size))
+    done = [0 if ctx.resume is None else int(ctx.resume.get("step", 0))]  # optimizer steps
+
+    def loss_fn(xb: Tensor, _: Tensor) -> Tensor:
+        if params.lr_decay == "linear":  # η (1 − t/T) at step t of T
+            for group, lr in zip(opt.param_groups, rates, strict=True):
+                group["lr"] = lr * max(0.0, 1 - done[0] / total)
+        done[0] += 1
+        return cd_loss(module, xb, ctx.generator)
 
     def validate() -> dict[str, float]:
         if not module.exact:
@@ -309,7 +352,7 @@ def fit(module: nn.Module, data: Dataset, params: RBMParams, ctx: Context) -> No
 
     finished = train_epochs(
         module, opt, x, y, ctx,
-        loss_fn=lambda xb, _: cd_loss(module, xb, ctx.generator),
+        loss_fn=loss_fn,
         evaluate=validate,
     )  # fmt: skip
     if finished:

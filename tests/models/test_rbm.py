@@ -7,6 +7,7 @@ from __future__ import annotations
 import itertools
 import math
 import time
+from typing import Any
 
 import pytest
 import torch
@@ -24,7 +25,16 @@ from models.energy import (
 )
 from models.generative import NotAnswerable, SampleOptions
 from models.optim import OptimizerSpec
-from models.rbm import RBM, CDSurrogate, RBMParams, cd_loss, fit, log_prob, sample
+from models.rbm import (
+    AIS_MAX_WORK,
+    RBM,
+    CDSurrogate,
+    RBMParams,
+    cd_loss,
+    fit,
+    log_prob,
+    sample,
+)
 from tests.support.data import RecordingContext
 
 
@@ -230,6 +240,51 @@ def test_ais_work_is_bounded_at_build() -> None:
     with pytest.raises(ValueError, match="ais_runs"):
         RBM(RBMParams(hidden=500, ais_runs=2_000, ais_betas=10_000), info)  # 1.6e13
     RBM(RBMParams(hidden=20, ais_runs=100_000, ais_betas=1_000_000), info)  # exact: no AIS
+
+
+def test_the_default_ais_grows_with_the_model_within_its_bound() -> None:
+    """No ``ais_betas``: 20 temperatures per hidden unit, at least 1,000, at most what
+    ``AIS_MAX_WORK`` allows for the runs; a given count is kept."""
+    mnist, digits = load_data("mnist5k_bin").info, load_data("digits_bin").info
+    assert RBM(RBMParams(hidden=500), mnist).ais_betas == 10_000
+    assert RBM(RBMParams(hidden=64), mnist).ais_betas == 1_280
+    assert RBM(RBMParams(hidden=24), digits).ais_betas == 1_000
+    assert RBM(RBMParams(hidden=500, ais_betas=300), mnist).ais_betas == 300
+    for runs in (100, 100_000):  # the cap, then the least a run needs
+        wide = RBM(RBMParams(hidden=4096, ais_runs=runs), mnist)
+        assert wide.ais_betas == max(2, AIS_MAX_WORK // (2 * runs * 784 * 4096))
+        assert wide.ais_work <= AIS_MAX_WORK
+
+
+def test_linear_lr_decay_ends_near_zero_and_resumes_as_one_run() -> None:
+    """``lr_decay: linear``: the rate at optimizer step t of T is η (1 − t/T), η/T at the
+    last; a job stopped and resumed from its checkpoint (the runner's RNG states restored)
+    ends with the weights of one straight run."""
+    data = load_data("bars_stripes")
+    params = RBMParams(hidden=8, persistent=True, chains=16, lr_decay="linear")
+    spec = OptimizerSpec(name="momentum", lr=0.1)
+
+    def run(**kwargs: Any) -> tuple[RBM, RecordingContext]:
+        torch.manual_seed(0)
+        rbm = RBM(params, data.info)
+        ctx = RecordingContext(epochs=4, batch_size=16, optimizer=spec, **kwargs)
+        fit(rbm, data, params, ctx)
+        return rbm, ctx
+
+    straight, ctx = run()
+    steps = int(ctx.checkpoints[-1][1]["step"])
+    assert ctx.optimizers[0].param_groups[0]["lr"] == pytest.approx(0.1 / steps)
+    _, first = run(stop_after=steps // 2 + 1)  # stopped mid-epoch: resumes at an epoch's end
+    assert 0 < int(first.checkpoints[-1][1]["step"]) < steps
+    torch.manual_seed(1)
+    resumed = RBM(params, data.info)
+    ctx2 = RecordingContext(
+        epochs=4, batch_size=16, optimizer=spec, resume=first.checkpoints[-1][1], best=first.best
+    )
+    ctx2.set_rng(first.rng[-1])
+    fit(resumed, data, params, ctx2)
+    for key in ("W", "b", "c", "chain"):
+        assert torch.equal(resumed.state_dict()[key], straight.state_dict()[key]), key
 
 
 def test_a_request_needing_an_ais_over_its_bound_is_refused_at_once() -> None:
