@@ -102,6 +102,15 @@ class SkipGram(nn.Module):
 
 
 def build(params: DeepWalkParams, info: DataInfo) -> SkipGram:
+    """The model; a corpus over ``MAX_TOKENS`` node visits raises ``ValueError`` (the
+    API's 422 on ``params``, at submission: the node count is the data's ``DataInfo``)."""
+    tokens = info.input_shape[0] * params.walks_per_node * params.walk_length
+    if tokens > MAX_TOKENS:
+        raise ValueError(
+            f"{info.input_shape[0]:,} nodes × walks_per_node {params.walks_per_node} × "
+            f"walk_length {params.walk_length} = {tokens:,} node visits, over "
+            f"{MAX_TOKENS:,}: fewer walks_per_node or a shorter walk_length"
+        )
     return SkipGram(params, info)
 
 
@@ -217,13 +226,8 @@ def _epoch(
 def fit(module: nn.Module, data: Graph, params: DeepWalkParams, ctx: Context) -> None:
     assert isinstance(module, SkipGram)
     n = data.n_nodes
-    tokens = n * params.walks_per_node * params.walk_length
     if n < 2:
         raise ValueError(f"{data.name}: a graph of {n} node has nothing to walk")
-    if tokens > MAX_TOKENS:
-        raise ValueError(
-            f"nodes × walks_per_node × walk_length = {tokens:,}; at most {MAX_TOKENS:,}"
-        )
     budget = Budget.of(ctx)
     opt = ctx.make_optimizer(module.parameters())
     base_lr = [float(g["lr"]) for g in opt.param_groups]
