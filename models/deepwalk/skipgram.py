@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import heapq
 from dataclasses import dataclass
+from functools import cached_property
 
 import torch
 import torch.nn.functional as F
@@ -68,6 +69,16 @@ class HuffmanTree:
             mask[leaf, : len(path)] = True
         return cls(points, codes, mask)
 
+    @cached_property
+    def paths(self) -> Tensor:
+        """(2, n, n − 1) float32, each leaf's path as rows of indicators: [0][x, j] = 1 where
+        x's path goes through inner node j with bit 0 (sign +1), [1][x, j] with bit 1."""
+        n, depth = self.points.shape
+        leaf = torch.arange(n, device=self.points.device).unsqueeze(1).expand(n, depth)
+        at = (self.codes.long() * n + leaf) * (n - 1) + self.points
+        out = torch.zeros(2 * n * (n - 1), device=self.points.device)
+        return out.index_fill_(0, at[self.mask], 1.0).view(2, n, n - 1)
+
 
 def hs_log_prob(v: Tensor, inner: Tensor, tree: HuffmanTree, targets: Tensor) -> Tensor:
     """log p(target | input) by hierarchical softmax: ``v`` (B, d) the inputs' embeddings,
@@ -86,56 +97,102 @@ def ns_log_lik(v: Tensor, out: Tensor, targets: Tensor, noise: Tensor) -> Tensor
     return pos + neg
 
 
-def _dense(rows: int, path: int) -> bool:
-    """Whether scoring every input against all ``rows`` output vectors (one matrix product,
-    (B, rows)) beats gathering each pair's ``path`` rows ((B, path, d), memory-bound): on
-    small graphs, by measure up to ~32 rows per path row."""
-    return rows <= 32 * path
+DENSE_RATIO = 8  # a product's multiply-add against a gathered row's, by measure (about)
 
 
-def _grads(
-    v: Tensor, out: Tensor, rows: Tensor, sign: Tensor, weight: Tensor
-) -> tuple[Tensor, Tensor, Tensor]:
-    """Loss −Σ weight · log σ(sign · u_row · v) over each pair's ``rows`` (B, R) of ``out``,
-    and its gradients by hand (no autograd): (loss, ∂/∂v (B, d), ∂/∂out (rows of out, d)).
+DENSE_RATIO = 8  # a product's multiply-add against a gathered row's, by measure (about)
 
-    ∂(−log σ(s f))/∂f = −s σ(−s f), with f = u · v: ∂/∂v = Σ_r g_r u_r, ∂/∂u_r = g_r v."""
+
+def _dense(n: int, rows: int, batch: int, path: int) -> bool:
+    """Whether a minibatch is scored as counts, every node against every output row (three
+    products of O(n · rows · d)), rather than by gathering each pair's ``path`` rows
+    (O(batch · path · d), memory-bound): on small graphs."""
+    return n * rows <= DENSE_RATIO * batch * path
+
+
+@dataclass(frozen=True)
+class Grads:
+    """A minibatch's loss and its gradients: ``grad_v`` for the embeddings' rows ``rows_v``
+    (repeats to be summed) and ``grad_out`` for the output vectors' ``rows_out``, or, where
+    the rows are None, for the whole matrix."""
+
+    loss: Tensor
+    grad_v: Tensor
+    rows_v: Tensor | None
+    grad_out: Tensor
+    rows_out: Tensor | None
+
+    def dense(self, vectors: Tensor, out: Tensor) -> tuple[Tensor, Tensor]:
+        """The gradients as whole matrices shaped like ``vectors`` and ``out``."""
+        pairs = ((vectors, self.grad_v, self.rows_v), (out, self.grad_out, self.rows_out))
+        v, o = (g if r is None else torch.zeros_like(p).index_add_(0, r, g) for p, g, r in pairs)
+        return v, o
+
+
+def _counted_grads(vectors: Tensor, out: Tensor, pos: Tensor, neg: Tensor) -> Grads:
+    """Loss −Σ_{u,r} (pos[u, r] log σ(f) + neg[u, r] log σ(−f)), f = u_r · v_u over every
+    node u and output row r, and its gradients by hand: a batch's pairs counted, the same
+    sum grouped by (input, row). ∂loss/∂f = neg σ(f) − pos σ(−f) =: g; ∂/∂v = g out,
+    ∂/∂out = gᵀ v."""
+    f = vectors @ out.T  # (n, m)
+    loss = -(pos * F.logsigmoid(f) + neg * F.logsigmoid(-f)).sum()
+    g = neg * torch.sigmoid(f) - pos * torch.sigmoid(-f)
+    return Grads(loss, g @ out, None, g.T @ vectors, None)
+
+
+def _gathered_grads(
+    vectors: Tensor, out: Tensor, inputs: Tensor, rows: Tensor, sign: Tensor, weight: Tensor
+) -> Grads:
+    """Loss −Σ weight · log σ(sign · u_row · v_input) over each pair's ``rows`` (B, R) of
+    ``out``, and its gradients by hand for those rows: ∂(−log σ(s f))/∂f = −s σ(−s f) =: g,
+    with f = u · v: ∂/∂v = Σ_r g_r u_r, ∂/∂u_r = g_r v."""
     b, r = rows.shape
-    if _dense(len(out), r):  # every row scored by one product, the path's gathered
-        f = (v @ out.T).gather(1, rows)
-    else:
-        u = out[rows]  # (B, R, d)
-        f = torch.bmm(u, v.unsqueeze(2)).squeeze(2)
-    sf = sign * f
+    # index_select and a product summed: a few times faster than indexing and bmm at this shape
+    v = vectors.index_select(0, inputs)  # (B, d)
+    u = out.index_select(0, rows.flatten()).view(b, r, -1)  # (B, R, d)
+    sf = sign * (u * v.unsqueeze(1)).sum(-1)
     loss = -(F.logsigmoid(sf) * weight).sum()
     g = -sign * torch.sigmoid(-sf) * weight  # ∂loss/∂f, (B, R)
-    if _dense(len(out), r):
-        dense_g = torch.zeros(b, len(out), dtype=v.dtype, device=v.device).scatter_add_(1, rows, g)
-        return loss, dense_g @ out, dense_g.T @ v
-    grad_out = torch.zeros_like(out).index_add_(
-        0, rows.flatten(), (g.unsqueeze(2) * v.unsqueeze(1)).reshape(b * r, -1)
-    )
-    return loss, torch.bmm(g.unsqueeze(1), u).squeeze(1), grad_out
+    grad_v = torch.bmm(g.unsqueeze(1), u).squeeze(1)
+    grad_rows = (g.unsqueeze(2) * v.unsqueeze(1)).view(b * r, -1)
+    return Grads(loss, grad_v, inputs, grad_rows, rows.flatten())
+
+
+def _counts(inputs: Tensor, targets: Tensor, n: int, m: int, scale: float) -> Tensor:
+    """(n, m) ``scale`` × the number of pairs (input u, target x) for each (u, x)."""
+    counts = torch.bincount(inputs * m + targets, minlength=n * m).view(n, m)
+    return counts.to(torch.float32) * scale
 
 
 def hs_grads(
-    v: Tensor, inner: Tensor, tree: HuffmanTree, targets: Tensor
-) -> tuple[Tensor, Tensor, Tensor]:
-    """The mean over the batch of −``hs_log_prob`` and its gradients by hand (word2vec's
-    own): (loss, ∂/∂v (B, d), ∂/∂inner (n − 1, d))."""
-    sign = 1.0 - 2.0 * tree.codes[targets]
-    return _grads(v, inner, tree.points[targets], sign, tree.mask[targets] / len(v))
+    vectors: Tensor, inner: Tensor, tree: HuffmanTree, inputs: Tensor, targets: Tensor
+) -> Grads:
+    """The mean over the pairs (``inputs``, ``targets``) of −``hs_log_prob`` and its
+    gradients by hand (word2vec's own) for ``vectors`` (n, d) and ``inner`` (n − 1, d)."""
+    b, n, m = len(inputs), len(vectors), len(inner)
+    if _dense(n, m, b, tree.points.shape[1]):
+        pos, neg = _counts(inputs, targets, n, n, 1.0 / b) @ tree.paths  # (2, n, m)
+        return _counted_grads(vectors, inner, pos, neg)
+    rows = tree.points.index_select(0, targets)  # (B, D); index_select, not [targets]: faster
+    sign = 1.0 - 2.0 * tree.codes.index_select(0, targets)
+    weight = tree.mask.index_select(0, targets) / b
+    return _gathered_grads(vectors, inner, inputs, rows, sign, weight)
 
 
-def ns_grads(
-    v: Tensor, out: Tensor, targets: Tensor, noise: Tensor
-) -> tuple[Tensor, Tensor, Tensor]:
-    """The mean over the batch of −``ns_log_lik`` and its gradients by hand: (loss, ∂/∂v
-    (B, d), ∂/∂out (n, d)); the target is pulled towards v, the noise pushed away."""
+def ns_grads(vectors: Tensor, out: Tensor, inputs: Tensor, targets: Tensor, noise: Tensor) -> Grads:
+    """The mean over the pairs of −``ns_log_lik`` and its gradients by hand, for
+    ``vectors`` and ``out`` (n, d), ``noise`` (B, k); the target is pulled towards v, the
+    noise pushed away."""
+    (b, k), n = noise.shape, len(vectors)
+    if _dense(n, n, b, 1 + k):
+        pos = _counts(inputs, targets, n, n, 1.0 / b)
+        neg = _counts(inputs.repeat_interleave(k), noise.flatten(), n, n, 1.0 / b)
+        return _counted_grads(vectors, out, pos, neg)
     rows = torch.cat([targets.unsqueeze(1), noise], 1)  # (B, 1 + k)
-    sign = torch.ones(rows.shape, dtype=v.dtype, device=v.device)
+    sign = torch.ones(rows.shape, dtype=vectors.dtype, device=vectors.device)
     sign[:, 1:] = -1.0
-    return _grads(v, out, rows, sign, torch.full_like(sign, 1.0 / len(v)))
+    weight = torch.full_like(sign, 1.0 / b)
+    return _gathered_grads(vectors, out, inputs, rows, sign, weight)
 
 
 def noise_distribution(counts: Tensor) -> Tensor:

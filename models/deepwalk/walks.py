@@ -139,9 +139,7 @@ def corpus(
     generator: torch.Generator,
 ) -> Tensor:
     """DeepWalk's corpus: ``walks_per_node`` rounds, each a walk from every node in a fresh
-    random order (Algorithm 1, lines 3-4); (walks_per_node · n, length) int64."""
-    rounds = [
-        random_walks(adj, torch.randperm(adj.n, generator=generator), length, p, q, generator)
-        for _ in range(walks_per_node)
-    ]
-    return torch.cat(rounds)
+    random order (Algorithm 1, lines 3-4), all rounds stepping at once; (walks_per_node · n,
+    length) int64."""
+    starts = torch.cat([torch.randperm(adj.n, generator=generator) for _ in range(walks_per_node)])
+    return random_walks(adj, starts, length, p, q, generator)

@@ -139,3 +139,22 @@ def test_a_bad_edge_list_is_a_422_naming_the_field(
     r = upload_graph(client, edges, labels)
     assert r.status_code == 422, r.text
     assert r.json()["errors"][0]["path"] == field and words in r.json()["detail"], r.text
+
+
+def test_a_corpus_over_the_cap_is_a_422_at_submission(client: TestClient) -> None:
+    """1,001 nodes × 100 walks × 200 nodes = 20,020,000 node visits, over the 20,000,000
+    cap: refused when the job is created (the node count is the upload's), not a job that
+    fails in its worker; one walk fewer per node is accepted."""
+    chain = b"source,target\n" + b"".join(f"{i},{i + 1}\n".encode() for i in range(1000))
+    r = upload_graph(client, chain)
+    assert r.status_code == 201, r.text
+    params = {"walks_per_node": 100, "walk_length": 200}
+    spec = {"model": "deepwalk", "dataset": r.json()["id"], "params": params}
+    r = client.post("/v1/jobs", json=spec)
+    assert r.status_code == 422, r.text
+    error = r.json()["errors"][0]
+    assert error["path"] == "params", r.text
+    assert "walks_per_node" in error["message"] and "walk_length" in error["message"]
+    assert "20,020,000" in error["message"]
+    r = client.post("/v1/jobs", json={**spec, "params": {**params, "walks_per_node": 99}})
+    assert r.status_code == 201, r.text

@@ -11,8 +11,15 @@ import torch
 
 from models.context import LocalContext
 from models.data import Graph, load_data
-from models.deepwalk import skipgram
-from models.deepwalk.family import FAMILY, DeepWalkParams, SkipGram, neighbors, split_edges
+from models.deepwalk import family, skipgram
+from models.deepwalk.family import (
+    FAMILY,
+    DeepWalkParams,
+    SkipGram,
+    neighbors,
+    plain_sgd,
+    split_edges,
+)
 from models.deepwalk.skipgram import (
     HuffmanTree,
     context_pairs,
@@ -22,7 +29,7 @@ from models.deepwalk.skipgram import (
     ns_log_lik,
 )
 from models.deepwalk.walks import PAD, Adjacency, corpus, random_walks, transition_probs
-from models.optim import OptimizerSpec
+from models.optim import OptimizerSpec, build_optimizer
 
 # 0 - 1 - 2, 1 - 3, 0 - 2: from 0 to 1, node 1's neighbours are 0 (back), 2 (a neighbour of
 # 0: distance 1) and 3 (distance 2)
@@ -114,33 +121,62 @@ def test_hierarchical_softmax_sums_to_one_over_the_nodes() -> None:
 def test_hierarchical_softmax_gradients_match_autograd(n: int) -> None:
     d, b = 6, 40
     tree = HuffmanTree.of(torch.randint(1, 50, (n,), generator=gen()))
-    assert skipgram._dense(n - 1, tree.points.shape[1]) == (n == 9)
+    assert skipgram._dense(n, n - 1, b, tree.points.shape[1]) == (n == 9)
     inner = torch.randn(n - 1, d, generator=gen(1), requires_grad=True)
     vectors = torch.randn(n, d, generator=gen(2), requires_grad=True)
     inputs, targets = torch.randint(n, (2, b), generator=gen(3))
     loss = -hs_log_prob(vectors[inputs], inner, tree, targets).mean()
     loss.backward()
-    mine, grad_v, grad_inner = hs_grads(vectors[inputs].detach(), inner.detach(), tree, targets)
-    torch.testing.assert_close(mine, loss.detach())
-    by_hand = torch.zeros(n, d).index_add_(0, inputs, grad_v)
-    torch.testing.assert_close(by_hand, vectors.grad)
+    mine = hs_grads(vectors.detach(), inner.detach(), tree, inputs, targets)
+    assert (mine.rows_v is None) == (n == 9)  # counted: whole matrices; gathered: rows
+    torch.testing.assert_close(mine.loss, loss.detach())
+    grad_v, grad_inner = mine.dense(vectors, inner)
+    torch.testing.assert_close(grad_v, vectors.grad)
     torch.testing.assert_close(grad_inner, inner.grad)
 
 
 @pytest.mark.parametrize("n", [9, 200])
 def test_negative_sampling_gradients_match_autograd(n: int) -> None:
     d, b, k = 6, 40, 3
-    assert skipgram._dense(n, 1 + k) == (n == 9)
+    assert skipgram._dense(n, n, b, 1 + k) == (n == 9)
     out = torch.randn(n, d, generator=gen(1), requires_grad=True)
     vectors = torch.randn(n, d, generator=gen(2), requires_grad=True)
     inputs, targets = torch.randint(n, (2, b), generator=gen(3))
     noise = torch.randint(n, (b, k), generator=gen(4))
     loss = -ns_log_lik(vectors[inputs], out, targets, noise).mean()
     loss.backward()
-    mine, grad_v, grad_out = ns_grads(vectors[inputs].detach(), out.detach(), targets, noise)
-    torch.testing.assert_close(mine, loss.detach())
-    torch.testing.assert_close(torch.zeros(n, d).index_add_(0, inputs, grad_v), vectors.grad)
+    mine = ns_grads(vectors.detach(), out.detach(), inputs, targets, noise)
+    torch.testing.assert_close(mine.loss, loss.detach())
+    grad_v, grad_out = mine.dense(vectors, out)
+    torch.testing.assert_close(grad_v, vectors.grad)
     torch.testing.assert_close(grad_out, out.grad)
+
+
+@pytest.mark.parametrize("n", [9, 700])  # whole-matrix gradients; gathered rows
+def test_plain_sgd_on_the_touched_rows_is_the_optimizers_dense_step(n: int) -> None:
+    """``_update``'s in-place step on the rows a batch touched (repeats summed) equals the
+    job's SGD optimizer stepping on the dense gradients (0 on every other row); with
+    weight decay, which moves every row, the step goes through the optimizer."""
+    p = DeepWalkParams(dim=6)
+    info = Graph("g", n, ((0, 1),)).info
+    tree = HuffmanTree.of(torch.randint(1, 50, (n,), generator=gen()))
+    inputs, targets = torch.randint(n, (2, 40), generator=gen(3))
+    steps = []
+    for sparse in (True, False):
+        module = FAMILY.build(p, info)
+        assert isinstance(module, SkipGram)
+        module.vectors.data = torch.randn(n, 6, generator=gen(1))
+        module.context.data = torch.randn(n - 1, 6, generator=gen(2))
+        opt = build_optimizer(OptimizerSpec(name="sgd", lr=0.7), module.parameters())
+        assert plain_sgd(opt)
+        grads = hs_grads(module.vectors.detach(), module.context.detach(), tree, inputs, targets)
+        family._update(module, opt, grads, sparse)
+        steps.append((module.vectors.detach(), module.context.detach()))
+    for sparse_step, dense_step in zip(*steps, strict=True):
+        torch.testing.assert_close(sparse_step, dense_step)
+    decayed = OptimizerSpec(name="sgd", lr=0.7, weight_decay=0.1)
+    assert not plain_sgd(build_optimizer(decayed, module.parameters()))
+    assert not plain_sgd(build_optimizer(OptimizerSpec(name="adam"), module.parameters()))
 
 
 def test_context_pairs_lie_within_the_window_and_skip_padding() -> None:
@@ -210,5 +246,6 @@ def test_a_corpus_over_the_token_cap_is_refused() -> None:
     g = load_data("sbm10k")
     assert isinstance(g, Graph)
     p = DeepWalkParams(walks_per_node=100, walk_length=100)
-    with pytest.raises(ValueError, match="walks_per_node × walk_length"):
-        FAMILY.fit(FAMILY.build(p, g.info), g, p, LocalContext(epochs=1))
+    with pytest.raises(ValueError, match="walks_per_node 100 × walk_length 100"):
+        FAMILY.build(p, g.info)  # at submission (the API's 422), not in fit
+    FAMILY.build(DeepWalkParams(walks_per_node=50, walk_length=40), g.info)  # 20,000,000
