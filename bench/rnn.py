@@ -68,9 +68,13 @@ def profile(history: list[tuple[int, dict[str, float]]]) -> tuple[list[int], lis
     return [step for step, _ in rows], ks, grid
 
 
-def run(cell: str, length: int, seed: int, steps: int, picture: bool) -> dict[str, Any]:
+def run(
+    cell: str, length: int, seed: int, steps: int, picture: bool, forget_bias: float | None
+) -> dict[str, Any]:
     data = load(DATASETS[length])
-    params = RNNParams(cell=cell, hidden=64, clip_norm=1.0)
+    params = RNNParams(
+        cell=cell, hidden=64, clip_norm=1.0, forget_bias=forget_bias if cell == "lstm" else None
+    )
     ctx = StopWhenSolved(
         steps=steps, batch_size=64, seed=seed, optimizer=OptimizerSpec(name="adam", lr=2e-3)
     )
@@ -90,6 +94,7 @@ def run(cell: str, length: int, seed: int, steps: int, picture: bool) -> dict[st
         "cell": cell,
         "length": length,
         "seed": seed,
+        "forget_bias": params.forget_bias,
         "test_mse": test["test_mse"],
         "solved": test["test_mse"] < SOLVED_MSE,
         "steps": train_steps[-1],
@@ -107,6 +112,9 @@ def main() -> None:
     parser.add_argument("--lengths", type=int, nargs="+", default=[50, 100, 200])
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--steps", type=int, default=2000, help="optimizer steps at most")
+    parser.add_argument(
+        "--forget-bias", type=float, help="the LSTM's forget_bias (default: the family's)"
+    )
     args = parser.parse_args()
     torch.set_num_threads(1)
     rows = []
@@ -114,7 +122,7 @@ def main() -> None:
         for cell in args.cells:
             for seed in args.seeds:
                 picture = length == 100 and seed == args.seeds[0]
-                r = run(cell, length, seed, args.steps, picture)
+                r = run(cell, length, seed, args.steps, picture, args.forget_bias)
                 rows.append(r)
                 print(
                     f"T={length} {cell} seed {seed}: test MSE {r['test_mse']:.4f} "
@@ -124,6 +132,8 @@ def main() -> None:
                 )
                 name = "-".join(["rnn", *args.cells, *map(str, args.lengths), "s"])
                 name += "".join(map(str, args.seeds))
+                if args.forget_bias is not None:
+                    name += f"-fb{args.forget_bias:g}"
                 save(name, {"baseline": ADDING_BASELINE_MSE, "rows": rows})
 
 

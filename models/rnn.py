@@ -74,6 +74,13 @@ class RNNParams(Params):
     clip_norm: float | None = Field(
         None, gt=0.0, le=1e6, description="clip the global gradient norm to this; null: no clip"
     )
+    forget_bias: float | None = Field(
+        None,
+        ge=-10.0,
+        le=10.0,
+        description="the LSTM forget gate's initial bias b_f, σ(b_f) of the cell state kept "
+        "each step (Gers et al. 2000); only with cell 'lstm', where null means 1",
+    )
     probe: int = Field(
         32, ge=1, le=256, description="validation sequences in the diagnostics' probe batch"
     )
@@ -83,6 +90,13 @@ class RNNParams(Params):
     def _scaled_only(cls, v: float | None, info: ValidationInfo) -> float | None:
         if v is not None and info.data.get("init", "xavier") != "scaled":
             raise ValueError("spectral_radius sets the radius of init 'scaled'; give that init")
+        return v
+
+    @field_validator("forget_bias")
+    @classmethod
+    def _lstm_only(cls, v: float | None, info: ValidationInfo) -> float | None:
+        if v is not None and info.data.get("cell", "lstm") != "lstm":
+            raise ValueError("forget_bias sets the forget gate of cell 'lstm'; give that cell")
         return v
 
 
@@ -173,6 +187,12 @@ class GatedLayer(nn.Module):
 Layer = TanhLayer | GatedLayer
 
 
+def lstm_forget_bias(params: RNNParams) -> float:
+    """The forget gate's initial bias: ``forget_bias``, by default 1, so that the gate starts
+    open, σ(1) ≈ 0.73 (Gers et al. 2000; Jozefowicz, Zaremba & Sutskever 2015)."""
+    return 1.0 if params.forget_bias is None else params.forget_bias
+
+
 def init_recurrent(w: Tensor, init: str, radius: float) -> None:
     """One square block in place: xavier uniform, orthogonal, or N(0, 1/H) rescaled so that
     its largest eigenvalue modulus is ``radius``."""
@@ -230,8 +250,8 @@ class RNN(nn.Module):
                 init_recurrent(block, params.init, radius)
             b_ih.zero_()
             b_hh.zero_()
-            if params.cell == "lstm":
-                b_ih[H : 2 * H] = 1.0  # forget gate open at first (Gers et al. 2000)
+            if params.cell == "lstm":  # b_f = b_ih + b_hh of the f block: all in b_ih
+                b_ih[H : 2 * H] = lstm_forget_bias(params)
 
     @property
     def first(self) -> Layer:

@@ -152,12 +152,40 @@ def test_spectral_radius_is_refused_without_the_scaled_init() -> None:
         assert RNNParams(**params.model_dump()) == params  # a stored spec validates again
 
 
+@pytest.mark.parametrize("forget_bias", [None, 0.0, 2.5, -1.0])
+def test_the_forget_bias_sits_in_torchs_forget_block(forget_bias: float | None) -> None:
+    """torch's LSTM computes each gate with b_ih + b_hh, its blocks in the order i, f, g, o:
+    that sum is ``forget_bias`` (1 by default) in block 1, f, and 0 in the others."""
+    torch.manual_seed(0)
+    params = RNNParams(cell="lstm", hidden=6, layers=2, forget_bias=forget_bias)
+    module = RNN(params, load("adding_50").info)
+    for layer in module.layers:
+        bias = (layer.rnn.bias_ih_l0 + layer.rnn.bias_hh_l0).detach()
+        i, f, g, o = bias.chunk(4)
+        assert f.tolist() == [1.0 if forget_bias is None else forget_bias] * 6
+        assert torch.cat([i, g, o]).abs().max() == 0
+
+
+def test_forget_bias_is_refused_without_the_lstm() -> None:
+    for cell in ("tanh", "gru"):
+        with pytest.raises(ValidationError, match="forget_bias"):
+            RNNParams(cell=cell, forget_bias=1.0)
+    params = RNNParams(cell="lstm", forget_bias=3.0)
+    assert RNNParams(**params.model_dump()) == params  # a stored spec validates again
+
+
 @pytest.mark.parametrize("cell", ["lstm", "gru"])
 def test_hand_stepped_gated_cells_are_torchs(cell: str) -> None:
+    """Every weight and both biases random (a forget bias of 2 on top): a bias in the wrong
+    block or the wrong vector would show."""
     torch.manual_seed(0)
-    module = RNN(RNNParams(cell=cell, hidden=5), load("adding_50").info)
-    x = torch.randn(3, 7, 2)
+    params = RNNParams(cell=cell, hidden=5, forget_bias=2.0 if cell == "lstm" else None)
+    module = RNN(params, load("adding_50").info)
     layer = module.first
+    with torch.no_grad():
+        for w in layer.weights:
+            w.add_(torch.randn_like(w) * 0.5)
+    x = torch.randn(3, 7, 2)
     torch.testing.assert_close(layer.output(layer.steps(x)), layer(x), atol=1e-6, rtol=1e-5)
 
 
