@@ -133,11 +133,31 @@ class TanhLayer(nn.Module):
         return self.W
 
 
+def lstm_step(drive: Tensor, s: Tensor, w_hh: Tensor, b_hh: Tensor) -> Tensor:
+    """One LSTM step (Hochreiter & Schmidhuber 1997, forget gate of Gers et al. 2000) in
+    torch's layout: c' = σ(f) c + σ(i) tanh(g), h' = σ(o) tanh(c'), the gates (i, f, g, o)
+    = drive + W_hh h + b_hh. drive (B, 4H) is W_ih x_t + b_ih, s (B, 2H) is (h, c); -> (h', c')."""
+    h, c = s.chunk(2, -1)
+    i, f, g, o = (drive + h @ w_hh.T + b_hh).chunk(4, -1)
+    c = torch.sigmoid(f) * c + torch.sigmoid(i) * torch.tanh(g)
+    return torch.cat([torch.sigmoid(o) * torch.tanh(c), c], -1)
+
+
+def gru_step(drive: Tensor, s: Tensor, w_hh: Tensor, b_hh: Tensor) -> Tensor:
+    """One GRU step (Cho et al. 2014) in torch's layout, the reset gate applied after W_hn:
+    h' = (1 - z) tanh(x_n + r (W_hn h + b_hn)) + z h, r and z sigmoids of their blocks of
+    drive + W_hh h + b_hh. drive (B, 3H) is W_ih x_t + b_ih, s (B, H) is h; -> h'."""
+    xr, xz, xn = drive.chunk(3, -1)
+    hr, hz, hn = (s @ w_hh.T + b_hh).chunk(3, -1)
+    reset, update = torch.sigmoid(xr + hr), torch.sigmoid(xz + hz)
+    return (1 - update) * torch.tanh(xn + reset * hn) + update * s
+
+
 class GatedLayer(nn.Module):
     """torch's LSTM or GRU layer; ``steps`` runs the same equations by hand (torch's gate
     order: i, f, g, o and r, z, n) so that each step's state is a node of the graph."""
 
-    def __init__(self, cell: str, n_in: int, hidden: int) -> None:
+    def __init__(self, cell: Literal["lstm", "gru"], n_in: int, hidden: int) -> None:
         super().__init__()
         self.cell, self.hidden = cell, hidden
         self.rnn: nn.LSTM | nn.GRU = (nn.LSTM if cell == "lstm" else nn.GRU)(
@@ -146,22 +166,13 @@ class GatedLayer(nn.Module):
 
     def steps(self, x: Tensor) -> list[Tensor]:
         """(B, T, F) -> the states s_1..s_T: (B, 2H) = (h, c) for an LSTM, (B, H) for a GRU."""
-        H = self.hidden
         w_ih, w_hh, b_ih, b_hh = self.weights
+        step = lstm_step if self.cell == "lstm" else gru_step
         drive = x @ w_ih.T + b_ih  # (B, T, gates · H)
-        s = x.new_zeros(len(x), 2 * H if self.cell == "lstm" else H)
+        s = x.new_zeros(len(x), 2 * self.hidden if self.cell == "lstm" else self.hidden)
         states = []
         for t in range(x.shape[1]):
-            if self.cell == "lstm":
-                h, c = s[:, :H], s[:, H:]
-                i, f, g, o = (drive[:, t] + h @ w_hh.T + b_hh).chunk(4, -1)
-                c = torch.sigmoid(f) * c + torch.sigmoid(i) * torch.tanh(g)
-                s = torch.cat([torch.sigmoid(o) * torch.tanh(c), c], -1)
-            else:
-                xr, xz, xn = drive[:, t].chunk(3, -1)
-                hr, hz, hn = (s @ w_hh.T + b_hh).chunk(3, -1)
-                reset, update = torch.sigmoid(xr + hr), torch.sigmoid(xz + hz)
-                s = (1 - update) * torch.tanh(xn + reset * hn) + update * s
+            s = step(drive[:, t], s, w_hh, b_hh)
             states.append(s)
         return states
 
