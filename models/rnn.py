@@ -8,9 +8,9 @@ when that bound stays below 1 the product vanishes exponentially in t - k, and i
 explode above it (Bengio, Simard & Frasconi 1994; Pascanu, Mikolov & Bengio 2013, who
 also clip the gradient's norm). The gated cells carry their state additively and keep the
 gradient alive over long spans: the LSTM (Hochreiter & Schmidhuber 1997, with the forget
-gate of Gers et al. 2000, its bias initialised to 1) and the GRU (Cho et al. 2014), both
-torch's (``nn.LSTM``, ``nn.GRU``) for training and stepped by hand from the same weights
-for the diagnostics. The tanh cell is written here from the recurrence (no ``nn.RNN``).
+gate of Gers et al. 2000, its bias ``forget_bias``, 1 by default) and the GRU (Cho et al.
+2014), both torch's (``nn.LSTM``, ``nn.GRU``) for training and stepped by hand from the
+same weights for the diagnostics. The tanh cell is written here from the recurrence (no ``nn.RNN``).
 
 A many-to-one model: the last state of the top layer, through a linear head, gives the
 sequence's class logits or its standardised regression target.
