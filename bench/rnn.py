@@ -5,17 +5,19 @@ Hochreiter & Schmidhuber 1997's task (``models.data.builtin.adding_problem``): a
 that ignores the two markers can do no better than answer 1, an MSE of 1/6 ≈ 0.167; one
 that solves it is below 0.01. Each cell trains with our family's own ``fit`` in process
 (``LocalContext``, one torch thread, denormals flushed as the worker trains): hidden 64,
-Adam at 2e-3, batch 64, the global gradient norm clipped at 1, xavier init (LSTM forget
-bias 1), at most ``--steps`` optimizer steps; a run stops at the first evaluation (one an
-epoch, 110 steps) whose validation MSE is below 0.005. Scored by the test MSE of the last
-weights. The gradient picture of each cell's first seed at 100 steps (the service's
-``gradients.png``) goes to docs/img/rnn-gradients-<cell>.png.
+Adam at 2e-3, batch 64, the global gradient norm clipped at 1, xavier init (the LSTM's
+forget bias ``--forget-bias``, by default the family's 1), at most ``--steps`` optimizer
+steps; a run stops at the first evaluation (one an epoch, 110 steps) whose validation MSE
+is below 0.005. Scored by the test MSE of the last weights. The gradient picture of each
+cell's first seed at 100 steps (the service's ``gradients.png``) goes to
+docs/img/rnn-gradients-<cell>.png.
 
     python -m bench.rnn                           # every cell, length and seed 0-2
     python -m bench.rnn --cells tanh --lengths 50 --seeds 0 --steps 300
+    python -m bench.rnn --cells lstm --lengths 200 --seeds 100 --forget-bias 3
 
-Writes bench/out/rnn-<cells>-<lengths>-s<seeds>.json (one file per set, so cells,
-lengths and seeds can run side by side in separate processes).
+Writes bench/out/rnn-<cells>-<lengths>-s<seeds>[-fb<forget bias>].json (one file per set,
+so cells, lengths and seeds can run side by side in separate processes).
 """
 
 from __future__ import annotations
