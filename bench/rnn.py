@@ -5,17 +5,19 @@ Hochreiter & Schmidhuber 1997's task (``models.data.builtin.adding_problem``): a
 that ignores the two markers can do no better than answer 1, an MSE of 1/6 ≈ 0.167; one
 that solves it is below 0.01. Each cell trains with our family's own ``fit`` in process
 (``LocalContext``, one torch thread, denormals flushed as the worker trains): hidden 64,
-Adam at 2e-3, batch 64, the global gradient norm clipped at 1, xavier init (LSTM forget
-bias 1), at most ``--steps`` optimizer steps; a run stops at the first evaluation (one an
-epoch, 110 steps) whose validation MSE is below 0.005. Scored by the test MSE of the last
-weights. The gradient picture of each cell's first seed at 100 steps (the service's
-``gradients.png``) goes to docs/img/rnn-gradients-<cell>.png.
+Adam at 2e-3, batch 64, the global gradient norm clipped at 1, xavier init (the LSTM's
+forget bias ``--forget-bias``, by default the family's 1), at most ``--steps`` optimizer
+steps; a run stops at the first evaluation (one an epoch, 110 steps) whose validation MSE
+is below 0.005. Scored by the test MSE of the last weights. The gradient picture of each
+cell's first seed at 100 steps (the service's ``gradients.png``) goes to
+docs/img/rnn-gradients-<cell>.png.
 
     python -m bench.rnn                           # every cell, length and seed 0-2
     python -m bench.rnn --cells tanh --lengths 50 --seeds 0 --steps 300
+    python -m bench.rnn --cells lstm --lengths 200 --seeds 100 --forget-bias 3
 
-Writes bench/out/rnn-<cells>-<lengths>-s<seeds>.json (one file per set, so cells,
-lengths and seeds can run side by side in separate processes).
+Writes bench/out/rnn-<cells>-<lengths>-s<seeds>[-fb<forget bias>].json (one file per set,
+so cells, lengths and seeds can run side by side in separate processes).
 """
 
 from __future__ import annotations
@@ -68,9 +70,13 @@ def profile(history: list[tuple[int, dict[str, float]]]) -> tuple[list[int], lis
     return [step for step, _ in rows], ks, grid
 
 
-def run(cell: str, length: int, seed: int, steps: int, picture: bool) -> dict[str, Any]:
+def run(
+    cell: str, length: int, seed: int, steps: int, picture: bool, forget_bias: float | None
+) -> dict[str, Any]:
     data = load(DATASETS[length])
-    params = RNNParams(cell=cell, hidden=64, clip_norm=1.0)
+    params = RNNParams(
+        cell=cell, hidden=64, clip_norm=1.0, forget_bias=forget_bias if cell == "lstm" else None
+    )
     ctx = StopWhenSolved(
         steps=steps, batch_size=64, seed=seed, optimizer=OptimizerSpec(name="adam", lr=2e-3)
     )
@@ -90,6 +96,7 @@ def run(cell: str, length: int, seed: int, steps: int, picture: bool) -> dict[st
         "cell": cell,
         "length": length,
         "seed": seed,
+        "forget_bias": params.forget_bias,
         "test_mse": test["test_mse"],
         "solved": test["test_mse"] < SOLVED_MSE,
         "steps": train_steps[-1],
@@ -107,6 +114,9 @@ def main() -> None:
     parser.add_argument("--lengths", type=int, nargs="+", default=[50, 100, 200])
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--steps", type=int, default=2000, help="optimizer steps at most")
+    parser.add_argument(
+        "--forget-bias", type=float, help="the LSTM's forget_bias (default: the family's)"
+    )
     args = parser.parse_args()
     torch.set_num_threads(1)
     rows = []
@@ -114,7 +124,7 @@ def main() -> None:
         for cell in args.cells:
             for seed in args.seeds:
                 picture = length == 100 and seed == args.seeds[0]
-                r = run(cell, length, seed, args.steps, picture)
+                r = run(cell, length, seed, args.steps, picture, args.forget_bias)
                 rows.append(r)
                 print(
                     f"T={length} {cell} seed {seed}: test MSE {r['test_mse']:.4f} "
@@ -124,6 +134,8 @@ def main() -> None:
                 )
                 name = "-".join(["rnn", *args.cells, *map(str, args.lengths), "s"])
                 name += "".join(map(str, args.seeds))
+                if args.forget_bias is not None:
+                    name += f"-fb{args.forget_bias:g}"
                 save(name, {"baseline": ADDING_BASELINE_MSE, "rows": rows})
 
 

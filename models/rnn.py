@@ -8,9 +8,9 @@ when that bound stays below 1 the product vanishes exponentially in t - k, and i
 explode above it (Bengio, Simard & Frasconi 1994; Pascanu, Mikolov & Bengio 2013, who
 also clip the gradient's norm). The gated cells carry their state additively and keep the
 gradient alive over long spans: the LSTM (Hochreiter & Schmidhuber 1997, with the forget
-gate of Gers et al. 2000, its bias initialised to 1) and the GRU (Cho et al. 2014), both
-torch's (``nn.LSTM``, ``nn.GRU``) for training and stepped by hand from the same weights
-for the diagnostics. The tanh cell is written here from the recurrence (no ``nn.RNN``).
+gate of Gers et al. 2000, its bias ``forget_bias``, 1 by default) and the GRU (Cho et al.
+2014), both torch's (``nn.LSTM``, ``nn.GRU``) for training and stepped by hand from the
+same weights for the diagnostics. The tanh cell is written here from the recurrence (no ``nn.RNN``).
 
 A many-to-one model: the last state of the top layer, through a linear head, gives the
 sequence's class logits or its standardised regression target.
@@ -74,6 +74,13 @@ class RNNParams(Params):
     clip_norm: float | None = Field(
         None, gt=0.0, le=1e6, description="clip the global gradient norm to this; null: no clip"
     )
+    forget_bias: float | None = Field(
+        None,
+        ge=-10.0,
+        le=10.0,
+        description="the LSTM forget gate's initial bias b_f, σ(b_f) of the cell state kept "
+        "each step (Gers et al. 2000); only with cell 'lstm', where null means 1",
+    )
     probe: int = Field(
         32, ge=1, le=256, description="validation sequences in the diagnostics' probe batch"
     )
@@ -83,6 +90,13 @@ class RNNParams(Params):
     def _scaled_only(cls, v: float | None, info: ValidationInfo) -> float | None:
         if v is not None and info.data.get("init", "xavier") != "scaled":
             raise ValueError("spectral_radius sets the radius of init 'scaled'; give that init")
+        return v
+
+    @field_validator("forget_bias")
+    @classmethod
+    def _lstm_only(cls, v: float | None, info: ValidationInfo) -> float | None:
+        if v is not None and info.data.get("cell", "lstm") != "lstm":
+            raise ValueError("forget_bias sets the forget gate of cell 'lstm'; give that cell")
         return v
 
 
@@ -119,11 +133,31 @@ class TanhLayer(nn.Module):
         return self.W
 
 
+def lstm_step(drive: Tensor, s: Tensor, w_hh: Tensor, b_hh: Tensor) -> Tensor:
+    """One LSTM step (Hochreiter & Schmidhuber 1997, forget gate of Gers et al. 2000) in
+    torch's layout: c' = σ(f) c + σ(i) tanh(g), h' = σ(o) tanh(c'), the gates (i, f, g, o)
+    = drive + W_hh h + b_hh. drive (B, 4H) is W_ih x_t + b_ih, s (B, 2H) is (h, c); -> (h', c')."""
+    h, c = s.chunk(2, -1)
+    i, f, g, o = (drive + h @ w_hh.T + b_hh).chunk(4, -1)
+    c = torch.sigmoid(f) * c + torch.sigmoid(i) * torch.tanh(g)
+    return torch.cat([torch.sigmoid(o) * torch.tanh(c), c], -1)
+
+
+def gru_step(drive: Tensor, s: Tensor, w_hh: Tensor, b_hh: Tensor) -> Tensor:
+    """One GRU step (Cho et al. 2014) in torch's layout, the reset gate applied after W_hn:
+    h' = (1 - z) tanh(x_n + r (W_hn h + b_hn)) + z h, r and z sigmoids of their blocks of
+    drive + W_hh h + b_hh. drive (B, 3H) is W_ih x_t + b_ih, s (B, H) is h; -> h'."""
+    xr, xz, xn = drive.chunk(3, -1)
+    hr, hz, hn = (s @ w_hh.T + b_hh).chunk(3, -1)
+    reset, update = torch.sigmoid(xr + hr), torch.sigmoid(xz + hz)
+    return (1 - update) * torch.tanh(xn + reset * hn) + update * s
+
+
 class GatedLayer(nn.Module):
     """torch's LSTM or GRU layer; ``steps`` runs the same equations by hand (torch's gate
     order: i, f, g, o and r, z, n) so that each step's state is a node of the graph."""
 
-    def __init__(self, cell: str, n_in: int, hidden: int) -> None:
+    def __init__(self, cell: Literal["lstm", "gru"], n_in: int, hidden: int) -> None:
         super().__init__()
         self.cell, self.hidden = cell, hidden
         self.rnn: nn.LSTM | nn.GRU = (nn.LSTM if cell == "lstm" else nn.GRU)(
@@ -132,22 +166,13 @@ class GatedLayer(nn.Module):
 
     def steps(self, x: Tensor) -> list[Tensor]:
         """(B, T, F) -> the states s_1..s_T: (B, 2H) = (h, c) for an LSTM, (B, H) for a GRU."""
-        H = self.hidden
         w_ih, w_hh, b_ih, b_hh = self.weights
+        step = lstm_step if self.cell == "lstm" else gru_step
         drive = x @ w_ih.T + b_ih  # (B, T, gates · H)
-        s = x.new_zeros(len(x), 2 * H if self.cell == "lstm" else H)
+        s = x.new_zeros(len(x), 2 * self.hidden if self.cell == "lstm" else self.hidden)
         states = []
         for t in range(x.shape[1]):
-            if self.cell == "lstm":
-                h, c = s[:, :H], s[:, H:]
-                i, f, g, o = (drive[:, t] + h @ w_hh.T + b_hh).chunk(4, -1)
-                c = torch.sigmoid(f) * c + torch.sigmoid(i) * torch.tanh(g)
-                s = torch.cat([torch.sigmoid(o) * torch.tanh(c), c], -1)
-            else:
-                xr, xz, xn = drive[:, t].chunk(3, -1)
-                hr, hz, hn = (s @ w_hh.T + b_hh).chunk(3, -1)
-                reset, update = torch.sigmoid(xr + hr), torch.sigmoid(xz + hz)
-                s = (1 - update) * torch.tanh(xn + reset * hn) + update * s
+            s = step(drive[:, t], s, w_hh, b_hh)
             states.append(s)
         return states
 
@@ -171,6 +196,12 @@ class GatedLayer(nn.Module):
 
 
 Layer = TanhLayer | GatedLayer
+
+
+def lstm_forget_bias(params: RNNParams) -> float:
+    """The forget gate's initial bias: ``forget_bias``, by default 1, so that the gate starts
+    open, σ(1) ≈ 0.73 (Gers et al. 2000; Jozefowicz, Zaremba & Sutskever 2015)."""
+    return 1.0 if params.forget_bias is None else params.forget_bias
 
 
 def init_recurrent(w: Tensor, init: str, radius: float) -> None:
@@ -230,8 +261,8 @@ class RNN(nn.Module):
                 init_recurrent(block, params.init, radius)
             b_ih.zero_()
             b_hh.zero_()
-            if params.cell == "lstm":
-                b_ih[H : 2 * H] = 1.0  # forget gate open at first (Gers et al. 2000)
+            if params.cell == "lstm":  # b_f = b_ih + b_hh of the f block: all in b_ih
+                b_ih[H : 2 * H] = lstm_forget_bias(params)
 
     @property
     def first(self) -> Layer:

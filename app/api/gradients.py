@@ -62,7 +62,7 @@ def _profile(session: Session, job: Job) -> dict[str, Any]:
     for name, step, value in rows:
         prefix = grad if name.startswith(grad) else jac
         k = name[len(prefix) :]
-        if k.isdigit():
+        if k.isdigit():  # a metric merely sharing the prefix is not a time step
             cells[prefix, step, int(k)] = value
     positions = sorted({k for _, _, k in cells})
 

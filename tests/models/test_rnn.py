@@ -1,11 +1,12 @@
 """The ``rnn`` family's maths: the notes' Jacobian product against autograd, their bound
-on random W, clipping, the scaled init's spectral radius, the hand-stepped gated cells
-against torch's, and the datasets it reads."""
+on random W, clipping, the scaled init's spectral radius, the LSTM's forget bias in
+torch's layout, the hand-stepped gated cells against torch's, and the datasets it reads."""
 
 from __future__ import annotations
 
 import math
 import random
+from functools import partial
 
 import numpy as np
 import pytest
@@ -54,15 +55,16 @@ def test_the_jacobian_product_is_autograds(scale: float) -> None:
     with torch.no_grad():
         states = [s[0] for s in layer.steps(x)]
     for k, t in [(1, 9), (3, 7), (4, 5), (6, 6)]:
-        fn = lambda c, k=k, t=t: run_from(layer, x[0], c, k, t)  # noqa: E731
-        auto = torch.autograd.functional.jacobian(fn, states[k - 1])
+        auto = torch.autograd.functional.jacobian(
+            partial(run_from, layer, x[0], k=k, t=t), states[k - 1]
+        )
         torch.testing.assert_close(tanh_jacobian_product(layer.W.detach(), states, k, t), auto)
 
 
 @pytest.mark.parametrize("seed", range(5))
 def test_the_bound_holds_on_random_w(seed: int) -> None:
-    """‖∂c_j/∂c_{j-1}‖ ≤ ‖Wᵀ‖·‖diag σ'‖ at every step, so ‖∂c_T/∂c_k‖ ≤ bound^(T-k); the
-    diagnostics' ``jacobian_bound`` is that bound, and their ‖∂c_T/∂c_k‖ is below it."""
+    """‖∂c_j/∂c_{j-1}‖ ≤ ‖Wᵀ‖·‖diag σ'‖ at every step, so ‖∂c_T/∂c_k‖ ≤ bound^(T-k) with
+    the bound's max over the steps."""
     g = torch.Generator().manual_seed(seed)
     scale = float(torch.empty(1).uniform_(0.3, 4.0, generator=g))
     layer = tanh_layer(8, 2, scale, seed=seed)
@@ -80,14 +82,19 @@ def test_the_bound_holds_on_random_w(seed: int) -> None:
         jac = torch.linalg.matrix_norm(tanh_jacobian_product(W, states, k, 12), ord=2)
         assert jac <= bound ** (12 - k) * (1 + 1e-9)
 
-    info = load("adding_50").info
-    module = RNN(RNNParams(cell="tanh", hidden=8), info).double()
+
+@pytest.mark.parametrize("scale", [0.5, 3.0])
+def test_the_diagnostics_jacobians_are_under_their_logged_bound(scale: float) -> None:
+    """``gradients`` reports ‖W‖₂ and, for the tanh cell, the bound ‖Wᵀ‖·max‖diag σ'‖ whose
+    (T - k)-th power is above its ‖∂c_T/∂c_k‖ at every recorded step k."""
+    W = tanh_layer(8, 2, scale, seed=3).W.detach()
+    module = RNN(RNNParams(cell="tanh", hidden=8), load("adding_50").info).double()
     with torch.no_grad():
         module.first.W.copy_(W)
     data = tiny("adding_50")
     xs, ys = data.x_val[:4].double(), data.y_val[:4].double()
     profile = gradients(module, xs, ys)
-    torch.testing.assert_close(profile["w_norm"], w_norm)
+    torch.testing.assert_close(profile["w_norm"], torch.linalg.matrix_norm(W, ord=2))
     T, at = xs.shape[1], profile["positions"]
     assert bool((profile["jacobian_norm"] <= profile["jacobian_bound"] ** (T - at) + 1e-9).all())
 
@@ -152,12 +159,40 @@ def test_spectral_radius_is_refused_without_the_scaled_init() -> None:
         assert RNNParams(**params.model_dump()) == params  # a stored spec validates again
 
 
+@pytest.mark.parametrize("forget_bias", [None, 0.0, 2.5, -1.0])
+def test_the_forget_bias_sits_in_torchs_forget_block(forget_bias: float | None) -> None:
+    """torch's LSTM computes each gate with b_ih + b_hh, its blocks in the order i, f, g, o:
+    that sum is ``forget_bias`` (1 by default) in block 1, f, and 0 in the others."""
+    torch.manual_seed(0)
+    params = RNNParams(cell="lstm", hidden=6, layers=2, forget_bias=forget_bias)
+    module = RNN(params, load("adding_50").info)
+    for layer in module.layers:
+        bias = (layer.rnn.bias_ih_l0 + layer.rnn.bias_hh_l0).detach()
+        i, f, g, o = bias.chunk(4)
+        assert f.tolist() == [1.0 if forget_bias is None else forget_bias] * 6
+        assert torch.cat([i, g, o]).abs().max() == 0
+
+
+def test_forget_bias_is_refused_without_the_lstm() -> None:
+    for cell in ("tanh", "gru"):
+        with pytest.raises(ValidationError, match="forget_bias"):
+            RNNParams(cell=cell, forget_bias=1.0)
+    params = RNNParams(cell="lstm", forget_bias=3.0)
+    assert RNNParams(**params.model_dump()) == params  # a stored spec validates again
+
+
 @pytest.mark.parametrize("cell", ["lstm", "gru"])
 def test_hand_stepped_gated_cells_are_torchs(cell: str) -> None:
+    """Every weight and both biases random (a forget bias of 2 on top): a bias in the wrong
+    block or the wrong vector would show."""
     torch.manual_seed(0)
-    module = RNN(RNNParams(cell=cell, hidden=5), load("adding_50").info)
-    x = torch.randn(3, 7, 2)
+    params = RNNParams(cell=cell, hidden=5, forget_bias=2.0 if cell == "lstm" else None)
+    module = RNN(params, load("adding_50").info)
     layer = module.first
+    with torch.no_grad():
+        for w in layer.weights:
+            w.add_(torch.randn_like(w) * 0.5)
+    x = torch.randn(3, 7, 2)
     torch.testing.assert_close(layer.output(layer.steps(x)), layer(x), atol=1e-6, rtol=1e-5)
 
 
