@@ -37,7 +37,8 @@ Checkpoint ``state["model"]`` keys: ``U`` (D, D; the strict upper triangle is W'
 ``b`` (D), ``base_bias`` (D; the train split's marginal logits: AIS's base model),
 ``chains_state`` (chains, D; the persistent chains, pcd), ``log_z``, ``log_z_stderr``
 (0-d float64: the log Z the final test or the first ``log-prob`` computed for these
-weights, 0 before; its standard error, 0 when exact, −1 before).
+weights, 0 before; its standard error, 0 when exact, −1 before). The final test writes
+the served checkpoint again with its log Z (``ctx.update_served``), as ``rbm`` does.
 """
 
 from __future__ import annotations
@@ -320,6 +321,9 @@ def fit(module: nn.Module, data: Dataset, params: BoltzmannParams, ctx: Context)
     finished = train_epochs(module, opt, x, y, ctx, loss_fn=loss_fn, evaluate=validate)
     if finished:
         final_test(module, ctx, lambda: test_metrics(module, data))
+        # the served checkpoint was written before its log Z: it keeps it, so log-prob
+        # requests do not enumerate or anneal again
+        ctx.update_served({k: v.detach().clone() for k, v in module.state_dict().items()})
 
 
 def evaluate(
@@ -419,9 +423,10 @@ def scan_updates(module: nn.Module) -> int:
 
 def log_prob(module: nn.Module, x: Tensor, labels: Tensor | None, k: int) -> LogProb:
     """Exact log P(x) when D ≤ 20; else with an AIS log Z (``exact: false``, ``k`` its
-    runs, seed 0). Either is computed at the first request and kept in the module's buffers
-    (the served checkpoint is saved before the final test computes one), so later requests
-    do not enumerate or anneal again. ``k`` is unused. Inputs must be 0 or the top level."""
+    runs, seed 0): the one the final test computed, which the served checkpoint keeps; a
+    checkpoint without one computes it at the first request and keeps it in the module's
+    buffers, so later requests do not enumerate or anneal again. ``k`` is unused. Inputs
+    must be 0 or the top level."""
     assert isinstance(module, BoltzmannMachine)
     if labels is not None:
         raise OptionError("labels", "boltzmann models are unconditional: leave labels out")

@@ -317,7 +317,8 @@ def test_a_short_fit_lowers_the_exact_nll(sampler: str) -> None:
 
 def test_a_fit_on_more_than_twenty_units_reports_the_ais_estimate() -> None:
     """24 units: validation by the pseudo-likelihood (no log Z each epoch), the final test
-    NLL with an AIS log Z, its standard error and runs, kept in the module."""
+    NLL with an AIS log Z, its standard error and runs, kept in the module and in the
+    served checkpoint."""
     data = bits_dataset(24, n=64)
     params = BoltzmannParams(sampler="pcd", chains=16, ais_runs=8, ais_betas=20)
     torch.manual_seed(0)
@@ -330,3 +331,6 @@ def test_a_fit_on_more_than_twenty_units_reports_the_ais_estimate() -> None:
     ((_, runs),) = ctx.metric("test_ais_runs")
     ((_, log_z),) = ctx.metric("test_log_z")
     assert se > 0 and runs == 8 and log_z == float(module.log_z)
+    served = ctx.best_model()  # the served checkpoint keeps the final test's log Z
+    assert served is not None and float(served["log_z"]) == log_z
+    assert float(served["log_z_stderr"]) == se
