@@ -1,7 +1,8 @@
 """The dashboard in a real chromium against a real stack: sign in (by keyboard), the jobs
 list following a job live to succeeded, the form generated from the catalog's schema (a
 default shown, a 422 shown on its field), a job's curve and picture, an RBM's filters and
-chain, comparing two jobs, cancelling, escaping user-supplied names, and a phone's width."""
+chain, a graph's embedding, comparing two jobs, cancelling, escaping user-supplied names,
+and a phone's width."""
 
 from __future__ import annotations
 
@@ -175,6 +176,23 @@ def test_an_energy_based_job_shows_its_filters_and_a_chain(page: Any, stack: Sta
     )
     captions = page.locator(".picture figcaption").all_inner_texts()
     assert {"Samples", "Filters (each unit's weights)", "One Gibbs chain"} <= set(captions)
+
+
+def test_a_graph_job_shows_its_embedding(page: Any, stack: Stack) -> None:
+    spec = {
+        "model": "deepwalk",
+        "dataset": "karate",
+        "params": {"walks_per_node": 2, "walk_length": 8, "window": 2, "dim": 8},
+        "train": {"epochs": 1, "seed": 0},
+    }
+    job = stack.wait_status(stack.post_job(spec)["id"], {"succeeded", "failed"}, timeout=120)
+    assert job["status"] == "succeeded", job["error"]
+    sign_in(page, stack, f"/#/jobs/{job['id']}")
+    page.wait_for_function(
+        "() => document.querySelectorAll(\".picture img[src^='blob:']\").length >= 1"
+    )
+    captions = page.locator(".picture figcaption").all_inner_texts()
+    assert "Embedding (2-D PCA)" in captions
 
 
 def test_compare_two_jobs(page: Any, stack: Stack, done_jobs: list[dict[str, Any]]) -> None:
