@@ -38,7 +38,7 @@ Checkpoint ``state["model"]`` keys: ``U`` (D, D; the strict upper triangle is W'
 ``chains_state`` (chains, D; the persistent chains, pcd), ``log_z``, ``log_z_stderr``
 (0-d float64: the log Z the final test or the first ``log-prob`` computed for these
 weights, 0 before; its standard error, 0 when exact, −1 before). The final test writes
-the served checkpoint again with its log Z (``ctx.update_served``), as ``rbm`` does.
+the served checkpoint again with its log Z (``final_test(keep=True)``), as ``rbm`` does.
 """
 
 from __future__ import annotations
@@ -53,7 +53,7 @@ from pydantic import Field
 from torch import Tensor, nn
 
 from models.data import DataInfo, Dataset
-from models.energy import ais_log_z, enumerate_states
+from models.energy import KeptLogZ, ais_log_z, enumerate_states
 from models.family import (
     Capability,
     Chain,
@@ -99,13 +99,11 @@ def ais_work(d: int, runs: int, betas: int) -> int:
     return runs * betas * d * (2 * d + BLOCK * BLOCK)
 
 
-class BoltzmannMachine(nn.Module):
+class BoltzmannMachine(KeptLogZ):
     """E(x), log Z (exact or AIS), Gibbs sweeps, exact draws, the pseudo-likelihood."""
 
     base_bias: Tensor
     chains_state: Tensor
-    log_z: Tensor
-    log_z_stderr: Tensor
 
     def __init__(self, params: BoltzmannParams, info: DataInfo) -> None:
         super().__init__()
@@ -129,9 +127,6 @@ class BoltzmannMachine(nn.Module):
         self.register_buffer("base_bias", torch.zeros(d))
         rows = params.chains if params.sampler == "pcd" else 0
         self.register_buffer("chains_state", torch.zeros(rows, d))
-        # none computed yet: a negative standard error (NaN would not compare equal)
-        self.register_buffer("log_z", torch.tensor(0.0, dtype=torch.float64))
-        self.register_buffer("log_z_stderr", torch.tensor(-1.0, dtype=torch.float64))
 
     @property
     def exact(self) -> bool:
@@ -212,13 +207,6 @@ class BoltzmannMachine(nn.Module):
             gen = torch.Generator(device=self.b.device).manual_seed(AIS_SEED)
             p = self.params
             return log_z_ais(self.W, self.b, self.base_bias, p.ais_runs, p.ais_betas, gen)
-
-    def store_log_z(self) -> tuple[float, float]:
-        """``compute_log_z`` for the current weights, kept in the ``log_z`` buffers."""
-        log_z, stderr = self.compute_log_z()
-        self.log_z.fill_(log_z)
-        self.log_z_stderr.fill_(stderr)
-        return log_z, stderr
 
     def log_prob(self, x: Tensor, log_z: float) -> Tensor:
         """log p(x) (B,) in float64 given log Z."""
@@ -320,10 +308,8 @@ def fit(module: nn.Module, data: Dataset, params: BoltzmannParams, ctx: Context)
     opt = ctx.make_optimizer(module.parameters())
     finished = train_epochs(module, opt, x, y, ctx, loss_fn=loss_fn, evaluate=validate)
     if finished:
-        final_test(module, ctx, lambda: test_metrics(module, data))
-        # the served checkpoint was written before its log Z: it keeps it, so log-prob
-        # requests do not enumerate or anneal again
-        ctx.update_served({k: v.detach().clone() for k, v in module.state_dict().items()})
+        # the served checkpoint keeps the test's log Z: log-prob never recomputes it
+        final_test(module, ctx, lambda: test_metrics(module, data), keep=True)
 
 
 def evaluate(
@@ -435,8 +421,8 @@ def log_prob(module: nn.Module, x: Tensor, labels: Tensor | None, k: int) -> Log
     if bool(((x != 0) & (x != top)).any()):
         raise OptionError("inputs", f"{module.info.name} is binary: values are 0 or {top:g}")
     with torch.no_grad():
-        kept = float(module.log_z_stderr) >= 0  # a negative error: none computed yet
-        lp = module.log_prob(x, float(module.log_z) if kept else module.store_log_z()[0])
+        log_z = module.kept_log_z()
+        lp = module.log_prob(x, module.store_log_z()[0] if log_z is None else log_z)
     if module.exact:
         return LogProb(lp.float(), exact=True)
     stderr = float(module.log_z_stderr)

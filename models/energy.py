@@ -2,6 +2,8 @@
 Boltzmann machine) share. p(x) = exp(−F(x)) / Z with F the free energy; Z is a sum over
 every binary state, computable by enumeration when one layer is small, else estimated.
 
+- ``KeptLogZ``: an energy model whose log Z (and its standard error) lives in its
+  buffers, computed once for its weights and kept in its checkpoint.
 - ``enumerate_states``: every binary vector of n units, in chunks (float64).
 - ``rbm_free_energy``, ``rbm_log_z_exact``: the Bernoulli-Bernoulli RBM, E(x, h) =
   −xᵀWh − bᵀx − cᵀh, F(x) = −bᵀx − Σ_j softplus(c_j + xᵀW_j); log Z by enumerating the
@@ -26,12 +28,42 @@ from typing import Literal, TypeVar
 import numpy as np
 import torch
 import torch.nn.functional as F
-from torch import Tensor
+from torch import Tensor, nn
 
 ENUMERABLE = 20  # the most units of a layer whose 2^n states are summed exactly
 CHUNK = 1 << 14  # states per chunk of an enumeration
 BLOCK = 1 << 16  # numbers per temporary of an exact RBM log Z (512 KB in float64)
 S = TypeVar("S")  # an AIS run's state: its draws, and whatever the model keeps beside them
+
+
+class KeptLogZ(nn.Module):
+    """An energy model's log Z, kept: ``compute_log_z`` (the family's: exact or AIS) is run
+    once for the weights by ``store_log_z``, into the ``log_z`` and ``log_z_stderr`` buffers
+    (0-d float64; before any, 0 and a negative error: NaN would not compare equal), so the
+    checkpoint carries it and requests read it (``kept_log_z``) instead of recomputing."""
+
+    log_z: Tensor
+    log_z_stderr: Tensor
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.register_buffer("log_z", torch.tensor(0.0, dtype=torch.float64))
+        self.register_buffer("log_z_stderr", torch.tensor(-1.0, dtype=torch.float64))
+
+    def compute_log_z(self) -> tuple[float, float]:
+        """(log Z, its standard error: 0 when exact) for the current weights."""
+        raise NotImplementedError
+
+    def store_log_z(self) -> tuple[float, float]:
+        """``compute_log_z`` for the current weights, kept in the buffers."""
+        log_z, stderr = self.compute_log_z()
+        self.log_z.fill_(log_z)
+        self.log_z_stderr.fill_(stderr)
+        return log_z, stderr
+
+    def kept_log_z(self) -> float | None:
+        """The kept log Z, None when none was computed for these weights."""
+        return float(self.log_z) if float(self.log_z_stderr) >= 0 else None
 
 
 def enumerate_states(

@@ -215,7 +215,9 @@ def _one_epoch(
     return losses, step, False
 
 
-def final_test(module: nn.Module, ctx: Context, test_metrics: EvalFn) -> None:
+def final_test(
+    module: nn.Module, ctx: Context, test_metrics: EvalFn, *, keep: bool = False
+) -> None:
     """The held-out numbers once, for the weights inference serves: ``test_metrics()`` (the
     ``test_*`` metrics of the test split) in eval mode without gradients, logged at the
     job's last epoch or step. Call it when ``train_epochs`` returned True (training
@@ -224,12 +226,16 @@ def final_test(module: nn.Module, ctx: Context, test_metrics: EvalFn) -> None:
     The weights are the best by validation (``ctx.best_model()``, loaded into ``module``
     first), else the final ones: the served checkpoint is the best one, and a test number
     (the leaderboard's, a benchmark's) of weights nobody can query would rank a model the
-    service does not have."""
+    service does not have. ``keep``: the test computed buffers the served checkpoint, saved
+    before it, should carry (an energy model's log Z, ``models.energy.KeptLogZ``), so it is
+    written again with the module's state (``ctx.update_served``)."""
     load_served(module, ctx)
     module.eval()
     with torch.no_grad():
         metrics = test_metrics()
     ctx.log(Budget.of(ctx).final_step, **metrics)
+    if keep:
+        ctx.update_served({k: v.detach().clone() for k, v in module.state_dict().items()})
 
 
 def load_served(module: nn.Module, ctx: Context) -> None:

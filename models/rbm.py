@@ -28,7 +28,7 @@ Checkpoint ``state["model"]`` keys: ``W`` (D, H), ``b`` (D), ``c`` (H), ``base_b
 the train split's marginal logits: AIS's base model), ``chain`` (chains, D: the persistent
 chains), ``log_z``, ``log_z_stderr`` (0-d float64: the last log Z computed for these weights,
 0 before; its standard error, 0 when exact, −1 before). The final test computes it for the
-served weights and writes the served checkpoint again with it (``ctx.update_served``), so
+served weights and writes the served checkpoint again with it (``final_test(keep=True)``), so
 log-prob requests read it; a checkpoint without one (a best one before the final test)
 computes it on its first request, if its AIS is within ``AIS_REQUEST_WORK`` multiply-adds
 (else 409). The final test's AIS is bounded by ``AIS_MAX_WORK`` (at build).
@@ -48,6 +48,7 @@ from torch import Tensor, nn
 from models.data import DataInfo, Dataset
 from models.energy import (
     AisSchedule,
+    KeptLogZ,
     rbm_enumerable,
     rbm_free_energy,
     rbm_log_z_ais,
@@ -124,13 +125,11 @@ AIS_MIN_BETAS = 1_000
 VAL_PSEUDO_ROWS = 100
 
 
-class RBM(nn.Module):
+class RBM(KeptLogZ):
     """The RBM: free energy, conditionals, Gibbs sweeps, log Z."""
 
     base_bias: Tensor
     chain: Tensor
-    log_z: Tensor
-    log_z_stderr: Tensor
 
     def __init__(self, params: RBMParams, info: DataInfo) -> None:
         super().__init__()
@@ -152,9 +151,6 @@ class RBM(nn.Module):
         self.c = nn.Parameter(torch.zeros(h))
         self.register_buffer("base_bias", torch.zeros(d))
         self.register_buffer("chain", torch.zeros(params.chains, d))
-        # none computed yet: a negative standard error (NaN would not compare equal)
-        self.register_buffer("log_z", torch.tensor(0.0, dtype=torch.float64))
-        self.register_buffer("log_z_stderr", torch.tensor(-1.0, dtype=torch.float64))
 
     @property
     def exact(self) -> bool:
@@ -204,13 +200,6 @@ class RBM(nn.Module):
             p = self.params
             args = (self.W, self.b, self.c, self.base_bias, p.ais_runs, self.ais_betas, gen)
             return rbm_log_z_ais(*args, schedule=p.ais_schedule)
-
-    def store_log_z(self) -> tuple[float, float]:
-        """``compute_log_z`` for the current weights, kept in the ``log_z`` buffers."""
-        log_z, stderr = self.compute_log_z()
-        self.log_z.fill_(log_z)
-        self.log_z_stderr.fill_(stderr)
-        return log_z, stderr
 
     def log_prob(self, x: Tensor, log_z: float) -> Tensor:
         return -self.free_energy(x).double() - log_z
@@ -356,10 +345,8 @@ def fit(module: nn.Module, data: Dataset, params: RBMParams, ctx: Context) -> No
         evaluate=validate,
     )  # fmt: skip
     if finished:
-        final_test(module, ctx, lambda: test_metrics(module, data))
-        # the served checkpoint was written before its log Z was computed: it keeps it, so
-        # that log-prob requests need not enumerate or anneal again
-        ctx.update_served({k: v.detach().clone() for k, v in module.state_dict().items()})
+        # the served checkpoint keeps the test's log Z: log-prob never recomputes it
+        final_test(module, ctx, lambda: test_metrics(module, data), keep=True)
 
 
 # --- inference ------------------------------------------------------------------------------
@@ -428,16 +415,15 @@ def log_prob(module: nn.Module, x: Tensor, labels: Tensor | None, k: int) -> Log
     x = x.to(module.W.device, module.W.dtype).flatten(1)
     if bool(((x != 0) & (x != 1)).any()):
         raise OptionError("inputs", f"{module.info.name} is binary: values are 0 or 1")
-    kept = float(module.log_z_stderr) >= 0  # a negative error: none computed yet
-    if not kept and not module.exact and module.ais_work > AIS_REQUEST_WORK:
+    log_z = module.kept_log_z()
+    if log_z is None and not module.exact and module.ais_work > AIS_REQUEST_WORK:
         raise NotAnswerable(
             f"this checkpoint has no log Z yet (its job's final test computes one); its AIS "
             f"({module.ais_work:.2g} multiply-adds) is over a request's {AIS_REQUEST_WORK:.0e}: "
             "ask again once the job has finished"
         )
     with torch.no_grad():
-        log_z = float(module.log_z) if kept else module.store_log_z()[0]
-        lp = module.log_prob(x, log_z).float()
+        lp = module.log_prob(x, module.store_log_z()[0] if log_z is None else log_z).float()
     if module.exact:
         return LogProb(lp, exact=True)
     return LogProb(lp, exact=False, k=module.params.ais_runs, stderr=float(module.log_z_stderr))
