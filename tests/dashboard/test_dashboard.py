@@ -161,6 +161,17 @@ def test_job_page_spec_curve_and_picture(
     assert copy["provenance"]["cloned_from"] == job["id"] and copy["spec"] == job["spec"]
 
 
+def captions_of_a_finished_job(page: Any, stack: Stack, spec: dict[str, Any], n: int) -> set[str]:
+    """Train ``spec`` to the end, open its page and wait for ``n`` pictures: their captions."""
+    job = stack.wait_status(stack.post_job(spec)["id"], {"succeeded", "failed"}, timeout=120)
+    assert job["status"] == "succeeded", job["error"]
+    sign_in(page, stack, f"/#/jobs/{job['id']}")
+    page.wait_for_function(
+        f"() => document.querySelectorAll(\".picture img[src^='blob:']\").length >= {n}"
+    )
+    return set(page.locator(".picture figcaption").all_inner_texts())
+
+
 def test_an_energy_based_job_shows_its_filters_and_a_chain(page: Any, stack: Stack) -> None:
     spec = {
         "model": "rbm",
@@ -168,14 +179,8 @@ def test_an_energy_based_job_shows_its_filters_and_a_chain(page: Any, stack: Sta
         "params": {"hidden": 8, "gibbs_steps": 10},
         "train": {"epochs": 2, "seed": 0},
     }
-    job = stack.wait_status(stack.post_job(spec)["id"], {"succeeded", "failed"}, timeout=120)
-    assert job["status"] == "succeeded", job["error"]
-    sign_in(page, stack, f"/#/jobs/{job['id']}")
-    page.wait_for_function(
-        "() => document.querySelectorAll(\".picture img[src^='blob:']\").length >= 3"
-    )
-    captions = page.locator(".picture figcaption").all_inner_texts()
-    assert {"Samples", "Filters (each unit's weights)", "One Gibbs chain"} <= set(captions)
+    captions = captions_of_a_finished_job(page, stack, spec, 3)
+    assert {"Samples", "Filters (each unit's weights)", "One Gibbs chain"} <= captions
 
 
 def test_a_graph_job_shows_its_embedding(page: Any, stack: Stack) -> None:
@@ -185,14 +190,7 @@ def test_a_graph_job_shows_its_embedding(page: Any, stack: Stack) -> None:
         "params": {"walks_per_node": 2, "walk_length": 8, "window": 2, "dim": 8},
         "train": {"epochs": 1, "seed": 0},
     }
-    job = stack.wait_status(stack.post_job(spec)["id"], {"succeeded", "failed"}, timeout=120)
-    assert job["status"] == "succeeded", job["error"]
-    sign_in(page, stack, f"/#/jobs/{job['id']}")
-    page.wait_for_function(
-        "() => document.querySelectorAll(\".picture img[src^='blob:']\").length >= 1"
-    )
-    captions = page.locator(".picture figcaption").all_inner_texts()
-    assert "Embedding (2-D PCA)" in captions
+    assert "Embedding (2-D PCA)" in captions_of_a_finished_job(page, stack, spec, 1)
 
 
 def test_compare_two_jobs(page: Any, stack: Stack, done_jobs: list[dict[str, Any]]) -> None:
