@@ -141,6 +141,15 @@ def coverage_png(curve: Sequence[dict[str, float]], *, title: str) -> bytes:
     return _png(fig)
 
 
+def _show_image(ax: Any, img: np.ndarray, value_max: float) -> None:
+    """An image (C, H, W) in 0..value_max on ``ax``: grey (C = 1) or colour (C = 3)."""
+    img = np.clip(img / (value_max or 1.0), 0.0, 1.0)
+    if img.shape[0] == 1:
+        ax.imshow(img[0], cmap="gray", vmin=0.0, vmax=1.0, interpolation="nearest")
+    else:
+        ax.imshow(np.moveaxis(img, 0, -1), interpolation="nearest")
+
+
 def image_grid_png(
     images: np.ndarray, *, value_max: float, title: str, cols: int | None = None
 ) -> bytes:
@@ -154,11 +163,7 @@ def image_grid_png(
     for ax in axes:
         ax.set_axis_off()
     for ax, img in zip(axes, images, strict=False):
-        img = np.clip(img / (value_max or 1.0), 0.0, 1.0)
-        if img.shape[0] == 1:
-            ax.imshow(img[0], cmap="gray", vmin=0.0, vmax=1.0, interpolation="nearest")
-        else:
-            ax.imshow(np.moveaxis(img, 0, -1), interpolation="nearest")
+        _show_image(ax, img, value_max)
     return _png(fig)
 
 
@@ -267,11 +272,7 @@ def completions_png(
         row = [originals[i], observed, *completions[i]]
         for j, (ax, img) in enumerate(zip(axes[i], row, strict=True)):
             ax.set_axis_off()
-            img = np.clip(img / (value_max or 1.0), 0.0, 1.0)
-            if img.shape[0] == 1:
-                ax.imshow(img[0], cmap="gray", vmin=0.0, vmax=1.0, interpolation="nearest")
-            else:
-                ax.imshow(np.moveaxis(img, 0, -1), interpolation="nearest")
+            _show_image(ax, img, value_max)
             if i == 0:
                 ax.set_title(heads[j], fontsize=6)
     return _png(fig)
@@ -392,11 +393,7 @@ def chain_png(frames: np.ndarray, *, steps: Sequence[int], value_max: float, tit
     for ax, img, step in zip(axes, frames, steps, strict=True):
         ax.set_xticks([])
         ax.set_yticks([])
-        img = np.clip(img / (value_max or 1.0), 0.0, 1.0)
-        if img.shape[0] == 1:
-            ax.imshow(img[0], cmap="gray", vmin=0.0, vmax=1.0, interpolation="nearest")
-        else:
-            ax.imshow(np.moveaxis(img, 0, -1), interpolation="nearest")
+        _show_image(ax, img, value_max)
         ax.set_xlabel(f"step {step}", fontsize=7)
     return _png(fig)
 
