@@ -35,6 +35,7 @@ FALLBACK_BYTES_PER_ROW = 64 * 1024  # a model whose memory could not be measured
 # mnist5k_bin (784); 2,000 sweeps of a Boltzmann machine on 784 units (25 blocks of 32),
 # 2-4 s (one thread)
 MAX_CHAIN_UPDATES = 50_000
+MAX_CHAIN_SWEEPS = 100_000  # a request's sweeps per chain (the work bounds apply below it)
 PNG: dict[int | str, dict[str, Any]] = {
     200: {"content": {"image/png": {"schema": BINARY}}, "description": "a PNG image"}
 }

@@ -14,7 +14,7 @@ import numpy as np
 import torch
 from fastapi import APIRouter, Query
 
-from app.api.common import PNG, PNGResponse, check_chains, run_inference
+from app.api.common import MAX_CHAIN_SWEEPS, PNG, PNGResponse, check_chains, run_inference
 from app.api.deps import LoadedModel
 from app.inference import Loaded
 from app.limits import MAX_INFERENCE_WORK
@@ -25,7 +25,6 @@ from models.generative import SampleOptions
 router = APIRouter(prefix="/v1/jobs", tags=["generative"])
 
 MAX_FILTERS = 256  # tiles one filters.png draws (a 16 × 16 grid)
-MAX_CHAIN_STEPS = 100_000  # sweeps of chain.png's chain (the work bounds apply below it)
 MAX_CHAIN_FRAMES = 32  # snapshots of it
 
 
@@ -93,7 +92,7 @@ def chain_png(
     model: LoadedModel,
     seed: Annotated[int, Query(ge=0, le=2**63 - 1, description="same seed, same chain")] = 0,
     steps: Annotated[
-        int, Query(ge=1, le=MAX_CHAIN_STEPS, description="Gibbs sweeps of the chain")
+        int, Query(ge=1, le=MAX_CHAIN_SWEEPS, description="Gibbs sweeps of the chain")
     ] = 50,
     frames: Annotated[
         int, Query(ge=2, le=MAX_CHAIN_FRAMES, description="snapshots, the start and the end too")

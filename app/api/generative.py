@@ -18,7 +18,14 @@ import torch
 from fastapi import APIRouter, Query
 from fastapi.responses import JSONResponse, Response
 
-from app.api.common import PNG, PNGResponse, check_chains, parse_inputs, run_inference
+from app.api.common import (
+    MAX_CHAIN_SWEEPS,
+    PNG,
+    PNGResponse,
+    check_chains,
+    parse_inputs,
+    run_inference,
+)
 from app.api.deps import JobModel, LoadedModel
 from app.config import get_settings
 from app.inference import Loaded, to_jsonable
@@ -40,7 +47,6 @@ from models.generative import LogProb, SampleOptions, bits_per_dim
 
 router = APIRouter(prefix="/v1/jobs", tags=["generative"])
 log = logging.getLogger("deepzoo.generative")
-MAX_GIBBS_STEPS = 100_000  # a request's sweeps per chain (the work bounds apply below it)
 
 
 def _cost(item: Loaded, key: str, call: Callable[[int], Any]) -> RowCost | None:
@@ -166,7 +172,7 @@ def samples(
         int | None,
         Query(
             ge=1,
-            le=MAX_GIBBS_STEPS,
+            le=MAX_CHAIN_SWEEPS,
             description="sweeps of each Markov chain, for models that sample by chains "
             "(the catalog's capability chain); default: the model's gibbs_steps",
         ),
