@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import math
 import threading
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Literal
@@ -51,6 +52,7 @@ from models.loop import final_test, train_epochs
 MaskKind = Literal["A", "B"]
 LEVEL_TOLERANCE = 1e-3  # how far from a level (in level units) an input value may lie
 CONV_SPEEDUP = 4  # pixels per dense-row equivalent of work (measured 5.5×; pass_rows)
+TIMED_SAMPLES = 4  # images drawn at the final test to time sampling (the notes' "slow gen")
 
 
 def causal_mask(height: int, width: int, kind: MaskKind) -> Tensor:
@@ -318,7 +320,7 @@ def fit_pixels(module: PixelDensity, data: Dataset, ctx: Context) -> None:
         evaluate=lambda: evaluate(module, data, "val"),
     )  # fmt: skip
     if finished:
-        final_test(module, ctx, lambda: evaluate(module, data, "test"))
+        final_test(module, ctx, lambda: {**evaluate(module, data, "test"), **sampling_time(module)})
 
 
 def evaluate(module: PixelDensity, data: Dataset, split: str, batch: int = 256) -> dict[str, float]:
@@ -347,6 +349,20 @@ def evaluate(module: PixelDensity, data: Dataset, split: str, batch: int = 256) 
     if given:
         out[f"{split}_nll_given_label"] = float(-torch.cat(given).mean())
     return out
+
+
+def sampling_time(module: PixelDensity, n: int = TIMED_SAMPLES) -> dict[str, float]:
+    """``sample_seconds_per_image``: wall seconds per image of drawing n images at
+    temperature 1 (a conditional model: classes from the training frequencies), one
+    sequential pass per pixel, so the notes' "slow gen" is a number on every job."""
+    gen = torch.Generator().manual_seed(0)
+    labels = None
+    if module.conditional:
+        labels = torch.multinomial(module.log_pi.exp().cpu(), n, replacement=True, generator=gen)
+        labels = labels.to(module.device)
+    start = time.perf_counter()
+    module.sample(n, 1.0, gen, labels)
+    return {"sample_seconds_per_image": (time.perf_counter() - start) / n}
 
 
 # --- inference ------------------------------------------------------------------------------

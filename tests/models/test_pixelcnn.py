@@ -321,7 +321,9 @@ def test_data_the_pixel_families_refuse() -> None:
         GATED.build(GATED.params(conditional=True), unlabelled)
 
 
-def test_a_tiny_fit_lowers_the_test_nll_and_logs_the_leaderboards_metrics() -> None:
+def test_a_tiny_fit_lowers_the_test_nll_and_logs_its_metrics_and_sampling_time() -> (
+    None
+):
     data = tiny("digits_bin", n_train=128, n_eval=32)
     for name, params in CASES:
         module = model(name, data.info, sharpen=1.0, **params)
@@ -333,6 +335,8 @@ def test_a_tiny_fit_lowers_the_test_nll_and_logs_the_leaderboards_metrics() -> N
         ((_, bits),) = ctx.metric("test_bits_per_dim")
         assert bits == pytest.approx(after / (64 * 0.6931471805599453))
         assert len(ctx.metric("val_nll")) == len(ctx.metric("val_loss")) == 4
+        ((_, seconds),) = ctx.metric("sample_seconds_per_image")  # the notes' "slow gen"
+        assert 0 < seconds < 60
         if module.conditional:
             counts = torch.bincount(data.y_train, minlength=10).float()
             torch.testing.assert_close(module.log_pi.exp(), counts / counts.sum())
