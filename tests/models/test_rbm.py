@@ -7,7 +7,7 @@ from __future__ import annotations
 import itertools
 import math
 import time
-from typing import Any
+from typing import Any, Literal
 
 import pytest
 import torch
@@ -256,12 +256,30 @@ def test_the_default_ais_grows_with_the_model_within_its_bound() -> None:
         assert wide.ais_work <= AIS_MAX_WORK
 
 
-def test_linear_lr_decay_ends_near_zero_and_resumes_as_one_run() -> None:
-    """``lr_decay: linear``: the rate at optimizer step t of T is η (1 − t/T), η/T at the
-    last; a job stopped and resumed from its checkpoint (the runner's RNG states restored)
-    ends with the weights of one straight run."""
+@pytest.mark.parametrize(
+    ("persistent", "lr_decay", "last_lr"),
+    [(False, None, "constant"), (True, "constant", "constant"), (False, "linear", "linear")],
+)
+def test_lr_decay_defaults_to_linear_for_pcd_alone(
+    persistent: bool, lr_decay: Literal["constant", "linear"] | None, last_lr: str
+) -> None:
+    """Null ``lr_decay`` is linear with PCD (``test_linear_lr_decay...`` below) and constant
+    with CD; a given one holds either way."""
     data = load_data("bars_stripes")
-    params = RBMParams(hidden=8, persistent=True, chains=16, lr_decay="linear")
+    params = RBMParams(hidden=8, persistent=persistent, chains=16, lr_decay=lr_decay)
+    ctx = RecordingContext(epochs=2, batch_size=16, optimizer=OptimizerSpec(name="sgd", lr=0.1))
+    fit(RBM(params, data.info), data, params, ctx)
+    steps = int(ctx.checkpoints[-1][1]["step"])
+    expected = 0.1 / steps if last_lr == "linear" else 0.1
+    assert ctx.optimizers[0].param_groups[0]["lr"] == pytest.approx(expected)
+
+
+def test_linear_lr_decay_ends_near_zero_and_resumes_as_one_run() -> None:
+    """``lr_decay: linear`` (PCD's default): the rate at optimizer step t of T is η (1 − t/T),
+    η/T at the last; a job stopped and resumed from its checkpoint (the runner's RNG states
+    restored) ends with the weights of one straight run."""
+    data = load_data("bars_stripes")
+    params = RBMParams(hidden=8, persistent=True, chains=16)
     spec = OptimizerSpec(name="momentum", lr=0.1)
 
     def run(**kwargs: Any) -> tuple[RBM, RecordingContext]:
