@@ -7,8 +7,11 @@ import csv
 import io
 import json
 import os
+import select
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -98,6 +101,36 @@ def test_invalid_spec_exits_2_naming_the_field(client_stack: Stack, tmp_path: Pa
     done = deepzoo_cmd("models", url="http://127.0.0.1:9")
     assert done.returncode == 2 and "127.0.0.1:9" in done.stderr
     assert "Traceback" not in done.stderr
+
+
+def test_jobs_watch_refreshes_until_interrupted(
+    client_stack: Stack, moons_job: deepzoo.Job
+) -> None:
+    """``jobs --watch`` redraws the table every 2 s; Ctrl-C (SIGINT) ends it cleanly, exit 0.
+    ``TTY_COMPATIBLE`` makes rich draw each refresh into the pipe as on a terminal (else it
+    prints only the last), so the test waits for a second drawing, not for a time."""
+    env = {**os.environ, "PYTHONPATH": f"{ROOT / 'client'}{os.pathsep}{ROOT}"}
+    env.update(
+        DEEPZOO_API_KEY=ADMIN_KEY, DEEPZOO_URL=client_stack.url, COLUMNS="200", TTY_COMPATIBLE="1"
+    )
+    with subprocess.Popen(
+        [sys.executable, "-m", "deepzoo", "jobs", "--watch"],
+        cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+    ) as proc:  # fmt: skip
+        assert proc.stdout is not None
+        seen, deadline = b"", time.monotonic() + 60
+        while seen.count(moons_job.id.encode()) < 2 and time.monotonic() < deadline:
+            if select.select([proc.stdout], [], [], 1.0)[0]:
+                chunk = os.read(proc.stdout.fileno(), 65536)
+                if not chunk:  # the command ended
+                    break
+                seen += chunk
+        assert seen.count(moons_job.id.encode()) >= 2, seen  # drawn, then redrawn
+        assert proc.poll() is None  # still watching
+        proc.send_signal(signal.SIGINT)
+        _, errors = proc.communicate(timeout=30)
+    assert proc.returncode == 0, errors
+    assert b"Traceback" not in errors
 
 
 def test_a_failed_job_exits_1(client_stack: Stack, tmp_path: Path) -> None:
