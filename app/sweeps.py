@@ -35,9 +35,11 @@ from app.admission import SPEC_ADAPTER, cancel, check_spec, create_job
 from app.auth import Principal
 from app.db.models import Job, Sweep, SweepTrial, new_id, utcnow
 from app.db.session import session_scope
-from app.limits import lock_owner
-from app.problems import Problem, field_problem
+from app.limits import check_active_jobs, lock_owner
+from app.problems import Problem, field_problem, refusals_as_problems
 from app.schemas import TERMINAL
+from app.storage import check_quota
+from app.workers_live import check_served
 
 log = logging.getLogger("deepzoo.sweeps")
 
@@ -163,6 +165,8 @@ def check_child(
     try:
         parsed = SPEC_ADAPTER.validate_python(spec)
         data, _ = check_spec(session, owner, parsed)
+        with refusals_as_problems():
+            check_served(data["train"]["device"])  # as POST /v1/jobs: a queue someone serves
         return data
     except ValidationError as exc:
         from app.problems import field_path
@@ -365,6 +369,8 @@ def create_sweep(
             raise field_problem("trials", f"the grid makes only {size} children")
         trials = trials or size
     trials = trials or min(10, MAX_TRIALS)
+    with refusals_as_problems():
+        check_quota(session, principal.owner)  # 422 naming storage, as POST /v1/jobs
     check_sweep(session, principal.owner, spec, axes)
     lock_owner(session, principal.owner)
     running = session.scalar(
@@ -420,6 +426,10 @@ def advance(sweep_id: str) -> int:
                 return created
             if active >= sweep.parallel:
                 return created
+            try:
+                check_active_jobs(s, owner)  # before asking TPE: a full owner waits a pass
+            except Problem:
+                return created
             values = next_values(sweep, parse_grid(sweep.grid, sweep.method), done)
             if values is None:  # a grid has no more combinations (trials caps it before)
                 sweep.trials = len(done)
@@ -445,7 +455,7 @@ def _create_child(s: Session, sweep: Sweep, number: int, values: dict[str, Any])
         parsed = SPEC_ADAPTER.validate_python(spec)
         create_job(s, principal, parsed, link=link)
     except Problem as exc:
-        if exc.status == 429:
+        if exc.status == 429 or _passing(exc):
             return False
         if exc.status != 422:
             raise
@@ -456,6 +466,15 @@ def _create_child(s: Session, sweep: Sweep, number: int, values: dict[str, Any])
         message = "; ".join(str(e.get("msg", "")) for e in exc.errors())
         s.add(SweepTrial(sweep_id=sweep.id, number=number, values=values, error=message))
     return True
+
+
+def _passing(exc: Problem) -> bool:
+    """A refusal that may pass by itself: the owner's storage quota (checkpoints get
+    deleted), no live worker for the child's queue (one restarts). The trial waits for a
+    later pass instead of being spent."""
+    return exc.status == 422 and any(
+        e.get("path") in ("storage", "train.device") for e in _errors_of(exc)
+    )
 
 
 def advance_all() -> int:
