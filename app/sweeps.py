@@ -36,7 +36,7 @@ from app.auth import Principal
 from app.db.models import Job, Sweep, SweepTrial, new_id, utcnow
 from app.db.session import session_scope
 from app.limits import check_active_jobs, lock_owner
-from app.problems import Problem, field_problem, refusals_as_problems
+from app.problems import Problem, field_path, field_problem, refusals_as_problems
 from app.schemas import TERMINAL
 from app.storage import check_quota
 from app.workers_live import check_served
@@ -169,8 +169,6 @@ def check_child(
             check_served(data["train"]["device"])  # as POST /v1/jobs: a queue someone serves
         return data
     except ValidationError as exc:
-        from app.problems import field_path
-
         errors = [
             {"path": field_path(e.get("loc", ())), "message": e.get("msg", "invalid")}
             for e in exc.errors()
