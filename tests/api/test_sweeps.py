@@ -126,6 +126,17 @@ def test_a_sweep_a_child_of_which_would_be_refused_is_a_422_and_creates_nothing(
     assert _jobs(client) == []
 
 
+def test_a_grid_may_replace_the_base_field_that_would_refuse_it(client: TestClient) -> None:
+    huge = {**BASE, "params": {"hidden": [4096] * 4}}  # 50.3M parameters: over the limit
+    body = sweep_body(spec=huge, grid={"params.hidden": [[4], [8]]}, parallel=1)
+    r = client.post("/v1/sweeps", json=body)
+    assert r.status_code == 201, r.text
+    body = sweep_body(spec=huge, grid={"optimizer.lr": [0.1]})
+    r = client.post("/v1/sweeps", json=body)
+    assert r.status_code == 422
+    assert [(e["path"], e["type"]) for e in r.json()["errors"]] == [("spec.params", "too_large")]
+
+
 def test_a_bad_base_spec_is_a_422_naming_spec(client: TestClient) -> None:
     r = client.post("/v1/sweeps", json=sweep_body(spec={**BASE, "train": {"epochs": 0}}))
     assert r.status_code == 422
