@@ -232,3 +232,23 @@ def test_a_tpe_sweep_is_driven_by_its_finished_children_to_a_ranked_table(
     assert png.headers["content-type"] == "image/png"
     assert advance(sweep_id) == 0
     assert client.post(f"/v1/sweeps/{sweep_id}/cancel").status_code == 409
+
+
+def test_concurrent_passes_make_each_trial_once(client: TestClient) -> None:
+    """Four reconciler passes at once (four API processes, say) after two children ended:
+    the owner's admission lock lets them make exactly the two next trials."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from app.sweeps import advance
+
+    body = sweep_body(grid={"train.seed": [0, 1, 2, 3]}, parallel=2)
+    sweep = client.post("/v1/sweeps", json=body).json()
+    for child in sweep["children"]:
+        assert client.post(f"/v1/jobs/{child['job_id']}/cancel").status_code == 200
+    with ThreadPoolExecutor(4) as pool:
+        made = list(pool.map(lambda _: advance(sweep["id"]), range(4)))
+    assert sum(made) == 2
+    table = client.get(f"/v1/sweeps/{sweep['id']}").json()
+    assert sorted(c["number"] for c in table["children"]) == [0, 1, 2, 3]
+    assert table["counts"] == {"cancelled": 2, "queued": 2}
+    assert len({c["job_id"] for c in table["children"]}) == 4
