@@ -20,6 +20,7 @@ from app.api.common import PNG, PNGResponse
 from app.api.deps import CurrentPrincipal, SessionDep
 from app.auth import Principal
 from app.db.models import Metric, Sweep
+from app.limits import INFERENCE_LIMITER, check_active_jobs
 from app.problems import Problem
 from app.schemas import JobSpec
 from app.sweeps import (
@@ -180,8 +181,6 @@ def post_sweep(
     ``spec.<field>``), store the sweep and create its first ``parallel`` children; the
     reconciler creates the rest as children finish. Each child counts against the
     owner's active jobs limit."""
-    from app.limits import check_active_jobs
-
     check_active_jobs(session, principal.owner)  # 429 now, rather than a sweep that waits
     session.rollback()  # the check's lock is not needed past it
     sweep = create_sweep(
@@ -242,8 +241,10 @@ MAX_PLOT_POINTS = 20_000  # metric values one plot reads, over all its children
 
 @router.get("/{sweep_id}/plot.png", response_class=PNGResponse, responses=PNG)
 def get_plot(sweep_id: str, principal: CurrentPrincipal, session: SessionDep) -> PNGResponse:
-    """The children's ``metric`` against the step, overlaid, best first in the legend."""
+    """The children's ``metric`` against the step, overlaid, best first in the legend.
+    Drawing takes the inference rate limit."""
     sweep = owned_sweep(session, principal, sweep_id)
+    INFERENCE_LIMITER.take(principal.key_id)  # a figure costs CPU, as inference does
     rows = ranked(children(session, sweep), sweep.goal)
     drawer = SWEEP_PLOTS.get(str(sweep.spec.get("model")))
     if drawer is not None:
