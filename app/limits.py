@@ -53,6 +53,13 @@ def check_active_jobs(session: Session, owner: str) -> None:
         )
 
 
+def lock_owner(session: Session, owner: str) -> None:
+    """Hold the owner's admission lock until the session's transaction ends (what
+    ``check_active_jobs`` takes): a sweep's driver and its cancel take it too, so a
+    child is never created past a cancel nor twice for one trial number."""
+    _lock_owner(session, owner)
+
+
 def _lock_owner(session: Session, owner: str) -> None:
     connection = session.connection()
     dialect = connection.dialect.name

@@ -424,3 +424,35 @@ def embedding_png(
     ax.set_ylabel("principal component 2")
     ax.set_title(title, fontsize=9)
     return _png(fig)
+
+
+def sweep_curves_png(
+    curves: Sequence[tuple[str, Sequence[int], Sequence[float | None]]],
+    *,
+    metric: str,
+    title: str,
+) -> bytes:
+    """A sweep's children's ``metric`` against the step, one line per child, overlaid
+    (labelled with the child's number and values; best first in the legend, as given).
+    No curves yet: a figure saying so."""
+    fig = _figure(8.0, 4.6)
+    ax = fig.subplots()
+    ax.set_title(title, fontsize=9)
+    if not curves:
+        ax.set_axis_off()
+        ax.text(0.5, 0.5, f"no child has logged {metric} yet", ha="center", va="center",
+                fontsize=9, transform=ax.transAxes)  # fmt: skip
+        return _png(fig)
+    from matplotlib import colormaps
+
+    cmap = colormaps["viridis"]
+    for i, (label, steps, values) in enumerate(curves):
+        y = np.array([np.nan if v is None else v for v in values], dtype=float)
+        colour = cmap(i / max(1, len(curves) - 1) * 0.9)
+        ax.plot(steps, y, lw=1.4, color=colour, marker="o" if len(steps) < 3 else None,
+                ms=3, label=label if i < 20 else None)  # fmt: skip
+    ax.set_xlabel("step")
+    ax.set_ylabel(metric)
+    ax.grid(alpha=0.25)
+    ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=7, frameon=False)
+    return _png(fig)

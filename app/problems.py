@@ -156,8 +156,10 @@ def field_path(loc: tuple[Any, ...] | list[Any]) -> str:
     for i, item in enumerate(items):
         if isinstance(item, int):
             parts[-1:] = [f"{parts[-1]}[{item}]"] if parts else [f"[{item}]"]
-        elif i == 0 and not parts and _is_union_tag(item, items):
-            continue  # the discriminated union's branch name (the model) is not a field
+        elif ((i == 0 and not parts) or parts == ["spec"]) and _is_union_tag(item, items):
+            # the discriminated union's branch name (the model) is not a field: at the top
+            # of a job spec, or under a sweep's "spec"
+            continue
         else:
             parts.append(str(item))
     return ".".join(parts) or "body"

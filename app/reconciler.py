@@ -7,6 +7,14 @@ the claim in the runner fails it with the reason after that. A queued job whose 
 no live worker has served for ``DEEPZOO_NO_WORKER_GRACE_SECONDS`` (a ``cuda`` job and
 no GPU worker, or the last GPU worker gone) fails with a reason naming the queue
 (``app/workers_live.py``), instead of waiting forever.
+
+Each pass also drives the running sweeps (``app.sweeps.advance_all``): a sweep whose
+children finished gets its next ones (TPE told their metric), and one with none left
+is finished. Here rather than in the worker's job-finished hook because a child also
+ends without a worker (cancelled while queued, failed for want of a worker, deleted),
+because the worker imports neither the API's admission checks nor Optuna, and because a
+pass every ``DEEPZOO_RECONCILE_SECONDS`` is soon enough for jobs that train for seconds
+or more.
 """
 
 from __future__ import annotations
@@ -24,6 +32,7 @@ from app.db.models import Job, utcnow
 from app.db.ops import add_event
 from app.db.session import session_scope
 from app.queue import QUEUES, send_job
+from app.sweeps import advance_all
 from app.workers_live import read_registry, unserved_queue_error
 
 log = logging.getLogger("deepzoo.reconciler")
@@ -101,15 +110,17 @@ def reconcile_once(settings: Settings) -> dict[str, int]:
         if send_job(job_id, queue, attempt_tag=f"{attempts}-r{int(now.timestamp())}"):
             with session_scope() as s:
                 s.execute(update(Job).where(Job.id == job_id).values(sent_at=utcnow()))
-    if requeued or resent or unserved:
+    swept = advance_all()
+    if requeued or resent or unserved or swept:
         log.info(
             "reconciler: %d stale running job(s) requeued, %d queued job(s) re-sent, "
-            "%d failed for want of a worker",
+            "%d failed for want of a worker, %d sweep child(ren) created",
             requeued,
             resent,
             unserved,
+            swept,
         )
-    return {"requeued": requeued, "resent": resent, "unserved": unserved}
+    return {"requeued": requeued, "resent": resent, "unserved": unserved, "swept": swept}
 
 
 def fail_unserved(settings: Settings) -> int:

@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import base64
 import csv
-import hashlib
 import io
 import json
 import math
@@ -16,29 +15,20 @@ from typing import Annotated, Any, Literal
 from fastapi import APIRouter, Body, Depends, Header, Query, Request, Response
 from fastapi.responses import StreamingResponse
 from fastapi.security import HTTPAuthorizationCredentials
-from pydantic import TypeAdapter, ValidationError
+from pydantic import ValidationError
 from sqlalchemy import and_, delete, or_, select
-from sqlalchemy.exc import IntegrityError
-from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
 
+from app.admission import SPEC_ADAPTER, cancel, create_job, enqueue
 from app.api.deps import CurrentPrincipal, SessionDep, bearer, current_principal, owned_job
 from app.auth import Principal
-from app.datasets import check_upload_kind, job_data_info
-from app.db.models import Checkpoint, Job, JobEvent, Metric, new_id, utcnow
+from app.db.models import Checkpoint, Job, JobEvent, Metric
 from app.db.ops import add_event, checkpoint_ok
 from app.db.session import get_sessionmaker
 from app.events import GONE, STREAM_SLOTS, JobState, Slot, event_watch
 from app.inference import cache as model_cache
-from app.limits import (
-    check_active_jobs,
-    check_batch_size,
-    check_budget_unit,
-    check_model_size,
-)
+from app.limits import check_active_jobs
 from app.problems import Problem, refusals_as_problems
-from app.provenance import code_provenance
-from app.queue import queue_for, send_job
 from app.schemas import (
     BINARY,
     TERMINAL,
@@ -54,12 +44,12 @@ from app.schemas import (
 )
 from app.storage import check_quota
 from app.workers_live import check_served
-from models.registry import get_family
+
+__all__ = ["SPEC_ADAPTER", "create_job", "router"]  # tests import the two from here too
 
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
 INT64_MAX = 2**63 - 1  # query values past it are a 422, not a database error
 INT32_MAX = 2**31 - 1  # metric steps and event seqs are 32-bit columns
-SPEC_ADAPTER: TypeAdapter[Any] = TypeAdapter(JobSpec)  # type: ignore[arg-type]
 
 
 def job_out(job: Job) -> JobOut:
@@ -90,104 +80,6 @@ def job_out(job: Job) -> JobOut:
         checkpoint=job.checkpoint_id,
         provenance=job.provenance or {},
     )
-
-
-def fill_defaults(spec: Any) -> dict[str, Any]:
-    """The spec as stored: every default filled in, epochs or steps chosen."""
-    family = get_family(spec.model)
-    data = spec.model_dump(mode="json")
-    train = data["train"]
-    if train["epochs"] is None and train["steps"] is None:
-        if family.default_steps is not None:  # an RL family counts environment steps
-            train["steps"] = family.default_steps
-        else:
-            train["epochs"] = family.default_epochs
-    if train["batch_size"] is None:
-        train["batch_size"] = family.default_batch_size
-    return data
-
-
-def spec_digest(data: dict[str, Any]) -> str:
-    return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()
-
-
-def enqueue(session: Session, job: Job) -> None:
-    """Commit, then send the task (the message carries only the id).
-
-    ``sent_at`` marks the attempt before the commit, so the reconciler leaves the job
-    alone while its message is in flight; if the broker is down, the reconciler sends
-    it again once ``DEEPZOO_QUEUED_RESEND_SECONDS`` have passed.
-    """
-    job.sent_at = utcnow()
-    session.commit()
-    send_job(job.id, job.queue, attempt_tag=f"{job.attempts}-{new_id('m')[2:]}")
-
-
-def create_job(
-    session: Session, principal: Principal, spec: Any, idempotency_key: str | None = None
-) -> tuple[Job, bool]:
-    data = fill_defaults(spec)
-    digest = spec_digest(data)
-    if idempotency_key is not None:
-        existing = session.scalar(
-            select(Job).where(Job.owner == principal.owner, Job.idempotency_key == idempotency_key)
-        )
-        if existing is not None:
-            return _replay(existing, digest), False
-    check_active_jobs(session, principal.owner)
-    with refusals_as_problems():
-        check_quota(session, principal.owner)  # 422 naming storage at the quota
-        info = job_data_info(session, principal.owner, spec.dataset)  # an upload must be theirs
-        check_upload_kind(spec.model, spec.dataset, info)  # a table or an edge list, as fits
-    check_model_size(spec.model, info, spec.params)
-    check_batch_size(spec.model, spec.params, data["train"]["batch_size"])
-    check_budget_unit(spec.model, data["train"])
-    with refusals_as_problems():
-        check_served(data["train"]["device"])  # 422 when live workers exist and none serves it
-    job = Job(
-        id=new_id("job"),
-        owner=principal.owner,
-        name=data.pop("name"),
-        model=data["model"],
-        dataset=data["dataset"],
-        tags=data.pop("tags"),
-        spec=data,
-        status="queued",
-        queue=queue_for(data["train"]["device"]),
-        idempotency_key=idempotency_key,
-        spec_hash=digest,
-        provenance={"seed": data["train"]["seed"], **code_provenance()},
-    )
-    session.add(job)
-    add_event(session, job, "status", {"status": "queued"})
-    try:
-        session.flush()
-    except IntegrityError:  # a concurrent request with the same Idempotency-Key won
-        session.rollback()
-        existing = session.scalar(
-            select(Job).where(Job.owner == principal.owner, Job.idempotency_key == idempotency_key)
-        )
-        if existing is None:
-            raise
-        return _replay(existing, digest), False
-    enqueue(session, job)
-    return job, True
-
-
-def _replay(existing: Job, digest: str) -> Job:
-    if existing.spec_hash != digest:
-        raise Problem(
-            409,
-            "Idempotency-Key was already used with a different job spec",
-            errors=[
-                {
-                    "path": "Idempotency-Key",
-                    "message": "reused with another body",
-                    "type": "idempotency_conflict",
-                }
-            ],
-        )
-    return existing
 
 
 @router.post(
@@ -289,14 +181,8 @@ def cancel_job(
     job_id: str, principal: CurrentPrincipal, session: SessionDep, response: Response
 ) -> JobOut:
     job = owned_job(session, principal, job_id)
-    if job.status in TERMINAL:
-        raise Problem(409, f"job is already {job.status}")
-    if job.status == "queued":
-        job.status, job.finished_at = "cancelled", utcnow()
-        add_event(session, job, "status", {"status": "cancelled"})
+    if cancel(session, job):
         response.status_code = 200
-    else:
-        job.cancel_requested = True
     session.commit()
     return job_out(job)
 

@@ -184,3 +184,49 @@ class Dataset(Base):
     size_bytes: Mapped[int] = mapped_column(BigInteger)  # of the uploaded file
     data: Mapped[bytes] = mapped_column(LargeBinary, deferred=True)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class Sweep(Base):
+    """A hyperparameter sweep: a base spec, the values to vary, how to pick them, and how
+    many children. Its children are rows of ``sweep_trials``, each naming its job; what a
+    TPE sampler needs is rebuilt from them on each pass (``app/sweeps.py``), never kept
+    only in memory."""
+
+    __tablename__ = "sweeps"
+    __table_args__ = (
+        Index("ix_sweeps_owner_created", "owner", "created_at", "id"),
+        Index("ix_sweeps_status", "status"),
+    )
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    owner: Mapped[str] = mapped_column(String(64))
+    name: Mapped[str | None] = mapped_column(String(200), default=None)
+    spec: Mapped[dict[str, Any]] = mapped_column(JSON)  # the base spec as submitted
+    grid: Mapped[dict[str, Any]] = mapped_column(JSON)  # dotted path -> values or a range
+    method: Mapped[str] = mapped_column(String(16))  # grid | random | tpe
+    trials: Mapped[int] = mapped_column(Integer)
+    parallel: Mapped[int] = mapped_column(Integer)
+    metric: Mapped[str] = mapped_column(String(100))
+    goal: Mapped[str] = mapped_column(String(8))  # min | max
+    seed: Mapped[int] = mapped_column(BigInteger, default=0)
+    status: Mapped[str] = mapped_column(String(16), default="running")
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    finished_at: Mapped[datetime | None] = mapped_column(default=None)
+
+
+class SweepTrial(Base):
+    """One child of a sweep: its number, the values it varies, and its job. ``job_id`` is
+    no foreign key: deleting a child job (DELETE /v1/jobs/{id}) leaves the trial, shown
+    as deleted, rather than being refused."""
+
+    __tablename__ = "sweep_trials"
+    __table_args__ = (UniqueConstraint("sweep_id", "number", name="uq_sweep_trials_number"),)
+
+    id: Mapped[int] = mapped_column(AutoId, primary_key=True, autoincrement=True)
+    sweep_id: Mapped[str] = mapped_column(ForeignKey("sweeps.id", ondelete="CASCADE"), index=True)
+    number: Mapped[int] = mapped_column(Integer)
+    values: Mapped[dict[str, Any]] = mapped_column(JSON)
+    job_id: Mapped[str | None] = mapped_column(String(32), default=None, index=True)
+    # why no job was made for these values (a random or TPE pick the service refused)
+    error: Mapped[str | None] = mapped_column(Text, default=None)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)

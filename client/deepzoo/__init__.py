@@ -22,6 +22,8 @@ from deepzoo.types import (
     Prediction,
     Progress,
     Samples,
+    Sweep,
+    SweepChild,
 )
 
 __all__ = [
@@ -41,6 +43,8 @@ __all__ = [
     "ProblemError",
     "Progress",
     "Samples",
+    "Sweep",
+    "SweepChild",
     "TransportError",
     "WaitTimeout",
     "resolve_key",

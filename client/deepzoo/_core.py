@@ -28,6 +28,7 @@ from deepzoo.types import (
     ModelInfo,
     Prediction,
     Samples,
+    Sweep,
 )
 
 T = TypeVar("T")
@@ -354,6 +355,36 @@ def create_key(name: str, admin: bool, owner: str | None) -> Op[Key]:
 
 def revoke_key(key_id: str) -> Op[None]:
     yield Call("DELETE", f"/v1/keys/{key_id}")
+
+
+def sweep_id(sweep: Sweep | str) -> str:
+    return sweep.id if isinstance(sweep, Sweep) else str(sweep)
+
+
+def create_sweep(body: dict[str, Any]) -> Op[Sweep]:
+    # not idempotent: resent only when the connection never opened (or on 429/503)
+    r = yield Call("POST", "/v1/sweeps", json=body, idempotent=False)
+    return Sweep.from_dict(r.json())
+
+
+def sweep(sweep: Sweep | str) -> Op[Sweep]:
+    r = yield Call("GET", f"/v1/sweeps/{sweep_id(sweep)}")
+    return Sweep.from_dict(r.json())
+
+
+def sweeps(status: str | None, limit: int) -> Op[list[Sweep]]:
+    r = yield Call("GET", "/v1/sweeps", params=_clean({"status": status, "limit": limit}))
+    return [Sweep.from_dict(s) for s in r.json()["items"]]
+
+
+def cancel_sweep(sweep: Sweep | str) -> Op[Sweep]:
+    r = yield Call("POST", f"/v1/sweeps/{sweep_id(sweep)}/cancel")
+    return Sweep.from_dict(r.json())
+
+
+def sweep_plot(sweep: Sweep | str) -> Op[bytes]:
+    r = yield Call("GET", f"/v1/sweeps/{sweep_id(sweep)}/plot.png")
+    return r.content
 
 
 def raw(method: str, path: str, params: dict[str, Any] | None, body: Any) -> Op[Any]:

@@ -26,6 +26,7 @@ from deepzoo.types import (
     ModelInfo,
     Prediction,
     Samples,
+    Sweep,
 )
 
 T = TypeVar("T")
@@ -57,6 +58,7 @@ class AsyncClient(_Base):
         )
         self.datasets = AsyncDatasets(self)
         self.keys = AsyncKeys(self)
+        self.sweeps = AsyncSweeps(self)
 
     async def __aenter__(self) -> AsyncClient:
         return self
@@ -306,3 +308,53 @@ class AsyncKeys:
 
     async def revoke(self, key_id: str) -> None:
         await self._c._run(core.revoke_key(key_id))
+
+
+class AsyncSweeps:
+    """As :class:`deepzoo.client.Sweeps`, awaited."""
+
+    def __init__(self, client: AsyncClient) -> None:
+        self._c = client
+
+    async def __call__(self, *, status: str | None = None, limit: int = 20) -> list[Sweep]:
+        return await self._c._run(core.sweeps(status, limit))
+
+    async def create(
+        self,
+        spec: dict[str, Any],
+        grid: dict[str, Any],
+        *,
+        method: Literal["grid", "random", "tpe"] = "grid",
+        trials: int | None = None,
+        parallel: int = 4,
+        metric: str = "val_loss",
+        goal: Literal["min", "max"] = "min",
+        seed: int = 0,
+        name: str | None = None,
+    ) -> Sweep:
+        body = core._clean(
+            {"spec": spec, "grid": grid, "method": method, "trials": trials,
+             "parallel": parallel, "metric": metric, "goal": goal, "seed": seed, "name": name}
+        )  # fmt: skip
+        return await self._c._run(core.create_sweep(body))
+
+    async def get(self, sweep: Sweep | str) -> Sweep:
+        return await self._c._run(core.sweep(sweep))
+
+    async def cancel(self, sweep: Sweep | str) -> Sweep:
+        return await self._c._run(core.cancel_sweep(sweep))
+
+    async def plot(self, sweep: Sweep | str) -> bytes:
+        return await self._c._run(core.sweep_plot(sweep))
+
+    async def wait(
+        self, sweep: Sweep | str, timeout: float | None = None, poll: float = 1.0
+    ) -> Sweep:
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            current = await self.get(sweep)
+            if current.done:
+                return current
+            if deadline is not None and time.monotonic() + poll > deadline:
+                raise WaitTimeout(f"sweep {current.id} still running after {timeout}s")
+            await asyncio.sleep(poll)

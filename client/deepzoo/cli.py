@@ -26,7 +26,7 @@ from rich.table import Table
 
 from deepzoo.client import Client
 from deepzoo.errors import DeepZooError, ProblemError
-from deepzoo.types import Event, Job
+from deepzoo.types import Event, Job, Sweep
 
 HELP = """DeepZoo from the command line: train any model of the zoo, follow it, query it.
 
@@ -49,6 +49,11 @@ keys_app = typer.Typer(
     help="API keys (admin key only): list, create, revoke.", no_args_is_help=True
 )
 app.add_typer(keys_app, name="keys")
+sweep_app = typer.Typer(
+    help="Hyperparameter sweeps: create, list, show (the children best first), wait, cancel, plot.",
+    no_args_is_help=True,
+)
+app.add_typer(sweep_app, name="sweep")
 
 # piped output is not cut at 80 columns (tables of job ids and metrics are wide)
 # a job's id (job_ and 16 hex digits), as every command taking one names it
@@ -613,6 +618,145 @@ def compare(
     for m in names:
         table.add_row(m, *(_fmt(j.metrics.get(m)) for j in found))
     out.print(table)
+
+
+# ---- sweeps ----------------------------------------------------------------------------
+
+SweepId = Annotated[str, typer.Argument(help="sweep id (swp_…)", metavar="ID")]
+
+
+def parse_grid(items: list[str]) -> dict[str, Any]:
+    """``optimizer.lr=[0.01,0.1]`` or ``optimizer.lr={"low":1e-4,"high":0.1,"log":true}``."""
+    grid: dict[str, Any] = {}
+    for item in items:
+        path, eq, text = item.partition("=")
+        value = _parse_value(text)
+        if not eq or not path or not isinstance(value, list | dict):
+            raise typer.BadParameter(
+                f'{item!r}: expected path=[values...] or path={{"low": …, "high": …}}',
+                param_hint="--vary",
+            )
+        grid[path] = value
+    return grid
+
+
+def _sweep_table(sw: Sweep) -> Table:
+    keys = list(sw.grid)
+    table = Table("#", *keys, "status", sw.metric, "job")
+    for c in sw.children:
+        values = [_fmt(c.values.get(k)) for k in keys]
+        table.add_row(str(c.number), *values, c.status, _fmt(c.metric), c.job_id or c.error or "")
+    return table
+
+
+def _show_sweep(st: State, sw: Sweep) -> None:
+    if st.json:
+        return _emit(sw.raw)
+    counts = "  ".join(f"{k}={v}" for k, v in sw.counts.items())
+    out.print(f"{sw.id} {sw.name or ''} {sw.status}: {sw.method}, {sw.metric} ({sw.goal}), "
+              f"{len(sw.children)}/{sw.trials} children  {counts}")  # fmt: skip
+    out.print(_sweep_table(sw))
+
+
+@sweep_app.command("create")
+def sweep_create(
+    ctx: typer.Context,
+    spec: Annotated[
+        str, typer.Argument(help="the base JobSpec JSON file, or - for stdin", metavar="SPEC")
+    ],
+    vary: Annotated[
+        list[str],
+        typer.Option(
+            "--vary",
+            "-v",
+            help="a field to vary by its dotted path: optimizer.lr=[0.01,0.1] (values), or "
+            'for random and tpe optimizer.lr={"low":1e-4,"high":0.1,"log":true} (repeatable)',
+        ),
+    ],
+    method: Annotated[str, typer.Option(help="grid, random or tpe")] = "grid",
+    trials: Annotated[int | None, typer.Option(help="children in all (≤ 64)")] = None,
+    parallel: Annotated[int, typer.Option(help="children queued or running at once")] = 4,
+    metric: Annotated[str, typer.Option(help="the final metric that ranks them")] = "val_loss",
+    goal: Annotated[str, typer.Option(help="min or max")] = "min",
+    seed: Annotated[int, typer.Option(help="seeds random and tpe")] = 0,
+    name: Annotated[str | None, typer.Option(help="a label for the sweep")] = None,
+    set_: Annotated[
+        list[str] | None,
+        typer.Option("--set", "-s", help="override a field of SPEC (as submit --set)"),
+    ] = None,
+    wait: Annotated[bool, typer.Option("--wait", "-w", help="wait for it, then show it")] = False,
+) -> None:
+    """Create a sweep of child jobs of SPEC; prints its id (the table with --wait)."""
+    st = _state(ctx)
+    base = apply_overrides(_read_spec(spec), set_ or [])
+    sw = st.client.sweeps.create(
+        base, parse_grid(vary), method=method, trials=trials, parallel=parallel,  # type: ignore[arg-type]
+        metric=metric, goal=goal, seed=seed, name=name,  # type: ignore[arg-type]
+    )  # fmt: skip
+    if wait:
+        if not st.json:
+            err.print(f"created {sw.id}")
+        return _show_sweep(st, st.client.sweeps.wait(sw))
+    _emit(sw.raw) if st.json else out.print(sw.id)
+
+
+@sweep_app.command("list")
+def sweep_list(
+    ctx: typer.Context,
+    status: Annotated[str | None, typer.Option(help="running, finished or cancelled")] = None,
+    limit: Annotated[int, typer.Option(help="at most this many (1-100)")] = 20,
+) -> None:
+    """Your sweeps, newest first."""
+    st = _state(ctx)
+    items = st.client.sweeps(status=status, limit=limit)
+    if st.json:
+        return _emit([s.raw for s in items])
+    table = Table("id", "name", "status", "method", "metric", "children", "best")
+    for s in items:
+        best = _fmt(s.best.metric) if s.best else "-"
+        table.add_row(s.id, s.name or "", s.status, s.method, f"{s.metric} ({s.goal})",
+                      f"{len(s.children)}/{s.trials}", best)  # fmt: skip
+    out.print(table)
+
+
+@sweep_app.command("show")
+def sweep_show(ctx: typer.Context, sweep_id: SweepId) -> None:
+    """The sweep and its children, best first."""
+    st = _state(ctx)
+    _show_sweep(st, st.client.sweeps.get(sweep_id))
+
+
+@sweep_app.command("wait")
+def sweep_wait(
+    ctx: typer.Context,
+    sweep_id: SweepId,
+    timeout: Annotated[float | None, typer.Option(help="give up after this many seconds")] = None,
+) -> None:
+    """Wait until the sweep is over, then show it."""
+    st = _state(ctx)
+    _show_sweep(st, st.client.sweeps.wait(sweep_id, timeout=timeout))
+
+
+@sweep_app.command("cancel")
+def sweep_cancel(ctx: typer.Context, sweep_id: SweepId) -> None:
+    """Stop making children and cancel the queued and running ones."""
+    st = _state(ctx)
+    _show_sweep(st, st.client.sweeps.cancel(sweep_id))
+
+
+@sweep_app.command("plot")
+def sweep_plot(
+    ctx: typer.Context,
+    sweep_id: SweepId,
+    output: Annotated[
+        Path | None, typer.Option("-o", "--output", help="file to write (default: ID.png)")
+    ] = None,
+) -> None:
+    """The children's metric curves overlaid (PNG)."""
+    data = _state(ctx).client.sweeps.plot(sweep_id)
+    path = output or Path(f"{sweep_id}.png")
+    path.write_bytes(data)
+    err.print(f"wrote {path} ({len(data)} bytes)")
 
 
 # ---- keys ------------------------------------------------------------------------------

@@ -32,6 +32,7 @@ from deepzoo.types import (
     ModelInfo,
     Prediction,
     Samples,
+    Sweep,
 )
 
 log = logging.getLogger("deepzoo.client")
@@ -151,6 +152,7 @@ class Client(_Base):
         )
         self.datasets = Datasets(self)
         self.keys = Keys(self)
+        self.sweeps = Sweeps(self)
 
     def __enter__(self) -> Client:
         return self
@@ -495,3 +497,56 @@ class Keys:
 
     def revoke(self, key_id: str) -> None:
         self._c._run(core.revoke_key(key_id))
+
+
+class Sweeps:
+    """``client.sweeps()`` lists your sweeps, newest first; ``create``, ``get``, ``wait``,
+    ``cancel`` and ``plot`` (the children's curves overlaid, PNG bytes)."""
+
+    def __init__(self, client: Client) -> None:
+        self._c = client
+
+    def __call__(self, *, status: str | None = None, limit: int = 20) -> list[Sweep]:
+        return self._c._run(core.sweeps(status, limit))
+
+    def create(
+        self,
+        spec: dict[str, Any],
+        grid: dict[str, Any],
+        *,
+        method: Literal["grid", "random", "tpe"] = "grid",
+        trials: int | None = None,
+        parallel: int = 4,
+        metric: str = "val_loss",
+        goal: Literal["min", "max"] = "min",
+        seed: int = 0,
+        name: str | None = None,
+    ) -> Sweep:
+        """Children of ``spec`` over ``grid`` (dotted path -> values, or for random and
+        tpe ``{"low", "high", "log"}``), ranked by ``metric``; see docs/api.md#sweeps."""
+        body = core._clean(
+            {"spec": spec, "grid": grid, "method": method, "trials": trials,
+             "parallel": parallel, "metric": metric, "goal": goal, "seed": seed, "name": name}
+        )  # fmt: skip
+        return self._c._run(core.create_sweep(body))
+
+    def get(self, sweep: Sweep | str) -> Sweep:
+        return self._c._run(core.sweep(sweep))
+
+    def cancel(self, sweep: Sweep | str) -> Sweep:
+        return self._c._run(core.cancel_sweep(sweep))
+
+    def plot(self, sweep: Sweep | str) -> bytes:
+        return self._c._run(core.sweep_plot(sweep))
+
+    def wait(self, sweep: Sweep | str, timeout: float | None = None, poll: float = 1.0) -> Sweep:
+        """Block until the sweep is over (finished or cancelled); :class:`~deepzoo.WaitTimeout`
+        after ``timeout`` seconds."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            current = self.get(sweep)
+            if current.done:
+                return current
+            if deadline is not None and time.monotonic() + poll > deadline:
+                raise WaitTimeout(f"sweep {current.id} still running after {timeout}s")
+            time.sleep(poll)

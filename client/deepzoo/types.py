@@ -279,3 +279,78 @@ class LogProb:
     k: int | None = None
     kind: str = "exact"
     stderr: float | None = None
+
+
+@dataclass(frozen=True)
+class SweepChild:
+    """One child of a sweep: its number, the values it varies, its job and, once it
+    succeeded, its final metric. ``status`` is the job's, or ``deleted`` or ``refused``."""
+
+    number: int
+    values: dict[str, Any]
+    status: str
+    job_id: str | None = None
+    metric: float | None = None
+    error: str | None = None
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> SweepChild:
+        return cls(
+            number=int(d["number"]),
+            values=dict(d.get("values") or {}),
+            status=d.get("status", ""),
+            job_id=d.get("job_id"),
+            metric=d.get("metric"),
+            error=d.get("error"),
+        )
+
+
+@dataclass(frozen=True)
+class Sweep:
+    """A hyperparameter sweep (``SweepOut``): its children best first by ``goal``."""
+
+    id: str
+    status: str
+    method: str
+    metric: str
+    goal: str
+    trials: int
+    name: str | None = None
+    parallel: int = 1
+    seed: int = 0
+    grid: dict[str, Any] = field(default_factory=dict)
+    spec: dict[str, Any] = field(default_factory=dict)
+    counts: dict[str, int] = field(default_factory=dict)
+    best: SweepChild | None = None
+    children: list[SweepChild] = field(default_factory=list)
+    created_at: datetime | None = None
+    finished_at: datetime | None = None
+    raw: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
+
+    @property
+    def done(self) -> bool:
+        """Whether the sweep is over (finished or cancelled)."""
+        return self.status != "running"
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> Sweep:
+        best = d.get("best")
+        return cls(
+            id=d["id"],
+            status=d.get("status", ""),
+            method=d.get("method", ""),
+            metric=d.get("metric", ""),
+            goal=d.get("goal", ""),
+            trials=int(d.get("trials") or 0),
+            name=d.get("name"),
+            parallel=int(d.get("parallel") or 1),
+            seed=int(d.get("seed") or 0),
+            grid=dict(d.get("grid") or {}),
+            spec=dict(d.get("spec") or {}),
+            counts=dict(d.get("counts") or {}),
+            best=SweepChild.from_dict(best) if best else None,
+            children=[SweepChild.from_dict(c) for c in d.get("children") or []],
+            created_at=_time(d.get("created_at")),
+            finished_at=_time(d.get("finished_at")),
+            raw=d,
+        )

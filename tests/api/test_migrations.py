@@ -147,3 +147,40 @@ def test_0004_events_numbered_per_job(database_url: str, monkeypatch: Any) -> No
     assert "seq" not in columns
     assert "event_seq" not in {c["name"] for c in sa.inspect(get_engine()).get_columns("jobs")}
     reset_caches()
+
+
+def test_0005_sweeps_up_down_up(database_url: str, monkeypatch: Any) -> None:
+    """The sweeps tables come and go with their revision; a trial refers to its sweep
+    (deleting the sweep deletes its trials) but not to its job."""
+    monkeypatch.setenv("DEEPZOO_DATABASE_URL", database_url)
+    reset_caches()
+    from app.db import migrate
+    from app.db.session import get_engine
+
+    if database_url.startswith("postgresql"):
+        with get_engine().begin() as conn:
+            conn.execute(text("DROP SCHEMA public CASCADE; CREATE SCHEMA public"))
+    migrate.upgrade()
+    now = datetime.now(UTC)
+    with get_engine().begin() as conn:
+        conn.execute(
+            text(
+                "INSERT INTO sweeps (id, owner, spec, grid, method, trials, parallel, metric,"
+                " goal, seed, status, created_at) VALUES ('swp_a', 'admin', '{}', '{}', 'grid',"
+                " 1, 1, 'val_loss', 'min', 0, 'running', :now)"
+            ),
+            {"now": now},
+        )
+        conn.execute(
+            text(
+                'INSERT INTO sweep_trials (sweep_id, number, "values", job_id, created_at)'
+                " VALUES ('swp_a', 0, '{}', 'job_gone', :now)"
+            ),
+            {"now": now},
+        )
+        conn.execute(text("DELETE FROM sweeps WHERE id = 'swp_a'"))
+        assert conn.execute(text("SELECT count(*) FROM sweep_trials")).scalar() == 0
+    migrate.downgrade("0004")
+    assert not {"sweeps", "sweep_trials"} & set(sa.inspect(get_engine()).get_table_names())
+    migrate.upgrade()
+    assert {"sweeps", "sweep_trials"} <= set(sa.inspect(get_engine()).get_table_names())

@@ -25,7 +25,8 @@ pytestmark = pytest.mark.e2e
 COMMANDS = [
     "models", "datasets", "submit", "jobs", "show", "wait", "events", "logs", "metrics",
     "cancel", "resume", "clone", "delete", "predict", "log-prob", "samples", "plot",
-    "compare", "keys", "keys list", "keys create", "keys revoke",
+    "compare", "keys", "keys list", "keys create", "keys revoke", "sweep", "sweep create",
+    "sweep list", "sweep show", "sweep wait", "sweep cancel", "sweep plot",
 ]  # fmt: skip
 
 
@@ -229,3 +230,34 @@ def test_lifecycle_and_keys(client_stack: Stack, tmp_path: Path) -> None:
     assert "data" in done.stdout and "table" in done.stdout
     done = deepzoo_cmd("models", url=url)
     assert done.returncode == 0 and "mc_dropout" in done.stdout
+
+
+def test_a_sweep_from_the_command_line(client_stack: Stack, tmp_path: Path) -> None:
+    spec = tmp_path / "spec.json"
+    spec.write_text(json.dumps({"model": "mlp", "dataset": "moons", "train": {"epochs": 1}}))
+    done = deepzoo_cmd(
+        "--json", "sweep", "create", str(spec), "--vary", "optimizer.lr=[0.01,0.1]",
+        "--set", "params.hidden=[8]", "--parallel", "2", "--name", "cli sweep", "--wait",
+        url=client_stack.url,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    sweep = json.loads(done.stdout)
+    assert sweep["status"] == "finished" and sweep["counts"] == {"succeeded": 2}
+    metrics = [c["metric"] for c in sweep["children"]]
+    assert metrics == sorted(metrics)
+
+    shown = deepzoo_cmd("sweep", "show", sweep["id"], url=client_stack.url)
+    assert shown.returncode == 0 and "optimizer.lr" in shown.stdout and "val_loss" in shown.stdout
+    listed = deepzoo_cmd("sweep", "list", url=client_stack.url)
+    assert listed.returncode == 0 and sweep["id"] in listed.stdout
+    png = tmp_path / "sweep.png"
+    plotted = deepzoo_cmd("sweep", "plot", sweep["id"], "-o", str(png), url=client_stack.url)
+    assert plotted.returncode == 0 and png.read_bytes().startswith(PNG_MAGIC)
+    bad = deepzoo_cmd(
+        "sweep", "create", str(spec), "--vary", "optimizer.lr=0.1", url=client_stack.url
+    )
+    assert bad.returncode == 2 and "--vary" in bad.stderr
+    bad = deepzoo_cmd(
+        "sweep", "create", str(spec), "--vary", "optimizer.lr=[-1]", url=client_stack.url
+    )
+    assert bad.returncode == 2 and "grid.optimizer.lr" in bad.stderr and "422" in bad.stderr

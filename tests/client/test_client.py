@@ -288,3 +288,32 @@ def test_the_python_examples_in_docs_client_md_run(
     for i, block in enumerate(blocks):
         exec(compile(block, f"docs/client.md python block {i + 1}", "exec"), namespace)
     namespace["dz"].close()
+
+
+def test_sweeps_create_cancel_and_refuse_sync_and_async(
+    dz: deepzoo.Client, client_stack: Stack
+) -> None:
+    long = {
+        "model": "mlp",
+        "dataset": "moons",
+        "params": {"hidden": [8]},
+        "train": {"epochs": 2000},
+    }
+    sweep = dz.sweeps.create(long, {"train.seed": [0, 1, 2]}, parallel=1, name="to cancel")
+    assert isinstance(sweep, deepzoo.Sweep) and sweep.status == "running"
+    assert [c.number for c in sweep.children] == [0] and sweep.children[0].job_id
+    assert sweep.id in {s.id for s in dz.sweeps(status="running")}
+    with pytest.raises(deepzoo.ProblemError) as err:
+        dz.sweeps.create(long, {"optimizer.lr": [0.1, -1.0]})
+    assert err.value.status == 422 and err.value.fields == ["grid.optimizer.lr"]
+
+    async def run() -> deepzoo.Sweep:
+        async with deepzoo.AsyncClient(client_stack.url, ADMIN_KEY) as c:
+            got = await c.sweeps.get(sweep.id)
+            assert got.id == sweep.id and got.trials == 3
+            await c.sweeps.cancel(sweep)
+            return await c.sweeps.wait(sweep.id, timeout=30, poll=0.2)
+
+    cancelled = asyncio.run(run())
+    assert cancelled.status == "cancelled" and cancelled.done
+    assert dz.wait(sweep.children[0].job_id or "", timeout=60).status == "cancelled"

@@ -42,7 +42,7 @@ def test_lost_message_is_resent_and_a_waiting_one_is_not() -> None:
     new_job_id = new_job()  # ... but not this one
     old = utcnow() - timedelta(seconds=settings.queued_resend_seconds + 1)
     _age(lost, sent_at=old)  # lost long enough ago to be re-sent
-    assert reconcile_once(settings) == {"requeued": 0, "resent": 1, "unserved": 0}
+    assert reconcile_once(settings) == {"requeued": 0, "resent": 1, "unserved": 0, "swept": 0}
     assert messages_in_broker(settings.resolved_broker_url) == {lost, new_job_id}
     # 'waiting' was sent just now (in flight): it is re-sent only after the window
     _age(waiting, sent_at=old)

@@ -1,0 +1,273 @@
+"""Sweeps: ``POST /v1/sweeps`` makes child jobs of one base spec over a grid of values
+(every combination, random draws, or Optuna's TPE told the finished children's metric);
+``GET /v1/sweeps/{id}`` is the table of children, best first; ``plot.png`` their curves
+overlaid; ``cancel`` stops the children and the sweep. The logic is in ``app/sweeps.py``;
+the reconciler drives running sweeps forward as their children finish.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import datetime
+from typing import Annotated, Any, Literal
+
+from fastapi import APIRouter, Body, Query, Response
+from pydantic import BaseModel, ConfigDict, Field
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from app.api.common import PNG, PNGResponse
+from app.api.deps import CurrentPrincipal, SessionDep
+from app.auth import Principal
+from app.db.models import Metric, Sweep
+from app.limits import INFERENCE_LIMITER, check_active_jobs
+from app.problems import Problem
+from app.schemas import JobSpec
+from app.sweeps import (
+    MAX_PARALLEL,
+    MAX_TRIALS,
+    Child,
+    advance,
+    cancel_sweep,
+    children,
+    create_sweep,
+    ranked,
+)
+
+router = APIRouter(prefix="/v1/sweeps", tags=["sweeps"])
+
+GridKey = Annotated[str, Field(min_length=1, max_length=200, pattern=r"^[A-Za-z0-9_.]+$")]
+
+
+class Range(BaseModel):
+    """Numbers from ``low`` to ``high`` (random and tpe only); integers when both ends are,
+    log-uniform with ``log``."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    low: int | float
+    high: int | float
+    log: bool = False
+
+
+class SweepRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    spec: JobSpec = Field(description="the base job spec every child starts from")  # type: ignore[valid-type]
+    grid: Annotated[
+        dict[GridKey, Annotated[list[Any], Field(min_length=1, max_length=MAX_TRIALS)] | Range],
+        Field(
+            min_length=1,
+            max_length=16,
+            description="dotted path into the spec (optimizer.lr, params.hidden, train.seed, "
+            "dataset) -> a list of values, or for random and tpe a range",
+        ),
+    ]
+    method: Literal["grid", "random", "tpe"] = "grid"
+    trials: Annotated[
+        int | None,
+        Field(
+            ge=1,
+            le=MAX_TRIALS,
+            description="children in all: a grid's product by default (it may not exceed "
+            f"{MAX_TRIALS}), 10 for random and tpe",
+        ),
+    ] = None
+    parallel: Annotated[
+        int, Field(ge=1, le=MAX_PARALLEL, description="children queued or running at once")
+    ] = 4
+    metric: Annotated[
+        str,
+        Field(
+            min_length=1,
+            max_length=100,
+            pattern=r"^[A-Za-z0-9_.\-]+$",
+            description="the children's final metric that ranks them (and TPE is told)",
+        ),
+    ] = "val_loss"
+    goal: Literal["min", "max"] = "min"
+    seed: Annotated[int, Field(ge=0, le=2**31 - 1, description="seeds random and tpe")] = 0
+    name: Annotated[str | None, Field(max_length=200)] = None
+
+
+class ChildOut(BaseModel):
+    number: int = Field(description="the trial's number, in creation order")
+    job_id: str | None
+    values: dict[str, Any] = Field(description="the grid's keys and this child's values")
+    status: str = Field(
+        description="the job's status; deleted (the job was deleted) or refused (no job "
+        "made: a random or tpe pick the service refused, see error)"
+    )
+    metric: float | None = Field(description="the final metric of a succeeded child")
+    error: str | None
+
+
+class SweepOut(BaseModel):
+    id: str
+    name: str | None
+    status: Literal["running", "finished", "cancelled"]
+    method: str
+    metric: str
+    goal: str
+    trials: int
+    parallel: int
+    seed: int
+    grid: dict[str, Any]
+    spec: dict[str, Any] = Field(description="the base spec as submitted")
+    counts: dict[str, int] = Field(description="children by status")
+    best: ChildOut | None
+    children: list[ChildOut] = Field(description="best first by goal, then the rest by number")
+    created_at: datetime
+    finished_at: datetime | None
+
+
+class SweepList(BaseModel):
+    items: list[SweepOut]
+
+
+def _child(c: Child) -> ChildOut:
+    return ChildOut(
+        number=c.number,
+        job_id=c.job_id,
+        values=c.values,
+        status=c.status,
+        metric=c.metric,
+        error=c.error,
+    )
+
+
+def sweep_out(session: Session, sweep: Sweep) -> SweepOut:
+    rows = ranked(children(session, sweep), sweep.goal)
+    counts: dict[str, int] = {}
+    for c in rows:
+        counts[c.status] = counts.get(c.status, 0) + 1
+    best = rows[0] if rows and rows[0].metric is not None else None
+    return SweepOut(
+        id=sweep.id,
+        name=sweep.name,
+        status=sweep.status,
+        method=sweep.method,
+        metric=sweep.metric,
+        goal=sweep.goal,
+        trials=sweep.trials,
+        parallel=sweep.parallel,
+        seed=sweep.seed,
+        grid=sweep.grid,
+        spec=sweep.spec,
+        counts=counts,
+        best=_child(best) if best is not None else None,
+        children=[_child(c) for c in rows],
+        created_at=sweep.created_at,
+        finished_at=sweep.finished_at,
+    )
+
+
+def owned_sweep(session: Session, principal: Principal, sweep_id: str) -> Sweep:
+    """The sweep if it belongs to the caller; 404 otherwise (existence is not revealed)."""
+    sweep = session.get(Sweep, sweep_id)
+    if sweep is None or sweep.owner != principal.owner:
+        raise Problem(404, f"no sweep {sweep_id!r}")
+    return sweep
+
+
+@router.post("", status_code=201, response_model=SweepOut, response_description="created")
+def post_sweep(
+    body: Annotated[SweepRequest, Body()],
+    principal: CurrentPrincipal,
+    session: SessionDep,
+    response: Response,
+) -> SweepOut:
+    """Check every child as ``POST /v1/jobs`` would (a 422 names ``grid.<key>`` or
+    ``spec.<field>``), store the sweep and create its first ``parallel`` children; the
+    reconciler creates the rest as children finish. Each child counts against the
+    owner's active jobs limit."""
+    check_active_jobs(session, principal.owner)  # 429 now, rather than a sweep that waits
+    session.rollback()  # the check's lock is not needed past it
+    sweep = create_sweep(
+        session,
+        principal,
+        spec=body.spec.model_dump(mode="json", exclude_unset=True),  # type: ignore[attr-defined]
+        grid={k: v.model_dump() if isinstance(v, Range) else v for k, v in body.grid.items()},
+        method=body.method,
+        trials=body.trials,
+        parallel=body.parallel,
+        metric=body.metric,
+        goal=body.goal,
+        seed=body.seed,
+        name=body.name,
+    )
+    advance(sweep.id)
+    session.expire_all()
+    response.headers["Location"] = f"/v1/sweeps/{sweep.id}"
+    return sweep_out(session, owned_sweep(session, principal, sweep.id))
+
+
+@router.get("", response_model=SweepList)
+def list_sweeps(
+    principal: CurrentPrincipal,
+    session: SessionDep,
+    status: Literal["running", "finished", "cancelled"] | None = None,
+    limit: Annotated[int, Query(ge=1, le=100)] = 20,
+) -> SweepList:
+    """The caller's sweeps, newest first."""
+    q = select(Sweep).where(Sweep.owner == principal.owner)
+    if status:
+        q = q.where(Sweep.status == status)
+    rows = session.scalars(q.order_by(Sweep.created_at.desc(), Sweep.id.desc()).limit(limit))
+    return SweepList(items=[sweep_out(session, s) for s in rows.all()])
+
+
+@router.get("/{sweep_id}", response_model=SweepOut)
+def get_sweep(sweep_id: str, principal: CurrentPrincipal, session: SessionDep) -> SweepOut:
+    return sweep_out(session, owned_sweep(session, principal, sweep_id))
+
+
+@router.post("/{sweep_id}/cancel", response_model=SweepOut, status_code=202)
+def post_cancel(sweep_id: str, principal: CurrentPrincipal, session: SessionDep) -> SweepOut:
+    """No new children; queued children are cancelled at once, running ones asked to stop
+    (within about a second, their checkpoints kept). 409 when the sweep is over."""
+    sweep = owned_sweep(session, principal, sweep_id)
+    cancel_sweep(session, sweep)
+    session.commit()
+    return sweep_out(session, sweep)
+
+
+# A family whose children are better drawn another way registers a drawer here, keyed by
+# the family's name: it gets the session, the sweep and its children, best first, and
+# returns a PNG. (The optim family's extension point: every trajectory on one contour.)
+SWEEP_PLOTS: dict[str, Callable[[Session, Sweep, list[Child]], bytes]] = {}
+MAX_PLOT_POINTS = 20_000  # metric values one plot reads, over all its children
+
+
+@router.get("/{sweep_id}/plot.png", response_class=PNGResponse, responses=PNG)
+def get_plot(sweep_id: str, principal: CurrentPrincipal, session: SessionDep) -> PNGResponse:
+    """The children's ``metric`` against the step, overlaid, best first in the legend.
+    Drawing takes the inference rate limit."""
+    sweep = owned_sweep(session, principal, sweep_id)
+    INFERENCE_LIMITER.take(principal.key_id)  # a figure costs CPU, as inference does
+    rows = ranked(children(session, sweep), sweep.goal)
+    drawer = SWEEP_PLOTS.get(str(sweep.spec.get("model")))
+    if drawer is not None:
+        return PNGResponse(drawer(session, sweep, rows))
+    from app.plots import sweep_curves_png
+
+    ids = [c.job_id for c in rows if c.job_id is not None]
+    points = session.execute(
+        select(Metric.job_id, Metric.step, Metric.value)
+        .where(Metric.job_id.in_(ids), Metric.name == sweep.metric)
+        .order_by(Metric.job_id, Metric.step)
+        .limit(MAX_PLOT_POINTS)
+    ).all()
+    series: dict[str, tuple[list[int], list[float | None]]] = {}
+    for job_id, step, value in points:
+        steps, values = series.setdefault(job_id, ([], []))
+        steps.append(step)
+        values.append(value)
+    curves = []
+    for c in rows:
+        if c.job_id in series:
+            shown = ", ".join(f"{k.split('.')[-1]}={v}" for k, v in c.values.items())
+            final = f" → {c.metric:.4g}" if c.metric is not None else f" ({c.status})"
+            curves.append((f"#{c.number} {shown}{final}", *series[c.job_id]))
+    title = f"sweep {sweep.name or sweep.id}: {sweep.metric} ({sweep.goal} is best)"
+    return PNGResponse(sweep_curves_png(curves, metric=sweep.metric, title=title))
