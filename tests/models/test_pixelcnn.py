@@ -321,9 +321,7 @@ def test_data_the_pixel_families_refuse() -> None:
         GATED.build(GATED.params(conditional=True), unlabelled)
 
 
-def test_a_tiny_fit_lowers_the_test_nll_and_logs_its_metrics_and_sampling_time() -> (
-    None
-):
+def test_a_tiny_fit_lowers_the_test_nll_and_logs_its_metrics_and_sampling_time() -> None:
     data = tiny("digits_bin", n_train=128, n_eval=32)
     for name, params in CASES:
         module = model(name, data.info, sharpen=1.0, **params)
