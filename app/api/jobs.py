@@ -35,6 +35,7 @@ from app.limits import (
     check_batch_size,
     check_budget_unit,
     check_model_size,
+    check_optimizer,
 )
 from app.problems import Problem, refusals_as_problems
 from app.provenance import code_provenance
@@ -139,7 +140,8 @@ def create_job(
         check_quota(session, principal.owner)  # 422 naming storage at the quota
         info = job_data_info(session, principal.owner, spec.dataset)  # an upload must be theirs
         check_upload_kind(spec.model, spec.dataset, info)  # a table or an edge list, as fits
-    check_model_size(spec.model, info, spec.params)
+    parameters = check_model_size(spec.model, info, spec.params)
+    check_optimizer(spec.model, spec.optimizer, parameters)
     check_batch_size(spec.model, spec.params, data["train"]["batch_size"])
     check_budget_unit(spec.model, data["train"])
     with refusals_as_problems():
