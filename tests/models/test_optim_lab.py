@@ -159,3 +159,26 @@ def test_the_plane_is_the_first_two_coordinates_at_the_minimum() -> None:
     torch.testing.assert_close(out, module.landscape(whole))
     assert out[1].item() == 0.0
     torch.testing.assert_close(plane_loss(module, whole)["loss"], out)  # whole points as they are
+
+
+def test_the_benchs_batched_runs_are_the_plain_rules() -> None:
+    """bench/optim_lab.py moves every rule, lr and start at once (each rule at η = 1 on a
+    shadow, each row scaled by its η): the same losses as each rule run alone."""
+    from bench.optim_lab import FIRST_ORDER, LRS, first_order_run, start
+    from models.optim import build_optimizer
+
+    land = load_data("beale")
+    _, gaps = first_order_run(land, [0, 1], 25, 1e-30)
+    for r, name in enumerate(FIRST_ORDER):
+        for i in (2, 4):  # lr 1e-3, 1e-2
+            w = start(land, 1).requires_grad_()
+            opt = build_optimizer(OptimizerSpec(name=name, lr=LRS[i]), [w])
+            for _ in range(25):
+                opt.zero_grad()
+                land(w).backward()
+                opt.step()
+            plain = land(w.detach()).item()
+            if not math.isfinite(plain):  # diverged: the batched run parks it, nan
+                assert math.isnan(gaps[r, i, 1]), name
+                continue
+            assert gaps[r, i, 1] == pytest.approx(plain, rel=1e-9, abs=1e-12), name
