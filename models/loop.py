@@ -213,7 +213,8 @@ def _one_epoch(
         if before_step is not None:
             before_step()
         if getattr(opt, "needs_closure", False):  # newton: the loss again, for its Hessian
-            opt.step(functools.partial(loss_fn, x[idx], y[idx]))
+            closure: Callable[[], Any] = functools.partial(loss_fn, x[idx], y[idx])
+            opt.step(closure)
         else:
             opt.step()
         step += 1

@@ -161,7 +161,7 @@ class Landscape:
         return replace(self, start=start, minima=minima, params=merged)
 
     def _header(self) -> dict[str, Any]:
-        header = {
+        header: dict[str, Any] = {
             "function": self.function,
             "params": dict(self.params),
             "bounds": [list(b) for b in self.bounds],
