@@ -66,8 +66,9 @@ OptimizerName = Literal[
     "newton",
 ]
 # newton's exact Hessian has n² entries: the API refuses it for a model with more
-# parameters (2,000: 4 million entries, 32 MB in float64, 2,000 backward passes a step)
-MAX_NEWTON_PARAMETERS = 2_000
+# parameters (1,000: a million entries, 7.6 MiB in float64, 1,000 backward passes a step;
+# on a dense quadratic 2 s a step, and 47 s at 2,000: docs/benchmarks.md)
+MAX_NEWTON_PARAMETERS = 1_000
 
 
 class OptimizerSpec(BaseModel):
