@@ -207,4 +207,4 @@ class Landscape:
         return DataSize(examples=0, values=0)
 
     def describe(self) -> dict[str, Any]:
-        return describe_common(self, shape=[self.dim], sizes={})
+        return describe_common(self, shape=None, sizes={})  # no rows: a formula
