@@ -23,7 +23,13 @@ from app.auth import Principal
 from app.datasets import check_upload_kind, job_data_info
 from app.db.models import Job, new_id, utcnow
 from app.db.ops import add_event
-from app.limits import check_active_jobs, check_batch_size, check_budget_unit, check_model_size
+from app.limits import (
+    check_active_jobs,
+    check_batch_size,
+    check_budget_unit,
+    check_model_size,
+    check_optimizer,
+)
 from app.problems import Problem, refusals_as_problems
 from app.provenance import code_provenance
 from app.queue import queue_for, send_job
@@ -75,7 +81,8 @@ def check_spec(session: Session, owner: str, spec: Any) -> tuple[dict[str, Any],
     with refusals_as_problems():
         info = job_data_info(session, owner, spec.dataset)  # an upload must be theirs
         check_upload_kind(spec.model, spec.dataset, info)  # a table or an edge list, as fits
-    check_model_size(spec.model, info, spec.params)
+    parameters = check_model_size(spec.model, info, spec.params)
+    check_optimizer(spec.model, spec.optimizer, parameters)
     check_batch_size(spec.model, spec.params, data["train"]["batch_size"])
     check_budget_unit(spec.model, data["train"])
     return data, info

@@ -22,7 +22,8 @@ from app.config import get_settings
 from app.db.models import Job
 from app.problems import Problem
 from models.data import DataInfo, load_data
-from models.registry import get_family
+from models.optim import MAX_NEWTON_PARAMETERS
+from models.registry import REGISTRY, get_family
 
 log = logging.getLogger("deepzoo.limits")
 
@@ -85,7 +86,9 @@ def count_parameters(model: str, dataset: str | DataInfo, params: Any) -> int:
     return sum(p.numel() for p in module.parameters())
 
 
-def check_model_size(model: str, dataset: str | DataInfo, params: Any) -> None:
+def check_model_size(model: str, dataset: str | DataInfo, params: Any) -> int:
+    """422 on params when the spec's module cannot be built or is over the size limit;
+    returns its parameter count."""
     limit = get_settings().max_model_parameters
     try:
         n = count_parameters(model, dataset, params)
@@ -103,6 +106,39 @@ def check_model_size(model: str, dataset: str | DataInfo, params: Any) -> None:
                 {"path": "params", "message": f"{n:,} parameters > {limit:,}", "type": "too_large"}
             ],
         )
+    return n
+
+
+def check_optimizer(model: str, optimizer: Any, parameters: int) -> None:
+    """``newton`` where it cannot run is a 422 on ``optimizer.name``, not a job that fails
+    in its worker: a family whose loop gives the optimizer no closure to evaluate the loss
+    again (``Family.second_order``), or a model whose exact Hessian, ``parameters``², is
+    over ``MAX_NEWTON_PARAMETERS``² entries (the notes' "too big to compute", as a number)."""
+    if optimizer.name != "newton":
+        return
+    family = get_family(model)
+    if not family.second_order:
+        able = sorted(name for name, f in REGISTRY.items() if f.second_order)
+        message = (
+            f"newton evaluates the loss again for its Hessian, and {model}'s training loop "
+            f"does not; models that take newton: {', '.join(able)}"
+        )
+    elif parameters > MAX_NEWTON_PARAMETERS:
+        entries, cap = parameters**2, MAX_NEWTON_PARAMETERS**2
+        message = (
+            f"newton's exact Hessian for {parameters:,} parameters is {parameters:,} x "
+            f"{parameters:,} = {entries:,} entries ({entries * 8 / 2**20:,.0f} MiB in "
+            f"float64, {parameters:,} backward passes a step); the cap is "
+            f"{MAX_NEWTON_PARAMETERS:,} parameters ({cap:,} entries): choose another optimizer "
+            "or a smaller model"
+        )
+    else:
+        return
+    raise Problem(
+        422,
+        f"optimizer.name: {message}",
+        errors=[{"path": "optimizer.name", "message": message, "type": "value_error"}],
+    )
 
 
 def check_batch_size(model: str, params: Any, batch_size: int) -> None:
@@ -124,11 +160,12 @@ def check_batch_size(model: str, params: Any, batch_size: int) -> None:
 
 
 def check_budget_unit(model: str, train: dict[str, Any]) -> None:
-    """A family that counts environment steps (``Family.default_steps``: RL) has no epochs:
+    """A family that counts steps (``Family.default_steps``: RL's environment steps, the
+    optimizer lab's optimizer steps) has no epochs:
     ``train.epochs`` is a 422 naming it, not a job that fails in its worker."""
     family = get_family(model)
     if family.default_steps is not None and train.get("epochs") is not None:
-        message = f"{model} counts environment steps: give train.steps, not train.epochs"
+        message = f"{model} counts steps: give train.steps, not train.epochs"
         raise Problem(
             422,
             f"train.epochs: {message}",

@@ -42,6 +42,7 @@ from app.api import (
     leaderboard,
     rl,
     sweeps,
+    trajectory,
 )
 from app.auth import bootstrap_admin
 from app.config import Settings, get_settings
@@ -282,7 +283,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     dashboard.mount(app)
     v1_errors = problems.problem_responses(401, 403, 404, 409, 413, 422, 429, 503)
     routers = [catalog, datasets, jobs, inference, evaluation, generative, autoregressive, rl]
-    routers += [energy, gradients, graphs, keys, leaderboard, sweeps]
+    routers += [energy, gradients, graphs, keys, leaderboard, sweeps, trajectory]
     for router in (r.router for r in routers):
         app.include_router(router, responses=v1_errors)
     app.include_router(health.router, responses=problems.problem_responses(503))

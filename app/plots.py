@@ -456,3 +456,44 @@ def sweep_curves_png(
     ax.grid(alpha=0.25)
     ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=7, frameon=False)
     return _png(fig)
+
+
+def trajectory_png(
+    xs: np.ndarray,
+    ys: np.ndarray,
+    loss: np.ndarray,
+    path: np.ndarray,
+    *,
+    minima: Sequence[Sequence[float]],
+    floor: float | None,
+    title: str,
+    caption: str = "",
+) -> bytes:
+    """An optimizer's path over a landscape: filled contours of log10(f − floor) on the grid
+    ``xs`` × ``ys`` (``loss`` (len(ys), len(xs))), the path (``path`` (n, 2), the start a
+    circle, the end a square) in white, the known minima as stars. ``floor`` is the known
+    minimum f*, else the grid's lowest value; a non-finite point of the path is dropped."""
+    low = float(np.nanmin(loss)) if floor is None else min(floor, float(np.nanmin(loss)))
+    span = max(float(np.nanmax(loss)) - low, 1e-12)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        shown = np.log10(loss - low + 1e-6 * span)
+    fig = _figure(6.0, 5.0)
+    ax = fig.subplots()
+    filled = ax.contourf(xs, ys, shown, levels=30, cmap="viridis")
+    ax.contour(xs, ys, shown, levels=15, colors="k", linewidths=0.3, alpha=0.5)
+    fig.colorbar(filled, ax=ax, label="log10 (f − f*)" if floor is not None else "log10 (f − min)")
+    finite = path[np.isfinite(path).all(axis=1)]
+    if len(finite):
+        ax.plot(finite[:, 0], finite[:, 1], "-", color="white", linewidth=1.2)
+        ax.plot(finite[:, 0], finite[:, 1], ".", color="white", markersize=3)
+        ax.plot(*finite[0], "o", color="#f6c48a", markersize=7, label="start")
+        ax.plot(*finite[-1], "s", color="#e4572e", markersize=6, label="last")
+    for m in minima:
+        ax.plot(m[0], m[1], "*", color="#ffd400", markersize=11, markeredgecolor="k")
+    ax.set_xlim(float(xs[0]), float(xs[-1]))
+    ax.set_ylim(float(ys[0]), float(ys[-1]))
+    ax.set_xlabel("w0")
+    ax.set_ylabel("w1")
+    ax.legend(loc="upper right", fontsize=7)
+    ax.set_title(title + (f"\n{caption}" if caption else ""), fontsize=8)
+    return _png(fig)

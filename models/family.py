@@ -129,6 +129,11 @@ PredictFn = Callable[[nn.Module, torch.Tensor, int], dict[str, torch.Tensor]]  #
 # ``GET /v1/jobs/{id}/gradients.png`` draws
 GradientsFn = Callable[[nn.Module, torch.Tensor, torch.Tensor], dict[str, torch.Tensor]]
 GRADIENT_METRICS = ("grad_t", "jacobian_t")
+# a landscape's loss at points: (n, dim) whole points, or (n, 2) points of the plotted
+# plane (the first two coordinates) -> {"loss": (n,)}: the contour a trajectory is drawn
+# on (``models.optim_lab``; the path itself is the fit's logged metrics, the start the
+# module's parameters as built)
+TrajectoryFn = Callable[[nn.Module, torch.Tensor], dict[str, torch.Tensor]]
 # node indices (m,) int64 -> {"vectors": (m, dim)}
 EmbedFn = Callable[[nn.Module, torch.Tensor], dict[str, torch.Tensor]]
 # node indices (m,), k -> {"nodes": (m, k) int64, "similarity": (m, k)}, most similar first
@@ -174,9 +179,7 @@ class Chain:
         return self.run(module, opts, at)
 
 
-# capability -> the positional arguments its function takes (the signatures above); the
-# reserved capabilities (embed, neighbors, trajectory) get theirs with the
-# first family that serves them, and are only checked to be callable until then
+# capability -> the positional arguments its function takes (the signatures above)
 ARITY: dict[Capability, int] = {
     Capability.PREDICT: 3,  # module, x, T
     Capability.SAMPLE: 2,  # module, SampleOptions
@@ -193,6 +196,7 @@ ARITY: dict[Capability, int] = {
     Capability.GRADIENTS: 3,  # module, x, y (GradientsFn)
     Capability.EMBED: 2,  # module, node indices (EmbedFn)
     Capability.NEIGHBORS: 3,  # module, node indices, k (NeighborsFn)
+    Capability.TRAJECTORY: 2,  # module, points of the plane (TrajectoryFn)
 }
 
 
@@ -291,6 +295,10 @@ class Family:
     # the test log-likelihood its fit logs (the leaderboard ranks by it); None: not a
     # likelihood family
     likelihood: LikelihoodReport | None = None
+    # its loop passes ``opt.step`` a closure that evaluates the loss again
+    # (``models.loop.train_epochs`` does), so the ``newton`` optimizer can train it; the API
+    # refuses newton for a family without one (422 on optimizer.name)
+    second_order: bool = False
 
     def __post_init__(self) -> None:
         for capability, fn in self.capabilities.items():
@@ -337,6 +345,8 @@ class Family:
     def capability(self, c: Literal[Capability.EMBED]) -> EmbedFn: ...
     @overload
     def capability(self, c: Literal[Capability.NEIGHBORS]) -> NeighborsFn: ...
+    @overload
+    def capability(self, c: Literal[Capability.TRAJECTORY]) -> TrajectoryFn: ...
     @overload
     def capability(self, c: Capability) -> Callable[..., Any]: ...
     def capability(self, c: Capability) -> Callable[..., Any]:

@@ -17,6 +17,7 @@ the job's unit: the epoch number with ctx.epochs, the optimizer step with ctx.st
 from __future__ import annotations
 
 import copy
+import functools
 import math
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -160,6 +161,8 @@ def train_epochs(
     Counting steps, the partial epoch is checkpointed at its step count.
     Raises ``Diverged`` on a non-finite training loss, before the update.
     ``before_step`` runs between each backward pass and its update (gradient clipping).
+    An optimizer that ``needs_closure`` (``models.optim.Newton``) gets ``step(closure)``,
+    the closure the minibatch's loss again with its graph.
     """
     budget = Budget.of(ctx)
     epoch, step, best = resume_from(module, opt, ctx.resume)
@@ -209,7 +212,11 @@ def _one_epoch(
         loss.backward()
         if before_step is not None:
             before_step()
-        opt.step()
+        if getattr(opt, "needs_closure", False):  # newton: the loss again, for its Hessian
+            closure: Callable[[], Any] = functools.partial(loss_fn, x[idx], y[idx])
+            opt.step(closure)
+        else:
+            opt.step()
         step += 1
         losses.append(loss.detach())
     return losses, step, False

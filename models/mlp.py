@@ -3,7 +3,8 @@
 What it shows: the activation functions of the notes, BatchNorm with its
 learnable affine map after normalisation (Ioffe & Szegedy 2015), ordinary
 dropout (Srivastava et al. 2014; off at inference, unlike ``mc_dropout``), and
-every optimizer of ``models.optim``.
+every optimizer of ``models.optim``, Newton's method included (a small network:
+``models.optim.MAX_NEWTON_PARAMETERS``).
 
 Regression trains on standardised targets with the mean squared error and
 reports a homoscedastic noise variance: the residual variance on the
@@ -148,4 +149,5 @@ FAMILY = Family(
     default_epochs=50,
     mc_passes=lambda module, t: 1,
     min_batch_size=lambda p: 2 if p.batchnorm else 1,
+    second_order=True,  # train_epochs passes newton its closure
 )

@@ -20,6 +20,7 @@ def _families() -> dict[str, Family]:
         mlp,
         multitask,
         nade,
+        optim_lab,
         pixelcnn,
         rbm,
         reinforce,
@@ -46,6 +47,7 @@ def _families() -> dict[str, Family]:
         ddpg.FAMILY,
         rnn.FAMILY,
         deepwalk.FAMILY,
+        optim_lab.FAMILY,
     ]
     return {f.name: f for f in families}
 

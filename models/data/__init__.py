@@ -26,10 +26,13 @@ Dataset = TensorTable  # the name families know a tensor table by
 PREDICTIVE_DATASETS = frozenset({"sine_gap", "diabetes", "boston", "moons", "digits", "mnist5k"})
 # the built-in graphs (``deepwalk``); graph families also train on uploaded edge lists
 GRAPH_DATASETS = frozenset({"karate", "les_miserables", "sbm", "sbm10k"})
+# the loss landscapes of the optimizer lab (``optim``)
+LANDSCAPES = frozenset({"rosenbrock", "beale", "quadratic", "saddle", "himmelblau", "logistic"})
 
 __all__ = [
     "GRAPH_DATASETS",
     "KIND_TASKS",
+    "LANDSCAPES",
     "PREDICTIVE_DATASETS",
     "DataInfo",
     "DataKind",

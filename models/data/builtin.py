@@ -14,6 +14,7 @@ from models.data.environments import Environment, Space
 from models.data.graphs import Graph
 from models.data.info import TaskInfo
 from models.data.kinds import DataKind
+from models.data.landscapes import Landscape
 from models.data.tables import TensorTable as Dataset
 from models.data.tables import from_arrays, split
 
@@ -581,3 +582,66 @@ def sbm() -> Graph:
 @register("sbm10k", "stochastic block model: 10,000 nodes in 10 blocks, mean degree ~12, 2 across")
 def sbm10k() -> Graph:
     return sbm_graph("sbm10k", 10_000, 10, 0.01, 0.00022, seed=20240608)
+
+
+# Loss landscapes (the ``minimize`` task) for the optimizer lab (model ``optim``): each a
+# function of a point, its default start and, where known, its minima and their value.
+@register("rosenbrock", "Rosenbrock's banana valley: minimum 0 at (1, 1) along a curved floor")
+def rosenbrock() -> Landscape:
+    return Landscape(
+        "rosenbrock", "rosenbrock", ((-2.0, 2.0), (-1.0, 3.0)), start=(-1.5, 2.0),
+        params={"a": 1.0, "b": 100.0}, minima=((1.0, 1.0),), minimum=0.0,
+        description="Rosenbrock 1960, a = 1, b = 100: easy to find the valley, slow along it",
+    )  # fmt: skip
+
+
+@register("beale", "Beale's function: minimum 0 at (3, 0.5), flat plateaus and steep walls")
+def beale() -> Landscape:
+    return Landscape(
+        "beale", "beale", ((-4.5, 4.5), (-4.5, 4.5)), start=(1.0, 1.5),
+        minima=((3.0, 0.5),), minimum=0.0, description="Beale 1958",
+    )  # fmt: skip
+
+
+@register("quadratic", "½ wᵀAw, A with a chosen condition number and dimension (params), rotated")
+def quadratic() -> Landscape:
+    return Landscape(
+        "quadratic", "quadratic", ((-2.0, 2.0), (-2.0, 2.0)), start=(1.5, 1.0),
+        params={"condition_number": 10.0}, minima=((0.0, 0.0),), minimum=0.0,
+        description="eigenvalues 1..κ spaced geometrically, eigenvectors of a fixed-seed "
+        "rotation; the model's params set κ (condition_number) and the dimension (dim)",
+    )  # fmt: skip
+
+
+@register("saddle", "x² + y⁴/4 − y²/2: a saddle at the origin, minima −1/4 at (0, ±1)")
+def saddle() -> Landscape:
+    return Landscape(
+        "saddle", "saddle", ((-1.5, 1.5), (-1.5, 1.5)), start=(1.0, 0.001),
+        minima=((0.0, 1.0), (0.0, -1.0)), minimum=-0.25,
+        description="started on the saddle's ridge (y = 0.001): escaping takes a gradient "
+        "method many steps; Newton's method goes to the saddle",
+    )  # fmt: skip
+
+
+@register("himmelblau", "Himmelblau's function: four minima of 0, one at (3, 2)")
+def himmelblau() -> Landscape:
+    return Landscape(
+        "himmelblau", "himmelblau", ((-5.0, 5.0), (-5.0, 5.0)), start=(0.0, 0.0),
+        minima=((3.0, 2.0), (-2.805118, 3.131312), (-3.779310, -3.283186), (3.584428, -1.848127)),
+        minimum=0.0, description="Himmelblau 1972",
+    )  # fmt: skip
+
+
+# found by Newton's method in float64 (tests/models/test_optim_lab.py checks them)
+LOGISTIC_ARGMIN = (5.5718633123505805, -0.4024949780047443)
+LOGISTIC_MINIMUM = 0.20132558610526843
+
+
+@register("logistic", "logistic regression's loss on a real feature: breast cancer, worst radius")
+def logistic() -> Landscape:
+    return Landscape(
+        "logistic", "logistic", ((-2.0, 8.0), (-4.0, 4.0)), start=(-1.0, 2.0),
+        minima=(LOGISTIC_ARGMIN,), minimum=LOGISTIC_MINIMUM,
+        description="w = (slope, bias) of σ(w₀x + w₁) on sklearn's 569 breast cancer "
+        "tumours (x: worst radius, standardised; y: malignant); mean cross-entropy",
+    )  # fmt: skip

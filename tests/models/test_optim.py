@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import copy
 import io
+import math
 import typing
 from collections.abc import Callable
 
 import pytest
 import torch
 
-from models.optim import OptimizerName, OptimizerSpec, build_optimizer
+from models.data import LANDSCAPES, load_data
+from models.optim import OptimizerName, OptimizerSpec, build_optimizer, gradient_and_hessian
 
 STEPS = 6
 WD = 0.1
@@ -36,6 +38,8 @@ TORCH_RULES: dict[str, TorchFactory] = {
     ),
 }
 ALL_RULES: tuple[OptimizerName, ...] = typing.get_args(OptimizerName)
+# the rules that step on p.grad alone (newton needs the loss itself: its tests are below)
+FIRST_ORDER = tuple(name for name in ALL_RULES if name != "newton")
 
 
 def make_params(seed: int = 0) -> list[torch.Tensor]:
@@ -113,7 +117,7 @@ def test_bias_correction_enlarges_the_first_adam_step() -> None:
     assert moves["adam_no_bias_correction"] == pytest.approx(0.1 / 0.001**0.5, rel=1e-6)
 
 
-@pytest.mark.parametrize("name", ALL_RULES)
+@pytest.mark.parametrize("name", FIRST_ORDER)
 def test_state_dict_round_trip_mid_way_gives_identical_steps(name: OptimizerName) -> None:
     spec = OptimizerSpec(name=name, weight_decay=WD, **SPEC)
     a = leaf_params()
@@ -199,3 +203,148 @@ def test_adam_on_the_whole_list_is_its_per_tensor_rule_bit_for_bit(bias_correcti
         for a, b in zip(fast, slow, strict=True):
             assert torch.equal(a, b), step
     assert int(opt_fast.state[fast[1]]["step"]) == 4  # skipped twice
+
+
+# --- on the landscapes: real gradients, every rule torch has ---------------------------
+
+
+@pytest.mark.parametrize("landscape", sorted(LANDSCAPES))
+@pytest.mark.parametrize("name", list(TORCH_RULES))
+def test_rule_matches_torch_on_the_landscapes(name: OptimizerName, landscape: str) -> None:
+    """20 steps from the landscape's start on its own gradients: the same path as
+    torch.optim's (the gradient at each point depends on the path so far, so a difference
+    at any step would grow)."""
+    land = load_data(landscape)
+    spec = OptimizerSpec(name=name, lr=1e-3, weight_decay=0.0, momentum=0.9)
+    ours = torch.tensor(land.start, dtype=torch.float64, requires_grad=True)
+    theirs = ours.detach().clone().requires_grad_()
+    opt_ours = build_optimizer(spec, [ours])
+    opt_theirs = TORCH_RULES[name]([theirs], spec)
+    for group in opt_theirs.param_groups:
+        group["weight_decay"] = 0.0
+    for step in range(1, 21):
+        for w, opt in ((ours, opt_ours), (theirs, opt_theirs)):
+            opt.zero_grad()
+            land(w).backward()
+            opt.step()
+        torch.testing.assert_close(ours, theirs, msg=f"{name} on {landscape}, step {step}")
+
+
+# --- newton -------------------------------------------------------------------------------
+
+
+def quadratic_problem(dim: int, kappa: float, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    """A (dim, dim) symmetric positive definite with condition number κ, and b (dim,)."""
+    g = torch.Generator().manual_seed(seed)
+    q, _ = torch.linalg.qr(torch.randn(dim, dim, generator=g, dtype=torch.float64))
+    lam = torch.logspace(0, math.log10(kappa), dim, dtype=torch.float64)
+    return (q * lam) @ q.T, torch.randn(dim, generator=g, dtype=torch.float64)
+
+
+@pytest.mark.parametrize("kappa", [1.0, 1e3, 1e8])
+def test_newton_solves_a_quadratic_in_one_undamped_step(kappa: float) -> None:
+    """f(w) = ½ wᵀAw − bᵀw over two parameter tensors: one step of η = 1 lands on A⁻¹b,
+    whatever A's condition number."""
+    a, b = quadratic_problem(7, kappa)
+    w1 = torch.zeros(3, dtype=torch.float64, requires_grad=True)
+    w2 = torch.ones(4, dtype=torch.float64, requires_grad=True)
+
+    def loss() -> torch.Tensor:
+        w = torch.cat([w1, w2])
+        return 0.5 * w @ a @ w - b @ w
+
+    opt = build_optimizer(OptimizerSpec(name="newton", lr=1.0), [w1, w2])
+    returned = opt.step(loss)
+    assert isinstance(returned, torch.Tensor)
+    solution = torch.linalg.solve(a, b)
+    torch.testing.assert_close(
+        torch.cat([w1, w2]).detach(), solution, rtol=1e-6 * kappa**0.5, atol=0
+    )
+    assert int(opt.state[w1]["step"]) == 1
+
+
+def test_gradient_and_hessian_match_autograd_functional() -> None:
+    land = load_data("rosenbrock")
+    x = torch.tensor([-1.2, 1.0], dtype=torch.float64)
+    a, b = x[:1].clone().requires_grad_(), x[1:].clone().requires_grad_()
+    g, h = gradient_and_hessian(land(torch.cat([a, b])), [a, b])
+    torch.testing.assert_close(g, torch.autograd.functional.jacobian(land, x))
+    torch.testing.assert_close(h, torch.autograd.functional.hessian(land, x))
+    # by hand: ∂²/∂x² = 2 − 400(y − x²) + 800x², ∂²/∂x∂y = −400x, ∂²/∂y² = 200
+    hand = torch.tensor(
+        [[2 - 400 * (1 - 1.44) + 800 * 1.44, 480.0], [480.0, 200.0]], dtype=torch.float64
+    )
+    torch.testing.assert_close(h, hand)
+
+
+def test_newton_with_damping_and_weight_decay_is_the_formula() -> None:
+    """One step is w − η (H + λI + δI)⁻¹ (g + λw)."""
+    land = load_data("beale")
+    w = torch.tensor(land.start, dtype=torch.float64, requires_grad=True)
+    x = w.detach().clone()
+    spec = OptimizerSpec(name="newton", lr=0.5, damping=2.0, weight_decay=0.1)
+    build_optimizer(spec, [w]).step(lambda: land(w))
+    g = torch.autograd.functional.jacobian(land, x) + 0.1 * x
+    h = torch.autograd.functional.hessian(land, x) + (0.1 + 2.0) * torch.eye(2, dtype=torch.float64)
+    torch.testing.assert_close(w.detach(), x - 0.5 * torch.linalg.solve(h, g))
+
+
+def newton_path(landscape: str, steps: int, **spec: object) -> torch.Tensor:
+    land = load_data(landscape)
+    w = torch.tensor(land.start, dtype=torch.float64, requires_grad=True)
+    opt = build_optimizer(OptimizerSpec(name="newton", lr=1.0, **spec), [w])  # type: ignore[arg-type]
+    for _ in range(steps):
+        opt.step(lambda: land(w))
+    return w.detach()
+
+
+def test_newton_goes_to_the_saddle_and_the_line_search_does_not() -> None:
+    """On x² + y⁴/4 − y²/2 from (1, 0.001): Newton's step seeks a zero of the gradient and
+    lands on the saddle (0, 0). With the line search the first step still lands near it
+    (the loss falls from 1 to 0, enough for Armijo), but there H is indefinite, the step no
+    descent direction: the search follows −g and the path reaches a minimum (0, ±1)."""
+    torch.testing.assert_close(newton_path("saddle", 20), torch.zeros(2, dtype=torch.float64))
+    x, y = newton_path("saddle", 60, line_search=True).tolist()
+    assert x == pytest.approx(0.0, abs=1e-9) and abs(y) == pytest.approx(1.0, abs=1e-9)
+
+
+def test_the_line_search_rescues_newton_on_the_logistic_loss() -> None:
+    """From (−1, 2), far from the minimum, the logistic loss is nearly linear, its Hessian
+    nearly singular: a full Newton step overshoots and the iterates run away; halving the
+    step until the loss decreases enough converges."""
+    from models.data.builtin import LOGISTIC_ARGMIN
+
+    assert newton_path("logistic", 20).abs().max() > 100
+    torch.testing.assert_close(
+        newton_path("logistic", 30, line_search=True),
+        torch.tensor(LOGISTIC_ARGMIN, dtype=torch.float64),
+    )
+
+
+def test_newton_needs_a_closure_and_round_trips() -> None:
+    w = torch.ones(2, dtype=torch.float64, requires_grad=True)
+    opt = build_optimizer(OptimizerSpec(name="newton"), [w])
+    w.grad = torch.ones(2, dtype=torch.float64)
+    with pytest.raises(RuntimeError, match="closure"):
+        opt.step()
+    opt.step(lambda: (w**4).sum())
+    again = build_optimizer(OptimizerSpec(name="newton"), [w])
+    again.load_state_dict(copy.deepcopy(opt.state_dict()))
+    assert int(again.state[w]["step"]) == 1
+
+
+def test_newton_trains_an_mlp_through_the_shared_loop() -> None:
+    """models.loop passes newton a closure: a 2-4-2 network on moons (22 parameters) takes
+    damped Newton steps (damping: its Hessian is indefinite) and its loss falls."""
+    from models.context import LocalContext
+    from models.mlp import FAMILY, MLPParams
+
+    data = load_data("moons")
+    params = MLPParams(hidden=[4], activation="tanh")
+    torch.manual_seed(0)
+    module = FAMILY.build(params, data.info)
+    spec = OptimizerSpec(name="newton", lr=1.0, damping=1.0, line_search=True)
+    ctx = LocalContext(epochs=3, batch_size=512, optimizer=spec)
+    FAMILY.fit(module, data, params, ctx)
+    losses = [m["train_loss"] for _, m in ctx.history if "train_loss" in m]
+    assert len(losses) == 3 and losses[-1] < losses[0]

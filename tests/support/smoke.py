@@ -158,6 +158,12 @@ SMOKE: dict[str, Smoke] = {
         also=("les_miserables",),
         variants=({"objective": "negative_sampling", "negative": 2, "p": 0.5, "q": 2.0},),
     ),
+    # a 3-D quadratic (the one landscape of any dimension); the job's optimizer is the
+    # context's default, Adam
+    "optim": Smoke(
+        "quadratic", {"dim": 3, "condition_number": 100.0}, train={"steps": 8},
+        also=("rosenbrock", "logistic"),
+    ),
 }  # fmt: skip
 
 
@@ -474,8 +480,22 @@ def check_neighbors(p: Probe) -> dict[str, Tensor]:
     return out
 
 
-# keyed by capability (a ``Capability`` is its own value, so its name finds it too);
-# trajectory gets its own with the first family declaring it
+def check_trajectory(p: Probe) -> dict[str, Tensor]:
+    """The landscape's loss at points of the plotted plane, finite, one per point; at whole
+    points (every coordinate) the module's own loss; the same call, the same numbers."""
+    fn = capability_fn(p.family, Capability.TRAJECTORY)
+    grid = torch.cartesian_prod(torch.linspace(-1, 1, 3), torch.linspace(-1, 1, 3))
+    out: dict[str, Tensor] = fn(p.module, grid)
+    assert out.keys() == {"loss"} and out["loss"].shape == (9,)
+    assert bool(torch.isfinite(out["loss"]).all())
+    assert torch.equal(out["loss"], fn(p.module, grid)["loss"])
+    w = torch.cat([q.detach().reshape(-1) for q in p.module.parameters()])
+    whole = fn(p.module, w.unsqueeze(0))["loss"]
+    assert whole.shape == (1,) and bool(torch.isfinite(whole).all())
+    return out
+
+
+# keyed by capability (a ``Capability`` is its own value, so its name finds it too)
 CHECKERS: dict[str, Checker] = {
     Capability.PREDICT: check_predict,
     Capability.SAMPLE: check_sample,
@@ -492,6 +512,7 @@ CHECKERS: dict[str, Checker] = {
     Capability.GRADIENTS: check_gradients,
     Capability.EMBED: check_embed,
     Capability.NEIGHBORS: check_neighbors,
+    Capability.TRAJECTORY: check_trajectory,
 }
 
 

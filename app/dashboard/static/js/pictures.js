@@ -46,6 +46,8 @@ export const PICTURES = [
     route: () => "chain.png?seed=0&steps=50&frames=10" },
   { capability: "gradients", kinds: ANY, title: "Gradients through time",
     route: () => "gradients.png" },
+  { capability: "trajectory", kinds: ANY, title: "Trajectory over the landscape",
+    route: () => "trajectory.png" },
   { capability: "embed", kinds: ANY, title: "Embedding (2-D PCA)",
     route: () => "embedding.png" },
   { capability: "rollout", kinds: ["control"], title: "Evaluation episode",

@@ -1,0 +1,184 @@
+"""The optimizer lab (``models.optim_lab``) and its landscapes: the minima where they are
+said to be, the quadratic's condition number, the params a job may give, what a fit logs,
+Newton in one step whatever the condition number, and Adam's uncorrected first step."""
+
+from __future__ import annotations
+
+import itertools
+import math
+
+import pytest
+import torch
+
+from models.context import LocalContext
+from models.data import LANDSCAPES, Landscape, load_data
+from models.data.builtin import LOGISTIC_ARGMIN, LOGISTIC_MINIMUM
+from models.data.landscapes import quadratic_matrix
+from models.optim import OptimizerSpec
+from models.optim_lab import FAMILY, OptimLabParams, Point, plane_loss
+
+
+def run(
+    landscape: str, optimizer: OptimizerSpec, steps: int, **params: object
+) -> tuple[Point, LocalContext]:
+    data = load_data(landscape)
+    p = OptimLabParams(**params)  # type: ignore[arg-type]
+    module = FAMILY.build(p, data.info)
+    assert isinstance(module, Point)
+    ctx = LocalContext(steps=steps, optimizer=optimizer)
+    FAMILY.fit(module, data, p, ctx)
+    return module, ctx
+
+
+def logged(ctx: LocalContext, name: str) -> list[tuple[int, float]]:
+    return [(s, m[name]) for s, m in ctx.history if name in m]
+
+
+@pytest.mark.parametrize("name", sorted(LANDSCAPES))
+def test_the_minima_are_stationary_points_of_the_stated_value(name: str) -> None:
+    land = load_data(name)
+    assert isinstance(land, Landscape) and land.minimum is not None and land.minima
+    for m in land.minima:
+        w = torch.tensor(m, dtype=torch.float64, requires_grad=True)
+        f = land(w)
+        (g,) = torch.autograd.grad(f, w)
+        assert f.item() == pytest.approx(land.minimum, abs=1e-9), m
+        assert g.norm().item() < 1e-4, m
+        assert torch.linalg.eigvalsh(torch.autograd.functional.hessian(land, w.detach())).min() > 0
+    start = torch.tensor(land.start, dtype=torch.float64)
+    assert land(start).item() > land.minimum + 0.1  # a start with something to do
+
+
+def test_the_logistic_minimum_is_newtons_fixed_point() -> None:
+    """The stated argmin and value: Newton's step from there moves by < 1e-12."""
+    land = load_data("logistic")
+    w = torch.tensor(LOGISTIC_ARGMIN, dtype=torch.float64)
+    g = torch.autograd.functional.jacobian(land, w)
+    h = torch.autograd.functional.hessian(land, w)
+    assert torch.linalg.solve(h, g).norm().item() < 1e-12
+    assert land(w).item() == pytest.approx(LOGISTIC_MINIMUM, rel=1e-15)
+
+
+@pytest.mark.parametrize(("dim", "kappa"), [(2, 10.0), (5, 1e3), (40, 1e6)])
+def test_the_quadratic_has_the_condition_number_asked(dim: int, kappa: float) -> None:
+    a = quadratic_matrix(dim, kappa)
+    torch.testing.assert_close(a, a.T)
+    lam = torch.linalg.eigvalsh(a)
+    assert lam[0].item() == pytest.approx(1.0) and lam[-1].item() == pytest.approx(kappa)
+    # no eigenvector along an axis: a diagonal preconditioner cannot undo it
+    _, vectors = torch.linalg.eigh(a)
+    assert vectors.abs().max().item() < 0.999
+    land = load_data("quadratic").resized(dim, condition_number=kappa)
+    w = torch.randn(3, dim, dtype=torch.float64)
+    torch.testing.assert_close(land(w), 0.5 * ((w @ a) * w).sum(-1))
+
+
+def test_params_reach_the_model() -> None:
+    info = load_data("quadratic").info
+    m = FAMILY.build(OptimLabParams(dim=4, condition_number=50.0, start=[1, 2, 3, 4]), info)
+    assert isinstance(m, Point) and m.w.tolist() == [1, 2, 3, 4] and m.w.dtype == torch.float64
+    assert m.landscape.params["condition_number"] == 50.0 and m.landscape.dim == 4
+    default = FAMILY.build(OptimLabParams(dim=4), info)
+    assert isinstance(default, Point) and default.w.tolist() == [1.5, 1.0, 1.0, 1.0]
+    # the 2-D landscapes ignore the quadratic's settings; a start must fit the dimension
+    rosen = FAMILY.build(OptimLabParams(dim=4), load_data("rosenbrock").info)
+    assert isinstance(rosen, Point) and rosen.w.shape == (2,)
+    with pytest.raises(ValueError, match="start has 3 coordinates; rosenbrock takes points of 2"):
+        FAMILY.build(OptimLabParams(start=[0, 0, 0]), load_data("rosenbrock").info)
+    with torch.device("meta"):  # the API counts parameters this way
+        assert FAMILY.build(OptimLabParams(dim=500), info).w.numel() == 500
+
+
+def test_a_fit_logs_the_path_and_when_it_converged() -> None:
+    spec = OptimizerSpec(name="sgd", lr=0.05)
+    module, ctx = run("quadratic", spec, 300, condition_number=10.0)
+    steps = [s for s, _ in logged(ctx, "loss")]
+    assert steps == list(range(1, 301))
+    land = module.landscape
+    (first_w0,) = [v for s, v in logged(ctx, "w0") if s == 300]
+    assert first_w0 == module.w[0].item()
+    losses = [v for _, v in logged(ctx, "loss")]
+    assert losses[-1] == pytest.approx(land(module.w.detach()).item())
+    assert all(b <= a for a, b in itertools.pairwise(losses))  # sgd below 2/L
+    ((at, value),) = logged(ctx, "converged_step")
+    assert at == value and losses[at - 1] <= 1e-6 < losses[at - 2]
+    # the gradient norm logged at step t is the one at w_{t−1}: the start's at step 1
+    start = torch.tensor(land.start, dtype=torch.float64, requires_grad=True)
+    (g,) = torch.autograd.grad(land(start), start)
+    assert logged(ctx, "grad_norm")[0][1] == pytest.approx(g.norm().item())
+    assert logged(ctx, "step_norm")[0][1] == pytest.approx(0.05 * g.norm().item())
+
+
+def test_a_long_run_logs_at_most_max_logged_steps(monkeypatch: pytest.MonkeyPatch) -> None:
+    import models.optim_lab as lab
+
+    monkeypatch.setattr(lab, "MAX_LOGGED", 7)
+    _, ctx = run("rosenbrock", OptimizerSpec(name="adam", lr=0.01), 20)
+    assert [s for s, _ in logged(ctx, "loss")] == [3, 6, 9, 12, 15, 18, 20]
+
+
+@pytest.mark.parametrize("kappa", [1.0, 1e2, 1e4, 1e6])
+def test_newton_takes_one_step_on_the_quadratic_whatever_its_condition(kappa: float) -> None:
+    """The notes' w − H⁻¹g: one undamped step to the minimum of a 20-D quadratic at any
+    condition number (f = 0 up to rounding), where gradient descent at its best rate
+    needs ~κ log(1/tol) steps."""
+    module, ctx = run(
+        "quadratic", OptimizerSpec(name="newton", lr=1.0), 1, dim=20, condition_number=kappa
+    )
+    assert logged(ctx, "converged_step") == [(1, 1.0)]
+    assert module.w.detach().abs().max().item() < 1e-9
+
+
+def test_adam_without_bias_correction_takes_a_first_step_of_3_16_lr() -> None:
+    """m₁ = (1−β₁)g, v₁ = (1−β₂)g²: each coordinate moves lr·(1−β₁)/√(1−β₂) ≈ 3.16·lr at
+    the first step, against lr with the correction; visible in the logged path."""
+    lr = 0.01
+    first = {}
+    for name in ("adam", "adam_no_bias_correction"):
+        _, ctx = run("rosenbrock", OptimizerSpec(name=name, lr=lr), 1)  # type: ignore[arg-type]
+        first[name] = logged(ctx, "step_norm")[0][1] / math.sqrt(2)  # both coordinates move alike
+    assert first["adam"] == pytest.approx(lr, rel=1e-6)
+    assert first["adam_no_bias_correction"] == pytest.approx(lr * 0.1 / math.sqrt(0.001), rel=1e-6)
+
+
+def test_a_diverging_optimizer_fails_the_job() -> None:
+    from models.family import Diverged
+
+    with pytest.raises(Diverged):
+        run("rosenbrock", OptimizerSpec(name="sgd", lr=0.1), 200)
+
+
+def test_the_plane_is_the_first_two_coordinates_at_the_minimum() -> None:
+    module = FAMILY.build(
+        OptimLabParams(dim=6, condition_number=100.0), load_data("quadratic").info
+    )
+    points = torch.tensor([[0.5, -0.25], [0.0, 0.0]], dtype=torch.float64)
+    out = plane_loss(module, points)["loss"]
+    whole = torch.zeros(2, 6, dtype=torch.float64)
+    whole[:, :2] = points
+    torch.testing.assert_close(out, module.landscape(whole))
+    assert out[1].item() == 0.0
+    torch.testing.assert_close(plane_loss(module, whole)["loss"], out)  # whole points as they are
+
+
+def test_the_benchs_batched_runs_are_the_plain_rules() -> None:
+    """bench/optim_lab.py moves every rule, lr and start at once (each rule at η = 1 on a
+    shadow, each row scaled by its η): the same losses as each rule run alone."""
+    from bench.optim_lab import FIRST_ORDER, LRS, first_order_run, start
+    from models.optim import build_optimizer
+
+    land = load_data("beale")
+    _, gaps = first_order_run(land, [0, 1], 25, 1e-30)
+    for r, name in enumerate(FIRST_ORDER):
+        for i in (2, 4):  # lr 1e-3, 1e-2
+            w = start(land, 1).requires_grad_()
+            opt = build_optimizer(OptimizerSpec(name=name, lr=LRS[i]), [w])
+            for _ in range(25):
+                opt.zero_grad()
+                land(w).backward()
+                opt.step()
+            plain = land(w.detach()).item()
+            if not math.isfinite(plain):  # diverged: the batched run parks it, nan
+                assert math.isnan(gaps[r, i, 1]), name
+                continue
+            assert gaps[r, i, 1] == pytest.approx(plain, rel=1e-9, abs=1e-12), name
