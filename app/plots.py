@@ -462,38 +462,52 @@ def trajectory_png(
     xs: np.ndarray,
     ys: np.ndarray,
     loss: np.ndarray,
-    path: np.ndarray,
+    paths: Sequence[tuple[str, np.ndarray]],
     *,
     minima: Sequence[Sequence[float]],
     floor: float | None,
     title: str,
     caption: str = "",
 ) -> bytes:
-    """An optimizer's path over a landscape: filled contours of log10(f − floor) on the grid
-    ``xs`` × ``ys`` (``loss`` (len(ys), len(xs))), the path (``path`` (n, 2), the start a
-    circle, the end a square) in white, the known minima as stars. ``floor`` is the known
-    minimum f*, else the grid's lowest value; a non-finite point of the path is dropped."""
+    """Optimizers' paths over a landscape: filled contours of log10(f − floor) on the grid
+    ``xs`` × ``ys`` (``loss`` (len(ys), len(xs))), each path ((label, (n, 2) points): the
+    start a circle, the last point a square; one path in white, several in distinct
+    colours with their labels), the known minima as stars. ``floor`` is the known minimum
+    f*, else the grid's lowest value; a non-finite point of a path is dropped."""
     low = float(np.nanmin(loss)) if floor is None else min(floor, float(np.nanmin(loss)))
     span = max(float(np.nanmax(loss)) - low, 1e-12)
     with np.errstate(divide="ignore", invalid="ignore"):
         shown = np.log10(loss - low + 1e-6 * span)
-    fig = _figure(6.0, 5.0)
+    many = len(paths) > 1
+    fig = _figure(7.6 if many else 6.0, 5.0 + (0.12 * min(len(paths), 20) if many else 0.0))
     ax = fig.subplots()
-    filled = ax.contourf(xs, ys, shown, levels=30, cmap="viridis")
+    filled = ax.contourf(xs, ys, shown, levels=30, cmap="Greys_r" if many else "viridis")
     ax.contour(xs, ys, shown, levels=15, colors="k", linewidths=0.3, alpha=0.5)
     fig.colorbar(filled, ax=ax, label="log10 (f − f*)" if floor is not None else "log10 (f − min)")
-    finite = path[np.isfinite(path).all(axis=1)]
-    if len(finite):
-        ax.plot(finite[:, 0], finite[:, 1], "-", color="white", linewidth=1.2)
-        ax.plot(finite[:, 0], finite[:, 1], ".", color="white", markersize=3)
-        ax.plot(*finite[0], "o", color="#f6c48a", markersize=7, label="start")
-        ax.plot(*finite[-1], "s", color="#e4572e", markersize=6, label="last")
+    from matplotlib import colormaps
+
+    cmap = colormaps["turbo"]
+    for i, (label, path) in enumerate(paths):
+        finite = path[np.isfinite(path).all(axis=1)]
+        if not len(finite):
+            continue
+        colour = cmap(0.1 + 0.8 * i / max(1, len(paths) - 1)) if many else "white"
+        ax.plot(finite[:, 0], finite[:, 1], "-", color=colour, linewidth=1.2,
+                label=label if many and i < 20 else None)  # fmt: skip
+        ax.plot(finite[:, 0], finite[:, 1], ".", color=colour, markersize=2 if many else 3)
+        ax.plot(*finite[0], "o", color="#f6c48a" if not many else colour, markersize=7,
+                markeredgecolor="k" if many else None, label=None if many else "start")  # fmt: skip
+        ax.plot(*finite[-1], "s", color="#e4572e" if not many else colour, markersize=6,
+                markeredgecolor="k" if many else None, label=None if many else "last")  # fmt: skip
     for m in minima:
         ax.plot(m[0], m[1], "*", color="#ffd400", markersize=11, markeredgecolor="k")
     ax.set_xlim(float(xs[0]), float(xs[-1]))
     ax.set_ylim(float(ys[0]), float(ys[-1]))
     ax.set_xlabel("w0")
     ax.set_ylabel("w1")
-    ax.legend(loc="upper right", fontsize=7)
+    if many:
+        fig.legend(loc="outside lower center", ncols=2, fontsize=7, frameon=False)
+    else:
+        ax.legend(loc="upper right", fontsize=7)
     ax.set_title(title + (f"\n{caption}" if caption else ""), fontsize=8)
     return _png(fig)

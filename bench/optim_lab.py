@@ -335,8 +335,8 @@ def pictures() -> list[str]:
     """The service's trajectory.png on rosenbrock, 1,500 steps from the landscape's start,
     to docs/img: momentum at the lr the table picks (1e-3), and Adam at lr 1, which
     touches the minimum (f − f* ≤ 1e-6 at step 706) and leaves it again."""
-    from app.api.trajectory import _view
     from app.plots import trajectory_png
+    from app.trajectories import view
     from models.optim_lab import plane_loss
 
     written = []
@@ -349,12 +349,14 @@ def pictures() -> list[str]:
         ctx = LocalContext(steps=1_500, optimizer=OptimizerSpec(name=name, lr=lr))  # type: ignore[arg-type]
         FAMILY.fit(module, data, p, ctx)
         path = np.array([first] + [[m["w0"], m["w1"]] for _, m in ctx.history if "w0" in m])
-        xs, ys = _view(data.info.extra["bounds"], path)
+        xs, ys = view(data.info.extra["bounds"], [path])
         gx, gy = np.meshgrid(xs, ys)
         grid = torch.tensor(np.stack([gx.ravel(), gy.ravel()], axis=1))
         loss = plane_loss(module, grid)["loss"].numpy().reshape(gx.shape)
         title = f"optim on rosenbrock · {name} lr {lr:g} · 1,500 steps"
-        png = trajectory_png(xs, ys, loss, path, minima=[[1.0, 1.0]], floor=0.0, title=title)
+        png = trajectory_png(
+            xs, ys, loss, [("", path)], minima=[[1.0, 1.0]], floor=0.0, title=title
+        )
         out = PICTURES / f"optim-trajectory-rosenbrock-{name}.png"
         out.write_bytes(png)
         written.append(str(out))

@@ -7,7 +7,7 @@ the reconciler drives running sweeps forward as their children finish.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import json
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
@@ -16,10 +16,11 @@ from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from app import trajectories
 from app.api.common import PNG, PNGResponse
 from app.api.deps import CurrentPrincipal, SessionDep
 from app.auth import Principal
-from app.db.models import Metric, Sweep
+from app.db.models import Job, Metric, Sweep
 from app.limits import INFERENCE_LIMITER, check_active_jobs
 from app.problems import Problem
 from app.schemas import JobSpec
@@ -232,23 +233,20 @@ def post_cancel(sweep_id: str, principal: CurrentPrincipal, session: SessionDep)
     return sweep_out(session, sweep)
 
 
-# A family whose children are better drawn another way registers a drawer here, keyed by
-# the family's name: it gets the session, the sweep and its children, best first, and
-# returns a PNG. (The optim family's extension point: every trajectory on one contour.)
-SWEEP_PLOTS: dict[str, Callable[[Session, Sweep, list[Child]], bytes]] = {}
 MAX_PLOT_POINTS = 20_000  # metric values one plot reads, over all its children
 
 
 @router.get("/{sweep_id}/plot.png", response_class=PNGResponse, responses=PNG)
 def get_plot(sweep_id: str, principal: CurrentPrincipal, session: SessionDep) -> PNGResponse:
-    """The children's ``metric`` against the step, overlaid, best first in the legend.
-    Drawing takes the inference rate limit."""
+    """The children's ``metric`` against the step, overlaid, best first in the legend; for
+    the optimizer lab's children on one landscape, every path on its contour. Drawing takes
+    the inference rate limit."""
     sweep = owned_sweep(session, principal, sweep_id)
     INFERENCE_LIMITER.take(principal.key_id)  # a figure costs CPU, as inference does
     rows = ranked(children(session, sweep), sweep.goal)
-    drawer = SWEEP_PLOTS.get(str(sweep.spec.get("model")))
-    if drawer is not None:
-        return PNGResponse(drawer(session, sweep, rows))
+    paths = _paths_png(session, sweep, rows)
+    if paths is not None:
+        return PNGResponse(paths)
     from app.plots import sweep_curves_png
 
     ids = [c.job_id for c in rows if c.job_id is not None]
@@ -271,3 +269,44 @@ def get_plot(sweep_id: str, principal: CurrentPrincipal, session: SessionDep) ->
             curves.append((f"#{c.number} {shown}{final}", *series[c.job_id]))
     title = f"sweep {sweep.name or sweep.id}: {sweep.metric} ({sweep.goal} is best)"
     return PNGResponse(sweep_curves_png(curves, metric=sweep.metric, title=title))
+
+
+# params that move a path's start or its stopping rule but not the landscape under it
+PATH_ONLY_PARAMS = frozenset({"start", "tolerance"})
+
+
+def _paths_png(session: Session, sweep: Sweep, rows: list[Child]) -> bytes | None:
+    """For a family that logs an optimizer's path (the TRAJECTORY capability: the optimizer
+    lab), every child's path on one contour of the landscape, labelled as the curves are;
+    None (the curves instead) for other families, or when the children's landscapes differ
+    (another dataset or landscape parameter) or no child has a job yet."""
+    from app.plots import trajectory_png
+
+    if not trajectories.has_paths(str(sweep.spec.get("model"))):
+        return None
+    jobs = [(c, session.get(Job, c.job_id)) for c in rows if c.job_id is not None]
+    shown = [(c, job) for c, job in jobs if job is not None]
+    landscapes = {
+        (job.dataset, json.dumps({k: v for k, v in job.spec["params"].items()
+                                  if k not in PATH_ONLY_PARAMS}, sort_keys=True))
+        for _, job in shown
+    }  # fmt: skip
+    if len(landscapes) != 1:
+        return None
+    per_path = max(2, MAX_PLOT_POINTS // len(shown))
+    paths, minimum = [], None
+    for c, job in shown:
+        body = trajectories.read(session, job, per_path)
+        minimum = body["minimum"]
+        values = ", ".join(f"{k.split('.')[-1]}={v}" for k, v in c.values.items())
+        final = f" → {c.metric:.4g}" if c.metric is not None else f" ({c.status})"
+        paths.append((f"#{c.number} {values}{final}", trajectories.as_array(body["path"])))
+    xs, ys, loss, info = trajectories.landscape(shown[0][1], [p for _, p in paths])
+    title = (
+        f"sweep {sweep.name or sweep.id} on {shown[0][1].dataset}: every child's path "
+        f"(legend best first by {sweep.metric}, {sweep.goal} is best)"
+    )
+    return trajectory_png(
+        xs, ys, loss, paths,
+        minima=[m[:2] for m in info.extra["minima"]], floor=minimum, title=title,
+    )  # fmt: skip

@@ -12,26 +12,15 @@ from __future__ import annotations
 
 from typing import Any
 
-import numpy as np
-import torch
 from fastapi import APIRouter
 from pydantic import BaseModel, Field
-from sqlalchemy import select
-from sqlalchemy.orm import Session
 
+from app import trajectories
 from app.api.common import PNG, PNGResponse
 from app.api.deps import CurrentPrincipal, SessionDep, owned_job
-from app.db.models import Job, Metric
 from app.limits import INFERENCE_LIMITER
-from models.data import DataInfo, load_data
-from models.family import Capability
-from models.registry import get_family
 
 router = APIRouter(prefix="/v1/jobs", tags=["diagnostics"])
-MAX_POINTS = 2_000  # logged steps one answer holds: a longer path is subsampled evenly
-GRID = 160  # contour samples per axis of trajectory.png
-MAX_ZOOM_OUT = 10.0  # a path leaving the landscape's bounds widens the plot, at most 10x
-PATH_METRICS = ("loss", "w0", "w1", "grad_norm", "step_norm")
 
 
 class TrajectoryOut(BaseModel):
@@ -53,63 +42,6 @@ class TrajectoryOut(BaseModel):
     subsampled: bool = Field(description="true when the logged steps were more than 2,000")
 
 
-def _start(job: Job) -> tuple[torch.nn.Module, DataInfo, Any]:
-    """The job's model as built (its parameters: the start point), the landscape's info and
-    the family's loss function; 409 for a model without the trajectory capability."""
-    family = get_family(job.model)
-    plane = family.capability(Capability.TRAJECTORY)  # 409 naming what it can do
-    info = (
-        DataInfo.from_json(job.data_info)
-        if job.data_info is not None
-        else load_data(job.dataset).info
-    )
-    with torch.device("cpu"):
-        module = family.build(family.params(**job.spec["params"]), info)
-    return module, info, plane
-
-
-def _trajectory(session: Session, job: Job) -> dict[str, Any]:
-    module, info, plane = _start(job)
-    w = torch.cat([p.detach().reshape(-1) for p in module.parameters()])
-    start_loss = float(plane(module, w.unsqueeze(0))["loss"][0])
-    mine = (Metric.job_id == job.id) & Metric.name.in_(PATH_METRICS)
-    steps = list(
-        session.scalars(
-            select(Metric.step).where(mine & (Metric.name == "w0")).distinct().order_by(Metric.step)
-        ).all()
-    )
-    subsampled = len(steps) > MAX_POINTS - 1
-    if subsampled:  # the start is one point; the first and last logged steps stay
-        picks = np.linspace(0, len(steps) - 1, MAX_POINTS - 1).round().astype(int)
-        steps = [steps[i] for i in picks]
-    rows = session.execute(
-        select(Metric.name, Metric.step, Metric.value).where(mine & Metric.step.in_(steps))
-    ).all()
-    cells = {(name, step): value for name, step, value in rows}
-    done = session.scalar(
-        select(Metric.step).where(
-            (Metric.job_id == job.id) & (Metric.name == "converged_step")
-        ).order_by(Metric.step)
-    )  # fmt: skip
-    return {
-        "job_id": job.id,
-        "landscape": job.dataset,
-        "optimizer": job.spec["optimizer"],
-        "dim": int(w.numel()),
-        "steps": [0, *steps],
-        "loss": [start_loss, *(cells.get(("loss", s)) for s in steps)],
-        "path": [
-            [float(w[0]), float(w[1]) if len(w) > 1 else 0.0],
-            *([cells.get(("w0", s)), cells.get(("w1", s))] for s in steps),
-        ],
-        "grad_norm": [None, *(cells.get(("grad_norm", s)) for s in steps)],
-        "step_norm": [None, *(cells.get(("step_norm", s)) for s in steps)],
-        "minimum": info.extra.get("minimum"),
-        "converged_step": done,
-        "subsampled": subsampled,
-    }
-
-
 @router.get("/{job_id}/trajectory", response_model=TrajectoryOut)
 def trajectory(job_id: str, principal: CurrentPrincipal, session: SessionDep) -> dict[str, Any]:
     """For the optimizer lab (``optim``): the path of the job's optimizer over its
@@ -117,7 +49,7 @@ def trajectory(job_id: str, principal: CurrentPrincipal, session: SessionDep) ->
     the step's length; at most 2,000 points, evenly spread over a longer run (the start
     and the last logged step always among them). Live while the job trains; null: not
     logged (or not finite)."""
-    return _trajectory(session, owned_job(session, principal, job_id))
+    return trajectories.read(session, owned_job(session, principal, job_id))
 
 
 @router.get("/{job_id}/trajectory.png", response_class=PNGResponse, responses=PNG)
@@ -130,35 +62,16 @@ def trajectory_png(job_id: str, principal: CurrentPrincipal, session: SessionDep
     from app.plots import trajectory_png as draw
 
     job = owned_job(session, principal, job_id)
-    body = _trajectory(session, job)
-    module, info, plane = _start(job)
+    body = trajectories.read(session, job)
     INFERENCE_LIMITER.take(principal.key_id)  # drawing is the work here
-    path = np.array([[np.nan if v is None else v for v in p] for p in body["path"]], dtype=float)
-    xs, ys = _view(info.extra["bounds"], path)
-    gx, gy = np.meshgrid(xs, ys)
-    points = torch.tensor(np.stack([gx.ravel(), gy.ravel()], axis=1), dtype=torch.float64)
-    loss = plane(module, points)["loss"].numpy().reshape(gx.shape)
+    path = trajectories.as_array(body["path"])
+    xs, ys, loss, info = trajectories.landscape(job, [path])
     spec = body["optimizer"]
     title = f"{job.model} on {job.dataset} · {job.id} · {spec.get('name')} lr {spec.get('lr')}"
     caption = "" if body["dim"] == 2 else f"w0, w1 of {body['dim']}; the others at the minimum"
     png = draw(
-        xs, ys, loss, path,
+        xs, ys, loss, [("", path)],
         minima=[m[:2] for m in info.extra["minima"]], floor=body["minimum"], title=title,
         caption=caption,
     )  # fmt: skip
     return PNGResponse(png)
-
-
-def _view(bounds: list[list[float]], path: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Grid axes over ``bounds`` widened to the path's finite points, each axis at most
-    ``MAX_ZOOM_OUT`` times the landscape's span about its centre."""
-    axes = []
-    for i, (lo, hi) in enumerate(bounds):
-        centre, half = (lo + hi) / 2, (hi - lo) / 2
-        values = path[:, i][np.isfinite(path[:, i])]
-        if len(values):
-            lo, hi = min(lo, float(values.min())), max(hi, float(values.max()))
-        lo, hi = max(lo, centre - MAX_ZOOM_OUT * half), min(hi, centre + MAX_ZOOM_OUT * half)
-        pad = 0.02 * (hi - lo)
-        axes.append(np.linspace(lo - pad, hi + pad, GRID))
-    return axes[0], axes[1]

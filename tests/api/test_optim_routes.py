@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 from fastapi.testclient import TestClient
 
-from app.api import trajectory as route
+from app import trajectories
 from models.optim import MAX_NEWTON_PARAMETERS
 from tests.support.jobs import PNG_MAGIC, SPEC, trained
 
@@ -63,7 +63,7 @@ def test_newton_in_one_step_on_an_ill_conditioned_quadratic(client: TestClient) 
 
 def test_points_are_bounded(client: TestClient, monkeypatch: pytest.MonkeyPatch) -> None:
     job = lab_job(client, steps=20)
-    monkeypatch.setattr(route, "MAX_POINTS", 5)
+    monkeypatch.setattr(trajectories, "MAX_POINTS", 5)
     body = client.get(f"/v1/jobs/{job}/trajectory").json()
     # five points: the start and four logged steps spread evenly, the first and last kept
     assert body["subsampled"] and body["steps"] == [0, 1, 7, 14, 20]

@@ -252,3 +252,34 @@ def test_concurrent_passes_make_each_trial_once(client: TestClient) -> None:
     assert sorted(c["number"] for c in table["children"]) == [0, 1, 2, 3]
     assert table["counts"] == {"cancelled": 2, "queued": 2}
     assert len({c["job_id"] for c in table["children"]}) == 4
+
+
+def png_size(png: bytes) -> tuple[int, int]:
+    """(width, height) in pixels from a PNG's IHDR chunk."""
+    return int.from_bytes(png[16:20], "big"), int.from_bytes(png[20:24], "big")
+
+
+def test_an_optimizer_lab_sweep_draws_every_path_on_one_contour(client: TestClient) -> None:
+    """The optimizer lab's children share a landscape: plot.png draws their paths on its
+    contour (a 7.6-inch figure at 110 dpi); children on two landscapes get the curves (8)."""
+    from app.sweeps import advance
+    from workers.runner import run_job
+
+    def run(grid: dict[str, Any]) -> bytes:
+        spec = {"model": "optim", "dataset": "rosenbrock", "train": {"steps": 15}}
+        body = {"spec": spec, "grid": grid, "metric": "loss", "parallel": 4}
+        r = client.post("/v1/sweeps", json=body)
+        assert r.status_code == 201, r.text
+        sweep_id = r.json()["id"]
+        for child in client.get(f"/v1/sweeps/{sweep_id}").json()["children"]:
+            assert run_job(child["job_id"]) == "succeeded"
+        advance(sweep_id)
+        assert client.get(f"/v1/sweeps/{sweep_id}").json()["status"] == "finished"
+        png = client.get(f"/v1/sweeps/{sweep_id}/plot.png")
+        assert png.status_code == 200 and png.content.startswith(PNG_MAGIC)
+        return png.content
+
+    paths = run({"optimizer.name": ["sgd", "adam"], "params.start": [[-1.5, 2.0], [0.0, 0.0]]})
+    assert png_size(paths)[0] == round(7.6 * 110)
+    curves = run({"dataset": ["rosenbrock", "himmelblau"]})
+    assert png_size(curves)[0] == round(8.0 * 110)
