@@ -89,11 +89,13 @@ def mlp_trunk(
     batchnorm: bool = False,
     dropout: float = 0.0,
     dropout_layer: Callable[[float], nn.Module] = nn.Dropout,
+    batchnorm_affine: bool = True,
 ) -> nn.Sequential:
     """[Linear, (BatchNorm1d), activation, (dropout)] per width: (B, in) -> (B, hidden[-1]).
 
-    BatchNorm keeps ``affine=True`` (the learnable γ, β) and the Linear before it
-    drops its bias, which BatchNorm's centring would cancel anyway.
+    BatchNorm has its learnable γ, β (``batchnorm_affine``, the linear map after the
+    normalisation that can undo it, Ioffe & Szegedy 2015) unless told otherwise, and the
+    Linear before it drops its bias, which BatchNorm's centring would cancel anyway.
     ``dropout_layer`` lets MC dropout swap in a layer that stays on at inference.
     """
     layers: list[nn.Module] = []
@@ -101,7 +103,7 @@ def mlp_trunk(
     for h in hidden:
         layers.append(nn.Linear(width, h, bias=not batchnorm))
         if batchnorm:
-            layers.append(nn.BatchNorm1d(h, affine=True))
+            layers.append(nn.BatchNorm1d(h, affine=batchnorm_affine))
         layers.append(ACTIVATIONS[activation]())
         if dropout > 0:
             layers.append(dropout_layer(dropout))

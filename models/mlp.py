@@ -20,10 +20,11 @@ hidden layer), ``head.{weight,bias}``, and ``noise_var`` (regression only).
 from __future__ import annotations
 
 import math
+from typing import Self
 
 import torch
 import torch.nn.functional as F
-from pydantic import Field
+from pydantic import Field, model_validator
 from torch import Tensor, nn
 
 from models.data import PREDICTIVE_DATASETS, DataInfo, Dataset
@@ -42,12 +43,23 @@ class MLPParams(Params):
     batchnorm: bool = Field(
         False, description="BatchNorm1d (learnable γ, β) between each linear layer and activation"
     )
+    batchnorm_affine: bool = Field(
+        True,
+        description="BatchNorm's learnable γ, β (the linear map after the normalisation, "
+        "which can undo it); false: every unit stays centred and scaled",
+    )
     dropout: float = Field(
         0.0,
         ge=0.0,
         le=0.9,
         description="dropout probability after each hidden layer, training only",
     )
+
+    @model_validator(mode="after")
+    def _affine_of_batchnorm(self) -> Self:
+        if not self.batchnorm_affine and not self.batchnorm:
+            raise ValueError("batchnorm_affine sets BatchNorm's γ, β; give batchnorm: true")
+        return self
 
 
 class MLP(nn.Module):
@@ -62,8 +74,9 @@ class MLP(nn.Module):
         out_dim = (info.n_classes or 1) if info.task == "classification" else info.target_dim
         self.normalizer = Normalizer(in_dim, info.target_dim)
         self.trunk = mlp_trunk(
-            in_dim, params.hidden, params.activation, params.batchnorm, params.dropout
-        )
+            in_dim, params.hidden, params.activation, params.batchnorm, params.dropout,
+            batchnorm_affine=params.batchnorm_affine,
+        )  # fmt: skip
         self.head = nn.Linear(params.hidden[-1], out_dim)
         if info.task == "regression":
             # residual variance on the validation split, raw units (D,)
@@ -103,6 +116,37 @@ def evaluate(module: MLP, x: Tensor, y: Tensor, split: str) -> dict[str, float]:
     }
 
 
+class LayerGradients:
+    """The mean over an epoch's optimizer steps of ‖∂L/∂W‖ (Frobenius) of each linear
+    layer's weights: ``grad_norm_l1`` (the layer reading the input) to ``grad_norm_l{L}``,
+    then ``grad_norm_head``. Backpropagation multiplies the gradient by the activation's
+    derivative at every layer it crosses, so a saturating one (sigmoid: σ' ≤ 1/4) shows as
+    norms falling from the head towards the input (the notes: activations "not
+    saturating")."""
+
+    def __init__(self, module: MLP) -> None:
+        linears = [m for m in module.trunk if isinstance(m, nn.Linear)]
+        self.names = [f"grad_norm_l{i + 1}" for i in range(len(linears))] + ["grad_norm_head"]
+        self.weights = [m.weight for m in linears] + [module.head.weight]
+        self.sums = torch.zeros(len(self.weights), dtype=torch.float64)
+        self.steps = 0
+
+    def add(self) -> None:
+        """Before each update (the loop's ``before_step``): add this step's norms."""
+        norms = [w.grad.norm() if w.grad is not None else w.new_zeros(()) for w in self.weights]
+        self.sums += torch.stack(norms).detach().double().cpu()
+        self.steps += 1
+
+    def means(self) -> dict[str, float]:
+        """The means since the last call (none after a resume that ran no step)."""
+        if self.steps == 0:
+            return {}
+        out = dict(zip(self.names, (self.sums / self.steps).tolist(), strict=True))
+        self.sums.zero_()
+        self.steps = 0
+        return out
+
+
 def fit(module: nn.Module, data: Dataset, params: MLPParams, ctx: Context) -> None:
     assert isinstance(module, MLP)
     dev = ctx.device
@@ -111,10 +155,12 @@ def fit(module: nn.Module, data: Dataset, params: MLPParams, ctx: Context) -> No
     x_val, y_val = data.x_val.to(dev), data.y_val.to(dev)
     module.normalizer.fit(x.flatten(1), y if module.task == "regression" else None)
     opt = ctx.make_optimizer(module.parameters())
+    gradients = LayerGradients(module)
     finished = train_epochs(
         module, opt, x, y, ctx,
         loss_fn=lambda xb, yb: loss(module, xb, yb),
-        evaluate=lambda: evaluate(module, x_val, y_val, "val"),
+        evaluate=lambda: {**evaluate(module, x_val, y_val, "val"), **gradients.means()},
+        before_step=gradients.add,
     )  # fmt: skip
     if finished:  # held-out numbers once, for the final weights
         final_test(
