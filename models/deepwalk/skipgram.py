@@ -100,9 +100,6 @@ def ns_log_lik(v: Tensor, out: Tensor, targets: Tensor, noise: Tensor) -> Tensor
 DENSE_RATIO = 8  # a product's multiply-add against a gathered row's, by measure (about)
 
 
-DENSE_RATIO = 8  # a product's multiply-add against a gathered row's, by measure (about)
-
-
 def _dense(n: int, rows: int, batch: int, path: int) -> bool:
     """Whether a minibatch is scored as counts, every node against every output row (three
     products of O(n · rows · d)), rather than by gathering each pair's ``path`` rows
