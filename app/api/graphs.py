@@ -72,7 +72,8 @@ def _graph(model: JobModel) -> Graph:
 
 
 def _indices(graph: Graph, nodes: list[str | int], job_id: str, field: str) -> torch.Tensor:
-    """The nodes' indices; 409 for a node the graph does not have, saying how to get one."""
+    """The nodes' indices; 409 for a node the graph does not have, saying how to get one
+    (the message names no family: these routes serve any that declares the capability)."""
     index = {name: i for i, name in enumerate(graph.node_names())}
     names = [str(n) for n in nodes]
     unknown = [n for n in names if n not in index]
@@ -81,7 +82,7 @@ def _indices(graph: Graph, nodes: list[str | int], job_id: str, field: str) -> t
         raise Problem(
             409,
             f"{field}: {shown} {'is' if len(unknown) == 1 else 'are'} not in the graph this "
-            f"model was trained on ({graph.name}, {graph.n_nodes:,} nodes). DeepWalk is "
+            f"model was trained on ({graph.name}, {graph.n_nodes:,} nodes). The model is "
             "transductive: it learned one vector per node it walked, and a new node has "
             "none until it is trained on. Upload the grown graph (POST /v1/datasets) and "
             f"clone this job onto it (POST /v1/jobs/{job_id}/clone with "

@@ -33,7 +33,7 @@ from __future__ import annotations
 
 import copy
 import math
-from typing import Literal
+from typing import Literal, NamedTuple
 
 import numpy as np
 import torch
@@ -208,7 +208,31 @@ def _update(module: SkipGram, opt: torch.optim.Optimizer, grads: Grads, sparse: 
     opt.step()
 
 
-def _epoch(
+class Pass(NamedTuple):
+    """What one pass over the walks did: its mean loss per pair over ``pairs`` pairs, the
+    optimizer steps so far, and whether the job was asked to stop."""
+
+    loss: float
+    pairs: int
+    step: int
+    stopped: bool
+
+
+def _done(budget: Budget, epoch: float, step: int) -> float:
+    """The fraction of the job done, in its unit (epochs, counted within a pass, or steps):
+    what the learning rate decays on."""
+    if budget.epochs is not None:
+        return epoch / budget.epochs
+    return step / (budget.steps or 1)
+
+
+def _decay(opt: torch.optim.Optimizer, base_lr: list[float], done: float) -> None:
+    """word2vec's linear decay of each group's rate from its start, floored at ``MIN_LR``."""
+    for group, lr in zip(opt.param_groups, base_lr, strict=True):
+        group["lr"] = lr * max(MIN_LR, 1.0 - done)
+
+
+def _pass(
     module: SkipGram,
     opt: torch.optim.Optimizer,
     walks: Tensor,
@@ -216,9 +240,9 @@ def _epoch(
     ctx: Context,
     at: tuple[int, int],
     base_lr: list[float],
-) -> tuple[float, int, int, bool]:
-    """One pass over the walks in a random order: (mean loss per pair, pairs, optimizer
-    steps so far, stopped). ``at``: (epoch, step) before it."""
+) -> Pass:
+    """One pass over the walks in a random order, from ``at`` (epoch, step) before it. The
+    pairs are cut from ``per_chunk`` walks at a time: all of a corpus's would not fit."""
     epoch, step = at
     budget, params = Budget.of(ctx), objective.params
     sparse = plain_sgd(opt)
@@ -229,23 +253,29 @@ def _epoch(
         pairs = context_pairs(walks[order[lo : lo + per_chunk]], params.window, ctx.generator)
         for batch in pairs.to(ctx.device).split(ctx.batch_size):
             if not budget.steps_left(step):
-                return total / max(seen, 1), seen, step, False
+                return Pass(total / max(seen, 1), seen, step, stopped=False)
             if ctx.should_stop():
-                return total / max(seen, 1), seen, step, True
-            if budget.epochs is not None:
-                done = (epoch + lo / len(walks)) / budget.epochs
-            else:
-                done = step / (budget.steps or 1)
-            for group, lr in zip(opt.param_groups, base_lr, strict=True):
-                group["lr"] = lr * max(MIN_LR, 1.0 - done)  # word2vec's linear decay
+                return Pass(total / max(seen, 1), seen, step, stopped=True)
+            _decay(opt, base_lr, _done(budget, epoch + lo / len(walks), step))
             grads = objective.gradients(module, batch, ctx.generator)
-            loss = grads.loss
-            if not bool(torch.isfinite(loss)):
+            if not bool(torch.isfinite(grads.loss)):
                 raise Diverged(step + 1)
             _update(module, opt, grads, sparse)
             step += 1
-            total, seen = total + float(loss.detach()) * len(batch), seen + len(batch)
-    return total / max(seen, 1), seen, step, False
+            total, seen = total + float(grads.loss) * len(batch), seen + len(batch)
+    return Pass(total / max(seen, 1), seen, step, False)
+
+
+def _start(module: SkipGram, opt: torch.optim.Optimizer, ctx: Context) -> tuple[int, int, int]:
+    """(walk seed, epoch, step): drawn afresh, or the resumed job's, its state loaded."""
+    if ctx.resume is None:
+        walk_seed = int(torch.randint(2**31 - 1, (), generator=ctx.generator))
+        module.reset(ctx.generator)
+        return walk_seed, 0, 0
+    module.load_state_dict(ctx.resume["model"])
+    opt.load_state_dict(ctx.resume["optimizer"])
+    resume = ctx.resume
+    return int(resume["walk_seed"]), int(resume["epoch"]), int(resume["step"])
 
 
 def fit(module: nn.Module, data: Graph, params: DeepWalkParams, ctx: Context) -> None:
@@ -256,24 +286,14 @@ def fit(module: nn.Module, data: Graph, params: DeepWalkParams, ctx: Context) ->
     budget = Budget.of(ctx)
     opt = ctx.make_optimizer(module.parameters())
     base_lr = [float(g["lr"]) for g in opt.param_groups]
-    if ctx.resume is None:
-        walk_seed = int(torch.randint(2**31 - 1, (), generator=ctx.generator))
-        module.reset(ctx.generator)
-        epoch = step = 0
-    else:
-        module.load_state_dict(ctx.resume["model"])
-        opt.load_state_dict(ctx.resume["optimizer"])
-        walk_seed = int(ctx.resume["walk_seed"])
-        epoch, step = int(ctx.resume["epoch"]), int(ctx.resume["step"])
+    walk_seed, epoch, step = _start(module, opt, ctx)
     g = torch.Generator().manual_seed(walk_seed)  # the corpus and held-out edges, every run
     walks, held = walk_corpus(data, params, g)
     counts = torch.bincount(walks[walks != PAD], minlength=n)
     objective = Objective(params, counts, ctx.device)
     while not budget.finished(epoch, step):
-        loss, seen, step, stopped = _epoch(
-            module, opt, walks, objective, ctx, (epoch, step), base_lr
-        )
-        epoch += 1
+        done = _pass(module, opt, walks, objective, ctx, (epoch, step), base_lr)
+        epoch, step = epoch + 1, done.step
         count = budget.count(epoch, step)
         state = {
             "model": {k: v.detach().clone() for k, v in module.state_dict().items()},
@@ -282,11 +302,11 @@ def fit(module: nn.Module, data: Graph, params: DeepWalkParams, ctx: Context) ->
             "step": step,
             "walk_seed": walk_seed,
         }
-        if stopped:
-            if seen and budget.steps is not None:
+        if done.stopped:
+            if done.pairs and budget.steps is not None:
                 ctx.checkpoint(count, state)
             return
-        ctx.log(count, train_loss=loss)
+        ctx.log(count, train_loss=done.loss)
         ctx.progress(count, budget.total)
         ctx.checkpoint(count, state)
     ctx.log(budget.final_step, **evaluate(module, data, held, g))

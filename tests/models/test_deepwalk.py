@@ -194,6 +194,16 @@ def test_context_pairs_lie_within_the_window_and_skip_padding() -> None:
     assert len(seen) == 2 * (5 + 4) + 2 * (2 + 1)
 
 
+def test_context_pairs_at_window_one_are_every_step_both_ways() -> None:
+    """With window 1 every reduced window is 1: the pairs are each step of each walk, both
+    ways, once, none across PAD; and a walk of one node has none."""
+    walks = torch.tensor([[0, 1, 2, PAD], [3, 4, 5, 6]])
+    pairs = sorted(map(tuple, context_pairs(walks, 1, gen()).tolist()))
+    steps = [(0, 1), (1, 2), (3, 4), (4, 5), (5, 6)]
+    assert pairs == sorted(steps + [(v, u) for u, v in steps])
+    assert context_pairs(torch.tensor([[7]]), 3, gen()).shape == (0, 2)
+
+
 def test_held_out_edges_are_never_walked_and_no_node_loses_all_its_edges() -> None:
     g = load_data("karate")
     assert isinstance(g, Graph)
