@@ -140,7 +140,7 @@ def create_job(
         info = job_data_info(session, principal.owner, spec.dataset)  # an upload must be theirs
         check_upload_kind(spec.model, spec.dataset, info)  # a table or an edge list, as fits
     check_model_size(spec.model, info, spec.params)
-    check_batch_size(spec.model, spec.params, data["train"]["batch_size"])
+    check_batch_size(spec.model, spec.params, data["train"]["batch_size"], info)
     check_budget_unit(spec.model, data["train"])
     with refusals_as_problems():
         check_served(data["train"]["device"])  # 422 when live workers exist and none serves it

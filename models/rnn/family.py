@@ -6,14 +6,21 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from models.data import Dataset
+from models.data import DataInfo, Dataset
 from models.family import Capability, Context, Family
 from models.loop import final_test, train_epochs
 from models.rnn.diagnostics import clip_gradients, gradient_metrics, gradients
-from models.rnn.model import RNN, RNNParams, build, example_losses
+from models.rnn.model import MAX_STEP_STATES, RNN, RNNParams, build, example_losses, step_states
 from models.uncertainty import classification_summary, regression_summary
 
 DATASETS = frozenset({"adding", "adding_50", "adding_200", "seq_digits", "sine_seq", "mnist1d"})
+PATTERNS = frozenset({"adding_<T>"})  # the adding problem at any length: adding_37
+
+
+def max_batch_size(params: RNNParams, info: DataInfo) -> int:
+    """The largest minibatch a job may train on: MAX_STEP_STATES over the states one
+    sequence's step holds (T × layers × hidden), at least 1."""
+    return max(1, MAX_STEP_STATES // step_states(params, info.input_shape[0]))
 
 
 @torch.no_grad()
@@ -102,4 +109,6 @@ FAMILY = Family(
     default_epochs=30,
     mc_passes=lambda module, t: 1,
     predict_rows=predict_rows,
+    max_batch_size=max_batch_size,
+    dataset_patterns=PATTERNS,
 )

@@ -15,6 +15,9 @@ from models.family import Params
 from models.rnn.cells import GatedLayer, Layer, TanhLayer, init_recurrent
 
 CellName = Literal["tanh", "lstm", "gru"]
+# states (sequences × steps × layers × hidden) one training step or the diagnostics' probe
+# may hold: 2 GB of an LSTM's activations (its gates and states, ~8 floats a state value)
+MAX_STEP_STATES = 2**26
 
 
 class RNNParams(Params):
@@ -64,6 +67,11 @@ class RNNParams(Params):
         return v
 
 
+def step_states(params: RNNParams, length: int) -> int:
+    """The state values one sequence's forward pass holds: T × layers × hidden."""
+    return length * params.layers * params.hidden
+
+
 def lstm_gate_biases(params: RNNParams, hidden: int, length: int) -> tuple[Tensor, Tensor]:
     """The input and forget gates' initial biases (b_i, b_f), (H,) each. ``forget_bias``
     a number (by default 1, so that the gate starts open, σ(1) ≈ 0.73: Gers et al. 2000;
@@ -91,6 +99,12 @@ class RNN(nn.Module):
         if len(info.input_shape) != 2:
             raise ValueError(f"rnn reads sequences (T, F); {info.name} has {info.input_shape}")
         self.task, self.cell, self.length = info.task, params.cell, info.input_shape[0]
+        if params.probe * step_states(params, self.length) > MAX_STEP_STATES:
+            most = MAX_STEP_STATES // step_states(params, self.length)
+            raise ValueError(
+                f"probe: {params.probe} sequences of {self.length} steps through {params.layers}"
+                f" layers of {params.hidden} exceed the diagnostics' bound; at most {most}"
+            )
         n_in, H = info.input_shape[1], params.hidden
         self.layers = nn.ModuleList(
             TanhLayer(n_in if i == 0 else H, H)
