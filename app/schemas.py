@@ -113,9 +113,7 @@ def _dataset_field(family: Family) -> Any:
     if uploads:
         schema["anyOf"].append({"type": "string", "pattern": UPLOAD_ID})
     for label, pattern in patterns.items():
-        schema["anyOf"].append(
-            {"type": "string", "pattern": rf"^{re.escape(pattern.prefix)}[1-9][0-9]*$"}
-        )
+        schema["anyOf"].append({"type": "string", "pattern": pattern.json_pattern})
         schema.setdefault("description", "")
         schema["description"] += f"{label}: {pattern.description}. "
     what = "built-in dataset" + (", or the id of one of your uploads" if uploads else "")

@@ -378,6 +378,7 @@ class BuiltinPattern:
     high: int
     build: Callable[[str, int], DataKind]
     description: str
+    json_pattern: str  # the names of the range as a JSON Schema pattern (job specs' schema)
 
     def member(self, name: str) -> int | None:
         """The integer of a name of this pattern; None for another name; ValueError when
@@ -406,6 +407,7 @@ PATTERNS = {
         f"the adding problem at any length T from 2 to {ADDING_MAX_LENGTH:,}: adding_37, "
         f"adding_500 ... ({ADDING_SEQUENCES:,} sequences, fewer past "
         f"{ADDING_VALUES // ADDING_SEQUENCES} steps: at most {ADDING_VALUES:,} steps in all)",
+        "^adding_([2-9]|[1-9][0-9]{1,2}|1000)$",
     )
 }
 

@@ -119,3 +119,19 @@ def test_the_adding_problem_at_any_length(tmp_path: Path, monkeypatch: pytest.Mo
         assert builtin_description(bad) is None
     with pytest.raises(KeyError, match="from 2 to 1,000"):
         load_data("adding_5000")
+
+
+def test_the_adding_patterns_json_schema_says_what_it_accepts() -> None:
+    """The job spec's JSON Schema pattern and ``member`` accept the same names."""
+    import re
+
+    from models.data.builtin import PATTERNS
+
+    pattern = PATTERNS["adding_<T>"]
+    names = [f"adding_{t}" for t in range(0, 1200)] + ["adding_007", "adding_", "adding_x"]
+    for name in names:
+        try:
+            accepted = pattern.member(name) is not None
+        except ValueError:
+            accepted = False
+        assert accepted == bool(re.fullmatch(pattern.json_pattern.strip("^$"), name)), name
