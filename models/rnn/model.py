@@ -99,12 +99,6 @@ class RNN(nn.Module):
         if len(info.input_shape) != 2:
             raise ValueError(f"rnn reads sequences (T, F); {info.name} has {info.input_shape}")
         self.task, self.cell, self.length = info.task, params.cell, info.input_shape[0]
-        if params.probe * step_states(params, self.length) > MAX_STEP_STATES:
-            most = MAX_STEP_STATES // step_states(params, self.length)
-            raise ValueError(
-                f"probe: {params.probe} sequences of {self.length} steps through {params.layers}"
-                f" layers of {params.hidden} exceed the diagnostics' bound; at most {most}"
-            )
         n_in, H = info.input_shape[1], params.hidden
         self.layers = nn.ModuleList(
             TanhLayer(n_in if i == 0 else H, H)
@@ -165,7 +159,16 @@ class RNN(nn.Module):
 
 
 def build(params: RNNParams, info: DataInfo) -> RNN:
-    return RNN(params, info)
+    """The model; a ValueError (a 422 on ``params`` in the API) when the diagnostics' probe
+    would hold more than MAX_STEP_STATES states on this data."""
+    module = RNN(params, info)
+    most = MAX_STEP_STATES // step_states(params, module.length)
+    if params.probe > most:
+        raise ValueError(
+            f"probe: {params.probe} sequences of {module.length} steps through {params.layers} "
+            f"layers of {params.hidden} exceed the diagnostics' bound; at most {most}"
+        )
+    return module
 
 
 def example_losses(module: RNN, out: Tensor, y: Tensor) -> Tensor:

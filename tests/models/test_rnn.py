@@ -269,3 +269,20 @@ def test_chrono_initialisation() -> None:
         RNNParams(cell="gru", forget_bias="chrono")
     with pytest.raises(ValidationError):
         RNNParams(cell="lstm", forget_bias="chronos")
+
+
+def test_a_steps_states_are_bounded() -> None:
+    """At most MAX_STEP_STATES states (sequences × T × layers × hidden) in a training step
+    (the largest batch_size the API admits) or the diagnostics' probe (build refuses)."""
+    from models.rnn import FAMILY, build
+    from models.rnn.model import MAX_STEP_STATES
+
+    info = load("adding_1000").info
+    wide = RNNParams(hidden=256, layers=4, probe=16)
+    assert FAMILY.max_batch_size is not None
+    assert FAMILY.max_batch_size(wide, info) == MAX_STEP_STATES // (1000 * 4 * 256) == 65
+    assert FAMILY.max_batch_size(RNNParams(), load("adding").info) > 10_000
+    with torch.device("meta"):
+        build(RNNParams(hidden=256, layers=4, probe=65), info)
+        with pytest.raises(ValueError, match="probe"):
+            build(RNNParams(hidden=256, layers=4, probe=66), info)
