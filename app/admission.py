@@ -83,7 +83,7 @@ def check_spec(session: Session, owner: str, spec: Any) -> tuple[dict[str, Any],
         check_upload_kind(spec.model, spec.dataset, info)  # a table or an edge list, as fits
     parameters = check_model_size(spec.model, info, spec.params)
     check_optimizer(spec.model, spec.optimizer, parameters)
-    check_batch_size(spec.model, spec.params, data["train"]["batch_size"])
+    check_batch_size(spec.model, spec.params, data["train"]["batch_size"], info)
     check_budget_unit(spec.model, data["train"])
     return data, info
 

@@ -141,22 +141,33 @@ def check_optimizer(model: str, optimizer: Any, parameters: int) -> None:
     )
 
 
-def check_batch_size(model: str, params: Any, batch_size: int) -> None:
+def check_batch_size(model: str, params: Any, batch_size: int, info: DataInfo) -> None:
     """A minibatch smaller than the model can train on (BatchNorm statistics need two
     examples, a PacGAN discriminator a whole pack) is a 422 on ``train.batch_size``, not
-    a job that fails on its first step."""
+    a job that fails on its first step; so is one larger than the family admits on this
+    data (``Family.max_batch_size``: a recurrent step's work grows with the length)."""
     family = get_family(model)
     need = family.min_batch_size(params) if family.min_batch_size is not None else 1
+    most = family.max_batch_size(params, info) if family.max_batch_size is not None else None
     if batch_size < need:
         message = (
             f"{model} with these params trains on minibatches of at least {need} examples "
             "(batch statistics need 2; a PacGAN discriminator a whole pack)"
         )
-        raise Problem(
-            422,
-            f"train.batch_size: {message}",
-            errors=[{"path": "train.batch_size", "message": message, "type": "greater_than_equal"}],
+        kind = "greater_than_equal"
+    elif most is not None and batch_size > most:
+        message = (
+            f"{model} with these params on {info.name} trains on minibatches of at most "
+            f"{most} examples (the work of one step grows with the sequence's length)"
         )
+        kind = "less_than_equal"
+    else:
+        return
+    raise Problem(
+        422,
+        f"train.batch_size: {message}",
+        errors=[{"path": "train.batch_size", "message": message, "type": kind}],
+    )
 
 
 def check_budget_unit(model: str, train: dict[str, Any]) -> None:

@@ -23,6 +23,7 @@ from pydantic import (
 )
 from pydantic_core import PydanticCustomError
 
+from models.data.builtin import PATTERNS
 from models.data.upload import UPLOAD_ID
 from models.family import Family, LikelihoodKind
 from models.optim import OptimizerSpec
@@ -83,26 +84,44 @@ class TrainSpec(BaseModel):
 
 
 def _dataset_field(family: Family) -> Any:
-    """A built-in name, or for families that train on uploads also an upload id
-    (``ds_…``; whose it is is checked when the job is created)."""
+    """A built-in name; for families that train on uploads also an upload id (``ds_…``;
+    whose it is is checked when the job is created); for families with built-in patterns
+    (``Family.dataset_patterns``) also a member's name (``adding_37``)."""
     datasets = tuple(sorted(family.datasets))
-    if not trains_on_uploads(family):
+    uploads = trains_on_uploads(family)
+    if not uploads and not family.dataset_patterns:
         return (Literal[datasets], Field(description="built-in dataset"))
     upload = re.compile(UPLOAD_ID)
+    patterns = {label: PATTERNS[label] for label in sorted(family.dataset_patterns)}
+    expected = ", ".join([*map(repr, datasets), *patterns])
+    also = "" if not uploads else ", or an upload id (ds_ and 16 hex digits)"
 
     def check(value: str) -> str:
-        if value in family.datasets or upload.match(value):
+        if value in family.datasets or (uploads and upload.match(value)):
             return value
+        for pattern in patterns.values():
+            try:
+                if pattern.member(value) is not None:
+                    return value
+            except ValueError as exc:
+                raise PydanticCustomError("value_error", str(exc)) from None
         raise PydanticCustomError(
-            "literal_error",
-            "Input should be one of {expected}, or an upload id (ds_ and 16 hex digits)",
-            {"expected": ", ".join(repr(d) for d in datasets)},
+            "literal_error", "Input should be one of {expected}" + also, {"expected": expected}
         )
 
-    schema = {"anyOf": [{"enum": list(datasets)}, {"type": "string", "pattern": UPLOAD_ID}]}
+    schema: dict[str, Any] = {"anyOf": [{"enum": list(datasets)}]}
+    if uploads:
+        schema["anyOf"].append({"type": "string", "pattern": UPLOAD_ID})
+    for label, pattern in patterns.items():
+        schema["anyOf"].append({"type": "string", "pattern": pattern.json_pattern})
+        schema.setdefault("description", "")
+        schema["description"] += f"{label}: {pattern.description}. "
+    what = "built-in dataset" + (", or the id of one of your uploads" if uploads else "")
+    if patterns:
+        what += ", or a member of " + ", ".join(patterns)
     return (
         Annotated[str, AfterValidator(check), WithJsonSchema(schema)],
-        Field(description="built-in dataset, or the id of one of your uploads"),
+        Field(description=what),
     )
 
 
@@ -220,6 +239,8 @@ class ModelOut(BaseModel):
     description: str
     capabilities: list[str]
     datasets: list[str]
+    # built-in patterns it also trains on: label (adding_<T>) -> what its members are
+    dataset_patterns: dict[str, str] = {}
     params_schema: dict[str, Any]
     default_epochs: int
     # set for a family that counts environment steps (RL): its default train.steps, and

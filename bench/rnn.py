@@ -15,6 +15,7 @@ docs/img/rnn-gradients-<cell>.png.
     python -m bench.rnn                           # every cell, length and seed 0-2
     python -m bench.rnn --cells tanh --lengths 50 --seeds 0 --steps 300
     python -m bench.rnn --cells lstm --lengths 200 --seeds 100 --forget-bias 3
+    python -m bench.rnn --cells lstm --lengths 200 --seeds 100 --forget-bias chrono
 
 Writes bench/out/rnn-<cells>-<lengths>-s<seeds>[-fb<forget bias>].json (one file per set,
 so cells, lengths and seeds can run side by side in separate processes).
@@ -26,7 +27,7 @@ import argparse
 import math
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import torch
@@ -41,6 +42,7 @@ from models.family import GRADIENT_METRICS
 from models.loop import flush_denormals
 from models.optim import OptimizerSpec
 from models.rnn import RNN, RNNParams, evaluate, fit
+from models.rnn.model import CellName
 
 DATASETS = {50: "adding_50", 100: "adding", 200: "adding_200"}
 SOLVED_MSE, STOP_MSE = 0.01, 0.005
@@ -71,7 +73,12 @@ def profile(history: list[tuple[int, dict[str, float]]]) -> tuple[list[int], lis
 
 
 def run(
-    cell: str, length: int, seed: int, steps: int, picture: bool, forget_bias: float | None
+    cell: CellName,
+    length: int,
+    seed: int,
+    steps: int,
+    picture: bool,
+    forget_bias: float | Literal["chrono"] | None,
 ) -> dict[str, Any]:
     data = load(DATASETS[length])
     params = RNNParams(
@@ -115,7 +122,9 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--steps", type=int, default=2000, help="optimizer steps at most")
     parser.add_argument(
-        "--forget-bias", type=float, help="the LSTM's forget_bias (default: the family's)"
+        "--forget-bias",
+        type=lambda v: v if v == "chrono" else float(v),
+        help="the LSTM's forget_bias, a number or chrono (default: the family's)",
     )
     args = parser.parse_args()
     torch.set_num_threads(1)
@@ -135,7 +144,8 @@ def main() -> None:
                 name = "-".join(["rnn", *args.cells, *map(str, args.lengths), "s"])
                 name += "".join(map(str, args.seeds))
                 if args.forget_bias is not None:
-                    name += f"-fb{args.forget_bias:g}"
+                    fb = args.forget_bias
+                    name += f"-fb{fb if fb == 'chrono' else format(fb, 'g')}"
                 save(name, {"baseline": ADDING_BASELINE_MSE, "rows": rows})
 
 

@@ -292,6 +292,13 @@ class Family:
     # params -> the smallest minibatch the model trains on (batch statistics need 2, a
     # PacGAN discriminator a whole pack); None: 1. The API refuses a smaller batch_size.
     min_batch_size: Callable[[Any], int] | None = None
+    # (params, data) -> the largest minibatch whose training step the service admits (a
+    # recurrent model's step grows with the sequence's length); None: TrainSpec's bound.
+    # The API refuses a larger batch_size.
+    max_batch_size: Callable[[Any, DataInfo], int] | None = None
+    # the labels of the built-in patterns it also trains on (``models.data.builtin.PATTERNS``:
+    # ``adding_<T>``, whose members the job spec's ``dataset`` accepts by name)
+    dataset_patterns: frozenset[str] = frozenset()
     # the test log-likelihood its fit logs (the leaderboard ranks by it); None: not a
     # likelihood family
     likelihood: LikelihoodReport | None = None

@@ -7,6 +7,7 @@ from fastapi import APIRouter
 from app.api.deps import CurrentPrincipal
 from app.problems import Problem
 from app.schemas import ModelOut
+from models import data as zoo_data
 from models.family import Family
 from models.registry import REGISTRY
 
@@ -19,6 +20,7 @@ def model_out(f: Family) -> ModelOut:
         description=f.description,
         capabilities=f.can,
         datasets=sorted(f.datasets),
+        dataset_patterns={p: zoo_data.patterns()[p] for p in sorted(f.dataset_patterns)},
         params_schema=f.params.model_json_schema(),
         default_epochs=f.default_epochs,
         default_steps=f.default_steps,

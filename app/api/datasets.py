@@ -179,7 +179,7 @@ def get_dataset(
     dataset_id: DatasetId, principal: CurrentPrincipal, session: SessionDep
 ) -> DatasetOut:
     """A built-in with its task and shape, or one of the caller's uploads."""
-    desc = zoo_data.catalog().get(dataset_id)
+    desc = zoo_data.builtin_description(dataset_id)  # adding_37 too: a pattern's member
     if desc is not None:
         about = zoo_data.load_data(dataset_id).describe()  # any data kind
         return DatasetOut(

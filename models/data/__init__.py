@@ -16,7 +16,14 @@ from models.data.graphs import Graph
 from models.data.info import KIND_TASKS, DataInfo, Task, TaskInfo, TaskKind, declare_kind
 from models.data.kinds import DataKind, DataSize
 from models.data.landscapes import Landscape
-from models.data.loading import cache_dir, catalog, load, load_data
+from models.data.loading import (
+    builtin_description,
+    cache_dir,
+    catalog,
+    load,
+    load_data,
+    patterns,
+)
 from models.data.sequences import SequenceSet
 from models.data.tables import ImageSet, TensorTable, from_arrays, split
 
@@ -48,11 +55,13 @@ __all__ = [
     "TaskInfo",
     "TaskKind",
     "TensorTable",
+    "builtin_description",
     "cache_dir",
     "catalog",
     "declare_kind",
     "from_arrays",
     "load",
     "load_data",
+    "patterns",
     "split",
 ]

@@ -1,11 +1,16 @@
 """The built-in datasets (each generated with a fixed seed or shipped by a package).
 
 ``BUILTINS`` maps a name to its builder; ``models.data.load_data`` caches what it builds.
+``PATTERNS`` holds the built-ins named by a pattern (``adding_<T>``: the adding problem at
+any length), resolved by ``pattern_of``.
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
+from dataclasses import dataclass
+from functools import partial
 from typing import TypeVar
 
 import numpy as np
@@ -314,8 +319,11 @@ def multitask_synth() -> Dataset:
 # Sequences as tensor tables: each example is (T, F), T steps of F values, one target per
 # sequence (a many-to-one task). Fixed lengths suit the tasks below, and a table gives them
 # the predict route, calibration and uploads' machinery as they are.
-ADDING_LENGTHS = {"adding_50": 50, "adding": 100, "adding_200": 200}
+ADDING_LENGTHS = {"adding_50": 50, "adding": 100, "adding_200": 200}  # listed and cached
 ADDING_BASELINE_MSE = 1 / 6  # Var(a + b), a, b ~ U(0, 1): the MSE of always answering 1
+ADDING_SEQUENCES = 10_000  # sequences of a set, fewer past ADDING_VALUES
+ADDING_VALUES = 2_000_000  # sequences × steps of one set at most: adding_200's (16 MB)
+ADDING_MAX_LENGTH = 1000  # adding_<T>: T from 2 to this
 
 
 def adding_problem(n: int, length: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
@@ -333,29 +341,86 @@ def adding_problem(n: int, length: int, rng: np.random.Generator) -> tuple[np.nd
     return x, values[rows, first] + values[rows, second]
 
 
-def _adding(name: str) -> Callable[[], Dataset]:
-    length = ADDING_LENGTHS[name]
-
-    def build() -> Dataset:
-        x, y = adding_problem(10_000, length, np.random.default_rng(20261210 + length))
-        return split(
-            name,
-            x,
-            y,
-            "regression",
-            seed=20261210,
-            description=f"{length} steps; MSE {ADDING_BASELINE_MSE:.3f} for the constant 1, "
-            "the baseline a model that ignores the markers cannot beat",
-        )
-
-    return build
+def adding_set(name: str, length: int) -> Dataset:
+    """The adding problem at ``length`` steps: 10,000 sequences (7,000 for training), fewer
+    where that would pass ADDING_VALUES (2,000 at 1,000 steps), drawn from a seed of the
+    length alone, so a name always builds the same set."""
+    n = min(ADDING_SEQUENCES, ADDING_VALUES // length)
+    x, y = adding_problem(n, length, np.random.default_rng(20261210 + length))
+    return split(
+        name,
+        x,
+        y,
+        "regression",
+        seed=20261210,
+        description=f"{length} steps; MSE {ADDING_BASELINE_MSE:.3f} for the constant 1, "
+        "the baseline a model that ignores the markers cannot beat",
+    )
 
 
 for _name, _length in ADDING_LENGTHS.items():
     register(
         _name,
-        f"adding problem, {_length} steps of (U(0,1) value, marker): the sum of the marked two",
-    )(_adding(_name))
+        f"adding problem, {_length} steps of (U(0,1) value, marker): the sum of the marked two; "
+        f"any length T from 2 to {ADDING_MAX_LENGTH:,} as adding_<T>",
+    )(partial(adding_set, _name, _length))
+
+
+@dataclass(frozen=True)
+class BuiltinPattern:
+    """Built-ins named by a pattern, ``adding_<T>``: the name's integer (``low``..``high``,
+    no leading zero) picks the member, built on demand. Neither listed one by one nor
+    cached on disk (a member is cheap to draw, and a thousand of them would fill the disk);
+    ``load_data`` keeps the last few in memory like any built-in."""
+
+    label: str  # how the catalog writes it: "adding_<T>"
+    prefix: str
+    low: int
+    high: int
+    build: Callable[[str, int], DataKind]
+    description: str
+    json_pattern: str  # the names of the range as a JSON Schema pattern (job specs' schema)
+
+    def member(self, name: str) -> int | None:
+        """The integer of a name of this pattern; None for another name; ValueError when
+        the name has this pattern's form but its integer is out of range."""
+        match = re.fullmatch(rf"{re.escape(self.prefix)}([1-9][0-9]{{0,8}})", name)
+        if match is None:
+            return None
+        value = int(match[1])
+        if not self.low <= value <= self.high:
+            var = self.label[len(self.prefix) :].strip("<>")
+            raise ValueError(
+                f"{self.label} takes {var} from {self.low:,} to {self.high:,}; {name!r} is "
+                "out of range"
+            )
+        return value
+
+
+# label -> pattern; a family names the labels it trains on (``Family.dataset_patterns``)
+PATTERNS = {
+    "adding_<T>": BuiltinPattern(
+        "adding_<T>",
+        "adding_",
+        2,
+        ADDING_MAX_LENGTH,
+        adding_set,
+        f"the adding problem at any length T from 2 to {ADDING_MAX_LENGTH:,}: adding_37, "
+        f"adding_500 ... ({ADDING_SEQUENCES:,} sequences, fewer past "
+        f"{ADDING_VALUES // ADDING_SEQUENCES} steps: at most {ADDING_VALUES:,} steps in all)",
+        "^adding_([2-9]|[1-9][0-9]{1,2}|1000)$",
+    )
+}
+
+
+def pattern_of(name: str) -> tuple[BuiltinPattern, int] | None:
+    """The pattern a name is a member of, with its integer; None when it is of none;
+    ValueError when it has a pattern's form but not an allowed integer."""
+    for pattern in PATTERNS.values():
+        value = pattern.member(name)
+        if value is not None:
+            return pattern, value
+    return None
 
 
 @register("seq_digits", "sklearn's 8x8 digits read row by row: 8 steps of 8 values in [0, 1]")

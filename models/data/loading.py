@@ -12,7 +12,7 @@ import numpy as np
 import torch
 
 from models.data import builtin
-from models.data.builtin import BUILTINS
+from models.data.builtin import BUILTINS, PATTERNS, pattern_of
 from models.data.info import DataInfo
 from models.data.kinds import DataKind
 from models.data.tables import SPLITS, TensorTable, table_of
@@ -20,12 +20,18 @@ from models.data.tables import SPLITS, TensorTable, table_of
 
 @lru_cache(maxsize=16)
 def load_data(name: str) -> DataKind:
-    """A built-in of any kind; a tensor table from the on-disk cache when it is there
-    (see ``cache_dir``)."""
-    try:
-        builder, _ = BUILTINS[name]
-    except KeyError:
-        raise KeyError(f"unknown dataset {name!r}") from None
+    """A built-in of any kind, or a member of a pattern (``adding_37``); a listed tensor
+    table from the on-disk cache when it is there (see ``cache_dir``)."""
+    if name not in BUILTINS:
+        try:
+            member = pattern_of(name)
+        except ValueError as exc:
+            raise KeyError(f"unknown dataset {name!r}: {exc}") from None
+        if member is None:
+            raise KeyError(f"unknown dataset {name!r}")
+        pattern, value = member
+        return pattern.build(name, value)
+    builder, _ = BUILTINS[name]
     path = cache_dir() / f"{name}-{_source_digest(builtin.__file__)}.npz"
     if path.exists():
         try:
@@ -84,3 +90,20 @@ def _read_npz(path: Path) -> TensorTable:
 def catalog() -> dict[str, str]:
     """Built-in name -> one-line description, without building any."""
     return {name: desc for name, (_, desc) in BUILTINS.items()}
+
+
+def patterns() -> dict[str, str]:
+    """Pattern label (``adding_<T>``) -> its description: the built-ins named by a pattern."""
+    return {label: p.description for label, p in PATTERNS.items()}
+
+
+def builtin_description(name: str) -> str | None:
+    """A built-in's one-line description, a pattern member's included (``adding_37``: its
+    pattern's); None for any other name."""
+    if name in BUILTINS:
+        return BUILTINS[name][1]
+    try:
+        member = pattern_of(name)
+    except ValueError:
+        return None
+    return None if member is None else member[0].description

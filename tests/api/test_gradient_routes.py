@@ -10,6 +10,7 @@ from typing import Any
 
 import numpy as np
 import pytest
+import torch
 from fastapi.testclient import TestClient
 
 from app.api import gradients as route
@@ -98,3 +99,43 @@ def test_predict_counts_every_time_step_as_work(
     assert r.status_code == 422 and r.json()["errors"][0]["path"] == "inputs"
     assert "8 time steps" in r.json()["detail"]
     assert client.post(f"/v1/jobs/{job}/predict", json={"inputs": rows[:2]}).status_code == 200
+
+
+def test_the_adding_problem_at_any_length(client: TestClient) -> None:
+    """``adding_<T>`` by name: the catalog says so, a job trains on ``adding_37`` and
+    predicts sequences of 37 steps only; a length out of range or a malformed name is a 422
+    naming ``dataset``, and a minibatch past the family's bound on a step's states one
+    naming ``train.batch_size``."""
+    patterns = client.get("/v1/models/rnn").json()["dataset_patterns"]
+    assert "adding_<T>" in patterns and "1,000" in patterns["adding_<T>"]
+    about = client.get("/v1/datasets/adding_37").json()
+    assert about["kind"] == "builtin" and about["shape"] == [7000, 37, 2]
+
+    job = trained(
+        client,
+        {
+            "model": "rnn",
+            "dataset": "adding_37",
+            "params": {"hidden": 8, "probe": 4},
+            "train": {"steps": 3, "batch_size": 32},
+        },
+    )
+    body = client.get(f"/v1/jobs/{job}").json()
+    assert body["dataset"] == "adding_37" and "grad_t37" in body["metrics"]
+    x = load("adding_37").x_test[:2]
+    r = client.post(f"/v1/jobs/{job}/predict", json={"inputs": x.tolist()})
+    assert r.status_code == 200 and len(r.json()["mean"]) == 2
+    longer = torch.zeros(2, 50, 2).tolist()
+    assert client.post(f"/v1/jobs/{job}/predict", json={"inputs": longer}).status_code == 422
+
+    for name, says in [("adding_1001", "from 2 to 1,000"), ("adding_037", "adding_<T>")]:
+        r = client.post("/v1/jobs", json={"model": "rnn", "dataset": name})
+        assert r.status_code == 422 and r.json()["errors"][0]["path"] == "dataset", r.text
+        assert says in r.json()["errors"][0]["message"]
+    big = {"model": "rnn", "dataset": "adding_1000", "params": {"hidden": 256, "layers": 4}}
+    r = client.post("/v1/jobs", json={**big, "train": {"batch_size": 128}})
+    assert r.status_code == 422 and r.json()["errors"][0]["path"] == "train.batch_size", r.text
+    assert "at most 65 examples" in r.json()["detail"]
+    r = client.post("/v1/jobs", json={**big, "params": {**big["params"], "probe": 128}})
+    assert r.status_code == 422 and r.json()["errors"][0]["path"] == "params", r.text
+    assert "probe" in r.json()["detail"]

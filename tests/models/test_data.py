@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 import torch
 
@@ -90,3 +92,46 @@ def test_data_info_json_stays_backward_compatible() -> None:
     assert info.to_json() == old
     (only,) = info.task_list()
     assert (only.name, only.kind, only.n_classes) == ("classification", "classification", 2)
+
+
+def test_the_adding_problem_at_any_length(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """``adding_<T>``: any T in 2..1,000 by name, the same set each time (a seed of T),
+    the listed lengths' sets as they were (``adding_100`` is ``adding``'s), at most
+    ADDING_VALUES sequences × steps, never written to the disk cache."""
+    from models.data import builtin, builtin_description, loading, patterns
+
+    monkeypatch.setenv("DEEPZOO_CACHE_DIR", str(tmp_path))
+    odd = loading.load_data.__wrapped__("adding_37")  # uncached: a fresh build
+    assert isinstance(odd, type(load("adding")))
+    assert odd.info.input_shape == (37, 2) and odd.info.n_train == 7000
+    assert odd.fingerprint() == load("adding_37").fingerprint()
+    assert load("adding_100").fingerprint() == load("adding").fingerprint()
+    longest = load("adding_1000")
+    n = longest.info.n_train + len(longest.x_val) + len(longest.x_test)
+    assert n * 1000 <= builtin.ADDING_VALUES and longest.info.input_shape == (1000, 2)
+    assert load("adding_2").info.input_shape == (2, 2)
+    assert not list(tmp_path.rglob("adding_*"))
+    assert "adding_37" not in catalog() and "adding_<T>" in patterns()
+    assert builtin_description("adding_37") == patterns()["adding_<T>"]
+    for bad in ("adding_1", "adding_1001", "adding_037", "adding_", "adding_x", "adding_-5"):
+        with pytest.raises(KeyError, match=bad):
+            load_data(bad)
+        assert builtin_description(bad) is None
+    with pytest.raises(KeyError, match="from 2 to 1,000"):
+        load_data("adding_5000")
+
+
+def test_the_adding_patterns_json_schema_says_what_it_accepts() -> None:
+    """The job spec's JSON Schema pattern and ``member`` accept the same names."""
+    import re
+
+    from models.data.builtin import PATTERNS
+
+    pattern = PATTERNS["adding_<T>"]
+    names = [f"adding_{t}" for t in range(0, 1200)] + ["adding_007", "adding_", "adding_x"]
+    for name in names:
+        try:
+            accepted = pattern.member(name) is not None
+        except ValueError:
+            accepted = False
+        assert accepted == bool(re.fullmatch(pattern.json_pattern.strip("^$"), name)), name

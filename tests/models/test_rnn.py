@@ -231,3 +231,58 @@ def test_mnist1d_leaves_the_global_generators_as_they_were() -> None:
     data = mnist1d()
     assert np.array_equal(np.random.get_state()[1], a) and random.getstate() == b
     assert data.x_train.shape[1:] == (40, 1) and data.info.n_classes == 10
+
+
+@pytest.mark.parametrize("cell", ["tanh", "lstm", "gru"])
+def test_checkpoint_keys(cell: str) -> None:
+    """The keys docs/models.md lists: a checkpoint written before models/rnn.py became a
+    package still loads."""
+    module = RNN(RNNParams(cell=cell, hidden=4, layers=2), load("adding_50").info)
+    per_layer = ["W", "U", "b"] if cell == "tanh" else [
+        f"rnn.{w}" for w in ("weight_ih_l0", "weight_hh_l0", "bias_ih_l0", "bias_hh_l0")
+    ]  # fmt: skip
+    layers = [f"layers.{i}.{k}" for i in range(2) for k in per_layer]
+    expected = ["y_mean", "y_std", "noise_var", *layers, "head.weight", "head.bias"]
+    assert list(module.state_dict()) == expected
+    digits = RNN(RNNParams(cell=cell, hidden=4), load("seq_digits").info)
+    assert list(digits.state_dict()) == [k for k in expected if "layers.1" not in k][3:]
+
+
+def test_chrono_initialisation() -> None:
+    """Tallec & Ollivier 2018: b_f = log u, u ~ U(1, T - 1) per unit, b_i = -b_f; the g and
+    o blocks 0; every layer its own draw."""
+    torch.manual_seed(0)
+    params = RNNParams(cell="lstm", hidden=64, layers=2, forget_bias="chrono")
+    module = RNN(params, load("adding_50").info)
+    drawn = []
+    for layer in module.layers:
+        bias = (layer.rnn.bias_ih_l0 + layer.rnn.bias_hh_l0).detach()
+        i, f, g, o = bias.chunk(4)
+        assert 0 <= float(f.min()) and float(f.max()) <= math.log(49)
+        assert float(f.std()) > 0.3  # spread over the time scales, not one value
+        torch.testing.assert_close(i, -f)
+        assert torch.cat([g, o]).abs().max() == 0
+        drawn.append(f)
+    assert not torch.equal(*drawn)
+    assert RNNParams(**params.model_dump()) == params  # a stored spec validates again
+    with pytest.raises(ValidationError, match="forget_bias"):
+        RNNParams(cell="gru", forget_bias="chrono")
+    with pytest.raises(ValidationError):
+        RNNParams(cell="lstm", forget_bias="chronos")
+
+
+def test_a_steps_states_are_bounded() -> None:
+    """At most MAX_STEP_STATES states (sequences × T × layers × hidden) in a training step
+    (the largest batch_size the API admits) or the diagnostics' probe (build refuses)."""
+    from models.rnn import FAMILY, build
+    from models.rnn.model import MAX_STEP_STATES
+
+    info = load("adding_1000").info
+    wide = RNNParams(hidden=256, layers=4, probe=16)
+    assert FAMILY.max_batch_size is not None
+    assert FAMILY.max_batch_size(wide, info) == MAX_STEP_STATES // (1000 * 4 * 256) == 65
+    assert FAMILY.max_batch_size(RNNParams(), load("adding").info) > 10_000
+    with torch.device("meta"):
+        build(RNNParams(hidden=256, layers=4, probe=65), info)
+        with pytest.raises(ValueError, match="probe"):
+            build(RNNParams(hidden=256, layers=4, probe=66), info)
