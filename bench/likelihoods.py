@@ -77,7 +77,7 @@ CONFIGS: dict[str, dict[str, Run]] = {
         "pixelcnn": Run({"channels": 32, "layers": 4, "kernel_size": 5}, epochs=100),
         "gated_pixelcnn": Run({"channels": 32, "layers": 4, "kernel_size": 3}, epochs=100),
         "vae": Run({"hidden": [256], "z_dim": 8, "k_eval": 500, "grad_var_samples": 0}, 100),
-        # issue 19: the Diagonal BiLSTM, fixed from one epoch's cost before any run (docs/benchmarks.md)
+        # issue 19: the Diagonal BiLSTM, fixed from one epoch's cost before any run
         "pixelrnn": Run({"layer": "diagonal_bilstm", "hidden": 16, "layers": 2}, epochs=40),
     },
     "mnist5k_bin": {
@@ -159,6 +159,8 @@ def train_one(model: str, data: Dataset, run: Run, seed: int) -> dict[str, Any]:
         "best_epoch": best_epoch,
         "cpu_seconds_per_epoch": seconds / run.epochs,
     }
+    if "sample_seconds_per_image" in final:  # the pixel families' "slow gen" (issue 19)
+        row["sample_seconds_per_image"] = final["sample_seconds_per_image"]
     if kind == "estimate" and report.stderr is not None:
         row["test_nll_stderr"] = final[report.stderr]
     if isinstance(module, RBM) and not module.exact:
