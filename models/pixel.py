@@ -1,6 +1,7 @@
-"""What the pixel families share (``pixelcnn``, ``gated_pixelcnn``): p(x) = Π_k p(x_k | x_<k)
-over the pixels of an image in raster order (row by row, left to right), each conditional a
-softmax over the data's grey levels (the notes, §7.1: "output 8bit softmax").
+"""What the pixel families share (``pixelcnn``, ``gated_pixelcnn``, ``pixelrnn``):
+p(x) = Π_k p(x_k | x_<k) over the pixels of an image in raster order (row by row, left to
+right), each conditional a softmax over the data's grey levels (the notes, §7.1: "output
+8bit softmax").
 
 - ``MaskedConv2d``: a convolution whose kernel is multiplied by a fixed causal mask, mask A
   (the pixels above and to the left: a first layer, which must not see its own pixel) or
@@ -92,9 +93,7 @@ def image_geometry(family: str, info: DataInfo, colour: bool = False) -> tuple[i
     with discrete levels; a ValueError (the API's 422) for other data."""
     if info.image_shape is None or info.levels is None or info.value_max is None:
         raise ValueError(f"{family} models images with discrete grey levels; {info.name} is not")
-    if colour and len(info.image_shape) == 3 and info.image_shape[0] > 1:
-        pass  # C channels, R, G, B order within a pixel
-    elif len(info.image_shape) != 3 or info.image_shape[0] != 1:
+    if len(info.image_shape) != 3 or (info.image_shape[0] != 1 and not colour):
         raise ValueError(
             f"{family} models one-channel images; {info.name} has shape {info.image_shape}"
         )

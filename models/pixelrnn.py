@@ -232,6 +232,7 @@ class PixelRNN(PixelDensity):
             ColourMaskedConv2d(2 * h, colours * self.levels, (1, 1), "B", colours,
                                groups_out=logit_groups),
         )  # fmt: skip
+        self.n_params = sum(p.numel() for p in self.parameters())  # for the work counts
 
     def net(self, u: Tensor, labels: Tensor | None) -> Tensor:
         """(B, C, H', W) -> logits (B, levels, C, H', W)."""
@@ -252,9 +253,8 @@ class PixelRNN(PixelDensity):
         """A pass over n images' first ``rows`` rows in dense rows of this model: its
         parameters' multiply-adds at each pixel, ``RNN_SLOWDOWN`` times a dense layer's
         cost, plus ``STEP_MACS`` a sequential step (shared by the batch)."""
-        params = sum(p.numel() for p in self.parameters())
         pixels = n * rows * self.w * RNN_SLOWDOWN[self.layer]
-        return pixels + -(-self.steps(rows) * STEP_MACS[self.layer] // params)
+        return pixels + -(-self.steps(rows) * STEP_MACS[self.layer] // self.n_params)
 
     def pass_rows(self, pixels: int) -> int:
         """A pass over ``pixels`` pixels (whole rows) of one batch: ``pass_work``."""
