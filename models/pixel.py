@@ -1,6 +1,7 @@
-"""What the pixel families share (``pixelcnn``, ``gated_pixelcnn``): p(x) = Π_k p(x_k | x_<k)
-over the pixels of an image in raster order (row by row, left to right), each conditional a
-softmax over the data's grey levels (the notes, §7.1: "output 8bit softmax").
+"""What the pixel families share (``pixelcnn``, ``gated_pixelcnn``, ``pixelrnn``):
+p(x) = Π_k p(x_k | x_<k) over the pixels of an image in raster order (row by row, left to
+right), each conditional a softmax over the data's grey levels (the notes, §7.1: "output
+8bit softmax").
 
 - ``MaskedConv2d``: a convolution whose kernel is multiplied by a fixed causal mask, mask A
   (the pixels above and to the left: a first layer, which must not see its own pixel) or
@@ -19,7 +20,13 @@ softmax over the data's grey levels (the notes, §7.1: "output 8bit softmax").
 - ``fit_pixels`` and ``evaluate`` (``val_nll``, ``test_nll`` in nats per image,
   ``*_bits_per_dim``), and the SAMPLE, LOG_PROB, RECEPTIVE_FIELD and COMPLETE capabilities.
 
-One channel only: colour images would need masks across the R, G, B channels as well.
+Colour (``colour=True``, ``pixelrnn``): C channels per pixel, ordered R, G, B within a
+pixel after every channel of the pixels before it (p(x) = Π_pixels Π_c p(x_{k,c} | x_<k,
+x_{k,<c})); ``net`` then gives (B, levels, C, H', W) logits, and ``ColourMaskedConv2d``
+splits the feature maps into C groups so the group of channel c sees channels < c of its
+own pixel (mask A) or the groups ≤ c (mask B). The data's flat order stays the images'
+(channel, row, column); positions are drawn and completed in the autoregressive order.
+``pixelcnn`` and ``gated_pixelcnn`` are one channel only.
 """
 
 from __future__ import annotations
@@ -81,12 +88,12 @@ class MaskedConv2d(nn.Conv2d):
         return self._conv_forward(x, self.weight * self.mask, self.bias)
 
 
-def image_geometry(family: str, info: DataInfo) -> tuple[int, int, int]:
-    """(height, width, levels) of a one-channel image set with discrete levels; a ValueError
-    (the API's 422) for other data."""
+def image_geometry(family: str, info: DataInfo, colour: bool = False) -> tuple[int, int, int]:
+    """(height, width, levels) of a one-channel (or with ``colour``, a C-channel) image set
+    with discrete levels; a ValueError (the API's 422) for other data."""
     if info.image_shape is None or info.levels is None or info.value_max is None:
         raise ValueError(f"{family} models images with discrete grey levels; {info.name} is not")
-    if len(info.image_shape) != 3 or info.image_shape[0] != 1:
+    if len(info.image_shape) != 3 or (info.image_shape[0] != 1 and not colour):
         raise ValueError(
             f"{family} models one-channel images; {info.name} has shape {info.image_shape}"
         )
@@ -94,6 +101,44 @@ def image_geometry(family: str, info: DataInfo) -> tuple[int, int, int]:
         raise ValueError(f"{family} needs at least 2 grey levels; {info.name} has {info.levels}")
     _, h, w = info.image_shape
     return h, w, info.levels
+
+
+def colour_groups(n: int, colours: int) -> Tensor:
+    """The colour group (0..colours − 1) of each of n feature maps: contiguous blocks."""
+    return torch.arange(n) * colours // n
+
+
+class ColourMaskedConv2d(nn.Conv2d):
+    """A (kh, kw) convolution (padding kh // 2, kw // 2) causal over the pixels (the kernel
+    positions above the centre row and left of the centre: ``causal_mask(kh, kw, "A")``)
+    and over the colours at the centre: an output map of group g sees the input maps of
+    groups < g there (mask A) or ≤ g (mask B), the groups given (``groups_in``,
+    ``groups_out``) or contiguous blocks (``colour_groups``). One colour is ``MaskedConv2d``."""
+
+    mask: Tensor
+
+    def __init__(
+        self,
+        c_in: int,
+        c_out: int,
+        kernel: tuple[int, int],
+        kind: MaskKind,
+        colours: int,
+        groups_in: Tensor | None = None,
+        groups_out: Tensor | None = None,
+        bias: bool = True,
+    ) -> None:
+        kh, kw = kernel
+        super().__init__(c_in, c_out, kernel, padding=(kh // 2, kw // 2), bias=bias)
+        g_in = colour_groups(c_in, colours) if groups_in is None else groups_in
+        g_out = colour_groups(c_out, colours) if groups_out is None else groups_out
+        centre = g_out[:, None] > g_in[None] if kind == "A" else g_out[:, None] >= g_in[None]
+        mask = causal_mask(kh, kw, "A").expand(c_out, c_in, kh, kw).clone()
+        mask[:, :, kh // 2, kw // 2] = centre.float()
+        self.register_buffer("mask", mask, persistent=False)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self._conv_forward(x, self.weight * self.mask, self.bias)
 
 
 def down_shift(x: Tensor) -> Tensor:
@@ -106,7 +151,9 @@ class PixelDensity(nn.Module):
     """Base of a pixel family's module: a subclass gives ``net(u, labels)``, the logits
     (B, levels, H', W) of every pixel of the network input u (B, 1, H', W) (level indices
     scaled to [−1, 1]; H' ≤ H rows: a causal net reads only rows above), whose logits at
-    pixel k depend only on the pixels before k in raster order.
+    pixel k depend only on the pixels before k in raster order; with ``colour``, logits
+    (B, levels, C, H', W) of u (B, C, H', W), channel c of pixel k depending only on the
+    pixels before k and the channels < c of k.
 
     A conditional model (``conditional``) takes class labels (B,) and keeps the training
     class frequencies π as the ``log_pi`` buffer: log p(x) = log Σ_y π_y p(x | y) exactly.
@@ -114,11 +161,16 @@ class PixelDensity(nn.Module):
 
     log_pi: Tensor
 
-    def __init__(self, family: str, info: DataInfo, conditional: bool = False) -> None:
+    def __init__(
+        self, family: str, info: DataInfo, conditional: bool = False, colour: bool = False
+    ) -> None:
         super().__init__()
         self.family, self.info = family, info
-        self.h, self.w, self.levels = image_geometry(family, info)
-        self.d = self.h * self.w
+        self.h, self.w, self.levels = image_geometry(family, info, colour)
+        assert info.image_shape is not None
+        self.c = info.image_shape[0]  # channels (1 unless colour)
+        self.pixels = self.h * self.w
+        self.d = self.c * self.pixels
         self.value_max = float(info.value_max or 1.0)
         self.conditional = conditional
         self.n_classes = 0
@@ -130,6 +182,17 @@ class PixelDensity(nn.Module):
 
     def net(self, u: Tensor, labels: Tensor | None) -> Tensor:
         raise NotImplementedError
+
+    def logits(self, u: Tensor, labels: Tensor | None) -> Tensor:
+        """``net``'s logits as (B, levels, C, H', W) (C = 1 for a grey net's 4-d ones)."""
+        out = self.net(u, labels)
+        return out.unsqueeze(2) if out.dim() == 4 else out
+
+    def order(self, todo: Tensor) -> list[int]:
+        """The flat positions (channel-major, the data's order) in ``todo`` (D,) bool in the
+        autoregressive order: by pixel, then channel."""
+        ks = todo.nonzero().squeeze(1).tolist()
+        return sorted(ks, key=lambda k: (k % self.pixels, k // self.pixels))
 
     @property
     def device(self) -> torch.device:
@@ -147,7 +210,8 @@ class PixelDensity(nn.Module):
         (only where ``observed`` (D,) bool, when given)."""
         name = self.info.name
         if x.dim() < 1 or x[0].numel() != self.d:
-            raise OptionError("inputs", f"{name} images have {self.d} pixels ({self.h} × {self.w})")
+            size = f"{self.h} × {self.w}" + (f", {self.c} channels each" if self.c > 1 else "")
+            raise OptionError("inputs", f"{name} images have {self.d} pixels ({size})")
         v = x.reshape(len(x), -1).float() / self.value_max * (self.levels - 1)
         if observed is not None:
             v = v[:, observed.to(v.device)]
@@ -166,17 +230,18 @@ class PixelDensity(nn.Module):
         return idx.float() * (self.value_max / (self.levels - 1))
 
     def net_input(self, idx: Tensor) -> Tensor:
-        """Level indices (B, rows · W) -> the network's input (B, 1, rows, W) in [−1, 1]."""
+        """Level indices (B, C · rows · W) (or (B, C, rows, W)) -> the network's input
+        (B, C, rows, W) in [−1, 1]."""
         u = idx.float() * (2.0 / (self.levels - 1)) - 1.0
-        return u.view(len(idx), 1, -1, self.w)
+        return u.reshape(len(idx), self.c, -1, self.w)
 
     # --- densities ---
 
     def log_prob_index(self, idx: Tensor, labels: Tensor | None) -> Tensor:
         """Σ_k log p(x_k | x_<k [, y]) (B,) of level indices (B, D)."""
-        logits = self.net(self.net_input(idx), labels)  # (B, L, H, W)
-        target = idx.view(len(idx), self.h, self.w)
-        return -F.cross_entropy(logits, target, reduction="none").sum((1, 2))
+        logits = self.logits(self.net_input(idx), labels)  # (B, L, C, H, W)
+        target = idx.view(len(idx), self.c, self.h, self.w)
+        return -F.cross_entropy(logits, target, reduction="none").sum((1, 2, 3))
 
     def class_log_probs(self, idx: Tensor) -> Tensor:
         """log p(x | y) for every class y (B, K) of a conditional model."""
@@ -214,8 +279,8 @@ class PixelDensity(nn.Module):
         return -(-pixels // CONV_SPEEDUP)
 
     def seen_pixels(self, k: int) -> int:
-        """The pixels the pass for pixel k runs over: the rows down to its own (cropped)."""
-        return (k // self.w + 1) * self.w
+        """The pixels the pass for position k runs over: the rows down to its own (cropped)."""
+        return ((k % self.pixels) // self.w + 1) * self.w
 
     def sample_rows(self, n: int) -> int:
         """Work of ``sample(n)``: one pass per pixel over the rows it can see, n images each."""
@@ -229,7 +294,7 @@ class PixelDensity(nn.Module):
     def log_prob_rows(self) -> int:
         """Work of one image's log-likelihood: a pass over the image (one per class for a
         conditional model's marginal)."""
-        return self.pass_rows(self.d) * max(1, self.n_classes)
+        return self.pass_rows(self.pixels) * max(1, self.n_classes)
 
     @torch.no_grad()
     def fill(
@@ -241,14 +306,16 @@ class PixelDensity(nn.Module):
         gen: torch.Generator,
     ) -> Tensor:
         """Level indices (n, D) with the positions in ``todo`` (D,) bool drawn in raster
-        order, each from its conditional given everything before it (softmax of logits / T,
-        by the inverse CDF of one uniform per row from ``gen``); the rest kept."""
+        order (channels R, G, B within a pixel), each from its conditional given everything
+        before it (softmax of logits / T, by the inverse CDF of one uniform per row from
+        ``gen``); the rest kept."""
         idx = idx.clone()
         n = len(idx)
-        for k in todo.nonzero().squeeze(1).tolist():
-            r, c = divmod(k, self.w)
-            rows = (r + 1) * self.w  # the rows pixel k can see: a causal net needs no more
-            logits = self.net(self.net_input(idx[:, :rows]), labels)[:, :, r, c]
+        grid = idx.view(n, self.c, self.h, self.w)  # a view: drawn values land in idx
+        for k in self.order(todo):
+            ch, (r, c) = k // self.pixels, divmod(k % self.pixels, self.w)
+            # the rows pixel k can see: a causal net needs no more
+            logits = self.logits(self.net_input(grid[:, :, : r + 1]), labels)[:, :, ch, r, c]
             cdf = torch.softmax(logits.float() / temperature, 1).cumsum(1)  # (n, L)
             u = torch.rand(n, generator=gen, device=gen.device).to(idx.device)
             idx[:, k] = (u[:, None] > cdf).sum(1).clamp(max=self.levels - 1)
@@ -265,23 +332,24 @@ class PixelDensity(nn.Module):
     # --- what influences one pixel ---
 
     def receptive_field(self, position: int) -> Tensor:
-        """|∂ logits(position) / ∂ input| (D,), summed over ``FIELD_PROBES`` fixed-seed random
+        """|∂ logits(position) / ∂ input| (D,) (position and D in the data's flat order:
+        channel, row, column), summed over ``FIELD_PROBES`` fixed-seed random
         inputs (and labels), each pixel's logits projected on a fixed random direction: zero
         exactly where the input cannot influence the pixel (itself and all after it). The
         inputs are N(0, 2²), wider than the data's [−1, 1], so that more of a ReLU net's
         units are active in some probe (a unit dead in every probe hides its paths)."""
         dev = self.device
-        r, c = divmod(position, self.w)
+        ch, (r, c) = position // self.pixels, divmod(position % self.pixels, self.w)
         # autograd, also when called in the API's inference mode: tensors made outside it
         with torch.inference_mode(False), torch.enable_grad(), exact_zeros():
             gen = torch.Generator().manual_seed(0)
-            u = torch.randn(FIELD_PROBES, 1, self.h, self.w, generator=gen) * 2
+            u = torch.randn(FIELD_PROBES, self.c, self.h, self.w, generator=gen) * 2
             u = u.to(dev).requires_grad_()
             labels = None
             if self.conditional:
                 labels = torch.randint(self.n_classes, (FIELD_PROBES,), generator=gen).to(dev)
             direction = torch.randn(FIELD_PROBES, self.levels, generator=gen).to(dev)
-            out = self.net(u, labels)[:, :, r, c]
+            out = self.logits(u, labels)[:, :, ch, r, c]
             (grad,) = torch.autograd.grad((out * direction).sum(), u)
         return grad.abs().sum(0).flatten().detach().cpu()
 
@@ -477,7 +545,9 @@ def complete_capability(record: Callable[[], Family]) -> CompleteFn:
         seen = observed.reshape(-1).bool().cpu()
         module.check_inputs(x, seen)
         if bool(seen.any()) and bool((~seen).any()):
-            if int(seen.nonzero().max()) > int((~seen).nonzero().min()):
+            rank = torch.empty(module.d, dtype=torch.long)  # each position's autoregressive rank
+            rank[module.order(torch.ones(module.d, dtype=torch.bool))] = torch.arange(module.d)
+            if int(rank[seen].max()) > int(rank[~seen].min()):
                 _refuse_observed(record())
         weigh = module.conditional and labels is None and bool(seen.any())
         posterior = n * module.log_prob_rows() if weigh else 0  # p(observed | y) for each y
@@ -512,12 +582,13 @@ def _posterior_labels(
     module: PixelDensity, idx: Tensor, seen: Tensor, gen: torch.Generator
 ) -> Tensor:
     """One class per row drawn ∝ π_y Π_{k observed} p(x_k | x_<k, y)."""
-    mask = seen.to(idx.device).view(1, module.h, module.w)
+    shape = (len(idx), 1, module.c, module.h, module.w)
+    mask = seen.to(idx.device).view(shape[1:])
     cols = []
     for y in range(module.n_classes):
         labels = torch.full((len(idx),), y, device=idx.device)
-        logits = module.net(module.net_input(idx), labels)
-        picked = logits.log_softmax(1).gather(1, idx.view(len(idx), 1, module.h, module.w))
-        cols.append((picked[:, 0] * mask).sum((1, 2)))
+        logits = module.logits(module.net_input(idx), labels)
+        picked = logits.log_softmax(1).gather(1, idx.view(shape))
+        cols.append((picked * mask).sum((1, 2, 3, 4)))
     posterior = torch.softmax(module.log_pi + torch.stack(cols, 1), 1)  # (N, K)
     return torch.multinomial(posterior.cpu(), 1, generator=gen).squeeze(1).to(idx.device)

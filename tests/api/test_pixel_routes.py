@@ -1,6 +1,7 @@
-"""pixelcnn and gated_pixelcnn over HTTP, trained in process: seeded samples on grey levels
-(JSON, PNG grid), exact log-prob in nats and bits per dimension (a conditional model's with
-labels and without: the marginal), and the 422s naming the field at fault."""
+"""pixelcnn, gated_pixelcnn and pixelrnn (Diagonal BiLSTM) over HTTP, trained in process:
+seeded samples on grey levels (JSON, PNG grid), exact log-prob in nats and bits per
+dimension (a conditional model's with labels and without: the marginal), and the 422s
+naming the field at fault."""
 
 from __future__ import annotations
 
@@ -16,7 +17,12 @@ TINY = {"channels": 4, "layers": 1}
 
 
 @pytest.mark.parametrize(
-    ("model", "params"), [("pixelcnn", {}), ("gated_pixelcnn", {"conditional": True})]
+    ("model", "params"),
+    [
+        ("pixelcnn", TINY),
+        ("gated_pixelcnn", {**TINY, "conditional": True}),
+        ("pixelrnn", {"layer": "diagonal_bilstm", "hidden": 4, "layers": 1}),
+    ],
 )
 def test_grey_images_sample_and_score_exactly(
     client: TestClient, model: str, params: dict[str, Any]
@@ -24,7 +30,7 @@ def test_grey_images_sample_and_score_exactly(
     spec = {
         "model": model,
         "dataset": "digits",
-        "params": {**TINY, **params},
+        "params": params,
         "train": {"epochs": 1, "batch_size": 128},
     }
     jid = trained(client, spec)
@@ -64,7 +70,8 @@ def test_grey_images_sample_and_score_exactly(
 
     # the receptive field of pixel (5, 2): only pixels before it in raster order; pixelcnn
     # (7 × 7 mask A, one 3 × 3 mask-B block) misses (4, 6) and (4, 7), its blind spot, and
-    # the rows more than 4 up; gated_pixelcnn sees (4, 6)
+    # the rows more than 4 up; gated_pixelcnn sees (4, 6), pixelrnn's Diagonal BiLSTM every
+    # pixel before (5, 2)
     r = client.get(f"/v1/jobs/{jid}/receptive-field", params={"row": 5, "col": 2})
     assert r.status_code == 200, r.text
     field = r.json()["field"]
@@ -73,6 +80,8 @@ def test_grey_images_sample_and_score_exactly(
     assert influenced and influenced <= before and r.json()["influences"] == len(influenced)
     if model == "pixelcnn":
         assert not influenced & {(4, 6), (4, 7), *((0, j) for j in range(8))}
+    elif model == "pixelrnn":
+        assert influenced == before
     else:
         assert (4, 6) in influenced
     png = client.get(f"/v1/jobs/{jid}/receptive-field.png", params={"row": 7, "col": 7})

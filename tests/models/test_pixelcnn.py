@@ -1,4 +1,5 @@
-"""The pixel families, ``pixelcnn`` and ``gated_pixelcnn`` (unconditional and conditional):
+"""The pixel families, ``pixelcnn``, ``gated_pixelcnn`` (unconditional and conditional) and
+``pixelrnn`` (Row LSTM and Diagonal BiLSTM; its own tests in test_pixelrnn.py):
 the autoregressive property in raster order (by the Jacobian), the blind spot (the
 receptive field of one pixel against hand-drawn masks), exact normalisation (all 2⁹ binary
 3×3 images, all 3⁴ 3-level 2×2 ones; per label and marginal), sampling and completion
@@ -20,16 +21,20 @@ from models.gated_pixelcnn import FAMILY as GATED
 from models.generative import OptionError, SampleOptions
 from models.pixel import MaskedConv2d, PixelDensity, causal_mask, evaluate
 from models.pixelcnn import FAMILY as PIXELCNN
+from models.pixelrnn import FAMILY as PIXELRNN
 from tests.support.data import tiny
 from tests.support.densities import all_images, image_info
 
-FAMILIES = {"pixelcnn": PIXELCNN, "gated_pixelcnn": GATED}
+FAMILIES = {"pixelcnn": PIXELCNN, "gated_pixelcnn": GATED, "pixelrnn": PIXELRNN}
 CASES = [
     ("pixelcnn", {}),
     ("gated_pixelcnn", {}),
     ("gated_pixelcnn", {"conditional": True}),
+    ("pixelrnn", {"layer": "row_lstm"}),
+    ("pixelrnn", {"layer": "diagonal_bilstm"}),
 ]
-IDS = ["pixelcnn", "gated", "gated-conditional"]
+IDS = ["pixelcnn", "gated", "gated-conditional", "row-lstm", "diagonal-bilstm"]
+SMALL = {"pixelrnn": {"hidden": 4, "layers": 2}}  # others: {"channels": 8, "layers": 2}
 PI = torch.tensor([0.5, 0.3, 0.2])  # the class frequencies a conditional model is given
 
 
@@ -38,7 +43,8 @@ def model(name: str, info: DataInfo, sharpen: float = 3.0, **params: Any) -> Pix
     far from uniform (what sampling tests can tell apart)."""
     torch.manual_seed(0)
     fam = FAMILIES[name]
-    module = fam.build(fam.params(**{"channels": 8, "layers": 2, **params}), info)
+    small = SMALL.get(name, {"channels": 8, "layers": 2})
+    module = fam.build(fam.params(**{**small, **params}), info)
     assert isinstance(module, PixelDensity)
     with torch.no_grad():
         last = module.head[-1]
@@ -162,9 +168,9 @@ def tempered(module: PixelDensity, x: torch.Tensor, temperature: float, label: i
     idx = module.index(x)
     labels = None if label is None else torch.full((len(x),), label)
     with torch.no_grad():
-        logits = module.net(module.net_input(idx), labels) / temperature
-    picked = logits.log_softmax(1).gather(1, idx.view(len(x), 1, module.h, module.w))
-    return picked.sum((1, 2, 3))
+        logits = module.logits(module.net_input(idx), labels) / temperature
+    picked = logits.log_softmax(1).gather(1, idx.view(len(x), 1, module.c, module.h, module.w))
+    return picked.sum((1, 2, 3, 4))
 
 
 @pytest.mark.parametrize(("name", "params"), CASES, ids=IDS)
@@ -309,13 +315,16 @@ def test_data_the_pixel_families_refuse() -> None:
         levels=2,
         value_max=1.0,
     )
-    for fam in FAMILIES.values():
+    for fam in (PIXELCNN, GATED):
         with pytest.raises(ValueError, match="grey levels"):
             fam.build(fam.params(), load("moons").info)
         with pytest.raises(ValueError, match="one-channel"):
             fam.build(fam.params(), colour)
         with pytest.raises(ValidationError, match="odd"):
             fam.params(kernel_size=4)
+    with pytest.raises(ValueError, match="grey levels"):
+        PIXELRNN.build(PIXELRNN.params(), load("moons").info)
+    assert PIXELRNN.build(PIXELRNN.params(hidden=3, layers=1), colour).c == 3  # R, G, B
     unlabelled = image_info(2, 2, n_classes=0)
     with pytest.raises(ValueError, match="class labels"):
         GATED.build(GATED.params(conditional=True), unlabelled)
@@ -327,7 +336,8 @@ def test_a_tiny_fit_lowers_the_test_nll_and_logs_its_metrics_and_sampling_time()
         module = model(name, data.info, sharpen=1.0, **params)
         before = evaluate(module, data, "test")["test_nll"]
         ctx = LocalContext(epochs=4, batch_size=32)
-        FAMILIES[name].fit(module, data, FAMILIES[name].params(channels=8, layers=2, **params), ctx)
+        small = SMALL.get(name, {"channels": 8, "layers": 2})
+        FAMILIES[name].fit(module, data, FAMILIES[name].params(**small, **params), ctx)
         ((_, after),) = ctx.metric("test_nll")
         assert after < before - 1.0, name
         ((_, bits),) = ctx.metric("test_bits_per_dim")

@@ -87,6 +87,10 @@ SMOKE: dict[str, Smoke] = {
     "gated_pixelcnn": Smoke(
         "digits_bin", {"channels": 4, "layers": 1, "conditional": True}, also=("digits",)
     ),
+    "pixelrnn": Smoke(
+        "digits_bin", {"hidden": 4, "layers": 1}, also=("digits",),
+        variants=({"layer": "row_lstm"},),
+    ),
     # 64 units: Gibbs training, the AIS log Z; exact enumeration is tested on tiny
     # synthetic sets in tests/models/test_boltzmann.py; pcd's chains are a buffer
     "boltzmann": Smoke(
