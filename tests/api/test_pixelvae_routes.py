@@ -1,7 +1,8 @@
-"""pixelvae over HTTP, trained in process: seeded samples on the data's levels, log-prob as
-an importance-weighted bound (``k``), encode -> decode (images drawn from p(x|z)), the
-pictures of part I (receptive field, completions, interpolation), the 422s naming the
-field, and decode's work bound counting a pass per pixel."""
+"""pixelvae over HTTP, trained in process: its leaderboard entry (a bound), seeded samples
+on the data's levels, log-prob as an importance-weighted bound (``k``), encode -> decode
+(images drawn from p(x|z)), the pictures of part I (receptive field, completions,
+interpolation), the 422s naming the field, and decode's work bound counting a pass per
+pixel."""
 
 from __future__ import annotations
 
@@ -33,6 +34,13 @@ def test_pixelvae_routes(client: TestClient, other_client: TestClient) -> None:
     expected = {"val_elbo", "val_kl", "active_units", "test_iwae_nll", "sample_seconds_per_image"}
     assert expected <= set(metrics)
     levels = {float(v) for v in range(17)}
+
+    # the leaderboard ranks it by its importance-weighted bound, with k_eval samples
+    board = client.get("/v1/leaderboard", params={"dataset": "digits"}).json()
+    (entry,) = [e for e in board["entries"] if e["job_id"] == job]
+    assert entry["model"] == "pixelvae" and entry["kind"] == "bound" and entry["samples"] == 2
+    rows = client.get(f"/v1/jobs/{job}/metrics", params={"name": "test_iwae_nll"}).json()
+    assert entry["nll"] == pytest.approx(rows["metrics"][-1]["value"])
 
     url = f"/v1/jobs/{job}/samples"
     a = client.get(url, params={"n": 3, "seed": 7})
