@@ -147,10 +147,13 @@ BuildFn = Callable[[Any, "DataInfo"], nn.Module]
 class Decoder:
     """DECODE's declaration: ``decode`` (module, z (n, latent_dim), labels | None) ->
     (n, *input_shape), and ``latent_dim`` (the family's params -> the size of z), which
-    the API needs to read latents before it decodes them."""
+    the API needs to read latents before it decodes them. ``rows`` (module -> the forward
+    rows through every parameter that decoding one z costs, for the API's bound on work;
+    None: 1): an autoregressive decoder (``pixelvae``) runs a pass per pixel."""
 
     decode: DecodeFn
     latent_dim: Callable[[Any], int]
+    rows: Callable[[nn.Module], int] | None = None
 
     def __call__(
         self, module: nn.Module, z: torch.Tensor, labels: torch.Tensor | None

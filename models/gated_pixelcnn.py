@@ -18,6 +18,8 @@ its blind spot. Each layer keeps two stacks of feature maps:
   added to the horizontal stack's pre-activations; the horizontal stack's gated output goes
   through a 1 × 1 conv and is added to its input (a residual, except in the first layer).
 
+(The layer is ``models.nets.gated.GatedLayer``, shared with ``pixelvae``'s decoder.)
+
 The vertical stack's field grows by k // 2 columns to either side per layer over the whole
 region above, so every pixel above the current row within the stack's reach influences
 it: no blind spot (``RECEPTIVE_FIELD`` shows it against ``pixelcnn``'s). The first layer's
@@ -37,17 +39,15 @@ from __future__ import annotations
 
 from typing import Self
 
-import torch
-import torch.nn.functional as F
 from pydantic import Field, model_validator
 from torch import Tensor, nn
 
 from models.data import DataInfo, Dataset
 from models.family import EXACT_TEST_NLL, Capability, Context, Family, Params
+from models.nets.gated import GatedLayer
 from models.pixel import (
     PixelDensity,
     complete_capability,
-    down_shift,
     fit_pixels,
     log_prob_capability,
     log_prob_rows,
@@ -72,45 +72,6 @@ class GatedPixelCNNParams(Params):
         if self.kernel_size % 2 == 0:
             raise ValueError(f"kernel_size must be odd (a centre pixel), not {self.kernel_size}")
         return self
-
-
-def gate(x: Tensor) -> Tensor:
-    """(B, 2C, H, W) -> tanh(first half) ⊙ σ(second half) (B, C, H, W)."""
-    f, g = x.chunk(2, 1)
-    return torch.tanh(f) * torch.sigmoid(g)
-
-
-class GatedLayer(nn.Module):
-    """One layer of both stacks (Figure 2): (v, h, labels) -> (v', h')."""
-
-    h_mask: Tensor
-
-    def __init__(self, c_in: int, channels: int, k: int, first: bool, n_classes: int) -> None:
-        super().__init__()
-        self.k, self.first, c2 = k, first, 2 * channels
-        self.v = nn.Conv2d(c_in, c2, (k // 2 + 1, k))  # rows r − k//2 .. r
-        self.h = nn.Conv2d(c_in, c2, (1, k // 2 + 1))  # columns c − k//2 .. c
-        mask = torch.ones(1, 1, 1, k // 2 + 1)
-        if first:
-            mask[..., -1] = 0  # mask A: not the pixel itself
-        self.register_buffer("h_mask", mask, persistent=False)
-        self.link = nn.Conv2d(c2, c2, 1)
-        self.h_out = nn.Conv2d(channels, channels, 1)
-        self.cond = nn.Embedding(n_classes, 2 * c2) if n_classes else None
-
-    def forward(self, v: Tensor, h: Tensor, labels: Tensor | None) -> tuple[Tensor, Tensor]:
-        k = self.k
-        v_pre = self.v(F.pad(v, (k // 2, k // 2, k // 2, 0)))  # (B, 2C, H, W): rows ≤ r
-        h_conv = self.h._conv_forward(
-            F.pad(h, (k // 2, 0)), self.h.weight * self.h_mask, self.h.bias
-        )
-        h_pre = h_conv + self.link(down_shift(v_pre))  # the vertical stack: rows < r
-        if self.cond is not None:
-            assert labels is not None, "a conditional layer needs labels"
-            bias_v, bias_h = self.cond(labels)[:, :, None, None].chunk(2, 1)
-            v_pre, h_pre = v_pre + bias_v, h_pre + bias_h
-        h_new = self.h_out(gate(h_pre))
-        return gate(v_pre), h_new if self.first else h + h_new
 
 
 class GatedPixelCNN(PixelDensity):

@@ -303,10 +303,13 @@ def _chunked_call(
     labels: torch.Tensor | None,
     field: str,
     label_field: str | None = None,
+    rows: int = 1,
 ) -> Any:
-    """An encoder or decoder over ``x`` (N rows): work bounded by parameters × N, chunked
-    under the memory budget; tensors, or dicts of tensors, concatenated."""
-    check_work(item.parameters, len(x), [field], field)
+    """An encoder or decoder over ``x`` (N rows): work bounded by parameters × N × ``rows``
+    (the forward rows of one: a pixel decoder's pass per pixel), chunked under the memory
+    budget; tensors, or dicts of tensors, concatenated."""
+    what = field if rows == 1 else f"{field} × {rows:,} forward rows each"
+    check_work(item.parameters, len(x) * rows, [field], what)
     probe_labels = _probe_labels(item, labels is not None)
     width = tuple(x.shape[1:])
     per_call = _per_call(
@@ -357,7 +360,8 @@ def decode(body: DecodeRequest, model: LoadedModel) -> JSONResponse:
     z = parse_inputs(body.latents, (decoder.latent_dim(item.params),), field="latents")
     labels = _labels(item, body.labels, len(z))
     # the family's label errors name the field this route reads: ``labels``
-    out = _chunked_call(item, "decode", decoder, z, labels, "latents", "labels")
+    rows = 1 if decoder.rows is None else max(1, decoder.rows(item.module))
+    out = _chunked_call(item, "decode", decoder, z, labels, "latents", "labels", rows)
     return JSONResponse(
         {"job_id": item.job_id, "checkpoint": item.checkpoint_id, "outputs": to_jsonable(out)}
     )
@@ -417,7 +421,8 @@ def interpolate_png(
         zb = torch.randn(dim, generator=torch.Generator().manual_seed(b))
         how = f"seeds {a} → {b}"
     z = path(za, zb, steps)  # (steps, dim)
-    x = _chunked_call(item, "decode", decoder, z, labels, "steps", "label").float()
+    rows = 1 if decoder.rows is None else max(1, decoder.rows(item.module))
+    x = _chunked_call(item, "decode", decoder, z, labels, "steps", "label", rows).float()
     images = x.reshape(steps, *info.image_shape).numpy()
     title = f"{fam.name} on {info.name} · {how}"
     return PNGResponse(

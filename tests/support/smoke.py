@@ -91,6 +91,13 @@ SMOKE: dict[str, Smoke] = {
         "digits_bin", {"hidden": 4, "layers": 1}, also=("digits",),
         variants=({"layer": "row_lstm"},),
     ),
+    # the gated decoder conditioned on z, and a factorised one (decoder_layers 0)
+    "pixelvae": Smoke(
+        "digits_bin",
+        {"latent_dim": 2, "hidden": 8, "channels": 4, "decoder_layers": 1, "k_eval": 2},
+        also=("digits",),
+        variants=({"decoder_layers": 0},),
+    ),
     # 64 units: Gibbs training, the AIS log Z; exact enumeration is tested on tiny
     # synthetic sets in tests/models/test_boltzmann.py; pcd's chains are a buffer
     "boltzmann": Smoke(

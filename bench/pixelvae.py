@@ -1,0 +1,100 @@
+"""PixelVAE's KL against the size of its decoder (issue 19): "PixelCNN is too powerful".
+
+For each ``decoder_layers`` (0: a factorised decoder, p(x|z) = Π p(x_k | z); 1: a gated
+layer that sees one row up; 5: the whole past of an 8 × 8 image) and seed, ``pixelvae``'s
+own ``fit`` in process (``LocalContext``, one torch thread, Adam 1e-3, batch 64), the other
+settings those of ``bench.likelihoods.CONFIGS``; per epoch the validation KL and active
+units, at the end the test ELBO, KL, active units, the importance-weighted bound
+(``k_eval``) and the sampling time per image. The paper's claim to check: the KL stays
+above zero only with a small decoder; the bound, against ``pixelcnn``'s exact NLL in
+docs/benchmarks.md's likelihood table.
+
+    python -m bench.pixelvae                                  # layers 0 1 5, seeds 0 1 2
+    python -m bench.pixelvae --layers 1 --seeds 0 --tag l1s0  # one cell
+
+Writes bench/out/pixelvae[_TAG].json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import statistics
+import time
+from typing import Any
+
+import torch
+
+from bench.common import save
+from bench.likelihoods import CONFIGS
+from models.context import LocalContext
+from models.data import load
+from models.optim import OptimizerSpec
+from models.registry import get_family
+
+
+def one(dataset: str, layers: int, seed: int) -> dict[str, Any]:
+    run = CONFIGS[dataset]["pixelvae"]
+    family = get_family("pixelvae")
+    params = family.params(**{**run.params, "decoder_layers": layers})
+    data = load(dataset)
+    torch.manual_seed(seed)
+    module = family.build(params, data.info)
+    ctx = LocalContext(
+        epochs=run.epochs,
+        batch_size=run.batch_size,
+        seed=seed,
+        optimizer=OptimizerSpec(name=run.optimizer, lr=run.lr),
+    )
+    start = time.process_time()
+    family.fit(module, data, params, ctx)
+    final = ctx.history[-1][1]
+    return {
+        "layers": layers,
+        "seed": seed,
+        "train_cpu_seconds": time.process_time() - start,
+        "parameters": sum(p.numel() for p in module.parameters()),
+        "best_epoch": min(ctx.metric("val_loss"), key=lambda sv: sv[1])[0],
+        "val_kl": [v for _, v in ctx.metric("val_kl")],
+        "active_units": [v for _, v in ctx.metric("active_units")],
+        **{k: final[k] for k in final},
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--dataset", default="digits_bin", choices=sorted(CONFIGS))
+    parser.add_argument("--layers", nargs="+", type=int, default=[0, 1, 5])
+    parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
+    parser.add_argument("--tag", default="")
+    args = parser.parse_args()
+    torch.set_num_threads(1)
+    rows = []
+    for layers in args.layers:
+        for seed in args.seeds:
+            row = one(args.dataset, layers, seed)
+            rows.append(row)
+            print(
+                f"layers {layers} seed {seed}: test bound {row['test_iwae_nll']:.2f} nats, "
+                f"KL {row['test_kl']:.2f}, active {row['test_active_units']:.0f}, "
+                f"ELBO {row['test_elbo']:.2f}, best epoch {row['best_epoch']}, "
+                f"{row['train_cpu_seconds']:.0f} CPU s",
+                flush=True,
+            )
+    for layers in args.layers:
+        rs = [r for r in rows if r["layers"] == layers]
+
+        def mean(k: str, rs: list[dict[str, Any]] = rs) -> float:
+            return statistics.mean(r[k] for r in rs)
+
+        print(
+            f"| {layers} | {mean('test_iwae_nll'):.2f} | {mean('test_elbo'):.2f} | "
+            f"{mean('test_kl'):.2f} | {mean('test_active_units'):.1f} | "
+            f"{mean('sample_seconds_per_image') * 1000:.1f} ms |"
+        )
+    config = dataclasses.asdict(CONFIGS[args.dataset]["pixelvae"])
+    save("pixelvae" + (f"_{args.tag}" if args.tag else ""), {"config": config, "rows": rows})
+
+
+if __name__ == "__main__":
+    main()
