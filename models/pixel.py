@@ -16,6 +16,8 @@ softmax over the data's grey levels (the notes, §7.1: "output 8bit softmax").
   training class frequencies), the training loss, raster-order sampling and completion
   (one batched forward per pixel position, cropped to the rows the position can see), and
   the receptive field of one pixel by gradients.
+- The per-pixel distribution is a softmax here; ``pixel_log_probs`` and ``draw`` are the
+  hooks through which ``pixelcnn_pp`` puts its discretised logistic mixture instead.
 - ``fit_pixels`` and ``evaluate`` (``val_nll``, ``test_nll`` in nats per image,
   ``*_bits_per_dim``), and the SAMPLE, LOG_PROB, RECEPTIVE_FIELD and COMPLETE capabilities.
 
@@ -106,7 +108,9 @@ class PixelDensity(nn.Module):
     """Base of a pixel family's module: a subclass gives ``net(u, labels)``, the logits
     (B, levels, H', W) of every pixel of the network input u (B, 1, H', W) (level indices
     scaled to [−1, 1]; H' ≤ H rows: a causal net reads only rows above), whose logits at
-    pixel k depend only on the pixels before k in raster order.
+    pixel k depend only on the pixels before k in raster order. A subclass with another
+    per-pixel distribution (``pixelcnn_pp``'s logistic mixture) sets ``out_channels`` (the
+    net's outputs per pixel) and overrides ``pixel_log_probs`` and ``draw``.
 
     A conditional model (``conditional``) takes class labels (B,) and keeps the training
     class frequencies π as the ``log_pi`` buffer: log p(x) = log Σ_y π_y p(x | y) exactly.
@@ -121,6 +125,7 @@ class PixelDensity(nn.Module):
         self.d = self.h * self.w
         self.value_max = float(info.value_max or 1.0)
         self.conditional = conditional
+        self.out_channels = self.levels  # the net's outputs per pixel (a subclass may change it)
         self.n_classes = 0
         if conditional:
             if not info.n_classes:
@@ -130,6 +135,22 @@ class PixelDensity(nn.Module):
 
     def net(self, u: Tensor, labels: Tensor | None) -> Tensor:
         raise NotImplementedError
+
+    # --- the per-pixel distribution: a softmax over the levels unless a subclass says ---
+
+    def pixel_log_probs(self, out: Tensor, target: Tensor) -> Tensor:
+        """log p(x_k = target_k | x_<k) (B, H', W) from the net's output (B, out_channels,
+        H', W) and level indices ``target`` (B, H', W): here log softmax(logits)[target]."""
+        return -F.cross_entropy(out, target, reduction="none")
+
+    def draw(self, out: Tensor, temperature: float, gen: torch.Generator) -> Tensor:
+        """Level indices (n,) drawn from one pixel's outputs (n, out_channels) at
+        ``temperature``: here softmax(logits / T), by the inverse CDF of one uniform per row
+        from ``gen``."""
+        n = len(out)
+        cdf = torch.softmax(out.float() / temperature, 1).cumsum(1)  # (n, L)
+        u = torch.rand(n, generator=gen, device=gen.device).to(out.device)
+        return (u[:, None] > cdf).sum(1).clamp(max=self.levels - 1)
 
     @property
     def device(self) -> torch.device:
@@ -174,9 +195,9 @@ class PixelDensity(nn.Module):
 
     def log_prob_index(self, idx: Tensor, labels: Tensor | None) -> Tensor:
         """Σ_k log p(x_k | x_<k [, y]) (B,) of level indices (B, D)."""
-        logits = self.net(self.net_input(idx), labels)  # (B, L, H, W)
+        out = self.net(self.net_input(idx), labels)  # (B, out_channels, H, W)
         target = idx.view(len(idx), self.h, self.w)
-        return -F.cross_entropy(logits, target, reduction="none").sum((1, 2))
+        return self.pixel_log_probs(out, target).sum((1, 2))
 
     def class_log_probs(self, idx: Tensor) -> Tensor:
         """log p(x | y) for every class y (B, K) of a conditional model."""
@@ -241,17 +262,14 @@ class PixelDensity(nn.Module):
         gen: torch.Generator,
     ) -> Tensor:
         """Level indices (n, D) with the positions in ``todo`` (D,) bool drawn in raster
-        order, each from its conditional given everything before it (softmax of logits / T,
-        by the inverse CDF of one uniform per row from ``gen``); the rest kept."""
+        order, each from its conditional given everything before it (``draw``: softmax of
+        logits / T, by the inverse CDF of one uniform per row from ``gen``); the rest kept."""
         idx = idx.clone()
-        n = len(idx)
         for k in todo.nonzero().squeeze(1).tolist():
             r, c = divmod(k, self.w)
             rows = (r + 1) * self.w  # the rows pixel k can see: a causal net needs no more
-            logits = self.net(self.net_input(idx[:, :rows]), labels)[:, :, r, c]
-            cdf = torch.softmax(logits.float() / temperature, 1).cumsum(1)  # (n, L)
-            u = torch.rand(n, generator=gen, device=gen.device).to(idx.device)
-            idx[:, k] = (u[:, None] > cdf).sum(1).clamp(max=self.levels - 1)
+            out = self.net(self.net_input(idx[:, :rows]), labels)[:, :, r, c]
+            idx[:, k] = self.draw(out, temperature, gen)
         return idx
 
     def sample(
@@ -280,7 +298,7 @@ class PixelDensity(nn.Module):
             labels = None
             if self.conditional:
                 labels = torch.randint(self.n_classes, (FIELD_PROBES,), generator=gen).to(dev)
-            direction = torch.randn(FIELD_PROBES, self.levels, generator=gen).to(dev)
+            direction = torch.randn(FIELD_PROBES, self.out_channels, generator=gen).to(dev)
             out = self.net(u, labels)[:, :, r, c]
             (grad,) = torch.autograd.grad((out * direction).sum(), u)
         return grad.abs().sum(0).flatten().detach().cpu()
@@ -516,8 +534,8 @@ def _posterior_labels(
     cols = []
     for y in range(module.n_classes):
         labels = torch.full((len(idx),), y, device=idx.device)
-        logits = module.net(module.net_input(idx), labels)
-        picked = logits.log_softmax(1).gather(1, idx.view(len(idx), 1, module.h, module.w))
-        cols.append((picked[:, 0] * mask).sum((1, 2)))
+        out = module.net(module.net_input(idx), labels)
+        picked = module.pixel_log_probs(out, idx.view(len(idx), module.h, module.w))
+        cols.append((picked * mask).sum((1, 2)))
     posterior = torch.softmax(module.log_pi + torch.stack(cols, 1), 1)  # (N, K)
     return torch.multinomial(posterior.cpu(), 1, generator=gen).squeeze(1).to(idx.device)

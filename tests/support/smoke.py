@@ -87,6 +87,10 @@ SMOKE: dict[str, Smoke] = {
     "gated_pixelcnn": Smoke(
         "digits_bin", {"channels": 4, "layers": 1, "conditional": True}, also=("digits",)
     ),
+    # two stages on 8 × 8 would be three: filters and one block per stage keep it tiny
+    "pixelcnn_pp": Smoke(
+        "digits_bin", {"filters": 4, "nr_resnet": 1, "components": 2}, also=("digits",)
+    ),
     # 64 units: Gibbs training, the AIS log Z; exact enumeration is tested on tiny
     # synthetic sets in tests/models/test_boltzmann.py; pcd's chains are a buffer
     "boltzmann": Smoke(
