@@ -17,6 +17,8 @@ right), each conditional a softmax over the data's grey levels (the notes, §7.1
   training class frequencies), the training loss, raster-order sampling and completion
   (one batched forward per pixel position, cropped to the rows the position can see), and
   the receptive field of one pixel by gradients.
+- The per-pixel distribution is a softmax here; ``pixel_log_probs`` and ``draw`` are the
+  hooks through which ``pixelcnn_pp`` puts its discretised logistic mixture instead.
 - ``fit_pixels`` and ``evaluate`` (``val_nll``, ``test_nll`` in nats per image,
   ``*_bits_per_dim``), and the SAMPLE, LOG_PROB, RECEPTIVE_FIELD and COMPLETE capabilities.
 
@@ -153,7 +155,10 @@ class PixelDensity(nn.Module):
     scaled to [−1, 1]; H' ≤ H rows: a causal net reads only rows above), whose logits at
     pixel k depend only on the pixels before k in raster order; with ``colour``, logits
     (B, levels, C, H', W) of u (B, C, H', W), channel c of pixel k depending only on the
-    pixels before k and the channels < c of k.
+    pixels before k and the channels < c of k. A subclass with another per-pixel
+    distribution (``pixelcnn_pp``'s logistic mixture) sets ``out_channels`` (the net's
+    outputs per pixel and channel, in place of the levels' logits) and overrides
+    ``pixel_log_probs`` and ``draw``.
 
     A conditional model (``conditional``) takes class labels (B,) and keeps the training
     class frequencies π as the ``log_pi`` buffer: log p(x) = log Σ_y π_y p(x | y) exactly.
@@ -173,6 +178,7 @@ class PixelDensity(nn.Module):
         self.d = self.c * self.pixels
         self.value_max = float(info.value_max or 1.0)
         self.conditional = conditional
+        self.out_channels = self.levels  # the net's outputs per pixel (a subclass may change it)
         self.n_classes = 0
         if conditional:
             if not info.n_classes:
@@ -184,7 +190,8 @@ class PixelDensity(nn.Module):
         raise NotImplementedError
 
     def logits(self, u: Tensor, labels: Tensor | None) -> Tensor:
-        """``net``'s logits as (B, levels, C, H', W) (C = 1 for a grey net's 4-d ones)."""
+        """``net``'s outputs as (B, out_channels, C, H', W) (C = 1 for a grey net's 4-d ones):
+        the levels' logits unless a subclass says otherwise."""
         out = self.net(u, labels)
         return out.unsqueeze(2) if out.dim() == 4 else out
 
@@ -193,6 +200,23 @@ class PixelDensity(nn.Module):
         autoregressive order: by pixel, then channel."""
         ks = todo.nonzero().squeeze(1).tolist()
         return sorted(ks, key=lambda k: (k % self.pixels, k // self.pixels))
+
+    # --- the per-pixel distribution: a softmax over the levels unless a subclass says ---
+
+    def pixel_log_probs(self, out: Tensor, target: Tensor) -> Tensor:
+        """log p(x_k = target_k | x_<k) (B, C, H', W) from the net's outputs (B,
+        out_channels, C, H', W) and level indices ``target`` (B, C, H', W): here log
+        softmax(logits)[target]."""
+        return -F.cross_entropy(out, target, reduction="none")
+
+    def draw(self, out: Tensor, temperature: float, gen: torch.Generator) -> Tensor:
+        """Level indices (n,) drawn from one pixel's outputs (n, out_channels) at
+        ``temperature``: here softmax(logits / T), by the inverse CDF of one uniform per row
+        from ``gen``."""
+        n = len(out)
+        cdf = torch.softmax(out.float() / temperature, 1).cumsum(1)  # (n, L)
+        u = torch.rand(n, generator=gen, device=gen.device).to(out.device)
+        return (u[:, None] > cdf).sum(1).clamp(max=self.levels - 1)
 
     @property
     def device(self) -> torch.device:
@@ -239,9 +263,9 @@ class PixelDensity(nn.Module):
 
     def log_prob_index(self, idx: Tensor, labels: Tensor | None) -> Tensor:
         """Σ_k log p(x_k | x_<k [, y]) (B,) of level indices (B, D)."""
-        logits = self.logits(self.net_input(idx), labels)  # (B, L, C, H, W)
+        out = self.logits(self.net_input(idx), labels)  # (B, out_channels, C, H, W)
         target = idx.view(len(idx), self.c, self.h, self.w)
-        return -F.cross_entropy(logits, target, reduction="none").sum((1, 2, 3))
+        return self.pixel_log_probs(out, target).sum((1, 2, 3))
 
     def class_log_probs(self, idx: Tensor) -> Tensor:
         """log p(x | y) for every class y (B, K) of a conditional model."""
@@ -307,18 +331,16 @@ class PixelDensity(nn.Module):
     ) -> Tensor:
         """Level indices (n, D) with the positions in ``todo`` (D,) bool drawn in raster
         order (channels R, G, B within a pixel), each from its conditional given everything
-        before it (softmax of logits / T, by the inverse CDF of one uniform per row from
-        ``gen``); the rest kept."""
+        before it (``draw``: softmax of logits / T, by the inverse CDF of one uniform per row
+        from ``gen``); the rest kept."""
         idx = idx.clone()
         n = len(idx)
         grid = idx.view(n, self.c, self.h, self.w)  # a view: drawn values land in idx
         for k in self.order(todo):
             ch, (r, c) = k // self.pixels, divmod(k % self.pixels, self.w)
             # the rows pixel k can see: a causal net needs no more
-            logits = self.logits(self.net_input(grid[:, :, : r + 1]), labels)[:, :, ch, r, c]
-            cdf = torch.softmax(logits.float() / temperature, 1).cumsum(1)  # (n, L)
-            u = torch.rand(n, generator=gen, device=gen.device).to(idx.device)
-            idx[:, k] = (u[:, None] > cdf).sum(1).clamp(max=self.levels - 1)
+            out = self.logits(self.net_input(grid[:, :, : r + 1]), labels)[:, :, ch, r, c]
+            idx[:, k] = self.draw(out, temperature, gen)
         return idx
 
     def sample(
@@ -348,7 +370,7 @@ class PixelDensity(nn.Module):
             labels = None
             if self.conditional:
                 labels = torch.randint(self.n_classes, (FIELD_PROBES,), generator=gen).to(dev)
-            direction = torch.randn(FIELD_PROBES, self.levels, generator=gen).to(dev)
+            direction = torch.randn(FIELD_PROBES, self.out_channels, generator=gen).to(dev)
             out = self.logits(u, labels)[:, :, ch, r, c]
             (grad,) = torch.autograd.grad((out * direction).sum(), u)
         return grad.abs().sum(0).flatten().detach().cpu()
@@ -582,13 +604,13 @@ def _posterior_labels(
     module: PixelDensity, idx: Tensor, seen: Tensor, gen: torch.Generator
 ) -> Tensor:
     """One class per row drawn ∝ π_y Π_{k observed} p(x_k | x_<k, y)."""
-    shape = (len(idx), 1, module.c, module.h, module.w)
+    shape = (len(idx), module.c, module.h, module.w)
     mask = seen.to(idx.device).view(shape[1:])
     cols = []
     for y in range(module.n_classes):
         labels = torch.full((len(idx),), y, device=idx.device)
-        logits = module.logits(module.net_input(idx), labels)
-        picked = logits.log_softmax(1).gather(1, idx.view(shape))
-        cols.append((picked * mask).sum((1, 2, 3, 4)))
+        out = module.logits(module.net_input(idx), labels)
+        picked = module.pixel_log_probs(out, idx.view(shape))
+        cols.append((picked * mask).sum((1, 2, 3)))
     posterior = torch.softmax(module.log_pi + torch.stack(cols, 1), 1)  # (N, K)
     return torch.multinomial(posterior.cpu(), 1, generator=gen).squeeze(1).to(idx.device)

@@ -87,6 +87,10 @@ SMOKE: dict[str, Smoke] = {
     "gated_pixelcnn": Smoke(
         "digits_bin", {"channels": 4, "layers": 1, "conditional": True}, also=("digits",)
     ),
+    # two stages on 8 × 8 would be three: filters and one block per stage keep it tiny
+    "pixelcnn_pp": Smoke(
+        "digits_bin", {"filters": 4, "nr_resnet": 1, "components": 2}, also=("digits",)
+    ),
     "pixelrnn": Smoke(
         "digits_bin", {"hidden": 4, "layers": 1}, also=("digits",),
         variants=({"layer": "row_lstm"},),
