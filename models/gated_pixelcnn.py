@@ -42,20 +42,14 @@ from typing import Self
 from pydantic import Field, model_validator
 from torch import Tensor, nn
 
-from models.data import DataInfo, Dataset
-from models.family import EXACT_TEST_NLL, Capability, Context, Family, Params
+from models.data import DataInfo
+from models.family import Family, Params
 from models.nets.gated import GatedLayer
 from models.pixel import (
     PixelDensity,
-    complete_capability,
-    fit_pixels,
-    log_prob_capability,
-    log_prob_rows,
-    receptive_field_capability,
-    sample_capability,
+    pixel_family,
 )
 
-DATASETS = frozenset({"digits_bin", "digits", "mnist5k_bin", "mnist5k"})
 FIRST_KERNEL = 7  # the first layer's kernel, as pixelcnn's mask-A layer
 
 
@@ -105,29 +99,12 @@ def build(params: GatedPixelCNNParams, info: DataInfo) -> GatedPixelCNN:
     return GatedPixelCNN(params, info)
 
 
-def fit(module: nn.Module, data: Dataset, params: GatedPixelCNNParams, ctx: Context) -> None:
-    assert isinstance(module, GatedPixelCNN)
-    fit_pixels(module, data, ctx)
-
-
-FAMILY: Family = Family(
-    name="gated_pixelcnn",
-    description="Gated PixelCNN: vertical and horizontal stacks with gated tanh·sigmoid "
+FAMILY: Family = pixel_family(
+    "gated_pixelcnn",
+    "Gated PixelCNN: vertical and horizontal stacks with gated tanh·sigmoid "
     "units (no blind spot), optionally class-conditional, a softmax over grey levels per "
     "pixel, exact log p, raster-order sampling",
-    params=GatedPixelCNNParams,
-    datasets=DATASETS,
-    capabilities={
-        Capability.SAMPLE: sample_capability(),
-        Capability.LOG_PROB: log_prob_capability(),
-        Capability.RECEPTIVE_FIELD: receptive_field_capability(),
-        Capability.COMPLETE: complete_capability(lambda: FAMILY),  # the record its 409 names
-    },
-    likelihood=EXACT_TEST_NLL,
-    build=build,
-    fit=fit,
-    # one pass over the image's pixels per input; per class for a conditional marginal
-    log_prob_passes=log_prob_rows,
+    GatedPixelCNNParams,
+    build,
     default_epochs=50,
-    default_batch_size=64,
 )

@@ -38,14 +38,14 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from typing import Literal
+from typing import Any, Literal
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 from models.data import DataInfo, Dataset
-from models.family import Context, Family, Unsupported
+from models.family import EXACT_TEST_NLL, Capability, Context, Family, Params, Unsupported
 from models.generative import (
     FIELD_PROBES,
     CompleteFn,
@@ -614,3 +614,47 @@ def _posterior_labels(
         cols.append((picked * mask).sum((1, 2, 3)))
     posterior = torch.softmax(module.log_pi + torch.stack(cols, 1), 1)  # (N, K)
     return torch.multinomial(posterior.cpu(), 1, generator=gen).squeeze(1).to(idx.device)
+
+
+PIXEL_DATASETS = frozenset({"digits_bin", "digits", "mnist5k_bin", "mnist5k"})
+
+
+def pixel_family(
+    name: str,
+    description: str,
+    params: type[Params],
+    build: Callable[[Any, DataInfo], PixelDensity],
+    *,
+    default_epochs: int = 50,
+) -> Family:
+    """The record of an autoregressive pixel family trained by ``fit_pixels``: the four
+    image sets, SAMPLE, exact LOG_PROB, RECEPTIVE_FIELD and COMPLETE from the factories
+    above, ranked on the leaderboard by its exact test NLL. ``build`` makes the module."""
+
+    def fit(module: nn.Module, data: Dataset, _: Params, ctx: Context) -> None:
+        assert isinstance(module, PixelDensity)
+        fit_pixels(module, data, ctx)
+
+    def this() -> Family:  # the record a completion's 409 names
+        return record
+
+    record = Family(
+        name=name,
+        description=description,
+        params=params,
+        datasets=PIXEL_DATASETS,
+        capabilities={
+            Capability.SAMPLE: sample_capability(),
+            Capability.LOG_PROB: log_prob_capability(),
+            Capability.RECEPTIVE_FIELD: receptive_field_capability(),
+            Capability.COMPLETE: complete_capability(this),
+        },
+        likelihood=EXACT_TEST_NLL,
+        # one pass over the image's pixels per input; per class for a conditional marginal
+        log_prob_passes=log_prob_rows,
+        build=build,
+        fit=fit,
+        default_epochs=default_epochs,
+        default_batch_size=64,
+    )
+    return record

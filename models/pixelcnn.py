@@ -33,20 +33,14 @@ from typing import Self
 from pydantic import Field, model_validator
 from torch import Tensor, nn
 
-from models.data import DataInfo, Dataset
-from models.family import EXACT_TEST_NLL, Capability, Context, Family, Params
+from models.data import DataInfo
+from models.family import Family, Params
 from models.pixel import (
     MaskedConv2d,
     PixelDensity,
-    complete_capability,
-    fit_pixels,
-    log_prob_capability,
-    log_prob_rows,
-    receptive_field_capability,
-    sample_capability,
+    pixel_family,
 )
 
-DATASETS = frozenset({"digits_bin", "digits", "mnist5k_bin", "mnist5k"})
 FIRST_KERNEL = 7  # the mask-A layer's kernel (the paper's 7 × 7)
 
 
@@ -105,27 +99,11 @@ def build(params: PixelCNNParams, info: DataInfo) -> PixelCNN:
     return PixelCNN(params, info)
 
 
-def fit(module: nn.Module, data: Dataset, params: PixelCNNParams, ctx: Context) -> None:
-    assert isinstance(module, PixelCNN)
-    fit_pixels(module, data, ctx)
-
-
-FAMILY: Family = Family(
-    name="pixelcnn",
-    description="PixelCNN: masked convolutions (7×7 mask A, mask-B residual blocks), a "
+FAMILY: Family = pixel_family(
+    "pixelcnn",
+    "PixelCNN: masked convolutions (7×7 mask A, mask-B residual blocks), a "
     "softmax over grey levels per pixel, exact log p, raster-order sampling; has the blind spot",
-    params=PixelCNNParams,
-    datasets=DATASETS,
-    capabilities={
-        Capability.SAMPLE: sample_capability(),
-        Capability.LOG_PROB: log_prob_capability(),
-        Capability.RECEPTIVE_FIELD: receptive_field_capability(),
-        Capability.COMPLETE: complete_capability(lambda: FAMILY),  # the record its 409 names
-    },
-    likelihood=EXACT_TEST_NLL,
-    log_prob_passes=log_prob_rows,
-    build=build,
-    fit=fit,
+    PixelCNNParams,
+    build,
     default_epochs=50,
-    default_batch_size=64,
 )

@@ -50,8 +50,8 @@ import torch.nn.functional as F
 from pydantic import Field
 from torch import Tensor, nn
 
-from models.data import DataInfo, Dataset
-from models.family import EXACT_TEST_NLL, Capability, Context, Family, Params
+from models.data import DataInfo
+from models.family import Family, Params
 from models.logistic_mixture import (
     PARAMS_PER_COMPONENT,
     mixture_log_prob,
@@ -60,16 +60,10 @@ from models.logistic_mixture import (
 )
 from models.pixel import (
     PixelDensity,
-    complete_capability,
     down_shift,
-    fit_pixels,
-    log_prob_capability,
-    log_prob_rows,
-    receptive_field_capability,
-    sample_capability,
+    pixel_family,
 )
 
-DATASETS = frozenset({"digits_bin", "digits", "mnist5k_bin", "mnist5k"})
 MAX_STAGES = 3  # the paper's three resolutions (32, 16, 8 on CIFAR-10)
 OUT_SCALE = 0.1  # the gated blocks' output convolution's initial scale (the paper's code)
 
@@ -253,28 +247,12 @@ def build(params: PixelCNNppParams, info: DataInfo) -> PixelCNNpp:
     return PixelCNNpp(params, info)
 
 
-def fit(module: nn.Module, data: Dataset, params: PixelCNNppParams, ctx: Context) -> None:
-    assert isinstance(module, PixelCNNpp)
-    fit_pixels(module, data, ctx)
-
-
-FAMILY: Family = Family(
-    name="pixelcnn_pp",
-    description="PixelCNN++: a discretised logistic mixture per pixel, down- and "
+FAMILY: Family = pixel_family(
+    "pixelcnn_pp",
+    "PixelCNN++: a discretised logistic mixture per pixel, down- and "
     "down-right-shifted streams (no blind spot), gated ResNet blocks with dropout, "
     "downsampling and upsampling with short-cuts; exact log p, raster-order sampling",
-    params=PixelCNNppParams,
-    datasets=DATASETS,
-    capabilities={
-        Capability.SAMPLE: sample_capability(),
-        Capability.LOG_PROB: log_prob_capability(),
-        Capability.RECEPTIVE_FIELD: receptive_field_capability(),
-        Capability.COMPLETE: complete_capability(lambda: FAMILY),  # the record its 409 names
-    },
-    likelihood=EXACT_TEST_NLL,
-    build=build,
-    fit=fit,
-    log_prob_passes=log_prob_rows,
+    PixelCNNppParams,
+    build,
     default_epochs=50,
-    default_batch_size=64,
 )

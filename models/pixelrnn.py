@@ -74,22 +74,16 @@ import torch.nn.functional as F
 from pydantic import Field
 from torch import Tensor, nn
 
-from models.data import DataInfo, Dataset
-from models.family import EXACT_TEST_NLL, Capability, Context, Family, Params
+from models.data import DataInfo
+from models.family import Family, Params
 from models.pixel import (
     ColourMaskedConv2d,
     PixelDensity,
     colour_groups,
-    complete_capability,
     down_shift,
-    fit_pixels,
-    log_prob_capability,
-    log_prob_rows,
-    receptive_field_capability,
-    sample_capability,
+    pixel_family,
 )
 
-DATASETS = frozenset({"digits_bin", "digits", "mnist5k_bin", "mnist5k"})
 FIRST_KERNEL = 7  # the mask-A input convolution (the paper's 7 × 7)
 # The work of a recurrent pass in the API's unit (multiply-adds of the dense forward that
 # calibrates MAX_INFERENCE_WORK), measured on one thread of the 2-core CI machine under
@@ -272,28 +266,12 @@ def build(params: PixelRNNParams, info: DataInfo) -> PixelRNN:
     return PixelRNN(params, info)
 
 
-def fit(module: nn.Module, data: Dataset, params: PixelRNNParams, ctx: Context) -> None:
-    assert isinstance(module, PixelRNN)
-    fit_pixels(module, data, ctx)
-
-
-FAMILY: Family = Family(
-    name="pixelrnn",
-    description="PixelRNN: a mask-A 7×7 conv, residual Row LSTM (triangular field) or "
+FAMILY: Family = pixel_family(
+    "pixelrnn",
+    "PixelRNN: a mask-A 7×7 conv, residual Row LSTM (triangular field) or "
     "Diagonal BiLSTM (skewed diagonals, every previous pixel) layers, a softmax over the "
     "levels per pixel (and channel, R→G→B), exact log p, raster-order sampling",
-    params=PixelRNNParams,
-    datasets=DATASETS,
-    capabilities={
-        Capability.SAMPLE: sample_capability(),
-        Capability.LOG_PROB: log_prob_capability(),
-        Capability.RECEPTIVE_FIELD: receptive_field_capability(),
-        Capability.COMPLETE: complete_capability(lambda: FAMILY),  # the record its 409 names
-    },
-    likelihood=EXACT_TEST_NLL,
-    log_prob_passes=log_prob_rows,
-    build=build,
-    fit=fit,
+    PixelRNNParams,
+    build,
     default_epochs=30,
-    default_batch_size=64,
 )
