@@ -166,8 +166,9 @@ def quick(run: Run) -> Run:
     return Run(small, epochs=2, batch_size=run.batch_size, lr=run.lr, optimizer=run.optimizer)
 
 
-def train_one(model: str, data: Dataset, run: Run, seed: int) -> dict[str, Any]:
-    """Fit one model from ``seed``; its test figures, size and CPU seconds."""
+def fit_run(model: str, data: Dataset, run: Run, seed: int) -> tuple[Any, LocalContext, float]:
+    """``model`` built from ``seed`` and trained by its own ``fit`` with ``run``'s
+    settings: (module, the context that recorded its metrics, training CPU seconds)."""
     family = get_family(model)
     params = family.params(**run.params)
     torch.manual_seed(seed)
@@ -180,7 +181,14 @@ def train_one(model: str, data: Dataset, run: Run, seed: int) -> dict[str, Any]:
     )
     start = time.process_time()
     family.fit(module, data, params, ctx)
-    seconds = time.process_time() - start
+    return module, ctx, time.process_time() - start
+
+
+def train_one(model: str, data: Dataset, run: Run, seed: int) -> dict[str, Any]:
+    """Fit one model from ``seed``; its test figures, size and CPU seconds."""
+    family = get_family(model)
+    params = family.params(**run.params)
+    module, ctx, seconds = fit_run(model, data, run, seed)
     report = family.likelihood  # the metrics its fit logs and what they are
     assert report is not None, f"{model} declares no test log-likelihood"
     bits_name = report.bits_metric(data.info)

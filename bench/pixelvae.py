@@ -20,39 +20,24 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import statistics
-import time
 from typing import Any
 
 import torch
 
 from bench.common import save
-from bench.likelihoods import CONFIGS
-from models.context import LocalContext
+from bench.likelihoods import CONFIGS, fit_run
 from models.data import load
-from models.optim import OptimizerSpec
-from models.registry import get_family
 
 
 def one(dataset: str, layers: int, seed: int) -> dict[str, Any]:
-    run = CONFIGS[dataset]["pixelvae"]
-    family = get_family("pixelvae")
-    params = family.params(**{**run.params, "decoder_layers": layers})
-    data = load(dataset)
-    torch.manual_seed(seed)
-    module = family.build(params, data.info)
-    ctx = LocalContext(
-        epochs=run.epochs,
-        batch_size=run.batch_size,
-        seed=seed,
-        optimizer=OptimizerSpec(name=run.optimizer, lr=run.lr),
-    )
-    start = time.process_time()
-    family.fit(module, data, params, ctx)
+    base = CONFIGS[dataset]["pixelvae"]
+    run = dataclasses.replace(base, params={**base.params, "decoder_layers": layers})
+    module, ctx, seconds = fit_run("pixelvae", load(dataset), run, seed)
     final = ctx.history[-1][1]
     return {
         "layers": layers,
         "seed": seed,
-        "train_cpu_seconds": time.process_time() - start,
+        "train_cpu_seconds": seconds,
         "parameters": sum(p.numel() for p in module.parameters()),
         "best_epoch": min(ctx.metric("val_loss"), key=lambda sv: sv[1])[0],
         "val_kl": [v for _, v in ctx.metric("val_kl")],
