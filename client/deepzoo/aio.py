@@ -331,12 +331,13 @@ class AsyncSweeps:
         goal: Literal["min", "max"] = "min",
         seed: int = 0,
         name: str | None = None,
+        idempotency_key: str | None = None,
     ) -> Sweep:
         body = core._clean(
             {"spec": spec, "grid": grid, "method": method, "trials": trials,
              "parallel": parallel, "metric": metric, "goal": goal, "seed": seed, "name": name}
         )  # fmt: skip
-        return await self._c._run(core.create_sweep(body))
+        return await self._c._run(core.create_sweep(body, idempotency_key))
 
     async def get(self, sweep: Sweep | str) -> Sweep:
         return await self._c._run(core.sweep(sweep))

@@ -521,14 +521,17 @@ class Sweeps:
         goal: Literal["min", "max"] = "min",
         seed: int = 0,
         name: str | None = None,
+        idempotency_key: str | None = None,
     ) -> Sweep:
         """Children of ``spec`` over ``grid`` (dotted path -> values, or for random and
-        tpe ``{"low", "high", "log"}``), ranked by ``metric``; see docs/api.md#sweeps."""
+        tpe ``{"low", "high", "log"}``), ranked by ``metric``; see docs/api.md#sweeps.
+        Sent with an ``Idempotency-Key`` (a fresh one unless given), so a retry after a
+        lost answer never makes a second sweep; the same key again returns that sweep."""
         body = core._clean(
             {"spec": spec, "grid": grid, "method": method, "trials": trials,
              "parallel": parallel, "metric": metric, "goal": goal, "seed": seed, "name": name}
         )  # fmt: skip
-        return self._c._run(core.create_sweep(body))
+        return self._c._run(core.create_sweep(body, idempotency_key))
 
     def get(self, sweep: Sweep | str) -> Sweep:
         return self._c._run(core.sweep(sweep))

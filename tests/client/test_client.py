@@ -317,3 +317,46 @@ def test_sweeps_create_cancel_and_refuse_sync_and_async(
     cancelled = asyncio.run(run())
     assert cancelled.status == "cancelled" and cancelled.done
     assert dz.wait(sweep.children[0].job_id or "", timeout=60).status == "cancelled"
+
+
+def test_sweeps_create_with_an_idempotency_key_sync_and_async(
+    dz: deepzoo.Client, client_stack: Stack
+) -> None:
+    """The key given: the same sweep again, sync or async, no child made twice; another
+    body with it: a 409 naming Idempotency-Key. A retry after a broken connection carries
+    the same fresh key (the creation is safe to resend)."""
+    spec = {
+        "model": "mlp",
+        "dataset": "moons",
+        "params": {"hidden": [8]},
+        "train": {"epochs": 2000},
+    }
+    grid = {"train.seed": [0, 1]}
+    first = dz.sweeps.create(spec, grid, parallel=1, idempotency_key="client-sweep-1")
+    again = dz.sweeps.create(spec, grid, parallel=1, idempotency_key="client-sweep-1")
+    assert again.id == first.id and again.children == first.children
+    assert again.raw["created_at"] == first.raw["created_at"]
+    with pytest.raises(deepzoo.ProblemError) as err:
+        dz.sweeps.create(spec, grid, parallel=2, idempotency_key="client-sweep-1")
+    assert err.value.status == 409 and err.value.fields == ["Idempotency-Key"]
+
+    async def run() -> deepzoo.Sweep:
+        async with deepzoo.AsyncClient(client_stack.url, ADMIN_KEY) as c:
+            got = await c.sweeps.create(spec, grid, parallel=1, idempotency_key="client-sweep-1")
+            await c.sweeps.cancel(got)
+            return got
+
+    assert asyncio.run(run()).id == first.id
+    assert len([s for s in dz.sweeps(limit=100) if s.id == first.id]) == 1
+    assert len(dz.sweeps.get(first).children) == 1
+
+    # no key given: a fresh one per call, the same one on every retry of that call
+    seen: list[httpx.Request] = []
+    body = {**first.raw, "children": [], "best": None}
+    answers: list[Any] = [httpx.ReadError("reset"), httpx.Response(201, json=body)]
+    with deepzoo.Client(
+        "http://dz.test", "k", backoff=0.01, transport=_scripted(answers, seen)
+    ) as c:
+        assert c.sweeps.create(spec, grid).id == first.id
+    keys = {r.headers["Idempotency-Key"] for r in seen}
+    assert len(seen) == 2 and len(keys) == 1 and keys.pop().startswith("deepzoo-")
