@@ -29,6 +29,7 @@ from deepzoo.types import (
     Prediction,
     Samples,
     Sweep,
+    Trajectory,
 )
 
 T = TypeVar("T")
@@ -303,6 +304,16 @@ def log_prob(
         d.get("kind", "exact" if d["exact"] else "bound"),
         d.get("stderr"),
     )
+
+
+def trajectory(job: Job | str) -> Op[Trajectory]:
+    r = yield Call("GET", f"/v1/jobs/{job_id(job)}/trajectory")
+    return Trajectory.from_dict(r.json())
+
+
+def trajectory_png(job: Job | str) -> Op[bytes]:
+    r = yield Call("GET", f"/v1/jobs/{job_id(job)}/trajectory.png")
+    return r.content
 
 
 # a job's main picture, by capability, in the order the dashboard shows them: the first

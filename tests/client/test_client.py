@@ -319,6 +319,42 @@ def test_sweeps_create_cancel_and_refuse_sync_and_async(
     assert dz.wait(sweep.children[0].job_id or "", timeout=60).status == "cancelled"
 
 
+def test_trajectory_json_arrays_and_png_sync_and_async(
+    dz: deepzoo.Client, client_stack: Stack, optim_job: deepzoo.Job, moons_job: deepzoo.Job
+) -> None:
+    """The optimizer lab's path as a typed Trajectory (lists, or numpy with array=True) and
+    its contour PNG, the same from the async client; a job of another family is a 409."""
+    t = dz.trajectory(optim_job)
+    assert isinstance(t, deepzoo.Trajectory) and t.raw["job_id"] == optim_job.id
+    assert (t.job_id, t.landscape, t.dim, t.minimum) == (optim_job.id, "rosenbrock", 2, 0.0)
+    assert t.optimizer["name"] == "adam" and t.optimizer["lr"] == 0.05
+    assert t.steps == list(range(21)) and not t.subsampled
+    assert t.path[0] == [-1.5, 2.0] and t.loss[0] == pytest.approx(12.5)
+    assert len(t.path) == len(t.loss) == len(t.grad_norm) == len(t.step_norm) == 21
+    assert t.grad_norm[0] is None and t.step_norm[0] is None
+    assert t.loss[-1] < t.loss[0]
+    assert optim_job.metrics["loss"] == t.loss[-1]  # the job's last logged loss
+
+    a = dz.trajectory(optim_job, array=True)
+    assert a.path.shape == (21, 2) and a.loss.shape == a.grad_norm.shape == (21,)
+    assert list(a.steps) == t.steps and np.allclose(a.path, t.path)
+    assert np.isnan(a.grad_norm[0]) and np.allclose(a.grad_norm[1:], t.grad_norm[1:])
+    png = dz.trajectory_png(optim_job)
+    assert png.startswith(PNG_MAGIC)
+    with pytest.raises(deepzoo.ProblemError) as err:
+        dz.trajectory(moons_job)
+    assert err.value.status == 409 and "trajectory" in err.value.detail
+
+    async def run() -> tuple[deepzoo.Trajectory, bytes]:
+        async with deepzoo.AsyncClient(client_stack.url, ADMIN_KEY) as c:
+            got = await c.trajectory(optim_job.id, array=True)
+            return got, await c.trajectory_png(optim_job)
+
+    got, async_png = asyncio.run(run())
+    assert np.allclose(got.path, a.path) and np.allclose(got.loss, a.loss)
+    assert async_png.startswith(PNG_MAGIC)
+
+
 def test_sweeps_create_with_an_idempotency_key_sync_and_async(
     dz: deepzoo.Client, client_stack: Stack
 ) -> None:
