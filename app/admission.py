@@ -145,18 +145,23 @@ def create_job(
 
 def _replay(existing: Job, digest: str) -> Job:
     if existing.spec_hash != digest:
-        raise Problem(
-            409,
-            "Idempotency-Key was already used with a different job spec",
-            errors=[
-                {
-                    "path": "Idempotency-Key",
-                    "message": "reused with another body",
-                    "type": "idempotency_conflict",
-                }
-            ],
-        )
+        raise idempotency_conflict("job spec")
     return existing
+
+
+def idempotency_conflict(what: str) -> Problem:
+    """The 409 for an ``Idempotency-Key`` reused with another body (jobs and sweeps)."""
+    return Problem(
+        409,
+        f"Idempotency-Key was already used with a different {what}",
+        errors=[
+            {
+                "path": "Idempotency-Key",
+                "message": "reused with another body",
+                "type": "idempotency_conflict",
+            }
+        ],
+    )
 
 
 def cancel(session: Session, job: Job) -> bool:

@@ -29,9 +29,17 @@ from typing import Any
 
 from pydantic import ValidationError
 from sqlalchemy import func, select
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from app.admission import SPEC_ADAPTER, cancel, check_spec, create_job
+from app.admission import (
+    SPEC_ADAPTER,
+    cancel,
+    check_spec,
+    create_job,
+    idempotency_conflict,
+    spec_digest,
+)
 from app.auth import Principal
 from app.db.models import Job, Sweep, SweepTrial, new_id, utcnow
 from app.db.session import session_scope
@@ -347,6 +355,31 @@ def next_values(sweep: Sweep, axes: list[Axis], done: list[Child]) -> dict[str, 
 # --- creating, driving, cancelling ---------------------------------------------------------
 
 
+def request_digest(request: dict[str, Any]) -> str:
+    """The sha256 of a sweep request (every default filled in) that an ``Idempotency-Key``
+    replay must match. The grid goes in as a list of (key, value) pairs: its keys' order
+    is the order of the children, so a grid with the keys swapped is another request."""
+    data = dict(request)
+    data["grid"] = [[k, v] for k, v in request["grid"].items()]
+    return spec_digest(data)
+
+
+def find_replay(
+    session: Session, owner: str, idempotency_key: str | None, request_hash: str
+) -> Sweep | None:
+    """The sweep an earlier request of this owner with this ``Idempotency-Key`` made, or
+    None when the key is new (or not given); 409 naming ``Idempotency-Key`` when that
+    request had another body."""
+    if idempotency_key is None:
+        return None
+    existing = session.scalar(
+        select(Sweep).where(Sweep.owner == owner, Sweep.idempotency_key == idempotency_key)
+    )
+    if existing is not None and existing.request_hash != request_hash:
+        raise idempotency_conflict("sweep request")
+    return existing
+
+
 def create_sweep(
     session: Session,
     principal: Principal,
@@ -360,8 +393,12 @@ def create_sweep(
     goal: str,
     seed: int,
     name: str | None,
-) -> Sweep:
-    """Check everything, then store the sweep (its children come from ``advance``)."""
+    idempotency_key: str | None = None,
+    request_hash: str | None = None,
+) -> tuple[Sweep, bool]:
+    """Check everything, then store the sweep (its children come from ``advance``); the
+    sweep and True, or with an ``idempotency_key`` that a concurrent request of the same
+    owner stored first, that request's sweep and False (or its 409)."""
     axes = parse_grid(grid, method)
     size = grid_size(axes)
     if method == "grid":
@@ -378,6 +415,10 @@ def create_sweep(
         check_quota(session, principal.owner)  # 422 naming storage, as POST /v1/jobs
     check_sweep(session, principal.owner, spec, axes)
     lock_owner(session, principal.owner)
+    # under the owner's lock: a concurrent request with this key has committed, or waits
+    existing = find_replay(session, principal.owner, idempotency_key, request_hash or "")
+    if existing is not None:
+        return existing, False
     running = session.scalar(
         select(func.count()).where(Sweep.owner == principal.owner, Sweep.status == "running")
     )
@@ -401,10 +442,19 @@ def create_sweep(
         goal=goal,
         seed=seed,
         status="running",
+        idempotency_key=idempotency_key,
+        request_hash=request_hash,
     )
     session.add(sweep)
-    session.commit()
-    return sweep
+    try:
+        session.commit()
+    except IntegrityError:  # (owner, idempotency_key) is unique: a request the lock missed
+        session.rollback()
+        existing = find_replay(session, principal.owner, idempotency_key, request_hash or "")
+        if existing is None:
+            raise
+        return existing, False
+    return sweep, True
 
 
 def advance(sweep_id: str) -> int:

@@ -82,6 +82,14 @@ def job_out(job: Job) -> JobOut:
     )
 
 
+IDEMPOTENCY_KEY = (
+    "any string of yours (at most 200 characters, one per intended job): a repeat of this "
+    "request with the same key and spec answers the job the first one made (200, "
+    "Idempotent-Replayed: true) and queues nothing; the same key with another spec is a "
+    "409 naming Idempotency-Key. Keys are per owner."
+)
+
+
 @router.post(
     "",
     status_code=201,
@@ -99,7 +107,9 @@ def post_job(
     principal: CurrentPrincipal,
     session: SessionDep,
     response: Response,
-    idempotency_key: Annotated[str | None, Header(max_length=200)] = None,
+    idempotency_key: Annotated[
+        str | None, Header(max_length=200, description=IDEMPOTENCY_KEY)
+    ] = None,
 ) -> JobOut:
     job, created = create_job(session, principal, spec, idempotency_key)
     response.headers["Location"] = f"/v1/jobs/{job.id}"

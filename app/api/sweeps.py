@@ -11,7 +11,7 @@ import json
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Body, Query, Response
+from fastapi import APIRouter, Body, Header, Query, Response
 from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy import select
 from sqlalchemy.orm import Session
@@ -32,7 +32,9 @@ from app.sweeps import (
     cancel_sweep,
     children,
     create_sweep,
+    find_replay,
     ranked,
+    request_digest,
 )
 
 router = APIRouter(prefix="/v1/sweeps", tags=["sweeps"])
@@ -171,35 +173,69 @@ def owned_sweep(session: Session, principal: Principal, sweep_id: str) -> Sweep:
     return sweep
 
 
-@router.post("", status_code=201, response_model=SweepOut, response_description="created")
+IDEMPOTENCY_KEY = (
+    "any string of yours (at most 200 characters, one per intended sweep): a repeat of "
+    "this request with the same key and body answers the sweep the first one made (200, "
+    "Idempotent-Replayed: true) and creates nothing; the same key with another body is a "
+    "409 naming Idempotency-Key. Keys are per owner."
+)
+
+
+@router.post(
+    "",
+    status_code=201,
+    response_model=SweepOut,
+    response_description="created; its first parallel children queued",
+    responses={
+        200: {
+            "model": SweepOut,
+            "description": "replay of an earlier request with this Idempotency-Key",
+        }
+    },
+)
 def post_sweep(
     body: Annotated[SweepRequest, Body()],
     principal: CurrentPrincipal,
     session: SessionDep,
     response: Response,
+    idempotency_key: Annotated[
+        str | None, Header(max_length=200, description=IDEMPOTENCY_KEY)
+    ] = None,
 ) -> SweepOut:
     """Check every child as ``POST /v1/jobs`` would (a 422 names ``grid.<key>`` or
     ``spec.<field>``), store the sweep and create its first ``parallel`` children; the
     reconciler creates the rest as children finish. Each child counts against the
-    owner's active jobs limit."""
-    check_active_jobs(session, principal.owner)  # 429 now, rather than a sweep that waits
-    session.rollback()  # the check's lock is not needed past it
-    sweep = create_sweep(
-        session,
-        principal,
-        spec=body.spec.model_dump(mode="json", exclude_unset=True),  # type: ignore[attr-defined]
-        grid={k: v.model_dump() if isinstance(v, Range) else v for k, v in body.grid.items()},
-        method=body.method,
-        trials=body.trials,
-        parallel=body.parallel,
-        metric=body.metric,
-        goal=body.goal,
-        seed=body.seed,
-        name=body.name,
-    )
-    advance(sweep.id)
-    session.expire_all()
+    owner's active jobs limit. With an ``Idempotency-Key``, a repeat returns the same
+    sweep, as ``POST /v1/jobs`` does a job."""
+    digest = request_digest(body.model_dump(mode="json"))
+    # a replay first: the owner's active jobs may be this very sweep's children
+    sweep = find_replay(session, principal.owner, idempotency_key, digest)
+    created = False
+    if sweep is None:
+        check_active_jobs(session, principal.owner)  # 429 now, rather than a sweep that waits
+        session.rollback()  # the check's lock is not needed past it
+        sweep, created = create_sweep(
+            session,
+            principal,
+            spec=body.spec.model_dump(mode="json", exclude_unset=True),  # type: ignore[attr-defined]
+            grid={k: v.model_dump() if isinstance(v, Range) else v for k, v in body.grid.items()},
+            method=body.method,
+            trials=body.trials,
+            parallel=body.parallel,
+            metric=body.metric,
+            goal=body.goal,
+            seed=body.seed,
+            name=body.name,
+            idempotency_key=idempotency_key,
+            request_hash=digest,
+        )
+        if created:
+            advance(sweep.id)
+        session.expire_all()
     response.headers["Location"] = f"/v1/sweeps/{sweep.id}"
+    if not created:
+        response.status_code = 200
+        response.headers["Idempotent-Replayed"] = "true"
     return sweep_out(session, owned_sweep(session, principal, sweep.id))
 
 

@@ -194,6 +194,7 @@ class Sweep(Base):
 
     __tablename__ = "sweeps"
     __table_args__ = (
+        UniqueConstraint("owner", "idempotency_key", name="uq_sweeps_owner_idempotency"),
         Index("ix_sweeps_owner_created", "owner", "created_at", "id"),
         Index("ix_sweeps_status", "status"),
     )
@@ -210,6 +211,10 @@ class Sweep(Base):
     goal: Mapped[str] = mapped_column(String(8))  # min | max
     seed: Mapped[int] = mapped_column(BigInteger, default=0)
     status: Mapped[str] = mapped_column(String(16), default="running")
+    # POST /v1/sweeps's Idempotency-Key and the sha256 of the request it came with (as
+    # jobs' idempotency_key and spec_hash): a replay returns this sweep
+    idempotency_key: Mapped[str | None] = mapped_column(String(200), default=None)
+    request_hash: Mapped[str | None] = mapped_column(String(64), default=None)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     finished_at: Mapped[datetime | None] = mapped_column(default=None)
 

@@ -24,6 +24,7 @@ from deepzoo.types import (
     Samples,
     Sweep,
     SweepChild,
+    Trajectory,
 )
 
 __all__ = [
@@ -45,6 +46,7 @@ __all__ = [
     "Samples",
     "Sweep",
     "SweepChild",
+    "Trajectory",
     "TransportError",
     "WaitTimeout",
     "resolve_key",

@@ -29,6 +29,7 @@ from deepzoo.types import (
     Prediction,
     Samples,
     Sweep,
+    Trajectory,
 )
 
 T = TypeVar("T")
@@ -40,7 +41,7 @@ PROBLEM = "application/problem+json"
 @dataclass
 class Call:
     """One HTTP request. ``idempotent``: safe to send again after the connection broke
-    mid-request (reads, and job submission with its ``Idempotency-Key``)."""
+    mid-request (reads, and job and sweep creation with their ``Idempotency-Key``)."""
 
     method: str
     path: str
@@ -305,6 +306,16 @@ def log_prob(
     )
 
 
+def trajectory(job: Job | str) -> Op[Trajectory]:
+    r = yield Call("GET", f"/v1/jobs/{job_id(job)}/trajectory")
+    return Trajectory.from_dict(r.json())
+
+
+def trajectory_png(job: Job | str) -> Op[bytes]:
+    r = yield Call("GET", f"/v1/jobs/{job_id(job)}/trajectory.png")
+    return r.content
+
+
 # a job's main picture, by capability, in the order the dashboard shows them: the first
 # route that does not answer 409 (e.g. plot.png is for 1-D regression only) wins
 PICTURES: list[tuple[str, str, dict[str, Any]]] = [
@@ -361,9 +372,10 @@ def sweep_id(sweep: Sweep | str) -> str:
     return sweep.id if isinstance(sweep, Sweep) else str(sweep)
 
 
-def create_sweep(body: dict[str, Any]) -> Op[Sweep]:
-    # not idempotent: resent only when the connection never opened (or on 429/503)
-    r = yield Call("POST", "/v1/sweeps", json=body, idempotent=False)
+def create_sweep(body: dict[str, Any], idempotency_key: str | None) -> Op[Sweep]:
+    # the API honours Idempotency-Key: a retried creation returns the same sweep
+    key = idempotency_key or f"deepzoo-{uuid.uuid4()}"
+    r = yield Call("POST", "/v1/sweeps", json=body, headers={"Idempotency-Key": key})
     return Sweep.from_dict(r.json())
 
 

@@ -14,7 +14,14 @@ import httpx
 
 from deepzoo import _core as core
 from deepzoo._core import Call, Op, job_id
-from deepzoo.client import STREAM_TIMEOUT, _as_array, _Base, _metrics_array, log
+from deepzoo.client import (
+    STREAM_TIMEOUT,
+    _as_array,
+    _Base,
+    _metrics_array,
+    _trajectory_arrays,
+    log,
+)
 from deepzoo.errors import ProblemError, TransportError, WaitTimeout
 from deepzoo.types import (
     Checkpoint,
@@ -27,6 +34,7 @@ from deepzoo.types import (
     Prediction,
     Samples,
     Sweep,
+    Trajectory,
 )
 
 T = TypeVar("T")
@@ -261,6 +269,13 @@ class AsyncClient(_Base):
     ) -> LogProb:
         return await self._run(core.log_prob(job, inputs, labels, k))
 
+    async def trajectory(self, job: Job | str, *, array: bool = False) -> Trajectory:
+        out = await self._run(core.trajectory(job))
+        return _trajectory_arrays(out) if array else out
+
+    async def trajectory_png(self, job: Job | str) -> bytes:
+        return await self._run(core.trajectory_png(job))
+
     async def picture(self, job: Job | str) -> tuple[str, bytes]:
         return await self._run(core.main_picture(job))
 
@@ -331,12 +346,13 @@ class AsyncSweeps:
         goal: Literal["min", "max"] = "min",
         seed: int = 0,
         name: str | None = None,
+        idempotency_key: str | None = None,
     ) -> Sweep:
         body = core._clean(
             {"spec": spec, "grid": grid, "method": method, "trials": trials,
              "parallel": parallel, "metric": metric, "goal": goal, "seed": seed, "name": name}
         )  # fmt: skip
-        return await self._c._run(core.create_sweep(body))
+        return await self._c._run(core.create_sweep(body, idempotency_key))
 
     async def get(self, sweep: Sweep | str) -> Sweep:
         return await self._c._run(core.sweep(sweep))

@@ -596,6 +596,42 @@ def plot(
 
 
 @app.command()
+def trajectory(
+    ctx: typer.Context,
+    job_id: JobId,
+    output: Annotated[
+        Path | None,
+        typer.Option("-o", "--output", help="write the path on the landscape's contours (PNG)"),
+    ] = None,
+) -> None:
+    """The optimizer lab's path (optim jobs): a row per point from the start (step 0),
+    w0, w1, the loss, the gradient's norm and the step's length (the API's JSON with
+    --json), or with -o the path drawn on the landscape's contours (PNG)."""
+    st = _state(ctx)
+    if output is not None:
+        png = st.client.trajectory_png(job_id)
+        output.write_bytes(png)
+        err.print(f"wrote {output} ({len(png)} bytes)")
+        return None
+    t = st.client.trajectory(job_id)
+    if st.json:
+        return _emit(t.raw)
+    done = "not converged" if t.converged_step is None else f"converged at step {t.converged_step}"
+    out.print(
+        f"{t.job_id}: {t.optimizer.get('name')} lr {_fmt(t.optimizer.get('lr'))} on "
+        f"{t.landscape} (dim {t.dim}), {len(t.steps)} points"
+        f"{' (subsampled)' if t.subsampled else ''}, f* {_fmt(t.minimum)}, {done}",
+        highlight=False,
+    )
+    table = Table("step", "w0", "w1", "loss", "grad_norm", "step_norm")
+    rows = zip(t.steps, t.path, t.loss, t.grad_norm, t.step_norm, strict=True)
+    for step, (w0, w1), loss, grad, length in rows:
+        table.add_row(str(step), _fmt(w0), _fmt(w1), _fmt(loss), _fmt(grad), _fmt(length))
+    out.print(table)
+    return None
+
+
+@app.command()
 def compare(
     ctx: typer.Context,
     job_ids: Annotated[list[str], typer.Argument(help="two or more job ids", metavar="ID...")],

@@ -33,6 +33,7 @@ from deepzoo.types import (
     Prediction,
     Samples,
     Sweep,
+    Trajectory,
 )
 
 log = logging.getLogger("deepzoo.client")
@@ -47,6 +48,23 @@ def _as_array(value: Any) -> Any:
     except ImportError as exc:  # pragma: no cover - numpy ships with the project
         raise DeepZooError("array=True needs numpy (pip install numpy)") from exc
     return np.array([[np.nan if v is None else v for v in row] for row in value], dtype=float)
+
+
+def _trajectory_arrays(t: Trajectory) -> Trajectory:
+    """The trajectory with its series as numpy arrays: ``path`` (n, 2), the rest (n,)."""
+    import numpy as np
+
+    def vector(values: list[Any]) -> Any:
+        return np.array([np.nan if v is None else v for v in values], dtype=float)
+
+    return dataclasses.replace(
+        t,
+        steps=np.array(t.steps, dtype=np.int64),
+        loss=vector(t.loss),
+        path=_as_array(t.path).reshape(-1, 2),
+        grad_norm=vector(t.grad_norm),
+        step_norm=vector(t.step_norm),
+    )
 
 
 def _metrics_array(rows: list[MetricRow], name: str | None) -> Any:
@@ -436,6 +454,18 @@ class Client(_Base):
         """log p per input in nats and bits per dimension (``exact`` false: a bound)."""
         return self._run(core.log_prob(job, inputs, labels, k))
 
+    def trajectory(self, job: Job | str, *, array: bool = False) -> Trajectory:
+        """The optimizer lab's path (``optim`` jobs; others are a 409): (w0, w1), f(w),
+        ‖∇f‖ and the step's length from the start (step 0) through each logged step, at
+        most 2,000 points; live while the job trains. ``array=True``: numpy arrays, NaN
+        where the API says null."""
+        out = self._run(core.trajectory(job))
+        return _trajectory_arrays(out) if array else out
+
+    def trajectory_png(self, job: Job | str) -> bytes:
+        """The path drawn on the landscape's contours (``trajectory.png``), PNG bytes."""
+        return self._run(core.trajectory_png(job))
+
     def picture(self, job: Job | str) -> tuple[str, bytes]:
         """The job's main picture, chosen from its model's capabilities: an episode GIF,
         samples, the uncertainty plot or a reliability diagram, ... as (file name, bytes)."""
@@ -521,14 +551,17 @@ class Sweeps:
         goal: Literal["min", "max"] = "min",
         seed: int = 0,
         name: str | None = None,
+        idempotency_key: str | None = None,
     ) -> Sweep:
         """Children of ``spec`` over ``grid`` (dotted path -> values, or for random and
-        tpe ``{"low", "high", "log"}``), ranked by ``metric``; see docs/api.md#sweeps."""
+        tpe ``{"low", "high", "log"}``), ranked by ``metric``; see docs/api.md#sweeps.
+        Sent with an ``Idempotency-Key`` (a fresh one unless given), so a retry after a
+        lost answer never makes a second sweep; the same key again returns that sweep."""
         body = core._clean(
             {"spec": spec, "grid": grid, "method": method, "trials": trials,
              "parallel": parallel, "metric": metric, "goal": goal, "seed": seed, "name": name}
         )  # fmt: skip
-        return self._c._run(core.create_sweep(body))
+        return self._c._run(core.create_sweep(body, idempotency_key))
 
     def get(self, sweep: Sweep | str) -> Sweep:
         return self._c._run(core.sweep(sweep))

@@ -282,6 +282,49 @@ class LogProb:
 
 
 @dataclass(frozen=True)
+class Trajectory:
+    """``GET /v1/jobs/{id}/trajectory`` (the optimizer lab, ``optim``): the path of the
+    job's optimizer over its landscape from the start (step 0) through each logged step,
+    at most 2,000 points (``subsampled`` when the run logged more). ``path`` holds (w0,
+    w1) per point, ``loss`` f(w), ``grad_norm`` and ``step_norm`` the step's ‖∇f‖ and
+    length (None at the start, or where not finite); numpy arrays with ``array=True``
+    (NaN for None). ``minimum`` is the landscape's known f*, ``converged_step`` the first
+    step within ``params.tolerance`` of it (None: not yet)."""
+
+    job_id: str
+    landscape: str
+    optimizer: dict[str, Any]
+    dim: int
+    steps: Any
+    loss: Any
+    path: Any
+    grad_norm: Any
+    step_norm: Any
+    minimum: float | None = None
+    converged_step: int | None = None
+    subsampled: bool = False
+    raw: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> Trajectory:
+        return cls(
+            job_id=d.get("job_id", ""),
+            landscape=d.get("landscape", ""),
+            optimizer=dict(d.get("optimizer") or {}),
+            dim=int(d.get("dim") or 0),
+            steps=list(d.get("steps") or []),
+            loss=list(d.get("loss") or []),
+            path=[list(p) for p in d.get("path") or []],
+            grad_norm=list(d.get("grad_norm") or []),
+            step_norm=list(d.get("step_norm") or []),
+            minimum=d.get("minimum"),
+            converged_step=d.get("converged_step"),
+            subsampled=bool(d.get("subsampled")),
+            raw=d,
+        )
+
+
+@dataclass(frozen=True)
 class SweepChild:
     """One child of a sweep: its number, the values it varies, its job and, once it
     succeeded, its final metric. ``status`` is the job's, or ``deleted`` or ``refused``."""

@@ -6,6 +6,7 @@ import json
 from datetime import UTC, datetime
 from typing import Any
 
+import pytest
 import sqlalchemy as sa
 from sqlalchemy import text
 
@@ -184,3 +185,53 @@ def test_0005_sweeps_up_down_up(database_url: str, monkeypatch: Any) -> None:
     assert not {"sweeps", "sweep_trials"} & set(sa.inspect(get_engine()).get_table_names())
     migrate.upgrade()
     assert {"sweeps", "sweep_trials"} <= set(sa.inspect(get_engine()).get_table_names())
+
+
+def test_0006_sweep_idempotency_keys_unique_per_owner(database_url: str, monkeypatch: Any) -> None:
+    """A sweep stored under 0005 keeps its row with no key; afterwards (owner, key) is
+    unique, while keyless sweeps and another owner's same key are not refused; the
+    downgrade drops both columns and keeps the sweeps."""
+    monkeypatch.setenv("DEEPZOO_DATABASE_URL", database_url)
+    reset_caches()
+    from app.db import migrate
+    from app.db.session import get_engine
+
+    if database_url.startswith("postgresql"):
+        with get_engine().begin() as conn:
+            conn.execute(text("DROP SCHEMA public CASCADE; CREATE SCHEMA public"))
+    migrate.upgrade(revision="0005")
+    insert = text(
+        "INSERT INTO sweeps (id, owner, spec, grid, method, trials, parallel, metric, goal,"
+        " seed, status, created_at) VALUES (:id, :owner, '{}', '{}', 'grid', 1, 1,"
+        " 'val_loss', 'min', 0, 'running', :now)"
+    )
+    now = datetime.now(UTC)
+    with get_engine().begin() as conn:
+        conn.execute(insert, {"id": "swp_old", "owner": "admin", "now": now})
+
+    migrate.upgrade()
+    keyed = text(
+        "INSERT INTO sweeps (id, owner, spec, grid, method, trials, parallel, metric, goal,"
+        " seed, status, created_at, idempotency_key, request_hash) VALUES (:id, :owner, '{}',"
+        " '{}', 'grid', 1, 1, 'val_loss', 'min', 0, 'running', :now, :key, 'h')"
+    )
+    with get_engine().begin() as conn:
+        old = conn.execute(
+            text("SELECT idempotency_key, request_hash FROM sweeps WHERE id = 'swp_old'")
+        ).one()
+        assert tuple(old) == (None, None)
+        conn.execute(insert, {"id": "swp_nokey", "owner": "admin", "now": now})
+        conn.execute(keyed, {"id": "swp_k", "owner": "admin", "now": now, "key": "k1"})
+        conn.execute(keyed, {"id": "swp_theirs", "owner": "other", "now": now, "key": "k1"})
+    with pytest.raises(sa.exc.IntegrityError):
+        with get_engine().begin() as conn:
+            conn.execute(keyed, {"id": "swp_again", "owner": "admin", "now": now, "key": "k1"})
+
+    migrate.downgrade("0005")
+    columns = {c["name"] for c in sa.inspect(get_engine()).get_columns("sweeps")}
+    assert not {"idempotency_key", "request_hash"} & columns
+    with get_engine().connect() as conn:
+        ids = set(conn.execute(text("SELECT id FROM sweeps")).scalars())
+    assert ids == {"swp_old", "swp_nokey", "swp_k", "swp_theirs"}
+    migrate.upgrade()
+    reset_caches()

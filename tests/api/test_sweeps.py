@@ -283,3 +283,75 @@ def test_an_optimizer_lab_sweep_draws_every_path_on_one_contour(client: TestClie
     assert png_size(paths)[0] == round(7.6 * 110)
     curves = run({"dataset": ["rosenbrock", "himmelblau"]})
     assert png_size(curves)[0] == round(8.0 * 110)
+
+
+# --- Idempotency-Key ---------------------------------------------------------------------
+
+
+def test_an_idempotency_key_replays_the_sweep_and_makes_no_child_twice(
+    client: TestClient, other_client: TestClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """As POST /v1/jobs: the same key and body answer the first sweep (200, replayed), even
+    with the owner's job slots full of its own children; another body is a 409 naming the
+    header; another owner's same key is its own."""
+    from app.config import get_settings
+
+    monkeypatch.setattr(get_settings(), "max_active_jobs", 2)
+    h = {"Idempotency-Key": "lr-sweep-1"}
+    body = sweep_body(grid={"optimizer.lr": [0.01, 0.1], "train.seed": [0, 1]}, parallel=2)
+    first = client.post("/v1/sweeps", json=body, headers=h)
+    assert first.status_code == 201, first.text
+    assert "idempotent-replayed" not in first.headers
+    again = client.post("/v1/sweeps", json=body, headers=h)  # 2 active jobs: no 429
+    assert again.status_code == 200, again.text
+    assert again.headers["idempotent-replayed"] == "true"
+    assert again.headers["location"] == f"/v1/sweeps/{first.json()['id']}"
+    assert again.json()["id"] == first.json()["id"]
+    assert again.json()["children"] == first.json()["children"]
+    assert len(client.get("/v1/sweeps").json()["items"]) == 1
+    assert len(_jobs(client)) == 2
+
+    for other in (
+        sweep_body(grid={"optimizer.lr": [0.01, 0.2], "train.seed": [0, 1]}, parallel=2),
+        sweep_body(grid={"train.seed": [0, 1], "optimizer.lr": [0.01, 0.1]}, parallel=2),
+        {**body, "parallel": 1},
+    ):  # another value; the keys swapped (another order of children); another field
+        r = client.post("/v1/sweeps", json=other, headers=h)
+        assert r.status_code == 409, r.text
+        assert r.json()["errors"][0]["path"] == "Idempotency-Key"
+    # the same meaning, defaults spelt out: the same request
+    explicit = {**body, "method": "grid", "metric": "val_loss", "goal": "min", "seed": 0}
+    assert client.post("/v1/sweeps", json=explicit, headers=h).status_code == 200
+    assert len(client.get("/v1/sweeps").json()["items"]) == 1
+
+    theirs = other_client.post("/v1/sweeps", json=sweep_body(parallel=1), headers=h)
+    assert theirs.status_code == 201, theirs.text
+    assert theirs.json()["id"] != first.json()["id"]
+    assert client.get("/v1/sweeps").json()["items"][0]["id"] == first.json()["id"]
+    # without a key, the same body is another sweep (here: no job slot left, a 429)
+    assert client.post("/v1/sweeps", json=body).status_code == 429
+    too_long = client.post("/v1/sweeps", json=body, headers={"Idempotency-Key": "k" * 201})
+    assert too_long.status_code == 422
+    assert too_long.json()["errors"][0]["path"] == "idempotency-key"
+
+
+def test_concurrent_requests_with_one_key_make_one_sweep(client: TestClient) -> None:
+    """Four identical requests at once (a client retrying over a slow network): one sweep
+    and its children, the other three answered it as replays."""
+    from concurrent.futures import ThreadPoolExecutor
+    from threading import Barrier
+
+    body = sweep_body(grid={"train.seed": [0, 1, 2]}, parallel=3)
+    start = Barrier(4)
+
+    def post(_: int) -> tuple[int, str]:
+        start.wait()
+        r = client.post("/v1/sweeps", json=body, headers={"Idempotency-Key": "race"})
+        return r.status_code, r.json()["id"]
+
+    with ThreadPoolExecutor(4) as pool:
+        answers = list(pool.map(post, range(4)))
+    assert sorted(code for code, _ in answers) == [200, 200, 200, 201], answers
+    assert len({sweep_id for _, sweep_id in answers}) == 1
+    assert len(client.get("/v1/sweeps").json()["items"]) == 1
+    assert len(_jobs(client)) == 3

@@ -25,6 +25,14 @@ FLOW: dict[str, Any] = {
     "train": {"epochs": 1, "batch_size": 128, "seed": 0},
 }
 
+# the optimizer lab: Adam from (-1.5, 2) on Rosenbrock, 20 steps (well under a second)
+OPTIM: dict[str, Any] = {
+    "model": "optim",
+    "dataset": "rosenbrock",
+    "optimizer": {"name": "adam", "lr": 0.05},
+    "train": {"steps": 20, "seed": 0},
+}
+
 
 @pytest.fixture(scope="session")
 def client_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
@@ -56,5 +64,13 @@ def moons_job(dz: deepzoo.Client) -> deepzoo.Job:
 def flow_job(dz: deepzoo.Client) -> deepzoo.Job:
     """A tiny generative model (samples, log_prob), trained."""
     job = dz.wait(dz.submit(FLOW), timeout=180)
+    assert job.status == "succeeded", job.error
+    return job
+
+
+@pytest.fixture(scope="session")
+def optim_job(dz: deepzoo.Client) -> deepzoo.Job:
+    """An optimizer's path over a landscape (the trajectory capability), trained."""
+    job = dz.wait(dz.submit(OPTIM), timeout=180)
     assert job.status == "succeeded", job.error
     return job

@@ -25,8 +25,8 @@ pytestmark = pytest.mark.e2e
 COMMANDS = [
     "models", "datasets", "submit", "jobs", "show", "wait", "events", "logs", "metrics",
     "cancel", "resume", "clone", "delete", "predict", "log-prob", "samples", "plot",
-    "compare", "keys", "keys list", "keys create", "keys revoke", "sweep", "sweep create",
-    "sweep list", "sweep show", "sweep wait", "sweep cancel", "sweep plot",
+    "trajectory", "compare", "keys", "keys list", "keys create", "keys revoke", "sweep",
+    "sweep create", "sweep list", "sweep show", "sweep wait", "sweep cancel", "sweep plot",
 ]  # fmt: skip
 
 
@@ -261,3 +261,23 @@ def test_a_sweep_from_the_command_line(client_stack: Stack, tmp_path: Path) -> N
         "sweep", "create", str(spec), "--vary", "optimizer.lr=[-1]", url=client_stack.url
     )
     assert bad.returncode == 2 and "grid.optimizer.lr" in bad.stderr and "422" in bad.stderr
+
+
+def test_trajectory_table_json_and_png(
+    client_stack: Stack, optim_job: deepzoo.Job, moons_job: deepzoo.Job, tmp_path: Path
+) -> None:
+    url = client_stack.url
+    done = deepzoo_cmd("trajectory", optim_job.id, url=url)
+    assert done.returncode == 0, done.stderr
+    assert "adam lr 0.05 on rosenbrock (dim 2), 21 points" in done.stdout
+    assert "grad_norm" in done.stdout and "12.5" in done.stdout  # the start's loss
+    done = deepzoo_cmd("--json", "trajectory", optim_job.id, url=url)
+    assert done.returncode == 0, done.stderr
+    body = json.loads(done.stdout)
+    assert body["steps"] == list(range(21)) and body["path"][0] == [-1.5, 2.0]
+    png = tmp_path / "path.png"
+    done = deepzoo_cmd("trajectory", optim_job.id, "-o", str(png), url=url)
+    assert done.returncode == 0 and "wrote" in done.stderr, done.stderr
+    assert png.read_bytes().startswith(PNG_MAGIC)
+    done = deepzoo_cmd("trajectory", moons_job.id, url=url)  # an mlp has no path: 409
+    assert done.returncode == 2 and "409" in done.stderr and "Traceback" not in done.stderr

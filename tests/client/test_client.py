@@ -317,3 +317,82 @@ def test_sweeps_create_cancel_and_refuse_sync_and_async(
     cancelled = asyncio.run(run())
     assert cancelled.status == "cancelled" and cancelled.done
     assert dz.wait(sweep.children[0].job_id or "", timeout=60).status == "cancelled"
+
+
+def test_trajectory_json_arrays_and_png_sync_and_async(
+    dz: deepzoo.Client, client_stack: Stack, optim_job: deepzoo.Job, moons_job: deepzoo.Job
+) -> None:
+    """The optimizer lab's path as a typed Trajectory (lists, or numpy with array=True) and
+    its contour PNG, the same from the async client; a job of another family is a 409."""
+    t = dz.trajectory(optim_job)
+    assert isinstance(t, deepzoo.Trajectory) and t.raw["job_id"] == optim_job.id
+    assert (t.job_id, t.landscape, t.dim, t.minimum) == (optim_job.id, "rosenbrock", 2, 0.0)
+    assert t.optimizer["name"] == "adam" and t.optimizer["lr"] == 0.05
+    assert t.steps == list(range(21)) and not t.subsampled
+    assert t.path[0] == [-1.5, 2.0] and t.loss[0] == pytest.approx(12.5)
+    assert len(t.path) == len(t.loss) == len(t.grad_norm) == len(t.step_norm) == 21
+    assert t.grad_norm[0] is None and t.step_norm[0] is None
+    assert t.loss[-1] < t.loss[0]
+    assert optim_job.metrics["loss"] == t.loss[-1]  # the job's last logged loss
+
+    a = dz.trajectory(optim_job, array=True)
+    assert a.path.shape == (21, 2) and a.loss.shape == a.grad_norm.shape == (21,)
+    assert list(a.steps) == t.steps and np.allclose(a.path, t.path)
+    assert np.isnan(a.grad_norm[0]) and np.allclose(a.grad_norm[1:], t.grad_norm[1:])
+    png = dz.trajectory_png(optim_job)
+    assert png.startswith(PNG_MAGIC)
+    with pytest.raises(deepzoo.ProblemError) as err:
+        dz.trajectory(moons_job)
+    assert err.value.status == 409 and "trajectory" in err.value.detail
+
+    async def run() -> tuple[deepzoo.Trajectory, bytes]:
+        async with deepzoo.AsyncClient(client_stack.url, ADMIN_KEY) as c:
+            got = await c.trajectory(optim_job.id, array=True)
+            return got, await c.trajectory_png(optim_job)
+
+    got, async_png = asyncio.run(run())
+    assert np.allclose(got.path, a.path) and np.allclose(got.loss, a.loss)
+    assert async_png.startswith(PNG_MAGIC)
+
+
+def test_sweeps_create_with_an_idempotency_key_sync_and_async(
+    dz: deepzoo.Client, client_stack: Stack
+) -> None:
+    """The key given: the same sweep again, sync or async, no child made twice; another
+    body with it: a 409 naming Idempotency-Key. A retry after a broken connection carries
+    the same fresh key (the creation is safe to resend)."""
+    spec = {
+        "model": "mlp",
+        "dataset": "moons",
+        "params": {"hidden": [8]},
+        "train": {"epochs": 2000},
+    }
+    grid = {"train.seed": [0, 1]}
+    first = dz.sweeps.create(spec, grid, parallel=1, idempotency_key="client-sweep-1")
+    again = dz.sweeps.create(spec, grid, parallel=1, idempotency_key="client-sweep-1")
+    assert again.id == first.id and again.children == first.children
+    assert again.raw["created_at"] == first.raw["created_at"]
+    with pytest.raises(deepzoo.ProblemError) as err:
+        dz.sweeps.create(spec, grid, parallel=2, idempotency_key="client-sweep-1")
+    assert err.value.status == 409 and err.value.fields == ["Idempotency-Key"]
+
+    async def run() -> deepzoo.Sweep:
+        async with deepzoo.AsyncClient(client_stack.url, ADMIN_KEY) as c:
+            got = await c.sweeps.create(spec, grid, parallel=1, idempotency_key="client-sweep-1")
+            await c.sweeps.cancel(got)
+            return got
+
+    assert asyncio.run(run()).id == first.id
+    assert len([s for s in dz.sweeps(limit=100) if s.id == first.id]) == 1
+    assert len(dz.sweeps.get(first).children) == 1
+
+    # no key given: a fresh one per call, the same one on every retry of that call
+    seen: list[httpx.Request] = []
+    body = {**first.raw, "children": [], "best": None}
+    answers: list[Any] = [httpx.ReadError("reset"), httpx.Response(201, json=body)]
+    with deepzoo.Client(
+        "http://dz.test", "k", backoff=0.01, transport=_scripted(answers, seen)
+    ) as c:
+        assert c.sweeps.create(spec, grid).id == first.id
+    keys = {r.headers["Idempotency-Key"] for r in seen}
+    assert len(seen) == 2 and len(keys) == 1 and keys.pop().startswith("deepzoo-")
