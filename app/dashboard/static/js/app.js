@@ -1,4 +1,5 @@
-// The dashboard: a hash router over five views (sign in, jobs, job, submit, compare).
+// The dashboard: a hash router over seven views (sign in, jobs, job, submit, compare, and
+// sweeps.js's sweeps and sweep).
 // Everything it shows comes from the public API with the key the user signed in with.
 
 import { api, ApiError, follow, forgetKey, getKey, isTerminal, setKey } from "./api.js";
@@ -6,6 +7,7 @@ import { lineChart } from "./chart.js";
 import { append, clear, fmtBytes, fmtNumber, fmtTime, h } from "./dom.js";
 import { SchemaForm } from "./form.js";
 import { picturesFor } from "./pictures.js";
+import { sweepsView, sweepView } from "./sweeps.js";
 import {
   alertBox, badge, failure, jobHref, jobLabel, onRefusedKey, page, pictureFigure, section,
 } from "./ui.js";
@@ -263,6 +265,7 @@ async function jobView(id, signal) {
         });
       }, "danger") : null,
       h("a", { class: "button", href: `#/compare?jobs=${encodeURIComponent(id)}` }, "Compare…"),
+      h("a", { class: "button", href: `#/sweeps?from=${encodeURIComponent(id)}` }, "Sweep from this job"),
     ]);
   }
 
@@ -536,8 +539,11 @@ function route() {
   const hash = location.hash.replace(/^#/, "") || "/jobs";
   const path = hash.split("?")[0];
   const job = path.match(/^\/jobs\/([^/]+)$/);
+  const sweep = path.match(/^\/sweeps\/([^/]+)$/);
   let view;
   if (job) view = jobView(decodeURIComponent(job[1]), signal);
+  else if (sweep) view = sweepView(decodeURIComponent(sweep[1]), signal);
+  else if (path === "/sweeps") view = sweepsView(signal);
   else if (path === "/submit") view = submitView(signal);
   else if (path === "/compare") view = compareView(signal);
   else view = jobsView(signal);
