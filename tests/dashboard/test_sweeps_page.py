@@ -108,7 +108,12 @@ def test_a_sweep_from_the_example_fills_its_table_and_plot(page: Any, stack: Sta
 def test_a_refused_body_shows_the_problem_and_its_fields(page: Any, stack: Stack) -> None:
     before = stack.client.get("/v1/sweeps").json()["items"]
     posts: list[str] = []
-    page.on("request", lambda r: r.method == "POST" and posts.append(r.url))
+
+    def sent(request: Any) -> None:
+        if request.method == "POST":
+            posts.append(request.url)
+
+    page.on("request", sent)
     sign_in(page, stack, "/#/sweeps")
     open_form(page)
     page.fill("#sweep-body", '{"spec": {"model": "optim",')
@@ -167,9 +172,9 @@ def test_cancel_a_running_sweep_from_its_page(page: Any, stack: Stack) -> None:
     assert page.locator("#cancel-sweep").count() == 0
     # the page goes on polling while the running child stops
     page.wait_for_selector("tr[data-child='0'] [data-status='cancelled']", timeout=30_000)
-    over = polls()  # and not once every child is over
+    stopped = polls()  # and not once every child is over
     page.wait_for_timeout(3_500)
-    assert polls() == over
+    assert polls() == stopped
 
     def over() -> dict[str, Any] | None:
         table = dict(stack.client.get(f"/v1/sweeps/{sweep['id']}").json())
