@@ -1,11 +1,16 @@
-// The dashboard: a hash router over five views (sign in, jobs, job, submit, compare).
+// The dashboard: a hash router over seven views (sign in, jobs, job, submit, compare, and
+// sweeps.js's sweeps and sweep).
 // Everything it shows comes from the public API with the key the user signed in with.
 
-import { api, ApiError, blobUrl, follow, forgetKey, getKey, isTerminal, setKey } from "./api.js";
+import { api, ApiError, follow, forgetKey, getKey, isTerminal, setKey } from "./api.js";
 import { lineChart } from "./chart.js";
 import { append, clear, fmtBytes, fmtNumber, fmtTime, h } from "./dom.js";
 import { SchemaForm } from "./form.js";
 import { picturesFor } from "./pictures.js";
+import { sweepsView, sweepView } from "./sweeps.js";
+import {
+  alertBox, badge, failure, jobHref, jobLabel, onRefusedKey, page, pictureFigure, section,
+} from "./ui.js";
 
 const main = document.getElementById("main");
 const nav = document.getElementById("nav");
@@ -15,13 +20,6 @@ let catalog = null;
 async function models(signal) {
   catalog ??= await api("/v1/models", { signal });
   return catalog;
-}
-
-const jobHref = (id) => `#/jobs/${encodeURIComponent(id)}`;
-const jobLabel = (job) => job.name || job.id;
-
-function badge(status) {
-  return h("span", { class: `badge status-${status}`, "data-status": status }, status);
 }
 
 function duration(seconds) {
@@ -46,26 +44,6 @@ function setProgress(box, p) {
   const { pct, text } = progressOf(p);
   box.querySelector("progress").value = pct;
   box.querySelector(".progress-text").textContent = text;
-}
-
-function alertBox(message) {
-  return h("p", { class: "alert", role: "alert" }, message);
-}
-
-/** Turn a failure into a message, or back to sign-in when the key stopped working. */
-function failure(err) {
-  if (err instanceof ApiError && err.status === 401) {
-    forgetKey();
-    signIn("Your key was refused; sign in again.");
-    return null;
-  }
-  return alertBox(err instanceof ApiError ? `${err.problem.title || "Error"}: ${err.message}`
-    : String(err.message || err));
-}
-
-function page(title, ...children) {
-  append(clear(main), [h("h1", {}, title), ...children]);
-  document.title = `${title} · DeepZoo`;
 }
 
 // ---------------------------------------------------------------- sign in
@@ -102,6 +80,8 @@ function signIn(message) {
   page("Sign in", form);
   input.focus();
 }
+
+onRefusedKey(signIn);
 
 document.getElementById("signout").addEventListener("click", () => {
   forgetKey();
@@ -222,25 +202,6 @@ function metricSeries(rows) {
   return byName;
 }
 
-function section(title, ...children) {
-  const id = `s-${title.toLowerCase().replace(/\W+/g, "-")}`;
-  return h("section", { class: "panel", "aria-labelledby": id }, h("h2", { id }, title), ...children);
-}
-
-function pictureFigure(pic, signal) {
-  const status = h("p", { class: "muted" }, "loading…");
-  const fig = h("figure", { class: "picture" }, h("figcaption", {}, pic.title), status);
-  blobUrl(pic.url, signal).then((url) => {
-    signal.addEventListener("abort", () => URL.revokeObjectURL(url));
-    const img = h("img", { src: url, alt: pic.title });
-    status.replaceWith(img);
-  }).catch((err) => {
-    if (signal.aborted) return;
-    status.textContent = err instanceof ApiError ? `Not available: ${err.message}` : String(err);
-  });
-  return fig;
-}
-
 async function jobView(id, signal) {
   const base = `/v1/jobs/${encodeURIComponent(id)}`;
   let job;
@@ -304,6 +265,7 @@ async function jobView(id, signal) {
         });
       }, "danger") : null,
       h("a", { class: "button", href: `#/compare?jobs=${encodeURIComponent(id)}` }, "Compare…"),
+      h("a", { class: "button", href: `#/sweeps?from=${encodeURIComponent(id)}` }, "Sweep from this job"),
     ]);
   }
 
@@ -577,8 +539,11 @@ function route() {
   const hash = location.hash.replace(/^#/, "") || "/jobs";
   const path = hash.split("?")[0];
   const job = path.match(/^\/jobs\/([^/]+)$/);
+  const sweep = path.match(/^\/sweeps\/([^/]+)$/);
   let view;
   if (job) view = jobView(decodeURIComponent(job[1]), signal);
+  else if (sweep) view = sweepView(decodeURIComponent(sweep[1]), signal);
+  else if (path === "/sweeps") view = sweepsView(signal);
   else if (path === "/submit") view = submitView(signal);
   else if (path === "/compare") view = compareView(signal);
   else view = jobsView(signal);
