@@ -109,6 +109,55 @@ def test_a_fit_logs_the_path_and_when_it_converged() -> None:
     assert logged(ctx, "step_norm")[0][1] == pytest.approx(0.05 * g.norm().item())
 
 
+# heavy ball (μ 0.9, η 0.5) on f = ½w² (the 1-D quadratic) from w = 1, by hand: v ← 0.9v + w,
+# w ← w − 0.5v gives w = 0.5, −0.2, −0.73, −0.842, −0.5218, 0.02728, so f = 0.125, 0.02,
+# 0.26645, 0.354482, 0.13614, 0.000372: below 0.15 at steps 1 and 2, above at 3 and 4
+# (it touched and left), below from 5 on
+HAND = {"dim": 1, "start": [1.0], "tolerance": 0.15}
+HAND_LOSSES = [0.125, 0.02, 0.26645, 0.354482, 0.13613762, 0.0003720992]
+
+
+def test_settled_step_is_where_the_tolerance_holds_to_the_end_not_the_first_touch() -> None:
+    spec = OptimizerSpec(name="momentum", lr=0.5)
+    _, ctx = run("quadratic", spec, 6, **HAND)
+    assert [v for _, v in logged(ctx, "loss")] == pytest.approx(HAND_LOSSES)
+    assert logged(ctx, "converged_step") == [(1, 1.0)]  # the first touch
+    assert logged(ctx, "settled_step") == [(6, 5.0)]  # logged once, at the last step
+    # a run that ends above the tolerance (step 4) never settled: nothing logged
+    _, ctx = run("quadratic", spec, 4, **HAND)
+    assert logged(ctx, "converged_step") == [(1, 1.0)] and logged(ctx, "settled_step") == []
+    # never above it: settled from the first step, as the bench counts
+    _, ctx = run("quadratic", spec, 6, **{**HAND, "tolerance": 0.5})
+    assert logged(ctx, "settled_step") == [(6, 1.0)]
+
+
+class StopAfter(LocalContext):
+    """Asks the fit to stop once it has offered a checkpoint at step ``after``."""
+
+    def __init__(self, after: int, **kwargs: object) -> None:
+        super().__init__(keep_checkpoints=True, **kwargs)  # type: ignore[arg-type]
+        self.after = after
+
+    def should_stop(self) -> bool:
+        return any(s >= self.after for s, _, _ in self.checkpoints)
+
+
+def test_settled_step_survives_a_resume() -> None:
+    """Stopped after step 5 (the last step above the tolerance was 4), resumed for step 6:
+    the checkpoint carries the last step above, so the resumed run logs 5, not 6 (the
+    resume's own step) nor 1 (a fresh count)."""
+    spec = OptimizerSpec(name="momentum", lr=0.5)
+    data = load_data("quadratic")
+    p = OptimLabParams(**HAND)  # type: ignore[arg-type]
+    first = StopAfter(5, steps=6, optimizer=spec)
+    FAMILY.fit(FAMILY.build(p, data.info), data, p, first)
+    step, state, _ = first.checkpoints[-1]
+    assert step == 5 and state["last_above"] == 4 and logged(first, "settled_step") == []
+    second = LocalContext(steps=6, optimizer=spec, resume=state)
+    FAMILY.fit(FAMILY.build(p, data.info), data, p, second)
+    assert logged(second, "settled_step") == [(6, 5.0)]
+
+
 def test_a_long_run_logs_at_most_max_logged_steps(monkeypatch: pytest.MonkeyPatch) -> None:
     import models.optim_lab as lab
 
@@ -182,3 +231,25 @@ def test_the_benchs_batched_runs_are_the_plain_rules() -> None:
                 assert math.isnan(gaps[r, i, 1]), name
                 continue
             assert gaps[r, i, 1] == pytest.approx(plain, rel=1e-9, abs=1e-12), name
+
+
+def test_the_familys_settled_step_is_the_benchs_steps_to_tolerance() -> None:
+    """The sweeps rank the lab's children by ``settled_step``; the bench's in-process grid
+    counts its own (``first_order_run``). The same number for every rule at two rates from
+    a perturbed start (none where the bench has inf), so both pick from the same table."""
+    from bench.optim_lab import FIRST_ORDER, LRS, first_order_run, start
+
+    land = load_data("quadratic")
+    budget = 200
+    steps, _ = first_order_run(land, [100], budget, 1e-6)
+    point = start(land, 100).tolist()
+    seen = set()
+    for r, name in enumerate(FIRST_ORDER):
+        for i in (5, 6):  # lr 0.032, 0.1
+            spec = OptimizerSpec(name=name, lr=LRS[i])  # type: ignore[arg-type]
+            _, ctx = run("quadratic", spec, budget, start=point)
+            got = [v for _, v in logged(ctx, "settled_step")]
+            want = steps[r, i, 0]
+            assert got == ([] if math.isinf(want) else [want]), (name, LRS[i])
+            seen.add(math.isinf(want))
+    assert seen == {True, False}  # both kinds of cell were compared
