@@ -13,10 +13,11 @@ the condition number, and Newton's cost against the parameter count.
    seeds ≥ 1 perturb each coordinate by N(0, (5% of the plotted span)²) (the saddle's x
    only: its y stays on the ridge, 0.001). Newton (η = 1, nothing to tune) runs plain and
    with its line search, at most 1,000 steps. The grid runs here, in process (part 5
-   runs it through POST /v1/sweeps instead, to check the two agree). For speed every first-order rule,
-   lr and start moves at once (``first_order_run``: one tensor of points, each rule on a
-   shadow of its rows at η = 1, each row then scaled by its own η; tested equal to the
-   plain rule); Newton runs one start at a time (its Hessian couples coordinates).
+   runs it through POST /v1/sweeps instead, to check the two agree). For speed every
+   first-order rule, lr and start moves at once (``first_order_run``: one tensor of
+   points, each rule on a shadow of its rows at η = 1, each row then scaled by its own η;
+   tested equal to the plain rule); Newton runs one start at a time (its Hessian couples
+   coordinates).
 2. Adam without bias correction's first step: the family's own fit (``LocalContext``), one
    step on rosenbrock, each coordinate's move over lr: lr·(1−β₁)/√(1−β₂) ≈ 3.16·lr
    expected, against 1 with the correction.
