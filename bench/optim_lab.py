@@ -12,11 +12,12 @@ the condition number, and Newton's cost against the parameter count.
    smaller mean. The table reports seeds 0, 1, 2: seed 0 is the landscape's own start,
    seeds ≥ 1 perturb each coordinate by N(0, (5% of the plotted span)²) (the saddle's x
    only: its y stays on the ridge, 0.001). Newton (η = 1, nothing to tune) runs plain and
-   with its line search, at most 1,000 steps. No sweeps exist yet (POST /v1/sweeps is
-   another session's): the grid runs here, in process. For speed every first-order rule,
-   lr and start moves at once (``first_order_run``: one tensor of points, each rule on a
-   shadow of its rows at η = 1, each row then scaled by its own η; tested equal to the
-   plain rule); Newton runs one start at a time (its Hessian couples coordinates).
+   with its line search, at most 1,000 steps. The grid runs here, in process (part 5
+   runs it through POST /v1/sweeps instead, to check the two agree). For speed every
+   first-order rule, lr and start moves at once (``first_order_run``: one tensor of
+   points, each rule on a shadow of its rows at η = 1, each row then scaled by its own η;
+   tested equal to the plain rule); Newton runs one start at a time (its Hessian couples
+   coordinates).
 2. Adam without bias correction's first step: the family's own fit (``LocalContext``), one
    step on rosenbrock, each coordinate's move over lr: lr·(1−β₁)/√(1−β₂) ≈ 3.16·lr
    expected, against 1 with the correction.
@@ -26,11 +27,29 @@ the condition number, and Newton's cost against the parameter count.
 4. Newton's cost: seconds per step on the quadratic of n coordinates (n up to 2,000,
    twice the API's cap), against Adam's, and the Hessian's size, n² float64 values.
 
+5. ``--via-sweeps [URL]``: part 1's lr search through the sweeps service over HTTP
+   instead of in process, to check that the two pick the same rates. For each landscape
+   and rule one grid sweep of the ``optim`` family (``POST /v1/sweeps``), ranked by
+   ``settled_step`` (the family's own count of the criterion above; a child that never
+   settles logs none and a diverged one fails: both count as never), over
+   ``optimizer.lr`` × ``params.start``: the 9 rates × the first ``--tune-starts`` (6)
+   tuning starts sent as explicit points (9 × 6 = 54 children; a sweep may have 64, so
+   7 is the most). At most ``--max-sweeps`` (10, the service's cap per owner) run at
+   once, the rest queued here. The lr is then picked from the children by ``pick_lr``,
+   the in-process rule (the smallest median steps over the starts, ties to the smaller
+   mean; when no rate settles, the smallest median final f − f*, read from each child's
+   job), beside the in-process grid's pick on the same starts and on all 10. Newton
+   (η = 1) has nothing to tune: no sweep.
+
     python -m bench.optim_lab                      # all of it (~10 minutes)
     python -m bench.optim_lab --parts pictures     # docs/img/optim-trajectory-*.png
     python -m bench.optim_lab --parts table --landscapes rosenbrock beale
+    python -m bench.optim_lab --via-sweeps --landscapes beale   # against `make run`
+    python -m bench.optim_lab --via-sweeps http://host:8000 --landscapes beale
 
-Writes bench/out/optim_lab.json and prints markdown tables. One torch thread.
+Writes bench/out/optim_lab.json (``--via-sweeps``: optim_lab-sweeps-….json) and prints
+markdown tables. One torch thread. ``--via-sweeps`` finds the key as the ``deepzoo``
+client does: ``DEEPZOO_API_KEY``, else ``./var/admin.key`` (what ``make run`` writes).
 """
 
 from __future__ import annotations
@@ -42,6 +61,7 @@ import os
 import statistics
 import time
 import typing
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -192,7 +212,9 @@ def pick_lr(steps: np.ndarray, gap: np.ndarray) -> int:
         means = np.where(np.isfinite(steps), steps, 1e18).mean(axis=1)
         order = sorted(range(len(LRS)), key=lambda i: (medians[i], means[i]))
         return order[0]
-    gaps = np.nanmedian(np.where(np.isfinite(gap), gap, np.nan), axis=1)
+    with warnings.catch_warnings():  # a rate whose every start diverged: nan, then inf
+        warnings.simplefilter("ignore", RuntimeWarning)
+        gaps = np.nanmedian(np.where(np.isfinite(gap), gap, np.nan), axis=1)
     gaps = np.where(np.isnan(gaps), np.inf, gaps)
     return int(np.argmin(gaps))
 
@@ -327,6 +349,189 @@ def newton_cost() -> list[dict[str, Any]]:
     return rows
 
 
+# --- 5. the same lr search through the sweeps service ----------------------------------
+
+SWEEP_METRIC = "settled_step"  # models.optim_lab's count of the criterion of part 1
+MAX_SWEEP_TRIALS = 64  # app.sweeps.MAX_TRIALS: children of one sweep
+
+
+def sweep_body(
+    case: Case, rule: str, starts: list[list[float]], budget: int, tol: float
+) -> dict[str, Any]:
+    """One (landscape, rule) cell's lr search as a grid sweep: every rate × every start."""
+    params: dict[str, Any] = {"tolerance": tol}
+    if case.dim is not None:
+        params |= {"dim": case.dim, "condition_number": float(case.kappa or 10.0)}
+    return {
+        "spec": {
+            "model": "optim",
+            "dataset": case.dataset,
+            "params": params,
+            "optimizer": {"name": rule, "lr": LRS[0]},
+            "train": {"steps": budget},
+        },
+        "grid": {"optimizer.lr": LRS, "params.start": starts},
+        "metric": SWEEP_METRIC,
+        "goal": "min",
+        "name": f"optim_lab {case.label} · {rule}",
+    }
+
+
+def sweep_steps(
+    children: list[dict[str, Any]], starts: list[list[float]]
+) -> tuple[np.ndarray, list[list[str | None]]]:
+    """A finished sweep's children as part 1's table: steps (lr, start), inf where the
+    child succeeded without settling (no ``settled_step``) or failed (diverged), and
+    each cell's job id. A child in any other state (cancelled, deleted, refused) or a
+    cell with no child, or two, is a ValueError: the search would be incomplete."""
+    steps = np.full((len(LRS), len(starts)), np.nan)
+    jobs: list[list[str | None]] = [[None] * len(starts) for _ in LRS]
+    for c in children:
+        i = LRS.index(c["values"]["optimizer.lr"])
+        j = starts.index(c["values"]["params.start"])
+        if not np.isnan(steps[i, j]):
+            raise ValueError(f"two children for lr {LRS[i]:g}, start {j}")
+        if c["status"] == "succeeded":
+            steps[i, j] = math.inf if c["metric"] is None else float(c["metric"])
+        elif c["status"] == "failed":
+            steps[i, j] = math.inf
+        else:
+            raise ValueError(f"child #{c['number']} is {c['status']}: {c.get('error')}")
+        jobs[i][j] = c["job_id"]
+    if np.isnan(steps).any():
+        raise ValueError(f"{int(np.isnan(steps).sum())} (lr, start) cells have no child")
+    return steps, jobs
+
+
+def differing(a: np.ndarray, b: np.ndarray) -> int:
+    """How many cells of two steps tables differ (inf equal to inf)."""
+    return int((np.where(np.isfinite(a), a, -1) != np.where(np.isfinite(b), b, -1)).sum())
+
+
+def run_sweeps(
+    dz: Any, bodies: list[dict[str, Any]], max_sweeps: int, poll: float = 5.0
+) -> list[dict[str, Any]]:
+    """Every body as a sweep, at most ``max_sweeps`` running at once (the rest wait here;
+    a 429 from the service, another sweep of this owner or no active-job slot, waits
+    too); the finished sweeps' tables (``GET /v1/sweeps/{id}``) in the bodies' order."""
+    import deepzoo
+
+    pending = list(enumerate(bodies))
+    running: dict[int, str] = {}
+    done: dict[int, dict[str, Any]] = {}
+    while pending or running:
+        while pending and len(running) < max_sweeps:
+            k, body = pending[0]
+            try:
+                sweep = dz.sweeps.create(
+                    body["spec"], body["grid"], metric=body["metric"], goal=body["goal"],
+                    name=body["name"], parallel=16,
+                )  # fmt: skip
+            except deepzoo.ProblemError as exc:
+                if exc.status != 429:
+                    raise
+                print(f"<!-- 429, waiting: {exc.detail} -->", flush=True)
+                break
+            pending.pop(0)
+            running[k] = sweep.id
+        time.sleep(poll)
+        for k, sweep_id in list(running.items()):
+            table = dz.sweeps.get(sweep_id)
+            if table.done:
+                done[k] = table.raw
+                del running[k]
+                print(f"<!-- {bodies[k]['name']}: {table.status}, {table.counts} -->", flush=True)
+    return [done[k] for k in range(len(bodies))]
+
+
+def via_sweeps(
+    url: str | None, cases: list[Case], n_starts: int, budget: int, tol: float, max_sweeps: int
+) -> dict[str, Any]:
+    """Part 1's lr search through the service (see the module doc), beside the in-process
+    grid's picks on the same starts and on all of ``TUNE_SEEDS``."""
+    import deepzoo
+
+    if not 1 <= n_starts <= min(len(TUNE_SEEDS), MAX_SWEEP_TRIALS // len(LRS)):
+        raise SystemExit(f"--tune-starts: 1 .. {MAX_SWEEP_TRIALS // len(LRS)}")
+    dz = deepzoo.Client(url or None)
+    dz.get("/v1/models")  # fail now on a wrong URL or key, not after the in-process grid
+    out: dict[str, Any] = {"url": dz.url, "tune_starts": TUNE_SEEDS[:n_starts], "cases": []}
+    for case in cases:
+        land = case.landscape()
+        starts = [start(land, s).tolist() for s in TUNE_SEEDS[:n_starts]]
+        t0 = time.perf_counter()
+        local_steps, local_gaps = first_order_run(land, TUNE_SEEDS, budget, tol)
+        local_s = time.perf_counter() - t0
+        bodies = [sweep_body(case, rule, starts, budget, tol) for rule in FIRST_ORDER]
+        t0 = time.perf_counter()
+        tables = run_sweeps(dz, bodies, max_sweeps)
+        wall = time.perf_counter() - t0
+        f_star = land.minimum
+        assert f_star is not None
+        rows = []
+        for r, (rule, table) in enumerate(zip(FIRST_ORDER, tables, strict=True)):
+            steps, jobs = sweep_steps(table["children"], starts)
+            gap = np.full(steps.shape, np.nan)
+            if not np.isfinite(np.median(steps, axis=1)).any():  # the fallback reads the gaps
+                for i, j in np.ndindex(steps.shape):
+                    job = dz.job(jobs[i][j])
+                    if job.status == "succeeded" and job.metrics.get("loss") is not None:
+                        gap[i, j] = float(job.metrics["loss"]) - f_star
+            via = pick_lr(steps, gap)
+            same = pick_lr(local_steps[r][:, :n_starts], local_gaps[r][:, :n_starts])
+            full = pick_lr(local_steps[r], local_gaps[r])
+            rows.append(
+                {
+                    "optimizer": rule,
+                    "sweep": table["id"],
+                    "lr_sweeps": LRS[via],
+                    "lr_in_process": LRS[same],
+                    "lr_in_process_10": LRS[full],
+                    "median_sweeps": _num(float(np.median(steps[via]))),
+                    "median_in_process": _num(float(np.median(local_steps[r][same, :n_starts]))),
+                    "steps_sweeps": [[_num(x) for x in row] for row in steps],
+                    "steps_in_process": [
+                        [_num(x) for x in row] for row in local_steps[r][:, :n_starts]
+                    ],
+                    "cells_differing": differing(steps, local_steps[r][:, :n_starts]),
+                    "failed": sorted(
+                        {str(c["error"]) for c in table["children"] if c["status"] == "failed"}
+                    ),
+                }
+            )
+        jobs_count = sum(len(t["children"]) for t in tables)
+        out["cases"].append(
+            {
+                "landscape": case.label,
+                "jobs": jobs_count,
+                "sweeps_wall_seconds": wall,
+                "seconds_per_job": wall / jobs_count,
+                "in_process_seconds": local_s,
+                "rows": rows,
+            }
+        )
+        print(
+            f"\n{case.label}: {jobs_count} jobs in {wall:.0f} s ({wall / jobs_count:.2f} s a "
+            f"job) through the service; the in-process grid (10 starts) {local_s:.0f} s\n"
+        )
+        print(
+            f"| optimizer | lr: sweeps ({n_starts} starts) | in process, same starts | "
+            "in process, 10 starts | median steps: sweeps / in process | cells differing |"
+        )
+        print("|---|---|---|---|---|---|")
+        for row in rows:
+            med = " / ".join(
+                "—" if m is None else f"{m:,.0f}"
+                for m in (row["median_sweeps"], row["median_in_process"])
+            )
+            print(
+                f"| `{row['optimizer']}` | {row['lr_sweeps']:.2g} | {row['lr_in_process']:.2g} | "
+                f"{row['lr_in_process_10']:.2g} | {med} | {row['cells_differing']} |",
+                flush=True,
+            )
+    return out
+
+
 PICTURES = Path(__file__).resolve().parents[1] / "docs" / "img"
 PARTS = ("table", "adam", "newton", "cost", "pictures")
 
@@ -369,8 +574,27 @@ def main() -> None:
     parser.add_argument("--landscapes", nargs="+", default=None, help="case labels' datasets")
     parser.add_argument("--steps", type=int, default=3_000)
     parser.add_argument("--tol", type=float, default=1e-6)
+    parser.add_argument(
+        "--via-sweeps",
+        nargs="?",
+        const="",
+        default=None,
+        metavar="URL",
+        help="tune part 1's lrs through POST /v1/sweeps instead (default URL: DEEPZOO_URL, "
+        "else make run's http://127.0.0.1:8000)",
+    )
+    parser.add_argument("--tune-starts", type=int, default=6, help="with --via-sweeps")
+    parser.add_argument("--max-sweeps", type=int, default=10, help="with --via-sweeps")
     args = parser.parse_args()
     torch.set_num_threads(1)
+    if args.via_sweeps is not None:
+        cases = [c for c in CASES if args.landscapes is None or c.dataset in args.landscapes]
+        found = via_sweeps(
+            args.via_sweeps, cases, args.tune_starts, args.steps, args.tol, args.max_sweeps
+        )
+        names = "all" if args.landscapes is None else "-".join(args.landscapes)
+        save(f"optim_lab-sweeps-{names}", {"tol": args.tol, "budget": args.steps, **found})
+        return
     result: dict[str, Any] = {
         "tol": args.tol,
         "budget": args.steps,

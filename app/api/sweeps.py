@@ -269,6 +269,15 @@ def post_cancel(sweep_id: str, principal: CurrentPrincipal, session: SessionDep)
     return sweep_out(session, sweep)
 
 
+def legend_outcome(c: Child, metric: str) -> str:
+    """How a child ended, after its values in a plot's legend: its final metric; for a child
+    that succeeded without logging one (the optimizer lab's ``settled_step`` when the run
+    ended above the tolerance) that it has none; else its status."""
+    if c.metric is not None:
+        return f" → {c.metric:.4g}"
+    return f" (no {metric})" if c.status == "succeeded" else f" ({c.status})"
+
+
 MAX_PLOT_POINTS = 20_000  # metric values one plot reads, over all its children
 
 
@@ -301,7 +310,7 @@ def get_plot(sweep_id: str, principal: CurrentPrincipal, session: SessionDep) ->
     for c in rows:
         if c.job_id in series:
             shown = ", ".join(f"{k.split('.')[-1]}={v}" for k, v in c.values.items())
-            final = f" → {c.metric:.4g}" if c.metric is not None else f" ({c.status})"
+            final = legend_outcome(c, sweep.metric)
             curves.append((f"#{c.number} {shown}{final}", *series[c.job_id]))
     title = f"sweep {sweep.name or sweep.id}: {sweep.metric} ({sweep.goal} is best)"
     return PNGResponse(sweep_curves_png(curves, metric=sweep.metric, title=title))
@@ -335,7 +344,7 @@ def _paths_png(session: Session, sweep: Sweep, rows: list[Child]) -> bytes | Non
         body = trajectories.read(session, job, per_path)
         minimum = body["minimum"]
         values = ", ".join(f"{k.split('.')[-1]}={v}" for k, v in c.values.items())
-        final = f" → {c.metric:.4g}" if c.metric is not None else f" ({c.status})"
+        final = legend_outcome(c, sweep.metric)
         paths.append((f"#{c.number} {values}{final}", trajectories.as_array(body["path"])))
     xs, ys, loss, info = trajectories.landscape(shown[0][1], [p for _, p in paths])
     title = (

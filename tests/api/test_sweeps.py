@@ -355,3 +355,49 @@ def test_concurrent_requests_with_one_key_make_one_sweep(client: TestClient) -> 
     assert len({sweep_id for _, sweep_id in answers}) == 1
     assert len(client.get("/v1/sweeps").json()["items"]) == 1
     assert len(_jobs(client)) == 3
+
+
+def test_a_child_that_never_logs_the_metric_is_ranked_after_every_child_that_did(
+    client: TestClient,
+) -> None:
+    """The optimizer lab ranked by ``settled_step``: sgd on the 2-D quadratic (λ 1 and 10)
+    settles at lr 0.1; at 1e-3 it succeeds without settling in 200 steps (no metric logged);
+    at 1 (past 2/λmax) it diverges and fails. The table puts the settled child first and
+    best, then the other two by number, each with a null metric and its own status."""
+    from app.sweeps import advance
+    from workers.runner import run_job
+
+    spec = {"model": "optim", "dataset": "quadratic", "optimizer": {"name": "sgd"},
+            "train": {"steps": 200}}  # fmt: skip
+    body = {"spec": spec, "grid": {"optimizer.lr": [1e-3, 0.1, 1.0]},
+            "metric": "settled_step", "parallel": 3}  # fmt: skip
+    r = client.post("/v1/sweeps", json=body)
+    assert r.status_code == 201, r.text
+    sweep_id = r.json()["id"]
+    outcome = {}
+    for child in r.json()["children"]:
+        outcome[child["values"]["optimizer.lr"]] = run_job(child["job_id"])
+    assert outcome == {1e-3: "succeeded", 0.1: "succeeded", 1.0: "failed"}
+    advance(sweep_id)
+    table = client.get(f"/v1/sweeps/{sweep_id}").json()
+    assert table["status"] == "finished"
+    rows = [(c["number"], c["status"], c["metric"]) for c in table["children"]]
+    settled = table["children"][0]["metric"]
+    assert rows == [(1, "succeeded", settled), (0, "succeeded", None), (2, "failed", None)]
+    assert table["best"] == table["children"][0]
+    job = client.get(f"/v1/jobs/{table['children'][0]['job_id']}").json()
+    assert job["metrics"]["settled_step"] == settled and 50 < settled < 200
+    unsettled = client.get(f"/v1/jobs/{table['children'][1]['job_id']}").json()
+    assert "settled_step" not in unsettled["metrics"] and unsettled["metrics"]["loss"] > 1e-6
+
+
+def test_a_legend_says_a_succeeded_child_has_no_metric_rather_than_that_it_succeeded() -> None:
+    from app.api.sweeps import legend_outcome
+    from app.sweeps import Child
+
+    def child(status: str, metric: float | None) -> Child:
+        return Child(0, {}, "job_x", status, metric, None)
+
+    assert legend_outcome(child("succeeded", 1484.0), "settled_step") == " → 1484"
+    assert legend_outcome(child("succeeded", None), "settled_step") == " (no settled_step)"
+    assert legend_outcome(child("failed", None), "settled_step") == " (failed)"

@@ -7,6 +7,7 @@ from __future__ import annotations
 import itertools
 import math
 
+import numpy as np
 import pytest
 import torch
 
@@ -109,6 +110,55 @@ def test_a_fit_logs_the_path_and_when_it_converged() -> None:
     assert logged(ctx, "step_norm")[0][1] == pytest.approx(0.05 * g.norm().item())
 
 
+# heavy ball (μ 0.9, η 0.5) on f = ½w² (the 1-D quadratic) from w = 1, by hand: v ← 0.9v + w,
+# w ← w − 0.5v gives w = 0.5, −0.2, −0.73, −0.842, −0.5218, 0.02728, so f = 0.125, 0.02,
+# 0.26645, 0.354482, 0.13614, 0.000372: below 0.15 at steps 1 and 2, above at 3 and 4
+# (it touched and left), below from 5 on
+HAND = {"dim": 1, "start": [1.0], "tolerance": 0.15}
+HAND_LOSSES = [0.125, 0.02, 0.26645, 0.354482, 0.13613762, 0.0003720992]
+
+
+def test_settled_step_is_where_the_tolerance_holds_to_the_end_not_the_first_touch() -> None:
+    spec = OptimizerSpec(name="momentum", lr=0.5)
+    _, ctx = run("quadratic", spec, 6, **HAND)
+    assert [v for _, v in logged(ctx, "loss")] == pytest.approx(HAND_LOSSES)
+    assert logged(ctx, "converged_step") == [(1, 1.0)]  # the first touch
+    assert logged(ctx, "settled_step") == [(6, 5.0)]  # logged once, at the last step
+    # a run that ends above the tolerance (step 4) never settled: nothing logged
+    _, ctx = run("quadratic", spec, 4, **HAND)
+    assert logged(ctx, "converged_step") == [(1, 1.0)] and logged(ctx, "settled_step") == []
+    # never above it: settled from the first step, as the bench counts
+    _, ctx = run("quadratic", spec, 6, **{**HAND, "tolerance": 0.5})
+    assert logged(ctx, "settled_step") == [(6, 1.0)]
+
+
+class StopAfter(LocalContext):
+    """Asks the fit to stop once it has offered a checkpoint at step ``after``."""
+
+    def __init__(self, after: int, **kwargs: object) -> None:
+        super().__init__(keep_checkpoints=True, **kwargs)  # type: ignore[arg-type]
+        self.after = after
+
+    def should_stop(self) -> bool:
+        return any(s >= self.after for s, _, _ in self.checkpoints)
+
+
+def test_settled_step_survives_a_resume() -> None:
+    """Stopped after step 5 (the last step above the tolerance was 4), resumed for step 6:
+    the checkpoint carries the last step above, so the resumed run logs 5, not 6 (the
+    resume's own step) nor 1 (a fresh count)."""
+    spec = OptimizerSpec(name="momentum", lr=0.5)
+    data = load_data("quadratic")
+    p = OptimLabParams(**HAND)  # type: ignore[arg-type]
+    first = StopAfter(5, steps=6, optimizer=spec)
+    FAMILY.fit(FAMILY.build(p, data.info), data, p, first)
+    step, state, _ = first.checkpoints[-1]
+    assert step == 5 and state["last_above"] == 4 and logged(first, "settled_step") == []
+    second = LocalContext(steps=6, optimizer=spec, resume=state)
+    FAMILY.fit(FAMILY.build(p, data.info), data, p, second)
+    assert logged(second, "settled_step") == [(6, 5.0)]
+
+
 def test_a_long_run_logs_at_most_max_logged_steps(monkeypatch: pytest.MonkeyPatch) -> None:
     import models.optim_lab as lab
 
@@ -182,3 +232,127 @@ def test_the_benchs_batched_runs_are_the_plain_rules() -> None:
                 assert math.isnan(gaps[r, i, 1]), name
                 continue
             assert gaps[r, i, 1] == pytest.approx(plain, rel=1e-9, abs=1e-12), name
+
+
+def test_the_familys_settled_step_is_the_benchs_steps_to_tolerance() -> None:
+    """The sweeps rank the lab's children by ``settled_step``; the bench's in-process grid
+    counts its own (``first_order_run``). The same number for every rule at two rates from
+    a perturbed start (none where the bench has inf), so both pick from the same table."""
+    from bench.optim_lab import FIRST_ORDER, LRS, first_order_run, start
+
+    land = load_data("quadratic")
+    budget = 200
+    steps, _ = first_order_run(land, [100], budget, 1e-6)
+    point = start(land, 100).tolist()
+    seen = set()
+    for r, name in enumerate(FIRST_ORDER):
+        for i in (5, 6):  # lr 0.032, 0.1
+            spec = OptimizerSpec(name=name, lr=LRS[i])  # type: ignore[arg-type]
+            _, ctx = run("quadratic", spec, budget, start=point)
+            got = [v for _, v in logged(ctx, "settled_step")]
+            want = steps[r, i, 0]
+            assert got == ([] if math.isinf(want) else [want]), (name, LRS[i])
+            seen.add(math.isinf(want))
+    assert seen == {True, False}  # both kinds of cell were compared
+
+
+INF = math.inf
+
+
+def test_the_lr_pick_is_the_smallest_median_then_the_smaller_mean() -> None:
+    """bench/optim_lab.py's ``pick_lr`` (the in-process grid's rule and the sweeps'), on a
+    table of steps (lr × start) made so each tie-break decides: rows 2, 3 and 5 share the
+    median 65; 3 has the smallest mean (55 against 65), 5 a start that never settles
+    (counted as 1e18 in the mean, not skipped); rows 1 and 6 have fewer settled starts
+    than half, so an infinite median, whatever their settled ones."""
+    from bench.optim_lab import LRS, pick_lr
+
+    steps = np.array(
+        [
+            [INF, INF, INF, INF],
+            [1, 2, INF, INF],
+            [50, 60, 70, 80],
+            [10, 60, 70, 80],
+            [60, 66, 70, INF],
+            [20, 30, 100, INF],
+            [5, 5, INF, INF],
+            [INF, INF, INF, INF],
+            [INF, INF, INF, INF],
+        ]
+    )
+    assert len(steps) == len(LRS)
+    gap = np.full(steps.shape, np.nan)
+    assert pick_lr(steps, gap) == 3
+    steps[3, 0] = 50  # its mean rises to 65: the tie goes to the first of 2 and 3
+    assert pick_lr(steps, gap) == 2
+
+
+def test_with_no_rate_settling_the_pick_is_the_smallest_median_final_gap() -> None:
+    """Nothing settles: the smallest median f − f* at the end, a diverged start (nan)
+    left out of its rate's median, a rate whose every start diverged never picked."""
+    from bench.optim_lab import LRS, pick_lr
+
+    steps = np.full((len(LRS), 4), INF)
+    gap = np.full((len(LRS), 4), 1.0)
+    gap[0] = np.nan  # all diverged
+    gap[1] = [1e-3, 2e-3, np.nan, np.nan]  # median of the two that ran: 1.5e-3
+    gap[2] = [1e-4, 1e-2, 1e-2, 1e-2]  # 1e-2
+    gap[3] = [5e-4, 5e-4, 5e-4, 1.0]  # 5e-4
+    assert pick_lr(steps, gap) == 3
+    gap[3, 1:3] = 2e-3  # median 2e-3: now rate 1's 1.5e-3 is the smallest
+    assert pick_lr(steps, gap) == 1
+
+
+def test_a_sweeps_children_read_back_as_the_benchs_steps_table() -> None:
+    """``sweep_steps``: the children of ``GET /v1/sweeps/{id}`` (best first, in any order)
+    placed by their lr and start; a child that succeeded without ``settled_step`` or
+    failed is inf; a cancelled child or a missing cell refuses to make a table."""
+    from bench.optim_lab import LRS, sweep_steps
+
+    starts = [[0.5, 1.0], [0.25, -1.0]]
+    children = []
+    for i, lr in enumerate(LRS):
+        for j, point in enumerate(starts):
+            number = i * len(starts) + j
+            status, metric = "succeeded", float(100 * i + j + 1)
+            if (i, j) == (0, 1):
+                metric = None  # never settled
+            if (i, j) == (8, 0):
+                status, metric = "failed", None  # diverged
+            values = {"optimizer.lr": lr, "params.start": point}
+            children.append(
+                {"number": number, "values": values, "status": status, "metric": metric,
+                 "job_id": f"job_{number}", "error": None}
+            )  # fmt: skip
+    shuffled = children[::-1]
+    steps, jobs = sweep_steps(shuffled, starts)
+    assert steps.shape == (len(LRS), 2)
+    assert steps[0, 0] == 1 and steps[3, 1] == 302 and steps[7, 0] == 701
+    assert steps[0, 1] == INF and steps[8, 0] == INF and steps[8, 1] == 802
+    assert jobs[3][1] == "job_7" and jobs[8][0] == "job_16"
+    cancelled = [dict(c, status="cancelled") if c["number"] == 5 else c for c in children]
+    with pytest.raises(ValueError, match="child #5 is cancelled"):
+        sweep_steps(cancelled, starts)
+    with pytest.raises(ValueError, match="1 \\(lr, start\\) cells have no child"):
+        sweep_steps(children[1:], starts)
+    with pytest.raises(ValueError, match="two children"):
+        sweep_steps([*children, children[0]], starts)
+
+
+def test_a_cells_sweep_is_a_valid_request_within_the_trial_cap() -> None:
+    """The body ``--via-sweeps`` posts: the service's own request model takes it, 9 rates ×
+    6 starts fit under the 64 children of a sweep, the 10-D quadratic carries its size."""
+    from app.api.sweeps import SweepRequest
+    from app.sweeps import MAX_TRIALS
+    from bench.optim_lab import CASES, LRS, MAX_SWEEP_TRIALS, TUNE_SEEDS, start, sweep_body
+
+    assert MAX_SWEEP_TRIALS == MAX_TRIALS
+    (case,) = [c for c in CASES if c.dim == 10]
+    land = case.landscape()
+    starts = [start(land, s).tolist() for s in TUNE_SEEDS[:6]]
+    body = sweep_body(case, "nesterov", starts, 3000, 1e-6)
+    request = SweepRequest.model_validate(body)
+    assert len(request.grid["optimizer.lr"]) * len(request.grid["params.start"]) == 54 <= 64
+    assert body["grid"]["optimizer.lr"] == LRS and body["metric"] == "settled_step"
+    assert body["spec"]["params"] == {"tolerance": 1e-6, "dim": 10, "condition_number": 1e3}
+    assert all(len(p) == 10 for p in body["grid"]["params.start"])
