@@ -11,6 +11,7 @@ docs/benchmarks.md's likelihood table.
 
     python -m bench.pixelvae                                  # layers 0 1 5, seeds 0 1 2
     python -m bench.pixelvae --layers 1 --seeds 0 --tag l1s0  # one cell
+    python -m bench.pixelvae --dataset mnist5k_bin --layers 0 1 3 --seeds 0 --epochs 20 --k-eval 10
 
 Writes bench/out/pixelvae[_TAG].json.
 """
@@ -29,9 +30,15 @@ from bench.likelihoods import CONFIGS, fit_run
 from models.data import load
 
 
-def one(dataset: str, layers: int, seed: int) -> dict[str, Any]:
+def one(
+    dataset: str, layers: int, seed: int, epochs: int | None = None, k_eval: int | None = None
+) -> dict[str, Any]:
+    """One fit at ``CONFIGS``' settings but ``layers`` (and ``epochs``, ``k_eval`` if given)."""
     base = CONFIGS[dataset]["pixelvae"]
-    run = dataclasses.replace(base, params={**base.params, "decoder_layers": layers})
+    params = {**base.params, "decoder_layers": layers}
+    if k_eval is not None:
+        params["k_eval"] = k_eval
+    run = dataclasses.replace(base, params=params, epochs=epochs or base.epochs)
     module, ctx, seconds = fit_run("pixelvae", load(dataset), run, seed)
     final = ctx.history[-1][1]
     return {
@@ -51,13 +58,15 @@ def main() -> None:
     parser.add_argument("--dataset", default="digits_bin", choices=sorted(CONFIGS))
     parser.add_argument("--layers", nargs="+", type=int, default=[0, 1, 5])
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
+    parser.add_argument("--epochs", type=int, help="instead of CONFIGS' (a cheaper sweep)")
+    parser.add_argument("--k-eval", type=int, help="the test bound's samples instead of CONFIGS'")
     parser.add_argument("--tag", default="")
     args = parser.parse_args()
     torch.set_num_threads(1)
     rows = []
     for layers in args.layers:
         for seed in args.seeds:
-            row = one(args.dataset, layers, seed)
+            row = one(args.dataset, layers, seed, args.epochs, args.k_eval)
             rows.append(row)
             print(
                 f"layers {layers} seed {seed}: test bound {row['test_iwae_nll']:.2f} nats, "
