@@ -12,24 +12,11 @@ import httpx
 import pytest
 
 from tests.stack import ADMIN_KEY, Stack
+from tests.support.dashboard import FLOW, sign_in
 
 pytestmark = pytest.mark.e2e
 
-# a tiny generative job: a two-layer MAF on the two moons (a few seconds on one core)
-FLOW = {
-    "model": "flow",
-    "dataset": "moons",
-    "params": {"transform": "maf", "layers": 2, "hidden": [16]},
-    "train": {"epochs": 3, "batch_size": 256, "seed": 0},
-}
 XSS = '<img src=x onerror="window.pwned=1"><script>window.pwned=1</script>'
-
-
-def sign_in(page: Any, stack: Stack, path: str = "/", key: str = ADMIN_KEY) -> None:
-    page.goto(stack.url + path)
-    page.fill("#key", key)
-    page.click("form.signin button[type=submit]")
-    page.wait_for_selector("#nav:not([hidden])")
 
 
 @pytest.fixture(scope="module")

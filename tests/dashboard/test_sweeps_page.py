@@ -11,8 +11,8 @@ from typing import Any
 
 import pytest
 
-from tests.dashboard.test_dashboard import FLOW, sign_in
 from tests.stack import Stack, wait_until
+from tests.support.dashboard import FLOW, sign_in
 
 pytestmark = pytest.mark.e2e
 
