@@ -70,6 +70,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from app.sweeps import MAX_TRIALS as MAX_SWEEP_TRIALS  # children of one sweep
 from bench.common import save
 from models.context import LocalContext
 from models.data import Landscape, load_data
@@ -352,7 +353,6 @@ def newton_cost() -> list[dict[str, Any]]:
 # --- 5. the same lr search through the sweeps service ----------------------------------
 
 SWEEP_METRIC = "settled_step"  # models.optim_lab's count of the criterion of part 1
-MAX_SWEEP_TRIALS = 64  # app.sweeps.MAX_TRIALS: children of one sweep
 
 
 def sweep_body(
