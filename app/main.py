@@ -53,13 +53,20 @@ from app.reconciler import reconcile_once
 log = logging.getLogger("deepzoo.api")
 
 
-async def _reconcile_forever(settings: Settings) -> None:
-    while True:
+# How long shutdown waits for a reconciler pass in progress. The pass runs in a thread,
+# which cancelling the task awaiting it does not stop: without the wait it outlived the
+# app, opening sessions on whatever engine the process held next (a test's next database).
+RECONCILE_GRACE_SECONDS = 30.0
+
+
+async def _reconcile_forever(settings: Settings, stop: asyncio.Event) -> None:
+    while not stop.is_set():
         try:
             await run_in_threadpool(reconcile_once, settings)
         except Exception:
             log.exception("reconciler pass failed")
-        await asyncio.sleep(settings.reconcile_seconds)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), settings.reconcile_seconds)
 
 
 def _bootstrap(settings: Settings) -> None:
@@ -76,13 +83,19 @@ def _bootstrap(settings: Settings) -> None:
 async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     settings = get_settings()
     await run_in_threadpool(_bootstrap, settings)
-    task = asyncio.create_task(_reconcile_forever(settings))
+    stop = asyncio.Event()
+    task = asyncio.create_task(_reconcile_forever(settings, stop))
     try:
         yield
     finally:
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
+        stop.set()  # no new pass; the one in progress finishes (bounded) before we return
+        try:
+            await asyncio.wait_for(asyncio.shield(task), RECONCILE_GRACE_SECONDS)
+        except TimeoutError:
+            log.warning("reconciler pass still running after %ss", RECONCILE_GRACE_SECONDS)
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
 
 
 # A client that sends a body past the limit without waiting for ``100 Continue`` (Python's

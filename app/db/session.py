@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import logging
 import os
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
-from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
@@ -53,14 +53,28 @@ def private_sqlite_file(path: Path) -> None:
             log.warning("cannot make %s private: %s", p, exc)
 
 
-@lru_cache
+# The engine and its sessionmaker, made together under one lock so that a reset cannot
+# land between them: with two separate caches, a thread that was making the sessionmaker
+# while another reset the engine stored one bound to the old engine, for good.
+_LOCK = threading.Lock()
+_CACHED: tuple[Engine, sessionmaker[Session]] | None = None
+
+
+def _cached() -> tuple[Engine, sessionmaker[Session]]:
+    global _CACHED
+    with _LOCK:
+        if _CACHED is None:
+            engine = make_engine(get_settings().resolved_database_url)
+            _CACHED = engine, sessionmaker(engine, expire_on_commit=False)
+        return _CACHED
+
+
 def get_engine() -> Engine:
-    return make_engine(get_settings().resolved_database_url)
+    return _cached()[0]
 
 
-@lru_cache
 def get_sessionmaker() -> sessionmaker[Session]:
-    return sessionmaker(get_engine(), expire_on_commit=False)
+    return _cached()[1]
 
 
 @contextmanager
@@ -79,7 +93,8 @@ def session_scope() -> Iterator[Session]:
 
 def reset_engine() -> None:
     """Forget the cached engine (after a fork or a settings change)."""
-    if get_engine.cache_info().currsize:
-        get_engine().dispose(close=False)
-    get_engine.cache_clear()
-    get_sessionmaker.cache_clear()
+    global _CACHED
+    with _LOCK:
+        if _CACHED is not None:
+            _CACHED[0].dispose(close=False)
+        _CACHED = None
