@@ -4,23 +4,22 @@ checkpoints."""
 from __future__ import annotations
 
 import asyncio
-import base64
 import csv
 import io
 import json
 import math
-from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Body, Depends, Header, Query, Request, Response
 from fastapi.responses import StreamingResponse
 from fastapi.security import HTTPAuthorizationCredentials
 from pydantic import ValidationError
-from sqlalchemy import and_, delete, or_, select
+from sqlalchemy import delete, select
 from starlette.concurrency import run_in_threadpool
 
 from app.admission import SPEC_ADAPTER, cancel, create_job, enqueue
 from app.api.deps import CurrentPrincipal, SessionDep, bearer, current_principal, owned_job
+from app.api.paging import newest_first
 from app.auth import Principal
 from app.db.models import Checkpoint, Job, JobEvent, Metric
 from app.db.ops import add_event, checkpoint_ok
@@ -119,33 +118,6 @@ def post_job(
     return job_out(job)
 
 
-def _encode_cursor(job: Job) -> str:
-    raw = json.dumps([job.created_at.isoformat(), job.id]).encode()
-    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
-
-
-def _decode_cursor(cursor: str) -> tuple[datetime, str]:
-    try:
-        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
-        created, job_id = json.loads(raw)
-        when = datetime.fromisoformat(created)
-        if when.tzinfo is None:  # every cursor this API returns names its offset
-            raise ValueError("naive datetime")
-        return when.astimezone(UTC), str(job_id)
-    except Exception:
-        raise Problem(
-            422,
-            "malformed cursor",
-            errors=[
-                {
-                    "path": "cursor",
-                    "message": "not a cursor returned by this API",
-                    "type": "value_error",
-                }
-            ],
-        ) from None
-
-
 @router.get("", response_model=JobList)
 def list_jobs(
     principal: CurrentPrincipal,
@@ -163,16 +135,8 @@ def list_jobs(
         q = q.where(Job.model == model)
     if dataset:
         q = q.where(Job.dataset == dataset)
-    if cursor:
-        created, job_id = _decode_cursor(cursor)
-        q = q.where(or_(Job.created_at < created, and_(Job.created_at == created, Job.id < job_id)))
-    rows = session.scalars(q.order_by(Job.created_at.desc(), Job.id.desc()).limit(limit + 1)).all()
-    more = len(rows) > limit
-    rows = rows[:limit]
-    return JobList(
-        items=[job_out(j) for j in rows],
-        next_cursor=_encode_cursor(rows[-1]) if more and rows else None,
-    )
+    rows, next_cursor = newest_first(session, q, Job.created_at, Job.id, limit, cursor)
+    return JobList(items=[job_out(j) for j in rows], next_cursor=next_cursor)
 
 
 @router.get("/{job_id}", response_model=JobOut)

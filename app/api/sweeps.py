@@ -19,6 +19,7 @@ from sqlalchemy.orm import Session
 from app import trajectories
 from app.api.common import PNG, PNGResponse
 from app.api.deps import CurrentPrincipal, SessionDep
+from app.api.paging import newest_first
 from app.auth import Principal
 from app.db.models import Job, Metric, Sweep
 from app.limits import INFERENCE_LIMITER, check_active_jobs
@@ -126,6 +127,9 @@ class SweepOut(BaseModel):
 
 class SweepList(BaseModel):
     items: list[SweepOut]
+    next_cursor: str | None = Field(
+        description="pass as `cursor` for the next page; null on the last"
+    )
 
 
 def _child(c: Child) -> ChildOut:
@@ -245,13 +249,14 @@ def list_sweeps(
     session: SessionDep,
     status: Literal["running", "finished", "cancelled"] | None = None,
     limit: Annotated[int, Query(ge=1, le=100)] = 20,
+    cursor: Annotated[str | None, Query(max_length=500)] = None,
 ) -> SweepList:
-    """The caller's sweeps, newest first."""
+    """The caller's sweeps, newest first, a page at a time (``next_cursor``)."""
     q = select(Sweep).where(Sweep.owner == principal.owner)
     if status:
         q = q.where(Sweep.status == status)
-    rows = session.scalars(q.order_by(Sweep.created_at.desc(), Sweep.id.desc()).limit(limit))
-    return SweepList(items=[sweep_out(session, s) for s in rows.all()])
+    rows, next_cursor = newest_first(session, q, Sweep.created_at, Sweep.id, limit, cursor)
+    return SweepList(items=[sweep_out(session, s) for s in rows], next_cursor=next_cursor)
 
 
 @router.get("/{sweep_id}", response_model=SweepOut)

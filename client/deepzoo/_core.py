@@ -385,8 +385,18 @@ def sweep(sweep: Sweep | str) -> Op[Sweep]:
 
 
 def sweeps(status: str | None, limit: int) -> Op[list[Sweep]]:
-    r = yield Call("GET", "/v1/sweeps", params=_clean({"status": status, "limit": limit}))
-    return [Sweep.from_dict(s) for s in r.json()["items"]]
+    """Newest first, following the cursor until ``limit`` sweeps (pages of at most 100)."""
+    out: list[Sweep] = []
+    cursor = None
+    while len(out) < limit:
+        params = _clean({"status": status, "limit": min(100, limit - len(out)), "cursor": cursor})
+        r = yield Call("GET", "/v1/sweeps", params=params)
+        body = r.json()
+        out += [Sweep.from_dict(s) for s in body["items"]]
+        cursor = body.get("next_cursor")
+        if not cursor or not body["items"]:
+            break
+    return out
 
 
 def cancel_sweep(sweep: Sweep | str) -> Op[Sweep]:

@@ -332,6 +332,7 @@ class AsyncSweeps:
         self._c = client
 
     async def __call__(self, *, status: str | None = None, limit: int = 20) -> list[Sweep]:
+        """Your sweeps, newest first, at most ``limit`` (the pages are followed for you)."""
         return await self._c._run(core.sweeps(status, limit))
 
     async def create(

@@ -740,7 +740,7 @@ def sweep_create(
 def sweep_list(
     ctx: typer.Context,
     status: Annotated[str | None, typer.Option(help="running, finished or cancelled")] = None,
-    limit: Annotated[int, typer.Option(help="at most this many (1-100)")] = 20,
+    limit: Annotated[int, typer.Option(help="at most this many (the pages are followed)")] = 20,
 ) -> None:
     """Your sweeps, newest first."""
     st = _state(ctx)

@@ -537,6 +537,7 @@ class Sweeps:
         self._c = client
 
     def __call__(self, *, status: str | None = None, limit: int = 20) -> list[Sweep]:
+        """Your sweeps, newest first, at most ``limit`` (the pages are followed for you)."""
         return self._c._run(core.sweeps(status, limit))
 
     def create(

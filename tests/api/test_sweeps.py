@@ -177,6 +177,22 @@ def test_another_owner_sees_no_sweep(client: TestClient, other_client: TestClien
     assert [s["id"] for s in client.get("/v1/sweeps").json()["items"]] == [sweep["id"]]
 
 
+def test_the_list_pages_newest_first_by_cursor_without_repeats(client: TestClient) -> None:
+    made = [client.post("/v1/sweeps", json=sweep_body(parallel=1)).json()["id"] for _ in range(3)]
+    seen, cursor = [], None
+    for _ in range(4):
+        params: dict[str, Any] = {"limit": 2} | ({"cursor": cursor} if cursor else {})
+        r = client.get("/v1/sweeps", params=params)
+        assert r.status_code == 200, r.text
+        seen += [s["id"] for s in r.json()["items"]]
+        cursor = r.json()["next_cursor"]
+        if cursor is None:
+            break
+    assert seen == made[::-1]  # newest first, each once, and the last page says it is
+    r = client.get("/v1/sweeps", params={"cursor": "not-a-cursor"})
+    assert r.status_code == 422 and r.json()["errors"][0]["path"] == "cursor", r.text
+
+
 def test_children_count_against_the_active_jobs_limit(
     client: TestClient, monkeypatch: pytest.MonkeyPatch
 ) -> None:
