@@ -217,22 +217,25 @@ def job(job: Job | str) -> Op[Job]:
     return Job.from_dict(r.json())
 
 
-def jobs(status: str | None, model: str | None, dataset: str | None, limit: int) -> Op[list[Job]]:
-    """Newest first, following the cursor until ``limit`` jobs (pages of at most 200)."""
-    out: list[Job] = []
+def pages(path: str, params: dict[str, Any], limit: int, page_max: int) -> Op[list[Any]]:
+    """A newest-first list's items (JSON), following ``next_cursor`` until ``limit``."""
+    out: list[Any] = []
     cursor = None
     while len(out) < limit:
-        page = min(200, limit - len(out))
-        params = _clean(
-            {"status": status, "model": model, "dataset": dataset, "limit": page, "cursor": cursor}
-        )
-        r = yield Call("GET", "/v1/jobs", params=params)
+        page = {"limit": min(page_max, limit - len(out)), "cursor": cursor}
+        r = yield Call("GET", path, params=_clean(params | page))
         body = r.json()
-        out += [Job.from_dict(j) for j in body["items"]]
+        out += body["items"]
         cursor = body.get("next_cursor")
         if not cursor or not body["items"]:
             break
     return out
+
+
+def jobs(status: str | None, model: str | None, dataset: str | None, limit: int) -> Op[list[Job]]:
+    """Newest first, following the cursor until ``limit`` jobs (pages of at most 200)."""
+    params = {"status": status, "model": model, "dataset": dataset}
+    return [Job.from_dict(j) for j in (yield from pages("/v1/jobs", params, limit, 200))]
 
 
 def action(job: Job | str, verb: str, body: dict[str, Any] | None = None) -> Op[Job]:
@@ -386,17 +389,8 @@ def sweep(sweep: Sweep | str) -> Op[Sweep]:
 
 def sweeps(status: str | None, limit: int) -> Op[list[Sweep]]:
     """Newest first, following the cursor until ``limit`` sweeps (pages of at most 100)."""
-    out: list[Sweep] = []
-    cursor = None
-    while len(out) < limit:
-        params = _clean({"status": status, "limit": min(100, limit - len(out)), "cursor": cursor})
-        r = yield Call("GET", "/v1/sweeps", params=params)
-        body = r.json()
-        out += [Sweep.from_dict(s) for s in body["items"]]
-        cursor = body.get("next_cursor")
-        if not cursor or not body["items"]:
-            break
-    return out
+    items = yield from pages("/v1/sweeps", {"status": status}, limit, 100)
+    return [Sweep.from_dict(s) for s in items]
 
 
 def cancel_sweep(sweep: Sweep | str) -> Op[Sweep]:

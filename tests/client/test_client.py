@@ -216,6 +216,27 @@ def test_retry_sequencing_backoff_and_idempotency() -> None:
             c.clone("job_x")
 
 
+def test_lists_follow_the_cursor_in_pages_until_the_limit() -> None:
+    """The list pages are the server's (the routes' paging is tests/api); here the client's
+    side: the page sizes it asks for, the cursor it sends on, and where it stops."""
+    seen: list[httpx.Request] = []
+    page1 = {"items": [{"id": f"swp_{i}"} for i in range(100)], "next_cursor": "c1"}
+    page2 = {"items": [{"id": f"swp_{i}"} for i in range(100, 120)], "next_cursor": None}
+    answers: list[Any] = [httpx.Response(200, json=page1), httpx.Response(200, json=page2)]
+    with deepzoo.Client("http://dz.test", "k", transport=_scripted(answers, seen)) as c:
+        got = c.sweeps(status="finished", limit=150)
+    assert [s.id for s in got] == [f"swp_{i}" for i in range(120)]
+    params = [dict(r.url.params) for r in seen]
+    assert params == [
+        {"status": "finished", "limit": "100"},
+        {"status": "finished", "limit": "50", "cursor": "c1"},
+    ]
+    # the limit ends it even when the server has more
+    answers = [httpx.Response(200, json={"items": [{"id": "job_1"}], "next_cursor": "c2"})]
+    with deepzoo.Client("http://dz.test", "k", transport=_scripted(answers, [])) as c:
+        assert [j.id for j in c.jobs(limit=1)] == ["job_1"]
+
+
 def test_async_client_has_the_same_methods(client_stack: Stack, moons_job: deepzoo.Job) -> None:
     sync_methods = {m for m in dir(deepzoo.Client) if not m.startswith("_")}
     assert sync_methods <= {m for m in dir(deepzoo.AsyncClient) if not m.startswith("_")}
