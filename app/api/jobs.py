@@ -19,7 +19,6 @@ from starlette.concurrency import run_in_threadpool
 
 from app.admission import SPEC_ADAPTER, cancel, create_job, enqueue
 from app.api.deps import CurrentPrincipal, SessionDep, bearer, current_principal, owned_job
-from app.api.paging import newest_first
 from app.auth import Principal
 from app.db.models import Checkpoint, Job, JobEvent, Metric
 from app.db.ops import add_event, checkpoint_ok
@@ -27,6 +26,7 @@ from app.db.session import get_sessionmaker
 from app.events import GONE, STREAM_SLOTS, JobState, Slot, event_watch
 from app.inference import cache as model_cache
 from app.limits import check_active_jobs
+from app.paging import newest_first
 from app.problems import Problem, refusals_as_problems
 from app.schemas import (
     BINARY,

@@ -19,10 +19,10 @@ from sqlalchemy.orm import Session
 from app import trajectories
 from app.api.common import PNG, PNGResponse
 from app.api.deps import CurrentPrincipal, SessionDep
-from app.api.paging import newest_first
 from app.auth import Principal
 from app.db.models import Job, Metric, Sweep
 from app.limits import INFERENCE_LIMITER, check_active_jobs
+from app.paging import newest_first
 from app.problems import Problem
 from app.schemas import JobSpec
 from app.sweeps import (
