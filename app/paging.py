@@ -59,9 +59,7 @@ def newest_first(
         when, after = decode_cursor(cursor)
         q = q.where(or_(created < when, and_(created == when, row_id < after)))
     rows = list(session.scalars(q.order_by(created.desc(), row_id.desc()).limit(limit + 1)))
-    more = len(rows) > limit
-    rows = rows[:limit]
-    last = rows[-1] if more and rows else None
-    if last is None:
+    if len(rows) <= limit:
         return rows, None
-    return rows, encode_cursor(getattr(last, created.key), getattr(last, row_id.key))
+    last = rows[limit - 1]
+    return rows[:limit], encode_cursor(getattr(last, created.key), getattr(last, row_id.key))
